@@ -1,0 +1,225 @@
+"""The ``collectord`` command: run, stop, status, demo.
+
+Each sub-command's ``--help`` says what it does, with an example. Errors from
+below (``CollectordError``) are printed as one clear line and turned into a
+non-zero exit status here, at the edge; nothing else catches them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from . import config as config_module
+from .control import request
+from .errors import CollectordError
+from .protocol import Command
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration file (default: $COLLECTORD_CONFIG "
+        "or the built-in defaults, see config/collectord.toml)",
+    )
+    parser.add_argument(
+        "--control",
+        metavar="ENDPOINT",
+        help="the daemon's control endpoint "
+        "(default from the configuration: tcp://127.0.0.1:5556)",
+    )
+
+
+def _client_common(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for the daemon (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collectord",
+        description="Collect the parameters and data of a rig's processes; "
+        "save them when an experiment stops.",
+    )
+    parser.add_argument("--version", action="version", version=f"collectord {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    run = commands.add_parser(
+        "run",
+        formatter_class=raw,
+        help="run the collector daemon in the foreground",
+        description="Run the collector daemon in the foreground. It saves the running "
+        "experiment on SIGTERM or Ctrl-C (a second one skips the stop barrier) and "
+        "exits 0.\n\nexample:\n  collectord run --output ~/data/rig1",
+    )
+    _common(run)
+    run.add_argument(
+        "--data",
+        metavar="ENDPOINT",
+        help="data endpoint to bind (default tcp://127.0.0.1:5555; port * lets the system choose)",
+    )
+    run.add_argument("--output", metavar="DIR", help="folder for experiment folders")
+    run.add_argument(
+        "--last-config",
+        metavar="FILE",
+        help="last-config file (default: last_config.json in the output folder)",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="log every message")
+
+    stop = commands.add_parser(
+        "stop",
+        formatter_class=raw,
+        help="end the current experiment and save it",
+        description="End the current experiment: the daemon waits for every connected "
+        "client's messages, saves the metadata and the last config, and starts a new "
+        "experiment. Prints the saved metadata file.\n\nexample:\n"
+        "  collectord stop --reason 'fish 3 done'",
+    )
+    _client_common(stop)
+    stop.add_argument("--reason", default="collectord stop", help="recorded in the metadata")
+
+    status = commands.add_parser(
+        "status",
+        formatter_class=raw,
+        help="show what the daemon is doing",
+        description="Show the daemon's sources, message counts, rejections and last "
+        "save. Exits 1 if no daemon answers.\n\nexample:\n  collectord status --json",
+    )
+    _client_common(status)
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+
+    demo = commands.add_parser(
+        "demo",
+        formatter_class=raw,
+        help="run a simulated rig end to end",
+        description="Start a daemon and three simulated acquisition processes (camera, "
+        "tracking, stimulus) on free local ports; the stimulus process stops the "
+        "experiment when its protocol ends. Prints where the files went and what the "
+        "tree holds.\n\nexample:\n  collectord demo --output /tmp/demo",
+    )
+    demo.add_argument(
+        "--output",
+        metavar="DIR",
+        default="collectord-demo",
+        help="output folder (default: ./%(default)s)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="length of the simulated protocol (default: %(default)s)",
+    )
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> config_module.Config:
+    settings = config_module.load(args.config)
+    return settings.replace(
+        control=args.control,
+        data=getattr(args, "data", None),
+        output=getattr(args, "output", None),
+        last_config=getattr(args, "last_config", None),
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s collectord %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    daemon = Daemon(_settings(args))
+    endpoints = daemon.bind()
+    daemon.install_signal_handlers()
+    print(
+        f"collectord {__version__} listening: data={endpoints['data']} "
+        f"control={endpoints['control']} output={daemon.config.output_dir}",
+        flush=True,
+    )
+    daemon.serve()
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    result = request(settings.control, Command.STOP, {"reason": args.reason}, args.timeout)
+    print(result["path"])
+    if result.get("unconfirmed"):
+        print("unconfirmed: " + ", ".join(result["unconfirmed"]), file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    status = request(settings.control, Command.STATUS, {}, args.timeout)
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(format_status(status))
+    return 0
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines = [
+        f"collectord {status['version']} (pid {status['pid']} on {status['host']}), "
+        f"up {status['uptime']:.0f} s",
+        f"  data     {status['endpoints'].get('data')}",
+        f"  control  {status['endpoints'].get('control')}",
+        f"  output   {status['output']}",
+        f"  experiment {status['run_id']} since {status['run_started']}"
+        + ("  (stop pending)" if status["stop_pending"] else ""),
+        f"  saved    {status['saved_experiments']} experiment(s); last: "
+        f"{status['last_saved'] or '-'}",
+    ]
+    if status.get("last_error"):
+        lines.append(f"  ERROR    {status['last_error']}")
+    lines.append(f"  rejected {status['rejected']} message(s)")
+    if status["sources"]:
+        lines.append("  sources:")
+    for source in status["sources"]:
+        counts = source["messages"]
+        state = "connected" if source["connected"] else "gone"
+        extra = "".join(
+            f", {counts[key]} {key.replace('_', ' ')}"
+            for key in ("rejected", "duplicates", "lost")
+            if counts[key]
+        )
+        lines.append(
+            f"    {source['name']:<12} {state:<9} pid {source['pid']} on {source['host']}: "
+            f"{counts['messages']} messages{extra}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.output, args.duration)
+
+
+HANDLERS = {"run": cmd_run, "stop": cmd_stop, "status": cmd_status, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return HANDLERS[args.command](args)
+    except CollectordError as exc:
+        print(f"collectord {args.command}: {exc}", file=sys.stderr)
+        return 1

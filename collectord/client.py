@@ -1,0 +1,286 @@
+"""The Python client: what an acquisition process uses to publish.
+
+::
+
+    from collectord import Client
+
+    with Client("camera") as client:
+        settings = {"exposure": 5.0, "gain": 1.0, **client.restore("camera/settings")}
+        client.set_params("camera/settings", settings)
+        ...
+        client.set_params("camera/settings", exposure=8.0)   # microseconds, never blocks
+        client.add_data("camera/frames", 12000)
+
+**Never blocking.** ``set_params`` and ``add_data`` check and encode the value
+in the calling thread (so a bad value raises at the call that sent it), take a
+sequence number and append the frames to an in-memory queue; the I/O thread
+(``link.py``) does all the networking. They work before the daemon is up and
+while it restarts: messages wait in the client until the daemon confirms them.
+
+**Threads.** A ``Client`` may be shared between threads: every method is
+thread-safe, and messages from different threads are ordered by the moment
+their call took the client's lock. Blocking calls (``sync``, ``stop``,
+``restore``, ``close``) wait only for their own answer.
+
+**Lifecycle.** ``State.OPEN`` from construction; ``close()`` (or leaving the
+``with`` block) moves to ``CLOSING``, delivers everything sent, says ``bye``
+and ends in ``CLOSED``. Calls on a closing or closed client raise
+``ClientClosedError``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import platform
+import secrets
+import socket
+import sys
+from collections.abc import Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from types import TracebackType
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from . import __version__, codec
+from . import config as config_module
+from .errors import ClientClosedError, DaemonTimeout
+from .link import Link, Request, Shared
+from .paths import check_name, parse_path
+from .protocol import PROTOCOL_VERSION, Command, Kind
+
+__all__ = ["Client", "State"]
+
+#: Messages a client keeps until the daemon confirms them; beyond, the oldest go.
+DEFAULT_BUFFER = 1_000_000
+
+
+class State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+def _header_prefix(kind: Kind, name: str, session: str) -> bytes:
+    """The packed header up to the sequence number, which is packed per message.
+
+    The header is a 5-entry map whose last key is ``seq``; packing the constant
+    part once keeps the publishing call cheap.
+    """
+    fixed = {"v": PROTOCOL_VERSION, "kind": kind.value, "source": name, "session": session}
+    parts = [b"\x85"]
+    for key, value in fixed.items():
+        parts.append(msgpack.packb(key))
+        parts.append(msgpack.packb(value))
+    parts.append(msgpack.packb("seq"))
+    return b"".join(parts)
+
+
+class Client:
+    """A connection from one process to the collectord daemon.
+
+    ``name`` identifies the process in the saved metadata ("camera",
+    "tracking"). ``data`` and ``control`` are the daemon's endpoints; when not
+    given they come from ``config`` (a path, or None for $COLLECTORD_CONFIG or
+    the built-in defaults). ``buffer`` bounds how many unconfirmed messages
+    are kept for resending.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        data: str | None = None,
+        control: str | None = None,
+        *,
+        config: str | os.PathLike[str] | None = None,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> None:
+        self.name = check_name(name, where="client name")
+        settings = config_module.load(config)
+        self.data_endpoint = data or settings.data
+        self.control_endpoint = control or settings.control
+        self.session = secrets.token_hex(8)
+        self._state = State.OPEN
+        self._prefix = {kind: _header_prefix(kind, self.name, self.session) for kind in Kind}
+        self._shared = Shared()
+        self._context: zmq.Context[Any] = zmq.Context()
+        wake_address = f"inproc://collectord-wake-{self.session}"
+        wake_rx = self._context.socket(zmq.PAIR)
+        wake_rx.bind(wake_address)
+        self._wake = self._context.socket(zmq.PAIR)
+        self._wake.connect(wake_address)
+        hello = {
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "program": " ".join(sys.argv) or sys.executable,
+            "versions": {
+                "collectord": __version__,
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+                "pyzmq": zmq.__version__,
+                "libzmq": zmq.zmq_version(),
+                "msgpack": ".".join(map(str, msgpack.version)),
+            },
+        }
+        self._link = Link(
+            self._shared,
+            wake_rx,
+            self._context,
+            data=self.data_endpoint,
+            control=self.control_endpoint,
+            session=self.session,
+            hello=hello,
+            buffer_limit=buffer,
+        )
+        self._link.start()
+        self._link.ready.wait()
+        if self._link.failure is not None:
+            self._state = State.CLOSED
+            self._wake.close()
+            self._context.term()
+            raise self._link.failure
+
+    # -- publishing (never blocks) -------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def set_params(
+        self, node: str, values: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> int:
+        """Merge parameter values into ``node``; they carry over to later experiments.
+
+        ``client.set_params("camera/settings", {"exposure": 5.0}, gain=2)``.
+        Returns the message's sequence number.
+        """
+        parse_path(node)
+        merged = {**(values or {}), **kwargs}
+        for key in merged:
+            check_name(key, where=f"parameter name under {node!r}")
+        codec.check_value(merged, where=node)
+        return self._publish(Kind.PARAMS, codec.pack({"path": node, "values": merged}))
+
+    def add_data(self, path: str, value: Any) -> int:
+        """Set static data at ``path`` for the current experiment (e.g. "stimulus/log").
+
+        Returns the message's sequence number.
+        """
+        parse_path(path)
+        codec.check_value(value, where=path)
+        return self._publish(Kind.DATA, codec.pack({"path": path, "value": value}))
+
+    def _publish(self, kind: Kind, body: bytes) -> int:
+        shared = self._shared
+        with shared.lock:
+            if self._state is not State.OPEN:
+                raise ClientClosedError(f"client {self.name!r} is {self._state.value}")
+            shared.seq += 1
+            seq = shared.seq
+            header = self._prefix[kind] + msgpack.packb(seq)
+            shared.outbox.append((seq, [header, body]))
+            self._wake_link()
+        return seq
+
+    def _wake_link(self) -> None:
+        """Wake the I/O thread if it sleeps; call with the lock held."""
+        if self._shared.sleeping:
+            self._shared.sleeping = False
+            self._wake.send(b"", zmq.NOBLOCK)
+
+    # -- requests (block the caller, up to ``timeout``) ----------------------------
+
+    def _request(self, command: Command, fields: dict[str, Any], timeout: float) -> dict[str, Any]:
+        future: Future[dict[str, Any]] = Future()
+        with self._shared.lock:
+            if self._state is State.CLOSED:
+                raise ClientClosedError(f"client {self.name!r} is closed")
+            self._shared.requests.append(Request(command, fields, future))
+            self._wake_link()
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            raise DaemonTimeout(
+                f"no answer to {command.value!r} from the daemon at {self.control_endpoint} "
+                f"within {timeout} s: is `collectord run` running there?"
+            ) from None
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Return once the daemon has received every message this client sent."""
+        seq = self._shared.seq
+        self._request(Command.SYNC, {"session": self.session, "seq": seq}, timeout)
+
+    def stop(self, reason: str = "", timeout: float = 30.0) -> str:
+        """End the experiment; return the path of its saved metadata file.
+
+        The daemon first waits for everything this client and every other
+        connected client has sent (its stop barrier).
+        """
+        fields = {
+            "reason": reason or f"stop() from {self.name}",
+            "session": self.session,
+            "seq": self._shared.seq,
+        }
+        return str(self._request(Command.STOP, fields, timeout)["path"])
+
+    def restore(self, node: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The last config's values under ``node``; {} if it holds none."""
+        parse_path(node)
+        return dict(self._request(Command.RESTORE, {"node": node}, timeout)["values"])
+
+    def status(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The daemon's status, as ``collectord status --json`` prints it."""
+        return self._request(Command.STATUS, {}, timeout)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Messages sent but not yet confirmed by the daemon (approximate)."""
+        return len(self._link.unacked) + len(self._shared.outbox)
+
+    @property
+    def overflowed(self) -> int:
+        """Messages dropped because more than ``buffer`` were unconfirmed."""
+        return self._link.overflowed
+
+    # -- closing -------------------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver everything sent, say goodbye, and release the sockets.
+
+        Raises ``DaemonTimeout`` if the daemon did not confirm delivery in
+        ``timeout`` seconds; the client is closed all the same.
+        """
+        with self._shared.lock:
+            if self._state is not State.OPEN:
+                return
+            self._state = State.CLOSING
+        try:
+            self.sync(timeout)
+            self._request(Command.BYE, {"session": self.session}, timeout)
+        finally:
+            with self._shared.lock:
+                self._shared.closing = True
+                self._wake_link()
+                self._state = State.CLOSED
+            self._wake.close(linger=0)
+            if self._link.finished.wait(timeout):
+                self._context.term()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Client {self.name!r} {self._state.value} session={self.session}>"

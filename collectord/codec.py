@@ -1,0 +1,195 @@
+"""Values on the wire: msgpack plus two extension types.
+
+What a client may send, and how it travels:
+
+=============================  ==============================================
+Python value                   msgpack
+=============================  ==============================================
+None, bool, int, float, str    native (ints from -2**63 to 2**64-1)
+bytes, bytearray, memoryview   bin
+list, tuple                    array (a tuple arrives as a list)
+dict with str keys             map (keys may not start with ``$``)
+numpy array, numpy scalar      ext 1: the array in numpy's ``.npy`` format
+datetime, date, time           ext 2: ISO 8601 text, UTF-8
+numpy datetime64               ext 2: ISO 8601 text, UTF-8
+pathlib paths                  str
+=============================  ==============================================
+
+The daemon also accepts msgpack's standard timestamp (ext -1), so clients in
+other languages can send times natively. Anything else (sets, objects, complex
+numbers, object arrays) raises ``UnsupportedValueError`` at the call that tried
+to send it, naming where in the value it sits: stytra's ``prepare_json`` wrote
+``0`` for those, and the zeros were restored next session as if real.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .errors import UnsupportedValueError
+
+EXT_NDARRAY = 1
+EXT_ISOTIME = 2
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+#: Deepest nesting of containers inside one value.
+MAX_VALUE_DEPTH = 64
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _refusal(obj: Any) -> str | None:
+    """Why an object msgpack does not know natively cannot be sent, or None."""
+    if isinstance(obj, np.ndarray | np.generic):
+        if obj.dtype.hasobject or obj.dtype.kind in "cmV":
+            return f"numpy dtype {obj.dtype}"
+        return None
+    if isinstance(obj, dt.datetime | dt.date | dt.time | os.PathLike):
+        return None
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _default(obj: Any) -> Any:
+    """msgpack's hook for types it does not know; raises TypeError otherwise."""
+    refusal = _refusal(obj)
+    if refusal:
+        raise TypeError(refusal)
+    if isinstance(obj, np.ndarray | np.generic):
+        if obj.dtype.kind == "M" and obj.ndim == 0:
+            return msgpack.ExtType(EXT_ISOTIME, str(np.datetime_as_string(obj)).encode())
+        return msgpack.ExtType(EXT_NDARRAY, _npy_bytes(np.asarray(obj)))
+    if isinstance(obj, dt.datetime | dt.date | dt.time):
+        return msgpack.ExtType(EXT_ISOTIME, obj.isoformat().encode())
+    return os.fspath(obj)
+
+
+def _find_unsupported(value: Any, where: str, depth: int = 0) -> str | None:
+    """Walk ``value`` and describe the first thing we refuse, or None."""
+    if depth > MAX_VALUE_DEPTH:
+        return f"{where}: nested deeper than {MAX_VALUE_DEPTH} levels"
+    if value is None or isinstance(value, bool | str | bytes | bytearray | memoryview):
+        return None
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            return f"{where}: integer {value} does not fit in 64 bits"
+        return None
+    if isinstance(value, float):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where}: dict key {key!r} is a {type(key).__name__}, not a str"
+            if key.startswith("$"):
+                return f"{where}: dict key {key!r} starts with '$', kept for collectord's tags"
+            found = _find_unsupported(item, f"{where}[{key!r}]", depth + 1)
+            if found:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _find_unsupported(item, f"{where}[{index}]", depth + 1)
+            if found:
+                return found
+        return None
+    refusal = _refusal(value)
+    return f"{where}: unsupported type {refusal}" if refusal else None
+
+
+def check_value(value: Any, where: str = "value") -> None:
+    """Raise ``UnsupportedValueError`` if ``value`` cannot be sent faithfully.
+
+    msgpack alone would accept int dict keys and ``$``-keys and cannot say
+    where in a nested value a bad type sits, so the client walks the value once.
+    """
+    problem = _find_unsupported(value, where)
+    if problem:
+        raise UnsupportedValueError(problem)
+
+
+def make_packer() -> msgpack.Packer:
+    """A packer for values; one per thread (msgpack packers are not thread-safe)."""
+    return msgpack.Packer(default=_default, use_bin_type=True, datetime=False)
+
+
+def pack(obj: Any) -> bytes:
+    """Pack ``obj``; the caller has already run ``check_value`` on user values."""
+    try:
+        return msgpack.packb(obj, default=_default, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise UnsupportedValueError(f"cannot encode: {exc}") from exc
+
+
+class DecodeError(ValueError):
+    """A frame is not a well-formed collectord value."""
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == EXT_NDARRAY:
+        try:
+            array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:  # numpy raises several types for bad headers
+            raise DecodeError(f"ext {EXT_NDARRAY} is not a valid .npy array: {exc}") from exc
+        if array.dtype.hasobject:
+            raise DecodeError("object arrays are not accepted")
+        return array
+    if code == EXT_ISOTIME:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"ext {EXT_ISOTIME} is not UTF-8 text") from exc
+    raise DecodeError(f"unknown msgpack ext type {code}")
+
+
+def unpack(frame: bytes) -> Any:
+    """Decode one frame sent by an untrusted peer.
+
+    Timestamps (ext -1) become ISO 8601 text, like ext 2, so that every time
+    ends up the same way in the JSON. Size is bounded before we get here, by
+    ZeroMQ's maximum message size on the daemon's sockets; msgpack bounds
+    container lengths by the frame's length.
+    """
+    try:
+        obj = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+            timestamp=3,
+            ext_hook=_ext_hook,
+        )
+    except DecodeError:
+        raise
+    except Exception as exc:  # msgpack raises many types on garbage
+        raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
+    return _normalise_times(obj, 0)
+
+
+def _normalise_times(obj: Any, depth: int) -> Any:
+    if depth > MAX_VALUE_DEPTH:
+        raise DecodeError(f"value nested deeper than {MAX_VALUE_DEPTH} levels")
+    if isinstance(obj, dict):
+        for key, item in obj.items():
+            if isinstance(key, bytes):
+                raise DecodeError("map keys must be text, not bytes")
+            if isinstance(item, dict | list | dt.datetime):
+                obj[key] = _normalise_times(item, depth + 1)
+        return obj
+    if isinstance(obj, list):
+        for index, item in enumerate(obj):
+            if isinstance(item, dict | list | dt.datetime):
+                obj[index] = _normalise_times(item, depth + 1)
+        return obj
+    if isinstance(obj, dt.datetime):
+        return obj.isoformat()
+    return obj

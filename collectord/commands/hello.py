@@ -1,0 +1,55 @@
+"""``hello``: a client introduces itself.
+
+Request fields: ``name`` (str, the process's name, e.g. "camera"), ``session``
+(str, ``[A-Za-z0-9_-]{1,64}``, unique per client object; also the routing id of
+the client's DEALER socket, so the daemon can send it notices), ``host`` (str),
+``pid`` (int), ``program`` (str), ``versions`` (map of str to str: the client's
+library versions), and optionally ``confirmed`` (int, the highest sequence
+number a daemon has confirmed to this session before; a daemon that knows less
+about the session, having restarted, records the difference as a gap).
+
+Reply ``result``: ``daemon`` (str, collectord's version), ``protocol`` (int),
+``run_id`` (str, the current experiment), ``received`` (int, the highest
+sequence number of this session the daemon already has: 0 for a new session;
+after a reconnection, resend what follows it).
+
+A second hello for the same session updates the description; it does not
+reset the sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..errors import InvalidPathError
+from ..paths import check_name
+from ..protocol import PROTOCOL_VERSION, CommandError, ErrorCode
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon, ReplyTo
+
+
+def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any]:
+    try:
+        name = check_name(request["name"], where="client name")
+    except InvalidPathError as exc:
+        raise CommandError(ErrorCode.BAD_REQUEST, str(exc)) from None
+    source = daemon.sources.get(request["session"], name)
+    source.name = name
+    source.host = request["host"]
+    source.pid = request["pid"]
+    source.program = request["program"]
+    source.versions = {str(k): str(v) for k, v in request["versions"].items()}
+    confirmed = request.get("confirmed", 0)
+    if confirmed > source.received:
+        source.give_up_gap(confirmed + 1)
+    source.introduced = True
+    source.closed = False
+    return {
+        "daemon": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "run_id": daemon.experiment.run_id,
+        "received": source.received,
+    }

@@ -1,0 +1,40 @@
+"""``stop``: end the current experiment and save it.
+
+Request fields: ``reason`` (str, free text recorded in the metadata), and
+optionally ``session`` (str) with ``seq`` (int): the requester's own last
+sequence number, so its own messages are waited for without asking it.
+
+The daemon sends a ``barrier`` notice to every connected client, waits until
+it has received everything they report (at most ``barrier_timeout``), then
+writes the metadata and the last config and begins a new experiment. A stop
+requested while one is pending joins it. The reply is deferred until saved.
+
+Reply ``result``: ``run_id`` (str, the experiment saved), ``path`` (str, its
+metadata file), ``last_config`` (str), ``unconfirmed`` (array of str, clients
+that did not confirm in time). Error ``save_failed`` if the files could not
+be written; the experiment then stays in memory and a later stop retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..experiment import StopRequest
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon, ReplyTo
+
+
+def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> None:
+    session = request.get("session")
+    source = daemon.sources.by_session.get(session) if session else None
+    who = StopRequest(
+        by=source.name if source else "control request",
+        reason=request["reason"],
+        host=source.host if source else "",
+        pid=source.pid if source else None,
+    )
+    known = (session, request["seq"]) if source is not None and "seq" in request else None
+    daemon.request_stop(who, reply_to, known=known)
+    return None

@@ -1,0 +1,31 @@
+"""``sync``: reply once the daemon has every message of a session up to ``seq``.
+
+Request fields: ``session`` (str), ``seq`` (int). Reply ``result``:
+``received`` (int, the highest sequence number of the session the daemon has
+handled, at least ``seq``). The reply is deferred until then; the client
+decides how long to wait. ``seq`` 0 replies at once, which makes ``sync`` a
+cheap way to ask how far the daemon has got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..daemon import Daemon, ReplyTo
+
+#: Deferred syncs kept per session; older ones are dropped (their client gave up).
+MAX_PENDING = 64
+
+
+def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any] | None:
+    session, seq = request["session"], request["seq"]
+    source = daemon.sources.by_session.get(session)
+    received = source.received if source else 0
+    if received >= seq:
+        return {"received": received}
+    waiting = daemon.pending_syncs.setdefault(session, [])
+    waiting.append((seq, reply_to))
+    del waiting[:-MAX_PENDING]
+    return None

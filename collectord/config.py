@@ -1,0 +1,106 @@
+"""Configuration: built-in defaults, a TOML file over them, flags over that.
+
+The defaults below are the ones documented key by key in
+``config/collectord.toml``; ``tests/test_config.py`` keeps the two identical.
+A file names only what it changes; an unknown section or key, or a value of
+the wrong type, is a ``ConfigError`` naming it (a typo must not silently fall
+back to a default and send data elsewhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+#: Environment variable naming a configuration file, used when --config is not given.
+CONFIG_ENV = "COLLECTORD_CONFIG"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data: str = "tcp://127.0.0.1:5555"
+    control: str = "tcp://127.0.0.1:5556"
+    output: str = "~/collectord-data"
+    last_config: str = ""
+    max_message_bytes: int = 64 * 1024 * 1024
+    receive_queue: int = 100_000
+    barrier_timeout: float = 3.0
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output).expanduser()
+
+    @property
+    def last_config_file(self) -> Path:
+        if self.last_config:
+            return Path(self.last_config).expanduser()
+        return self.output_dir / "last_config.json"
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with the non-None ``changes`` applied (for command-line flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+#: Where each key lives in the TOML file.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "endpoints": ("data", "control"),
+    "storage": ("output", "last_config"),
+    "limits": ("max_message_bytes", "receive_queue"),
+    "stop": ("barrier_timeout",),
+}
+
+_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _check(key: str, value: Any) -> Any:
+    expected = _TYPES[key]
+    if expected == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        "float": isinstance(value, float) and value > 0,
+    }[str(expected)]
+    if not ok:
+        raise ConfigError(f"{key} must be a positive {expected}, not {value!r}")
+    return value
+
+
+def from_mapping(document: dict[str, Any], origin: str = "configuration") -> Config:
+    """Build a Config from a parsed TOML document, refusing unknown keys."""
+    values: dict[str, Any] = {}
+    for section, table in document.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{origin}: unknown section [{section}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table")
+        for key, value in table.items():
+            if key not in SECTIONS[section]:
+                raise ConfigError(f"{origin}: unknown key {key!r} in [{section}]")
+            values[key] = _check(key, value)
+    return Config(**values)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load ``path``, or $COLLECTORD_CONFIG, or return the built-in defaults."""
+    chosen = path if path is not None else os.environ.get(CONFIG_ENV) or None
+    if chosen is None:
+        return Config()
+    try:
+        with open(chosen, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {chosen}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration {chosen} is not valid TOML: {exc}") from exc
+    return from_mapping(document, origin=str(chosen))

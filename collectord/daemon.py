@@ -1,0 +1,453 @@
+"""The collector daemon: sockets, the main loop, and what happens on stop.
+
+Read ``serve`` top to bottom: poll both sockets, handle what arrived, turn
+signals into stop requests, move a pending stop forward; repeat until asked to
+exit; tear down in ``finally``. Control commands live one per module in
+``collectord/commands``; this module owns the state they act on.
+
+A stop is a barrier: every connected client is asked (notice ``barrier``) for
+the last sequence number it has sent, and the experiment is saved once all of
+them have been received, or when ``barrier_timeout`` expires (the clients that
+had not confirmed are named in the metadata). SIGTERM and SIGINT go through the
+same stop (the first waits for the barrier, a second saves at once), then the
+daemon exits with status 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import zmq
+
+from . import __version__, codec, experiment, store
+from .errors import InvalidPathError, TransportError
+from .experiment import Experiment, StopRequest
+from .paths import parse_path
+from .protocol import (
+    BODIES,
+    HEADER,
+    PROTOCOL_VERSION,
+    REQUEST,
+    REQUESTS,
+    Command,
+    CommandError,
+    ErrorCode,
+    Kind,
+    Notice,
+    ProtocolViolation,
+    check_fields,
+    notice,
+    reply_error,
+    reply_ok,
+)
+from .sources import Admit, Source, Sources
+from .tree import Tree, TreeConflict, merge_config
+
+log = logging.getLogger("collectord")
+
+#: How often the loop wakes up when idle, to notice signals and deadlines.
+IDLE_TICK_MS = 100
+#: At most this many messages are taken from one socket before looking at the other.
+DRAIN_BATCH = 1000
+#: A gap is not asked about again sooner than this, in seconds.
+RESEND_INTERVAL = 0.2
+
+
+class ReplyTo(NamedTuple):
+    """Where a (possibly deferred) reply goes: the ROUTER envelope and request id."""
+
+    envelope: list[bytes]
+    request_id: int
+
+
+@dataclasses.dataclass
+class PendingStop:
+    request: StopRequest
+    replies: list[ReplyTo]
+    deadline: float
+    barrier: int
+    waiting: dict[str, int | None]  # session -> last seq it reported (None: not yet)
+    exit_after: bool = False
+
+
+class Daemon:
+    """One collector: a tree, the sources feeding it, and its two sockets."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.tree = Tree()
+        self.sources = Sources()
+        self.experiment = Experiment.begin()
+        self.last_config: dict[str, Any] = store.read_last_config(config.last_config_file)
+        self.last_saved: Path | None = None
+        self.last_error: str | None = None
+        self.saved_count = 0
+        self.started_at = time.monotonic()
+        self.endpoints: dict[str, str] = {}
+        self.pending_syncs: dict[str, list[tuple[int, ReplyTo]]] = {}
+        self.stop: PendingStop | None = None
+        self._barrier_counter = 0
+        self._signals: list[int] = []
+        self._running = False
+        self._context: zmq.Context[Any] | None = None
+        self._data: zmq.Socket[Any] | None = None
+        self._control: zmq.Socket[Any] | None = None
+
+    # -- sockets ---------------------------------------------------------------
+
+    def bind(self) -> dict[str, str]:
+        """Bind both sockets; return the endpoints actually bound (port ``*`` resolved)."""
+        self.config.output_dir.mkdir(parents=True, exist_ok=True)
+        context = self._context = zmq.Context()
+        data = self._data = context.socket(zmq.SUB)
+        control = self._control = context.socket(zmq.ROUTER)
+        for sock in (data, control):
+            sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+            sock.setsockopt(zmq.LINGER, 1000)
+        data.setsockopt(zmq.RCVHWM, self.config.receive_queue)
+        data.setsockopt(zmq.SUBSCRIBE, b"")
+        # Notices to a client that is gone must fail loudly, not vanish.
+        control.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            data.bind(self.config.data)
+            control.bind(self.config.control)
+        except zmq.ZMQError as exc:
+            self._close_sockets()
+            raise TransportError(
+                f"cannot bind {self.config.data} / {self.config.control}: {exc}"
+            ) from exc
+        self.endpoints = {
+            "data": data.getsockopt_string(zmq.LAST_ENDPOINT),
+            "control": control.getsockopt_string(zmq.LAST_ENDPOINT),
+        }
+        return self.endpoints
+
+    def _close_sockets(self) -> None:
+        for sock in (self._data, self._control):
+            if sock is not None:
+                sock.close()
+        if self._context is not None:
+            self._context.term()
+        self._data = self._control = self._context = None
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT become stop requests; see the module docstring."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda number, _frame: self._signals.append(number))
+
+    # -- the loop ----------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run until a stop with exit (a signal) completes."""
+        if self._data is None:
+            self.bind()
+        assert self._data is not None and self._control is not None
+        poller = zmq.Poller()
+        poller.register(self._data, zmq.POLLIN)
+        poller.register(self._control, zmq.POLLIN)
+        self._running = True
+        try:
+            while self._running:
+                timeout = 10 if self.stop else IDLE_TICK_MS
+                ready = dict(poller.poll(timeout))
+                if self._data in ready:
+                    self._drain(self._data, self.on_data)
+                if self._control in ready:
+                    self._drain(self._control, self.on_control)
+                self._take_signals()
+                self._advance_stop()
+        finally:
+            self._close_sockets()
+
+    def _drain(self, sock: zmq.Socket[Any], handle: Any) -> None:
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handle(frames)
+
+    def _take_signals(self) -> None:
+        while self._signals:
+            name = signal.Signals(self._signals.pop(0)).name
+            if self.stop is None:
+                if self._run_is_empty():
+                    log.info("%s: nothing new since the last save; exiting", name)
+                    self._running = False
+                    continue
+                log.info("%s: saving the experiment, then exiting", name)
+                self.request_stop(StopRequest(by="signal", reason=name), exit_after=True)
+            else:
+                log.warning("%s again: saving now without waiting for the barrier", name)
+                self.stop.exit_after = True
+                self.stop.deadline = 0.0
+
+    def _run_is_empty(self) -> bool:
+        return self.experiment.first_message is None
+
+    # -- data ----------------------------------------------------------------------
+
+    def on_data(self, frames: list[bytes]) -> None:
+        """Handle one message from the data socket; never raises on bad input."""
+        try:
+            header = check_fields(codec.unpack(frames[0]), HEADER, "header")
+            if header["v"] != PROTOCOL_VERSION:
+                raise ProtocolViolation(f"protocol version {header['v']} is not supported")
+        except (codec.DecodeError, ProtocolViolation) as exc:
+            self.reject(None, f"data message: {exc}")
+            return
+        source = self.sources.get(header["session"], header["source"])
+        seq = header["seq"]
+        verdict = source.admit(seq, time.monotonic())
+        if verdict is Admit.DUPLICATE:
+            return
+        if verdict is Admit.AHEAD:
+            if self._ask_resend(source):
+                return
+            source.give_up_gap(seq)
+        try:
+            self._apply(header["kind"], frames)
+        except (codec.DecodeError, ProtocolViolation, InvalidPathError, TreeConflict) as exc:
+            self.reject(source, f"seq {seq}: {exc}")
+        else:
+            source.applied()
+            self.experiment.touch()
+        self._release_syncs(source)
+
+    def _apply(self, kind_name: str, frames: list[bytes]) -> None:
+        try:
+            kind = Kind(kind_name)
+        except ValueError:
+            raise ProtocolViolation(f"unknown message kind {kind_name!r}") from None
+        if len(frames) != 2:
+            raise ProtocolViolation(f"a {kind.value} message has 2 frames, not {len(frames)}")
+        body = check_fields(codec.unpack(frames[1]), BODIES[kind], f"{kind.value} body")
+        path = parse_path(body["path"])
+        if kind is Kind.PARAMS:
+            self.tree.merge_params(path, body["values"])
+        else:
+            self.tree.set_data(path, body["value"])
+
+    def reject(self, source: Source | None, reason: str) -> None:
+        target = source or self.sources.unidentified
+        target.reject(reason)
+        log.warning("rejected from %s: %s", target.name, reason)
+
+    def _ask_resend(self, source: Source) -> bool:
+        """Ask ``source`` to resend its gap; False if it cannot be asked."""
+        now = time.monotonic()
+        if source.resend_asked_at is not None and now - source.resend_asked_at < RESEND_INTERVAL:
+            return True
+        message = notice(Notice.RESEND, session=source.session, **{"from": source.received + 1})
+        if not self.send_notice(source.session, message):
+            return False
+        source.resend_asked_at = now
+        return True
+
+    def _release_syncs(self, source: Source) -> None:
+        waiting = self.pending_syncs.get(source.session)
+        if not waiting:
+            return
+        still = []
+        for seq, reply_to in waiting:
+            if source.received >= seq:
+                self.reply(reply_to, {"received": source.received})
+            else:
+                still.append((seq, reply_to))
+        self.pending_syncs[source.session] = still
+
+    # -- control -------------------------------------------------------------------
+
+    def on_control(self, frames: list[bytes]) -> None:
+        """Handle one request: decode, look up, validate, execute, reply."""
+        from .commands import COMMANDS
+
+        envelope, payload = frames[:-1], frames[-1]
+        request_id = 0
+        session = None
+        try:
+            request = check_fields(codec.unpack(payload), REQUEST, "request")
+            request_id = request["id"]
+            session = request.get("session") if isinstance(request.get("session"), str) else None
+            if request["v"] != PROTOCOL_VERSION:
+                raise CommandError(
+                    ErrorCode.UNSUPPORTED_VERSION,
+                    f"protocol version {request['v']} is not supported "
+                    f"(this daemon speaks {PROTOCOL_VERSION})",
+                )
+            try:
+                command = Command(request["cmd"])
+            except ValueError:
+                raise CommandError(
+                    ErrorCode.UNKNOWN_COMMAND, f"unknown command {request['cmd']!r}"
+                ) from None
+            check_fields(request, REQUESTS[command], f"{command.value} request")
+            reply_to = ReplyTo(envelope, request_id)
+            result = COMMANDS[command](self, request, reply_to)
+        except (codec.DecodeError, ProtocolViolation) as exc:
+            self._refuse(envelope, request_id, session, ErrorCode.BAD_REQUEST, str(exc))
+        except CommandError as exc:
+            self._refuse(envelope, request_id, session, exc.code, str(exc))
+        else:
+            if result is not None:
+                self.reply(reply_to, result)
+
+    def _refuse(
+        self,
+        envelope: list[bytes],
+        request_id: int,
+        session: str | None,
+        code: ErrorCode,
+        message: str,
+    ) -> None:
+        source = self.sources.by_session.get(session) if session else None
+        self.reject(source, f"control request: {message}")
+        self._send(envelope, reply_error(request_id, code, message))
+
+    def reply(self, reply_to: ReplyTo, result: Mapping[str, Any]) -> None:
+        self._send(reply_to.envelope, reply_ok(reply_to.request_id, result))
+
+    def reply_failure(self, reply_to: ReplyTo, code: ErrorCode, message: str) -> None:
+        self._send(reply_to.envelope, reply_error(reply_to.request_id, code, message))
+
+    def send_notice(self, session: str, message: dict[str, Any]) -> bool:
+        return self._send([session.encode(), b""], message)
+
+    def _send(self, envelope: list[bytes], message: dict[str, Any]) -> bool:
+        assert self._control is not None
+        try:
+            self._control.send_multipart([*envelope, codec.pack(message)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or its queue is full
+            log.debug("could not send to %r: %s", envelope[:1], exc)
+            return False
+        return True
+
+    # -- stop ------------------------------------------------------------------------
+
+    def request_stop(
+        self,
+        request: StopRequest,
+        reply_to: ReplyTo | None = None,
+        *,
+        exit_after: bool = False,
+        known: tuple[str, int] | None = None,
+    ) -> None:
+        """Start (or join) a stop: ask every connected client for its last seq."""
+        if self.stop is None:
+            self._barrier_counter += 1
+            waiting: dict[str, int | None] = {}
+            for source in self.sources.connected():
+                message = notice(Notice.BARRIER, barrier=self._barrier_counter)
+                if self.send_notice(source.session, message):
+                    waiting[source.session] = None
+            self.stop = PendingStop(
+                request=request,
+                replies=[],
+                deadline=time.monotonic() + self.config.barrier_timeout,
+                barrier=self._barrier_counter,
+                waiting=waiting,
+            )
+        if reply_to is not None:
+            self.stop.replies.append(reply_to)
+        if known is not None:
+            self.stop.waiting[known[0]] = known[1]
+        self.stop.exit_after |= exit_after
+
+    def barrier_report(self, session: str, barrier: int, seq: int) -> None:
+        if self.stop is not None and self.stop.barrier == barrier:
+            self.stop.waiting[session] = seq
+
+    def _advance_stop(self) -> None:
+        stop = self.stop
+        if stop is None:
+            return
+        unconfirmed = []
+        for session, seq in stop.waiting.items():
+            source = self.sources.by_session.get(session)
+            if source is None or source.closed:
+                continue
+            if seq is None or source.received < seq:
+                unconfirmed.append(source)
+        if unconfirmed and time.monotonic() < stop.deadline:
+            return
+        self.stop = None
+        names = [f"{s.name} ({s.session})" for s in unconfirmed]
+        if names:
+            log.warning("saving without confirmation from %s", ", ".join(names))
+        try:
+            result = self.save(stop.request, names)
+        except OSError as exc:
+            self.last_error = f"save failed: {exc}"
+            log.error("%s; the experiment stays in memory", self.last_error)
+            for reply_to in stop.replies:
+                self.reply_failure(reply_to, ErrorCode.SAVE_FAILED, self.last_error)
+            return
+        for reply_to in stop.replies:
+            self.reply(reply_to, result)
+        if stop.exit_after:
+            self._running = False
+
+    def save(self, request: StopRequest, unconfirmed: list[str]) -> dict[str, Any]:
+        """Write the experiment and the last config; begin the next experiment."""
+        stopped = experiment.now()
+        account = experiment.provenance(
+            self.experiment, self.sources, request, stopped, unconfirmed, __version__
+        )
+        content = experiment.metadata(self.tree.to_dict(), account)
+        path = store.publish_experiment(
+            self.config.output_dir, self.experiment.run_id, self.experiment.named_after, content
+        )
+        config = merge_config(self.last_config, self.tree.params())
+        store.write_last_config(self.config.last_config_file, config)
+        log.info("saved %s", path)
+        result = {
+            "run_id": self.experiment.run_id,
+            "path": str(path),
+            "last_config": str(self.config.last_config_file),
+            "unconfirmed": unconfirmed,
+        }
+        self.last_config = config
+        self.last_saved = path
+        self.last_error = None
+        self.saved_count += 1
+        self.tree.clear_data()
+        self.sources.new_run()
+        self.experiment = Experiment.begin()
+        return result
+
+    # -- status ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        sources = list(self.sources.by_session.values())
+        unidentified = self.sources.unidentified
+        return {
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "uptime": round(time.monotonic() - self.started_at, 3),
+            "endpoints": self.endpoints,
+            "output": str(self.config.output_dir),
+            "last_config": str(self.config.last_config_file),
+            "run_id": self.experiment.run_id,
+            "run_started": self.experiment.started.isoformat(),
+            "stop_pending": self.stop is not None,
+            "saved_experiments": self.saved_count,
+            "last_saved": str(self.last_saved) if self.last_saved else None,
+            "last_error": self.last_error,
+            "sources": [source.describe(source.total) for source in sources],
+            "unidentified": {
+                "rejected": unidentified.total.rejected,
+                "recent_rejections": list(unidentified.reasons),
+            },
+            "rejected": unidentified.total.rejected
+            + sum(source.total.rejected for source in sources),
+        }

@@ -1,0 +1,69 @@
+"""Every exception collectord raises, in one tree.
+
+::
+
+    CollectordError                  anything collectord raises on purpose
+    ├── ConfigError                  a configuration file or flag is wrong
+    ├── InvalidPathError (ValueError)       a tree path or name is not allowed
+    ├── UnsupportedValueError (TypeError)   a value cannot be sent faithfully
+    ├── ClientClosedError            a call on a client that is closing or closed
+    ├── TransportError               ZeroMQ failed (wraps zmq.ZMQError)
+    ├── DaemonTimeout (TimeoutError) the daemon did not answer in time
+    └── RequestError                 the daemon answered with an error reply
+                                     (``.code`` is an ErrorCode from protocol.py)
+
+Lower-level errors are mapped once, where they happen: ``zmq.ZMQError`` becomes
+``TransportError`` in the client's I/O layer and the CLI, msgpack's ``TypeError``
+becomes ``UnsupportedValueError`` in ``codec``. Callers catch these, not the
+libraries' own.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClientClosedError",
+    "CollectordError",
+    "ConfigError",
+    "DaemonTimeout",
+    "InvalidPathError",
+    "RequestError",
+    "TransportError",
+    "UnsupportedValueError",
+]
+
+
+class CollectordError(Exception):
+    """Base of every exception collectord raises on purpose."""
+
+
+class ConfigError(CollectordError):
+    """A configuration file or command-line flag is wrong."""
+
+
+class InvalidPathError(CollectordError, ValueError):
+    """A tree path or parameter name is not allowed (see ``paths.py``)."""
+
+
+class UnsupportedValueError(CollectordError, TypeError):
+    """A value cannot be sent faithfully; raised at the call that tried."""
+
+
+class ClientClosedError(CollectordError):
+    """The client is closing or closed and takes no more calls."""
+
+
+class TransportError(CollectordError):
+    """ZeroMQ failed underneath (bad endpoint, address in use, ...)."""
+
+
+class DaemonTimeout(CollectordError, TimeoutError):
+    """The daemon did not answer within the timeout."""
+
+
+class RequestError(CollectordError):
+    """The daemon refused a request; ``code`` says why in a stable form."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

@@ -1,0 +1,89 @@
+"""The tree as JSON, losing nothing; and back.
+
+JSON has no bytes, NaN or infinity. Instead of writing invalid JSON (bare
+``NaN`` tokens, as Python's ``json`` does by default) or losing the value
+(stytra wrote ``0``), collectord writes a tagged object, which any JSON reader
+accepts and ``collectord.load_json`` turns back into the value:
+
+==========================  ==========================================
+value                       JSON
+==========================  ==========================================
+bytes                       ``{"$bytes": "<base64, RFC 4648>"}``
+float NaN, +inf, -inf       ``{"$float": "nan"}``, ``"inf"``, ``"-inf"``
+numpy array                 nested lists (tagged elements where needed)
+numpy datetime64 array      nested lists of ISO 8601 strings
+datetimes                   ISO 8601 strings (already text on the wire)
+==========================  ==========================================
+
+Clients cannot send dict keys that start with ``$``, so a tag is never
+mistaken for data.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BYTES_TAG = "$bytes"
+FLOAT_TAG = "$float"
+
+_FLOAT_NAMES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _float(value: float) -> Any:
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return {FLOAT_TAG: "nan"}
+    return {FLOAT_TAG: "inf" if value > 0 else "-inf"}
+
+
+def to_json(value: Any) -> Any:
+    """Return ``value`` made of JSON types only, tagging what JSON lacks."""
+    if isinstance(value, dict):
+        return {key: to_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(item) for item in value]
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, np.ndarray | np.generic):
+        if value.dtype.kind == "M":
+            return np.datetime_as_string(value).tolist()
+        return to_json(value.tolist())
+    return value
+
+
+def from_json(value: Any) -> Any:
+    """Undo the tags of ``to_json`` (used as a ``json`` object hook)."""
+    if isinstance(value, dict) and len(value) == 1:
+        if BYTES_TAG in value and isinstance(value[BYTES_TAG], str):
+            return base64.b64decode(value[BYTES_TAG])
+        if FLOAT_TAG in value and value[FLOAT_TAG] in _FLOAT_NAMES:
+            return _FLOAT_NAMES[value[FLOAT_TAG]]
+    return value
+
+
+def dumps(tree: dict[str, Any]) -> bytes:
+    """Serialize a tree as strict JSON, keys sorted as stytra does."""
+    text = json.dumps(to_json(tree), allow_nan=False, sort_keys=True)
+    return (text + "\n").encode("utf-8")
+
+
+def loads(data: bytes | str) -> Any:
+    return json.loads(data, object_hook=from_json)
+
+
+def load_json(path: str | Path) -> Any:
+    """Read a metadata or last-config file written by collectord.
+
+    Tagged bytes and non-finite floats come back as ``bytes`` and ``float``.
+    """
+    with open(path, "rb") as file:
+        return loads(file.read())

@@ -1,0 +1,322 @@
+"""The client's I/O thread: it alone touches the client's ZeroMQ sockets.
+
+Publishing calls (``set_params``, ``add_data``) only append encoded frames to
+``Shared.outbox`` and, if this thread is asleep, wake it: they never wait for
+the network. This thread then
+
+* waits for the daemon's subscription before publishing (XPUB), so no
+  message is dropped by ZeroMQ's slow-joiner effect, and uses
+  ``XPUB_NODROP``, so a full queue delays messages instead of dropping them;
+* keeps every message until the daemon confirms it (``received`` in replies),
+  resends on a ``resend`` notice, and after the daemon comes back (a new
+  subscription) introduces itself again and resends what is unconfirmed;
+* carries requests (``sync``, ``stop``, ``restore``, ``status``) on a DEALER
+  socket whose routing id is the session, answers ``barrier`` notices.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+import zmq
+
+from . import codec
+from .errors import ClientClosedError, RequestError, TransportError
+from .protocol import PROTOCOL_VERSION, Command, Notice
+
+log = logging.getLogger("collectord.client")
+
+#: How often unconfirmed messages prompt a cheap "how far are you?" (seconds).
+ACK_INTERVAL = 0.25
+#: Requests the link may resend after the daemon comes back: they change nothing.
+IDEMPOTENT = {Command.SYNC, Command.RESTORE, Command.STATUS}
+
+
+@dataclasses.dataclass
+class Request:
+    command: Command
+    fields: dict[str, Any]
+    future: Future[dict[str, Any]]
+
+
+class Shared:
+    """State shared between caller threads and the link; guarded by ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seq = 0  # last sequence number handed out
+        self.outbox: collections.deque[tuple[int, list[bytes]]] = collections.deque()
+        self.requests: collections.deque[Request] = collections.deque()
+        self.sleeping = False  # the link is (about to be) blocked in poll
+        self.closing = False  # no more messages will come; finish and exit
+
+
+class Link(threading.Thread):
+    def __init__(
+        self,
+        shared: Shared,
+        wake: zmq.Socket[Any],
+        context: zmq.Context[Any],
+        *,
+        data: str,
+        control: str,
+        session: str,
+        hello: dict[str, Any],
+        buffer_limit: int,
+    ) -> None:
+        super().__init__(name=f"collectord-link-{hello['name']}", daemon=True)
+        self.shared = shared
+        self.wake = wake
+        self.context = context
+        self.data_endpoint = data
+        self.control_endpoint = control
+        self.session = session
+        self.hello_fields = hello
+        self.buffer_limit = buffer_limit
+        self.ready = threading.Event()
+        self.failure: Exception | None = None
+        self.unacked: collections.deque[tuple[int, list[bytes]]] = collections.deque()
+        self.sent = 0  # highest seq handed to the data socket
+        self.acked = 0  # highest seq the daemon confirmed
+        self.overflowed = 0  # messages dropped because the buffer was full
+        self.subscribed = False
+        self.introduced = False  # hello answered since the last subscription
+        self.finished = threading.Event()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Request] = {}
+        self._hello_id: int | None = None
+        self._ack_id: int | None = None
+        self._ack_at = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            pub = self.context.socket(zmq.XPUB)
+            dealer = self.context.socket(zmq.DEALER)
+            pub.setsockopt(zmq.XPUB_NODROP, 1)
+            pub.setsockopt(zmq.SNDHWM, 10_000)
+            dealer.setsockopt(zmq.ROUTING_ID, self.session.encode())
+            for sock in (pub, dealer):
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+                sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+            pub.connect(self.data_endpoint)
+            dealer.connect(self.control_endpoint)
+        except zmq.ZMQError as exc:
+            self.failure = TransportError(
+                f"cannot connect to {self.data_endpoint} / {self.control_endpoint}: {exc}"
+            )
+            self.ready.set()
+            self.finished.set()
+            return
+        self.pub, self.dealer = pub, dealer
+        self.ready.set()
+        try:
+            self._loop()
+        except Exception as exc:  # a bug here must not hang callers forever
+            log.exception("collectord client link failed")
+            self.failure = exc
+        finally:
+            for request in list(self._pending.values()) + list(self.shared.requests):
+                if not request.future.done():
+                    request.future.set_exception(
+                        self.failure or ClientClosedError("the client closed before an answer")
+                    )
+            pub.close()
+            dealer.close()
+            self.wake.close()
+            self.finished.set()
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.wake, zmq.POLLIN)
+        poller.register(self.pub, zmq.POLLIN)
+        poller.register(self.dealer, zmq.POLLIN)
+        self._send_hello()
+        while True:
+            ready = dict(poller.poll(self._timeout()))
+            if self.wake in ready:
+                while self._recv(self.wake) is not None:
+                    pass
+            if self.pub in ready:
+                self._on_subscription()
+            if self.dealer in ready:
+                self._on_control()
+            self._take_requests()
+            self._pump()
+            self._ask_progress()
+            if self._done():
+                return
+
+    def _timeout(self) -> int:
+        shared = self.shared
+        shared.sleeping = True
+        if shared.outbox or shared.requests:
+            shared.sleeping = False
+            return 0
+        if self.subscribed and self.introduced and self._backlog():
+            return 1  # the data socket was full: try again soon
+        return 50 if self.unacked or self._pending else 200
+
+    def _done(self) -> bool:
+        # close() has already synced and said bye (or given up): nothing is left
+        # to wait for, and requests still pending fail in run()'s finally.
+        return self.shared.closing
+
+    @staticmethod
+    def _recv(sock: zmq.Socket[Any]) -> list[bytes] | None:
+        try:
+            return sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    # -- data --------------------------------------------------------------------
+
+    def _backlog(self) -> bool:
+        return bool(self.unacked) and self.unacked[-1][0] > self.sent
+
+    def _on_subscription(self) -> None:
+        while (frames := self._recv(self.pub)) is not None:
+            event = frames[0][:1]
+            if event == b"\x01":
+                log.debug("daemon subscribed")
+                self.subscribed = True
+                if not self.introduced:
+                    continue
+                # A new subscription after we were introduced: the daemon restarted.
+                self.introduced = False
+                self._send_hello()
+            elif event == b"\x00":
+                log.debug("daemon unsubscribed")
+                self.subscribed = False
+                self.introduced = False
+
+    def _pump(self) -> None:
+        """Move new messages to the unconfirmed buffer; send what the daemon lacks."""
+        shared = self.shared
+        while shared.outbox:
+            self.unacked.append(shared.outbox.popleft())
+        while len(self.unacked) > self.buffer_limit:
+            self.unacked.popleft()
+            self.overflowed += 1
+        if not (self.subscribed and self.introduced):
+            return
+        start = self.sent + 1
+        if not self.unacked or self.unacked[-1][0] < start:
+            return
+        first = self.unacked[0][0]
+        for index in range(max(0, start - first), len(self.unacked)):
+            seq, frames = self.unacked[index]
+            try:
+                self.pub.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.sent = seq
+
+    def _confirmed(self, received: int) -> None:
+        if received > self.acked:
+            self.acked = received
+        while self.unacked and self.unacked[0][0] <= self.acked:
+            self.unacked.popleft()
+        if self.sent < self.acked:
+            self.sent = self.acked
+
+    def _ask_progress(self) -> None:
+        """While messages are unconfirmed, ask now and then how far the daemon is."""
+        if not self.unacked or self._ack_id is not None or not self.introduced:
+            return
+        now = time.monotonic()
+        if now - self._ack_at < ACK_INTERVAL:
+            return
+        self._ack_at = now
+        self._ack_id = self._send_request(Command.SYNC, {"session": self.session, "seq": 0})
+
+    # -- control -------------------------------------------------------------------
+
+    def _send_request(self, command: Command, fields: dict[str, Any]) -> int:
+        request_id = next(self._ids)
+        message = {"v": PROTOCOL_VERSION, "cmd": command.value, "id": request_id, **fields}
+        self.dealer.send_multipart([b"", codec.pack(message)])
+        return request_id
+
+    def _send_hello(self) -> None:
+        fields = {**self.hello_fields, "session": self.session, "confirmed": self.acked}
+        self._hello_id = self._send_request(Command.HELLO, fields)
+
+    def _take_requests(self) -> None:
+        while self.shared.requests:
+            request = self.shared.requests.popleft()
+            request_id = self._send_request(request.command, request.fields)
+            self._pending[request_id] = request
+
+    def _on_control(self) -> None:
+        while (frames := self._recv(self.dealer)) is not None:
+            try:
+                message = codec.unpack(frames[-1])
+            except codec.DecodeError as exc:
+                log.error("unreadable message from the daemon: %s", exc)
+                continue
+            if not isinstance(message, dict):
+                continue
+            if "notice" in message:
+                self._on_notice(message)
+            else:
+                self._on_reply(message)
+
+    def _on_notice(self, message: dict[str, Any]) -> None:
+        kind = message.get("notice")
+        if kind == Notice.BARRIER.value:
+            fields = {
+                "session": self.session,
+                "seq": self.shared.seq,
+                "barrier": message.get("barrier", 0),
+            }
+            self._send_request(Command.SENT, fields)
+        elif kind == Notice.RESEND.value:
+            resend_from = message.get("from")
+            if isinstance(resend_from, int) and resend_from - 1 < self.sent:
+                self.sent = max(resend_from - 1, self.acked)
+
+    def _on_reply(self, message: dict[str, Any]) -> None:
+        request_id = message.get("id")
+        result = message.get("result") if message.get("ok") else None
+        if request_id == self._hello_id:
+            self._hello_id = None
+            if isinstance(result, dict):
+                self._confirmed(int(result.get("received", 0)))
+                self.introduced = True
+                self._resend_pending()
+            return
+        if request_id == self._ack_id:
+            self._ack_id = None
+            if isinstance(result, dict):
+                self._confirmed(int(result.get("received", 0)))
+            return
+        request = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
+        if request is None:
+            return
+        if message.get("ok") and isinstance(result, dict):
+            if request.command is Command.SYNC:
+                self._confirmed(int(result.get("received", 0)))
+            request.future.set_result(result)
+        else:
+            error = message.get("error") or {}
+            request.future.set_exception(
+                RequestError(str(error.get("code", "unknown")), str(error.get("message", "")))
+            )
+
+    def _resend_pending(self) -> None:
+        """After a (re)introduction, repeat requests a restarted daemon never saw."""
+        for request_id, request in list(self._pending.items()):
+            if request.command in IDEMPOTENT:
+                del self._pending[request_id]
+                self._pending[self._send_request(request.command, request.fields)] = request
+        self._ack_id = None

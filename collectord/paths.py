@@ -1,0 +1,66 @@
+"""Tree paths: what a name in the tree may be.
+
+A path is a slash-separated string (``"camera/settings"``), the convention of
+lightparam's ``ParameterTree`` names. Names end up as JSON keys today and as
+file names tomorrow (stream files are named after their path), so a name must
+be safe as a single file-name component on every platform we run on: no
+separators, no NUL or other control characters, not ``.`` or ``..``. Anything
+else, including ``+`` as in stytra's ``tracking+tail_tracking``, is accepted.
+"""
+
+from __future__ import annotations
+
+from .errors import InvalidPathError
+
+#: The one top-level key collectord writes its own information under.
+RESERVED_KEY = "collectord"
+
+MAX_NAME_BYTES = 200
+MAX_DEPTH = 32
+
+Path = tuple[str, ...]
+
+
+def check_name(name: object, where: str = "name") -> str:
+    """Return ``name`` if it may be one component of a tree path, else raise."""
+    if not isinstance(name, str):
+        raise InvalidPathError(f"{where} must be a string, not {type(name).__name__}")
+    if not name:
+        raise InvalidPathError(f"{where} is empty")
+    if name in (".", ".."):
+        raise InvalidPathError(f"{where} {name!r} is not allowed")
+    if "/" in name or "\\" in name:
+        raise InvalidPathError(f"{where} {name!r} contains a path separator")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidPathError(f"{where} {name!r} contains a control or NUL character")
+    if name.startswith("$"):
+        raise InvalidPathError(
+            f"{where} {name!r} starts with '$', kept for collectord's JSON tags"
+        )
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise InvalidPathError(f"{where} is longer than {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def parse_path(path: object) -> Path:
+    """Split and check a slash-separated path, e.g. ``"camera/settings"``.
+
+    Leading, trailing and doubled slashes are errors, not silently fixed: an
+    absolute path (``"/etc"``) is most likely a mistake worth hearing about.
+    """
+    if not isinstance(path, str):
+        raise InvalidPathError(f"path must be a string, not {type(path).__name__}")
+    if not path:
+        raise InvalidPathError("path is empty")
+    parts = tuple(path.split("/"))
+    if len(parts) > MAX_DEPTH:
+        raise InvalidPathError(f"path {path!r} is deeper than {MAX_DEPTH} levels")
+    for part in parts:
+        check_name(part, where=f"path {path!r}: component")
+    if parts[0] == RESERVED_KEY:
+        raise InvalidPathError(f"path {path!r}: top-level key {RESERVED_KEY!r} is reserved")
+    return parts
+
+
+def join_path(parts: Path) -> str:
+    return "/".join(parts)

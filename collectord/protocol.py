@@ -1,0 +1,200 @@
+"""The wire protocol, defined once for the daemon, the client and the docs.
+
+``docs/protocol.md`` describes the same messages for people writing clients in
+other languages; ``tests/test_protocol_doc.py`` fails if the two drift apart.
+
+Data socket (client PUB/XPUB -> daemon SUB), one ZeroMQ message per update::
+
+    frame 0: header  msgpack map  HEADER
+    frame 1: body    msgpack map  BODIES[kind]
+
+Control socket (client DEALER or REQ -> daemon ROUTER)::
+
+    request:  b"" , msgpack map  REQUEST + REQUESTS[cmd]
+    reply:    b"" , msgpack map  {"v", "id", "ok": true, "result": {...}}
+                                 {"v", "id", "ok": false, "error": {"code", "message"}}
+    notice:   b"" , msgpack map  NOTICE + NOTICES[notice]   (daemon -> DEALER only)
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+
+class Kind(str, enum.Enum):
+    """What a data message does to the tree."""
+
+    PARAMS = "params"  # merge values into a group; carried over to the next experiment
+    DATA = "data"  # set one value at a path; this experiment only
+
+
+class Command(str, enum.Enum):
+    """Requests a client may send on the control socket."""
+
+    HELLO = "hello"
+    BYE = "bye"
+    SYNC = "sync"
+    SENT = "sent"
+    STOP = "stop"
+    STATUS = "status"
+    RESTORE = "restore"
+
+
+class Notice(str, enum.Enum):
+    """Messages the daemon sends, unasked, to a client's DEALER socket."""
+
+    BARRIER = "barrier"  # a stop is pending: report your last sequence number
+    RESEND = "resend"  # messages went missing: send again from a sequence number
+
+
+class ErrorCode(str, enum.Enum):
+    """The ``error.code`` of a refused request; stable, for scripts to match on."""
+
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_COMMAND = "unknown_command"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INVALID_PATH = "invalid_path"
+    NOT_A_GROUP = "not_a_group"
+    SAVE_FAILED = "save_failed"
+    SHUTTING_DOWN = "shutting_down"
+
+
+class CommandError(Exception):
+    """The daemon refuses a request; becomes an error reply carrying ``code``."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Field:
+    """One field of a message: its name, accepted type(s) and whether required."""
+
+    __slots__ = ("name", "required", "types")
+
+    def __init__(self, name: str, types: tuple[type, ...], required: bool = True) -> None:
+        self.name = name
+        self.types = types
+        self.required = required
+
+    @property
+    def type_name(self) -> str:
+        return " or ".join(_TYPE_NAMES[t] for t in self.types)
+
+
+_TYPE_NAMES = {int: "int", str: "str", dict: "map", list: "array", object: "any", bool: "bool"}
+
+Schema = tuple[Field, ...]
+
+HEADER: Schema = (
+    Field("v", (int,)),
+    Field("kind", (str,)),
+    Field("source", (str,)),
+    Field("session", (str,)),
+    Field("seq", (int,)),
+)
+
+BODIES: dict[Kind, Schema] = {
+    Kind.PARAMS: (Field("path", (str,)), Field("values", (dict,))),
+    Kind.DATA: (Field("path", (str,)), Field("value", (object,))),
+}
+
+REQUEST: Schema = (
+    Field("v", (int,)),
+    Field("cmd", (str,)),
+    Field("id", (int,)),
+)
+
+_SESSION = Field("session", (str,))
+
+REQUESTS: dict[Command, Schema] = {
+    Command.HELLO: (
+        Field("name", (str,)),
+        _SESSION,
+        Field("host", (str,)),
+        Field("pid", (int,)),
+        Field("program", (str,)),
+        Field("versions", (dict,)),
+        Field("confirmed", (int,), required=False),
+    ),
+    Command.BYE: (_SESSION,),
+    Command.SYNC: (_SESSION, Field("seq", (int,))),
+    Command.SENT: (_SESSION, Field("seq", (int,)), Field("barrier", (int,))),
+    Command.STOP: (
+        Field("reason", (str,)),
+        Field("session", (str,), required=False),
+        Field("seq", (int,), required=False),
+    ),
+    Command.STATUS: (),
+    Command.RESTORE: (Field("node", (str,)),),
+}
+
+NOTICE: Schema = (Field("v", (int,)), Field("notice", (str,)))
+
+NOTICES: dict[Notice, Schema] = {
+    Notice.BARRIER: (Field("barrier", (int,)),),
+    Notice.RESEND: (_SESSION, Field("from", (int,))),
+}
+
+#: Largest sequence number or id accepted: msgpack's unsigned 64-bit range.
+MAX_COUNTER = 2**64 - 1
+
+_SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ProtocolViolation(ValueError):
+    """A message does not follow the protocol; the text says what is wrong."""
+
+
+def check_fields(message: Any, schema: Schema, what: str) -> Mapping[str, Any]:
+    """Check a decoded message against ``schema``; return it as a mapping.
+
+    Unknown fields are allowed (a newer client may send more); missing or
+    mistyped ones are not. ``bool`` is not accepted where an int is expected,
+    although Python says it is one.
+    """
+    if not isinstance(message, dict):
+        raise ProtocolViolation(f"{what} must be a msgpack map, not {type(message).__name__}")
+    for field in schema:
+        if field.name not in message:
+            if field.required:
+                raise ProtocolViolation(f"{what} lacks field {field.name!r}")
+            continue
+        value = message[field.name]
+        if object in field.types:
+            continue
+        if not isinstance(value, field.types) or (
+            isinstance(value, bool) and bool not in field.types
+        ):
+            raise ProtocolViolation(
+                f"{what} field {field.name!r} must be {field.type_name}, "
+                f"not {type(value).__name__}"
+            )
+        if isinstance(value, int) and not 0 <= value <= MAX_COUNTER:
+            raise ProtocolViolation(f"{what} field {field.name!r} is out of range: {value}")
+    session = message.get("session")
+    if isinstance(session, str) and not _SESSION_RE.match(session):
+        raise ProtocolViolation(f"{what} field 'session' must match {_SESSION_RE.pattern}")
+    return message
+
+
+def reply_ok(request_id: int, result: Mapping[str, Any]) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": dict(result)}
+
+
+def reply_error(request_id: int, code: ErrorCode, message: str) -> dict[str, Any]:
+    return {
+        "v": PROTOCOL_VERSION,
+        "id": request_id,
+        "ok": False,
+        "error": {"code": code.value, "message": message},
+    }
+
+
+def notice(kind: Notice, **fields: Any) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "notice": kind.value, **fields}

@@ -1,0 +1,164 @@
+"""The daemon's view of each client: who it is and where its sequence stands.
+
+Every data message carries ``(session, seq)``: a client numbers its messages
+1, 2, 3, ... within a session (one ``Client`` object's life). The daemon
+applies them strictly in order. A number it has seen is a duplicate (a resend
+that crossed an earlier copy) and is dropped. A number beyond the next one
+means messages went missing in between: the message is dropped and the client
+is asked to resend from the first missing one (the client keeps what the
+daemon has not confirmed). Only if the client cannot be asked, or does not fill
+the gap within ``GAP_TIMEOUT``, is the gap accepted as lost; it is then named
+in ``status`` and in the saved metadata, never silent. Pure logic: no sockets.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+from typing import Any
+
+GAP_TIMEOUT = 5.0
+MAX_REASONS = 10
+MAX_GAPS = 100
+
+
+class Admit(enum.Enum):
+    NEW = "new"  # the next message: apply it
+    DUPLICATE = "duplicate"  # already applied: drop it
+    AHEAD = "ahead"  # a gap before it: drop it and ask for a resend
+
+
+@dataclasses.dataclass
+class Counts:
+    """Messages of one source, over one experiment or the daemon's life."""
+
+    messages: int = 0  # applied to the tree
+    rejected: int = 0  # refused with a reason (bad shape, bad path, conflict)
+    duplicates: int = 0
+    out_of_order: int = 0  # arrived after a gap; dropped and asked again
+    lost: int = 0  # gaps given up on
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Source:
+    """One client session."""
+
+    session: str
+    name: str
+    host: str = ""
+    pid: int | None = None
+    program: str = ""
+    versions: dict[str, Any] = dataclasses.field(default_factory=dict)
+    introduced: bool = False  # said hello: reachable for notices
+    closed: bool = False  # said bye
+    received: int = 0  # every seq up to this one has been handled
+    total: Counts = dataclasses.field(default_factory=Counts)
+    run: Counts = dataclasses.field(default_factory=Counts)
+    first_seq_in_run: int | None = None
+    gaps: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    reasons: collections.deque[str] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=MAX_REASONS)
+    )
+    gap_since: float | None = None
+    resend_asked_at: float | None = None
+
+    def admit(self, seq: int, now: float) -> Admit:
+        """Decide what to do with message ``seq`` arriving at time ``now``."""
+        if seq <= self.received:
+            self.total.duplicates += 1
+            self.run.duplicates += 1
+            return Admit.DUPLICATE
+        if seq == self.received + 1:
+            self._advance(seq)
+            return Admit.NEW
+        if self.gap_since is None:
+            self.gap_since = now
+        if now - self.gap_since > GAP_TIMEOUT:
+            self.give_up_gap(seq)
+            return Admit.NEW
+        self.total.out_of_order += 1
+        self.run.out_of_order += 1
+        return Admit.AHEAD
+
+    def give_up_gap(self, seq: int) -> None:
+        """Accept that messages ``received+1 .. seq-1`` are lost; ``seq`` is next."""
+        first, last = self.received + 1, seq - 1
+        if len(self.gaps) < MAX_GAPS:
+            self.gaps.append((first, last))
+        self.total.lost += last - first + 1
+        self.run.lost += last - first + 1
+        self._advance(seq)
+
+    def _advance(self, seq: int) -> None:
+        self.received = seq
+        self.gap_since = None
+        self.resend_asked_at = None
+        if self.first_seq_in_run is None:
+            self.first_seq_in_run = seq
+
+    def applied(self) -> None:
+        self.total.messages += 1
+        self.run.messages += 1
+
+    def reject(self, reason: str) -> None:
+        self.total.rejected += 1
+        self.run.rejected += 1
+        self.reasons.append(reason)
+
+    def new_run(self) -> None:
+        self.run = Counts()
+        self.first_seq_in_run = None
+
+    def describe(self, counts: Counts) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "session": self.session,
+            "host": self.host,
+            "pid": self.pid,
+            "program": self.program,
+            "versions": self.versions,
+            "connected": self.introduced and not self.closed,
+            "last_seq": self.received,
+            "messages": counts.as_dict(),
+            "gaps": [list(gap) for gap in self.gaps],
+            "recent_rejections": list(self.reasons),
+        }
+
+
+#: Where rejections go when a message is too broken to name its sender.
+UNIDENTIFIED = "(unidentified)"
+
+
+class Sources:
+    """All sessions the daemon has heard from, by session id."""
+
+    def __init__(self) -> None:
+        self.by_session: dict[str, Source] = {}
+        self.unidentified = Source(session="-", name=UNIDENTIFIED)
+
+    def get(self, session: str, name: str) -> Source:
+        """The source for ``session``, created on first sight (hello or data)."""
+        source = self.by_session.get(session)
+        if source is None:
+            source = self.by_session[session] = Source(session=session, name=name)
+        return source
+
+    def connected(self) -> list[Source]:
+        return [s for s in self.by_session.values() if s.introduced and not s.closed]
+
+    def active_in_run(self) -> list[Source]:
+        """Sources that sent or said anything during the current experiment."""
+        return [
+            s
+            for s in self.by_session.values()
+            if s.run != Counts() or (s.introduced and not s.closed)
+        ]
+
+    def new_run(self) -> None:
+        for source in self.by_session.values():
+            source.new_run()
+        self.unidentified.new_run()
