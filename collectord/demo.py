@@ -1,0 +1,147 @@
+"""``collectord demo``: a daemon and three simulated acquisition processes.
+
+Everything runs on free loopback ports (the daemon binds port ``*`` and
+prints what it got), so the demo never disturbs a real daemon on 5555/5556.
+The camera and tracking processes run for the protocol's duration; the
+stimulus process runs its protocol a little longer and stops the experiment.
+Then the daemon is stopped with SIGTERM, as a service manager would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from . import jsonio
+from .control import request
+from .errors import CollectordError
+from .protocol import Command
+
+_READY = re.compile(r"listening: data=(\S+) control=(\S+)")
+
+
+def _start_daemon(output: Path, log: IO[str]) -> tuple[subprocess.Popen[str], str, str]:
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "collectord",
+            "run",
+            "--output",
+            str(output),
+            "--data",
+            "tcp://127.0.0.1:*",
+            "--control",
+            "tcp://127.0.0.1:*",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert daemon.stdout is not None
+    line = daemon.stdout.readline()
+    match = _READY.search(line)
+    if not match:
+        daemon.kill()
+        raise CollectordError(f"the daemon did not start (see {log.name})")
+    return daemon, match.group(1), match.group(2)
+
+
+def _summary(tree: dict[str, Any], indent: str = "  ", depth: int = 0) -> list[str]:
+    lines = []
+    for key, value in sorted(tree.items()):
+        if key == "collectord":
+            continue
+        if isinstance(value, dict) and depth < 2:
+            lines.append(f"{indent}{key}/")
+            lines.extend(_summary(value, indent + "  ", depth + 1))
+        else:
+            text = repr(value)
+            lines.append(f"{indent}{key} = {text if len(text) < 60 else text[:57] + '...'}")
+    return lines
+
+
+def run_demo(output: str | os.PathLike[str], duration: float) -> int:
+    folder = Path(output).resolve()
+    logs = folder / ".collectord" / "demo-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"collectord demo: output in {folder}")
+    with open(logs / "daemon.log", "w") as daemon_log:
+        daemon, data, control = _start_daemon(folder, daemon_log)
+        print(f"  daemon pid {daemon.pid}: data {data}, control {control}")
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+        try:
+            for name, seconds in (
+                ("camera", duration),
+                ("tracking", duration),
+                ("stimulus", duration + 1.0),
+            ):
+                with open(logs / f"{name}.log", "w") as log:
+                    processes[name] = subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            f"collectord.clients.{name}",
+                            "--data",
+                            data,
+                            "--control",
+                            control,
+                            "--duration",
+                            str(seconds),
+                        ],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+            while any(p.poll() is None for p in processes.values()):
+                time.sleep(0.5)
+                _progress(control, time.monotonic() - started)
+            failed = [n for n, p in processes.items() if p.returncode != 0]
+            status = request(control, Command.STATUS, {}, timeout=10.0)
+        finally:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.kill()
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+    if sys.stdout.isatty():
+        print()
+    for name in failed:
+        print(f"  {name} FAILED; its log: {logs / (name + '.log')}")
+        print("    " + (logs / f"{name}.log").read_text().strip().replace("\n", "\n    "))
+    saved = sorted(folder.glob("[0-9]*/[0-9]*/*_metadata.json"), key=os.path.getmtime)
+    if not saved:
+        print("no metadata was saved; see the logs in", logs)
+        return 1
+    metadata = jsonio.load_json(saved[-1])
+    print(f"metadata     {saved[-1]}")
+    print(f"last config  {status['last_config']}")
+    print(f"took         {time.monotonic() - started:.1f} s")
+    print("tree:")
+    print("\n".join(_summary(metadata)))
+    sources = metadata["collectord"]["sources"]
+    print(
+        "sources: "
+        + ", ".join(f"{s['name']} ({s['messages']['messages']} messages)" for s in sources)
+    )
+    return 1 if failed else 0
+
+
+def _progress(control: str, elapsed: float) -> None:
+    try:
+        status = request(control, Command.STATUS, {}, timeout=2.0)
+    except CollectordError:
+        return
+    counts = "  ".join(f"{s['name']} {s['messages']['messages']}" for s in status["sources"])
+    saved = f"  saved {status['saved_experiments']}" if status["saved_experiments"] else ""
+    line = f"  {elapsed:4.1f} s  messages: {counts or '-'}{saved}"
+    if sys.stdout.isatty():
+        print(f"\r{line}   ", end="", flush=True)
+    else:
+        print(line, flush=True)
