@@ -48,7 +48,7 @@ import zmq
 
 from . import __version__, codec
 from . import config as config_module
-from .errors import ClientClosedError, DaemonTimeout
+from .errors import ClientClosedError, DaemonTimeout, MessageTooLargeError
 from .link import Link, Request, Shared
 from .paths import check_name, parse_path
 from .protocol import PROTOCOL_VERSION, Command, Kind
@@ -57,6 +57,8 @@ __all__ = ["Client", "State"]
 
 #: Messages a client keeps until the daemon confirms them; beyond, the oldest go.
 DEFAULT_BUFFER = 1_000_000
+#: Room left for the header (and ZeroMQ framing) within the daemon's size limit.
+HEADER_ALLOWANCE = 1024
 
 
 class State(enum.Enum):
@@ -68,11 +70,17 @@ class State(enum.Enum):
 def _header_prefix(kind: Kind, name: str, session: str) -> bytes:
     """The packed header up to the sequence number, which is packed per message.
 
-    The header is a 5-entry map whose last key is ``seq``; packing the constant
+    The header is a 6-entry map whose last key is ``seq``; packing the constant
     part once keeps the publishing call cheap.
     """
-    fixed = {"v": PROTOCOL_VERSION, "kind": kind.value, "source": name, "session": session}
-    parts = [b"\x85"]
+    fixed = {
+        "v": PROTOCOL_VERSION,
+        "kind": kind.value,
+        "source": name,
+        "session": session,
+        "resends": True,  # this client keeps unconfirmed messages (link.py)
+    }
+    parts = [b"\x86"]
     for key, value in fixed.items():
         parts.append(msgpack.packb(key))
         parts.append(msgpack.packb(value))
@@ -136,6 +144,7 @@ class Client:
             session=self.session,
             hello=hello,
             buffer_limit=buffer,
+            max_message_bytes=settings.max_message_bytes,
         )
         self._link.start()
         self._link.ready.wait()
@@ -176,6 +185,11 @@ class Client:
         return self._publish(Kind.DATA, codec.pack({"path": path, "value": value}))
 
     def _publish(self, kind: Kind, body: bytes) -> int:
+        limit = self._link.max_message_bytes - HEADER_ALLOWANCE
+        if len(body) > limit:
+            raise MessageTooLargeError(
+                f"the message is {len(body)} bytes; the daemon accepts at most {limit}"
+            )
         shared = self._shared
         with shared.lock:
             if self._state is not State.OPEN:

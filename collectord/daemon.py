@@ -206,13 +206,14 @@ class Daemon:
             return
         source = self.sources.get(header["session"], header["source"])
         seq = header["seq"]
-        verdict = source.admit(seq, time.monotonic())
+        verdict = source.admit(seq, time.monotonic(), header.get("resends", False))
         if verdict is Admit.DUPLICATE:
             return
         if verdict is Admit.AHEAD:
-            if self._ask_resend(source):
-                return
-            source.give_up_gap(seq)
+            # Best effort: a client that is still reconnecting its control
+            # socket cannot be reached yet, but will resend after its hello.
+            self._ask_resend(source)
+            return
         try:
             self._apply(header["kind"], frames)
         except (codec.DecodeError, ProtocolViolation, InvalidPathError, TreeConflict) as exc:
@@ -241,16 +242,14 @@ class Daemon:
         target.reject(reason)
         log.warning("rejected from %s: %s", target.name, reason)
 
-    def _ask_resend(self, source: Source) -> bool:
-        """Ask ``source`` to resend its gap; False if it cannot be asked."""
+    def _ask_resend(self, source: Source) -> None:
+        """Ask ``source`` to resend from its first missing message, now and then."""
         now = time.monotonic()
         if source.resend_asked_at is not None and now - source.resend_asked_at < RESEND_INTERVAL:
-            return True
+            return
         message = notice(Notice.RESEND, session=source.session, **{"from": source.received + 1})
-        if not self.send_notice(source.session, message):
-            return False
-        source.resend_asked_at = now
-        return True
+        if self.send_notice(source.session, message):
+            source.resend_asked_at = now
 
     def _release_syncs(self, source: Source) -> None:
         waiting = self.pending_syncs.get(source.session)

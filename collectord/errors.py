@@ -6,6 +6,7 @@
     ├── ConfigError                  a configuration file or flag is wrong
     ├── InvalidPathError (ValueError)       a tree path or name is not allowed
     ├── UnsupportedValueError (TypeError)   a value cannot be sent faithfully
+    ├── MessageTooLargeError (ValueError)   a message exceeds the daemon's size limit
     ├── ClientClosedError            a call on a client that is closing or closed
     ├── TransportError               ZeroMQ failed (wraps zmq.ZMQError)
     ├── DaemonTimeout (TimeoutError) the daemon did not answer in time
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigError",
     "DaemonTimeout",
     "InvalidPathError",
+    "MessageTooLargeError",
     "RequestError",
     "TransportError",
     "UnsupportedValueError",
@@ -46,6 +48,10 @@ class InvalidPathError(CollectordError, ValueError):
 
 class UnsupportedValueError(CollectordError, TypeError):
     """A value cannot be sent faithfully; raised at the call that tried."""
+
+
+class MessageTooLargeError(CollectordError, ValueError):
+    """A message is bigger than the daemon accepts; raised at the call that tried."""
 
 
 class ClientClosedError(CollectordError):

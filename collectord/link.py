@@ -70,9 +70,11 @@ class Link(threading.Thread):
         session: str,
         hello: dict[str, Any],
         buffer_limit: int,
+        max_message_bytes: int,
     ) -> None:
         super().__init__(name=f"collectord-link-{hello['name']}", daemon=True)
         self.shared = shared
+        self.max_message_bytes = max_message_bytes
         self.wake = wake
         self.context = context
         self.data_endpoint = data
@@ -102,6 +104,10 @@ class Link(threading.Thread):
             pub = self.context.socket(zmq.XPUB)
             dealer = self.context.socket(zmq.DEALER)
             pub.setsockopt(zmq.XPUB_NODROP, 1)
+            # A connecting socket keeps its pipe across reconnections, so without
+            # VERBOSE a restarted daemon's subscription would be filtered out as
+            # a duplicate and we would never learn that it came back.
+            pub.setsockopt(zmq.XPUB_VERBOSE, 1)
             pub.setsockopt(zmq.SNDHWM, 10_000)
             dealer.setsockopt(zmq.ROUTING_ID, self.session.encode())
             for sock in (pub, dealer):
@@ -215,6 +221,13 @@ class Link(threading.Thread):
         first = self.unacked[0][0]
         for index in range(max(0, start - first), len(self.unacked)):
             seq, frames = self.unacked[index]
+            if sum(map(len, frames)) > self.max_message_bytes:
+                # Queued before the daemon told us its limit. Sent whole, it would
+                # make ZeroMQ drop the connection, again at every resend; sent as
+                # its header alone, the daemon rejects it and counts it.
+                log.error("message %d is larger than the daemon accepts; dropped", seq)
+                frames = frames[:1]
+                self.unacked[index] = (seq, frames)
             try:
                 self.pub.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
@@ -292,6 +305,13 @@ class Link(threading.Thread):
             self._hello_id = None
             if isinstance(result, dict):
                 self._confirmed(int(result.get("received", 0)))
+                # Whatever we sent before this introduction may have died with the
+                # previous daemon: send everything unconfirmed again (duplicates
+                # are dropped by the daemon).
+                self.sent = self.acked
+                self.max_message_bytes = int(
+                    result.get("max_message_bytes", self.max_message_bytes)
+                )
                 self.introduced = True
                 self._resend_pending()
             return

@@ -10,6 +10,8 @@ else, including ``+`` as in stytra's ``tracking+tail_tracking``, is accepted.
 
 from __future__ import annotations
 
+import unicodedata
+
 from .errors import InvalidPathError
 
 #: The one top-level key collectord writes its own information under.
@@ -31,7 +33,7 @@ def check_name(name: object, where: str = "name") -> str:
         raise InvalidPathError(f"{where} {name!r} is not allowed")
     if "/" in name or "\\" in name:
         raise InvalidPathError(f"{where} {name!r} contains a path separator")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if any(unicodedata.category(c) == "Cc" for c in name):
         raise InvalidPathError(f"{where} {name!r} contains a control or NUL character")
     if name.startswith("$"):
         raise InvalidPathError(

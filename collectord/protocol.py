@@ -97,6 +97,7 @@ HEADER: Schema = (
     Field("source", (str,)),
     Field("session", (str,)),
     Field("seq", (int,)),
+    Field("resends", (bool,), required=False),
 )
 
 BODIES: dict[Kind, Schema] = {

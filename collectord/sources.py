@@ -5,10 +5,13 @@ Every data message carries ``(session, seq)``: a client numbers its messages
 applies them strictly in order. A number it has seen is a duplicate (a resend
 that crossed an earlier copy) and is dropped. A number beyond the next one
 means messages went missing in between: the message is dropped and the client
-is asked to resend from the first missing one (the client keeps what the
-daemon has not confirmed). Only if the client cannot be asked, or does not fill
-the gap within ``GAP_TIMEOUT``, is the gap accepted as lost; it is then named
-in ``status`` and in the saved metadata, never silent. Pure logic: no sockets.
+is asked to resend from the first missing one. A client that keeps what the
+daemon has not confirmed says so in every header (``resends: true``); the
+daemon waits for such a client to fill its gap (after a daemon restart the
+client reconnects, introduces itself and resends), and gives up only if the gap
+stays open for ``GAP_TIMEOUT``. For a client that cannot resend, a gap is
+accepted as lost at once. Either way a lost gap is named in ``status`` and in
+the saved metadata, never silent. Pure logic: no sockets.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import dataclasses
 import enum
 from typing import Any
 
-GAP_TIMEOUT = 5.0
+GAP_TIMEOUT = 30.0
 MAX_REASONS = 10
 MAX_GAPS = 100
 
@@ -66,8 +69,11 @@ class Source:
     gap_since: float | None = None
     resend_asked_at: float | None = None
 
-    def admit(self, seq: int, now: float) -> Admit:
-        """Decide what to do with message ``seq`` arriving at time ``now``."""
+    def admit(self, seq: int, now: float, resends: bool) -> Admit:
+        """Decide what to do with message ``seq`` arriving at time ``now``.
+
+        ``resends``: the sender keeps unconfirmed messages and will fill a gap.
+        """
         if seq <= self.received:
             self.total.duplicates += 1
             self.run.duplicates += 1
@@ -77,21 +83,26 @@ class Source:
             return Admit.NEW
         if self.gap_since is None:
             self.gap_since = now
-        if now - self.gap_since > GAP_TIMEOUT:
-            self.give_up_gap(seq)
+        if not resends or now - self.gap_since > GAP_TIMEOUT:
+            self.skip_to(seq - 1)
+            self._advance(seq)
             return Admit.NEW
         self.total.out_of_order += 1
         self.run.out_of_order += 1
         return Admit.AHEAD
 
-    def give_up_gap(self, seq: int) -> None:
-        """Accept that messages ``received+1 .. seq-1`` are lost; ``seq`` is next."""
-        first, last = self.received + 1, seq - 1
+    def skip_to(self, last: int) -> None:
+        """Accept that messages ``received+1 .. last`` are lost, and record it."""
+        first = self.received + 1
+        if last < first:
+            return
         if len(self.gaps) < MAX_GAPS:
             self.gaps.append((first, last))
         self.total.lost += last - first + 1
         self.run.lost += last - first + 1
-        self._advance(seq)
+        self.received = last
+        self.gap_since = None
+        self.resend_asked_at = None
 
     def _advance(self, seq: int) -> None:
         self.received = seq

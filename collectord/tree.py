@@ -163,6 +163,8 @@ def merge_config(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     """
     merged: dict[str, Any] = copy.deepcopy(dict(old))
     for path, value in leaves(new):
+        if value == {} and isinstance(subtree(merged, path), dict):
+            continue  # a group with no parameters this session keeps the old ones
         branch = merged
         for name in path[:-1]:
             child = branch.get(name)

@@ -11,7 +11,9 @@ about the session, having restarted, records the difference as a gap).
 Reply ``result``: ``daemon`` (str, collectord's version), ``protocol`` (int),
 ``run_id`` (str, the current experiment), ``received`` (int, the highest
 sequence number of this session the daemon already has: 0 for a new session;
-after a reconnection, resend what follows it).
+after a reconnection, resend what follows it), ``max_message_bytes`` (int,
+the largest message the daemon accepts: ZeroMQ drops the connection of a peer
+that sends a bigger one, so a client must refuse such a message itself).
 
 A second hello for the same session updates the description; it does not
 reset the sequence.
@@ -42,9 +44,7 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
     source.pid = request["pid"]
     source.program = request["program"]
     source.versions = {str(k): str(v) for k, v in request["versions"].items()}
-    confirmed = request.get("confirmed", 0)
-    if confirmed > source.received:
-        source.give_up_gap(confirmed + 1)
+    source.skip_to(request.get("confirmed", 0))
     source.introduced = True
     source.closed = False
     return {
@@ -52,4 +52,5 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
         "protocol": PROTOCOL_VERSION,
         "run_id": daemon.experiment.run_id,
         "received": source.received,
+        "max_message_bytes": daemon.config.max_message_bytes,
     }

@@ -1,0 +1,149 @@
+"""Fixtures: real daemons in real processes, on loopback or ipc endpoints."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from collectord.control import request
+from collectord.protocol import Command
+
+READY = re.compile(r"listening: data=(\S+) control=(\S+)")
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+class DaemonProcess:
+    """``collectord run`` in a child process."""
+
+    def __init__(
+        self,
+        output: Path,
+        data: str = "tcp://127.0.0.1:*",
+        control: str = "tcp://127.0.0.1:*",
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.output = output
+        self.data = data
+        self.control = control
+        self.extra = extra
+        self.process: subprocess.Popen[str] | None = None
+        self.log = output.parent / f"{output.name}-daemon.log"
+
+    def start(self, timeout: float = 30.0) -> DaemonProcess:
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "collectord",
+                    "run",
+                    "--output",
+                    str(self.output),
+                    "--data",
+                    self.data,
+                    "--control",
+                    self.control,
+                    *self.extra,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        assert self.process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            self.process.kill()
+            raise AssertionError(f"daemon did not start; log:\n{self.log.read_text()}")
+        line = self.process.stdout.readline()
+        match = READY.search(line)
+        if not match:
+            self.process.kill()
+            raise AssertionError(f"unexpected first line {line!r}; log:\n{self.log.read_text()}")
+        # Keep the same endpoints across restarts.
+        self.data, self.control = match.group(1), match.group(2)
+        return self
+
+    def request(
+        self, command: Command, fields: dict[str, Any] | None = None, timeout: float = 20.0
+    ) -> dict[str, Any]:
+        return request(self.control, command, fields, timeout)
+
+    def status(self) -> dict[str, Any]:
+        return self.request(Command.STATUS)
+
+    def stop(self, reason: str = "test") -> dict[str, Any]:
+        return self.request(Command.STOP, {"reason": reason}, timeout=60.0)
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start daemons (output in tmp_path/out by default); all are killed at the end."""
+    started: list[DaemonProcess] = []
+
+    def make(output: Path | None = None, **kwargs: Any) -> DaemonProcess:
+        daemon = DaemonProcess(output or tmp_path / "out", **kwargs)
+        started.append(daemon)
+        return daemon.start()
+
+    yield make
+    for daemon in started:
+        daemon.close()
+
+
+@pytest.fixture
+def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
+    return make_daemon()
+
+
+@pytest.fixture
+def ipc() -> Iterator[Callable[[str], str]]:
+    """ipc:// endpoints in a short private folder (socket paths are length-limited)."""
+    folder = Path(tempfile.mkdtemp(prefix="cd-", dir="/tmp"))
+
+    def endpoint(name: str) -> str:
+        return f"ipc://{folder}/{name}"
+
+    yield endpoint
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,199 @@
+"""Hostile and malformed input on both sockets: refused, counted, survived."""
+
+from __future__ import annotations
+
+import io
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from conftest import DaemonProcess, wait_for
+
+from collectord import Client, MessageTooLargeError, load_json
+from collectord.protocol import Command
+
+
+def header(seq: int, kind: str = "params", session: str = "raw0001", **extra) -> bytes:
+    fields = {"v": 1, "kind": kind, "source": "raw", "session": session, "seq": seq, **extra}
+    return msgpack.packb(fields)
+
+
+@pytest.fixture
+def publisher(daemon: DaemonProcess):
+    """A raw XPUB socket that has seen the daemon's subscription (no slow joiner)."""
+    context = zmq.Context()
+    sock = context.socket(zmq.XPUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(daemon.data)
+    assert sock.poll(30_000), "the daemon never subscribed"
+    assert sock.recv() == b"\x01"
+    yield sock
+    sock.close()
+    context.term()
+
+
+def rejected(daemon: DaemonProcess) -> int:
+    return daemon.status()["rejected"]
+
+
+def test_bad_data_messages_are_rejected_counted_and_survived(
+    daemon: DaemonProcess, publisher
+) -> None:
+    with Client("good", daemon.data, daemon.control) as good:
+        good.set_params("camera/settings", exposure=1.0)
+        good.add_data("stimulus/log", [1, 2])
+        good.sync()
+
+        def raw_header(**fields) -> bytes:
+            base = {"v": 1, "kind": "params", "source": "raw", "session": "raw0001", "seq": 1}
+            return msgpack.packb({**base, **fields})
+
+        unattributed = [
+            [b"\xc1garbage"],  # not msgpack
+            [msgpack.packb([1, 2, 3]), b""],  # msgpack, but not a map
+            [msgpack.packb({"v": 1, "kind": "params"})],  # fields missing
+            [raw_header(seq="one")],  # wrong type
+            [raw_header(seq=True)],  # a bool is not a sequence number
+            [raw_header(seq=-1)],  # out of range
+            [raw_header(session="../../etc")],  # session ids are tokens, not paths
+            [raw_header(v=99)],  # a future protocol version
+        ]
+        for frames in unattributed:
+            publisher.send_multipart(frames)
+
+        bodies = [
+            {"path": "../escape", "values": {"a": 1}},
+            {"path": "/etc/passwd", "values": {"a": 1}},
+            {"path": "camera/\x00nul", "values": {"a": 1}},
+            {"path": "camera\\settings", "values": {"a": 1}},
+            {"path": "collectord/run_id", "values": {"a": 1}},
+            {"path": "camera/settings/exposure", "values": {"a": 1}},  # crosses a leaf
+            {"path": "camera", "values": {"settings": 1}},  # group -> value
+            {"path": "stimulus", "values": {"log": 3}},  # static data -> parameter
+            {"path": "camera/settings", "values": {"../x": 1}},
+            {"path": "camera/settings", "values": ["not", "a", "map"]},
+            {"path": 42, "values": {"a": 1}},
+            {"path": "/".join(["deep"] * 400), "values": {"a": 1}},
+        ]
+        seq = 0
+        for body in bodies:
+            seq += 1
+            publisher.send_multipart([header(seq), msgpack.packb(body)])
+        seq += 1
+        publisher.send_multipart([header(seq, kind="explode"), msgpack.packb({})])
+        seq += 1
+        publisher.send_multipart([header(seq), b"\xc1"])
+        seq += 1
+        publisher.send_multipart([header(seq)])  # body missing
+        seq += 1
+        nested: object = 1
+        for _ in range(400):
+            nested = [nested]
+        publisher.send_multipart(
+            [header(seq, kind="data"), msgpack.packb({"path": "deep/value", "value": nested})]
+        )
+        seq += 1
+        not_npy = msgpack.ExtType(1, b"nonsense")
+        publisher.send_multipart(
+            [header(seq, kind="data"), msgpack.packb({"path": "x/y", "value": not_npy})]
+        )
+        seq += 1
+        unknown_ext = msgpack.ExtType(99, b"")
+        publisher.send_multipart(
+            [header(seq, kind="data"), msgpack.packb({"path": "x/z", "value": unknown_ext})]
+        )
+        seq += 1
+        pickled = io.BytesIO()
+        np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        object_array = msgpack.ExtType(1, pickled.getvalue())
+        publisher.send_multipart(
+            [header(seq, kind="data"), msgpack.packb({"path": "x/w", "value": object_array})]
+        )
+        expected = len(unattributed) + seq
+        wait_for(lambda: rejected(daemon) >= expected, what=f"{expected} rejections")
+
+        # The daemon is alive and its tree intact; a good message still lands.
+        publisher.send_multipart(
+            [header(seq + 1), msgpack.packb({"path": "raw/params", "values": {"ok": True}})]
+        )
+        good.set_params("camera/settings", gain=2.0)
+        good.sync()
+        status = daemon.status()
+        saved = load_json(good.stop())
+
+    assert status["rejected"] == expected
+    by_name = {s["name"]: s for s in status["sources"]}
+    assert by_name["raw"]["messages"]["rejected"] == seq
+    assert by_name["raw"]["messages"]["messages"] == 1
+    assert status["unidentified"]["rejected"] == len(unattributed)
+    assert any(
+        "'..'" in reason or "path" in reason for reason in by_name["raw"]["recent_rejections"]
+    )
+    assert saved["camera"]["settings"] == {"exposure": 1.0, "gain": 2.0}
+    assert saved["stimulus"]["log"] == [1, 2]
+    assert saved["raw"]["params"] == {"ok": True}
+    # Nothing was written outside the output folder's experiment layout.
+    files = {
+        p.relative_to(daemon.output).parts[0] for p in daemon.output.rglob("*") if p.is_file()
+    }
+    assert files <= {
+        "last_config.json",
+        ".collectord",
+        *{p.name for p in daemon.output.iterdir() if p.name[:2].isdigit()},
+    }
+
+
+def test_bad_control_requests_get_error_replies(daemon: DaemonProcess) -> None:
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(daemon.control)
+
+    def ask(payload: bytes) -> dict:
+        sock.send_multipart([b"", payload])
+        assert sock.poll(30_000), "no reply"
+        return msgpack.unpackb(sock.recv_multipart()[-1])
+
+    try:
+        assert ask(b"\xc1")["error"]["code"] == "bad_request"
+        assert ask(msgpack.packb({"v": 1, "cmd": "status"}))["error"]["code"] == "bad_request"
+        reply = ask(msgpack.packb({"v": 1, "cmd": "format_disk", "id": 7}))
+        assert reply["id"] == 7 and reply["error"]["code"] == "unknown_command"
+        reply = ask(msgpack.packb({"v": 2, "cmd": "status", "id": 8}))
+        assert reply["error"]["code"] == "unsupported_version"
+        reply = ask(msgpack.packb({"v": 1, "cmd": "restore", "id": 9, "node": "../../etc"}))
+        assert reply["error"]["code"] == "invalid_path"
+        reply = ask(msgpack.packb({"v": 1, "cmd": "sync", "id": 10, "session": 5, "seq": 1}))
+        assert reply["error"]["code"] == "bad_request" and "session" in reply["error"]["message"]
+        reply = ask(msgpack.packb({"v": 1, "cmd": "status", "id": 11}))
+        assert reply["ok"] and reply["result"]["rejected"] == 6
+    finally:
+        sock.close()
+        context.term()
+    assert daemon.request(Command.STATUS)["pid"] == daemon.process.pid
+
+
+def test_oversized_messages_are_refused(make_daemon, tmp_path) -> None:
+    config = tmp_path / "small.toml"
+    config.write_text("[limits]\nmax_message_bytes = 10000\n")
+    daemon = make_daemon(extra=("--config", str(config)))
+    with Client("big", daemon.data, daemon.control) as client:
+        client.add_data("imaging/ok", np.zeros(10))
+        client.sync()  # the client has now learnt the daemon's limit
+        with pytest.raises(MessageTooLargeError, match="accepts at most"):
+            client.add_data("imaging/huge", np.zeros(100_000))
+        client.add_data("imaging/after", 1)
+
+        # A raw peer sending an oversized frame is cut off by ZeroMQ itself.
+        context = zmq.Context()
+        sock = context.socket(zmq.XPUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(daemon.data)
+        assert sock.poll(30_000) and sock.recv() == b"\x01"
+        sock.send_multipart([header(1), b"x" * 100_000])
+        sock.close()
+        context.term()
+        saved = load_json(client.stop())
+    assert saved["imaging"] == {"ok": [0.0] * 10, "after": 1}
+    assert daemon.status()["pid"] == daemon.process.pid

@@ -1,0 +1,114 @@
+"""The client: never blocking, buffering until the daemon is there, lifecycle."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from conftest import wait_for
+
+from collectord import Client, ClientClosedError, DaemonTimeout, State, load_json
+
+
+def test_publishing_before_the_daemon_starts_loses_nothing(make_daemon, ipc) -> None:
+    data, control = ipc("data"), ipc("control")
+    with Client("early", data, control) as client:
+        for index in range(1000):
+            client.set_params("early/params", index=index)
+        client.add_data("early/first", "published before the daemon existed")
+        daemon = make_daemon(data=data, control=control)
+        client.sync(timeout=60)
+        saved = load_json(client.stop())
+    assert saved["early"] == {
+        "params": {"index": 999},
+        "first": "published before the daemon existed",
+    }
+    (source,) = saved["collectord"]["sources"]
+    assert source["messages"]["messages"] == 1001
+    assert source["messages"]["lost"] == 0
+    assert daemon.status()["rejected"] == 0
+
+
+def test_publishing_does_not_wait_for_a_missing_daemon(ipc) -> None:
+    client = Client("lonely", ipc("data"), ipc("control"))
+    try:
+        started = time.monotonic()
+        for index in range(10_000):
+            client.set_params("lonely/params", index=index)
+        # Nothing listens: had any call waited on the network, this would take minutes.
+        assert time.monotonic() - started < 60
+        assert client.unconfirmed == 10_000
+        with pytest.raises(DaemonTimeout, match="no answer to 'sync'.*collectord run"):
+            client.sync(timeout=0.2)
+    finally:
+        with pytest.raises(DaemonTimeout):
+            client.close(timeout=0.2)
+    assert client.state is State.CLOSED
+
+
+def test_calls_after_close_raise(daemon) -> None:
+    client = Client("short", daemon.data, daemon.control)
+    assert client.state is State.OPEN
+    client.set_params("short/p", a=1)
+    client.close()
+    assert client.state is State.CLOSED
+    with pytest.raises(ClientClosedError):
+        client.set_params("short/p", a=2)
+    with pytest.raises(ClientClosedError):
+        client.sync()
+    client.close()  # closing twice is harmless
+
+
+def test_close_delivers_everything_sent(daemon) -> None:
+    client = Client("burst", daemon.data, daemon.control)
+    for index in range(5000):
+        client.set_params("burst/params", index=index)
+    client.close()
+    source = daemon.status()["sources"][0]
+    assert source["last_seq"] == 5000 and not source["connected"]
+
+
+def test_kill9_and_restart_of_the_daemon_under_load(make_daemon) -> None:
+    """The client keeps unconfirmed messages and resends them to the new daemon."""
+    first = make_daemon()
+    client = Client("steady", first.data, first.control)
+    sent = 0
+    stop_publishing = threading.Event()
+    errors: list[BaseException] = []
+
+    def publish() -> None:
+        nonlocal sent
+        try:
+            while not stop_publishing.is_set():
+                sent += 1
+                client.set_params("steady/params", index=sent)
+                time.sleep(0.001)
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+
+    worker = threading.Thread(target=publish)
+    worker.start()
+    try:
+        wait_for(lambda: sent > 300, what="publishing to start")
+        first.kill9()
+        at_kill = sent
+        second = make_daemon(data=first.data, control=first.control)
+        wait_for(lambda: sent > at_kill + 300, what="publishing to go on")
+    finally:
+        stop_publishing.set()
+        worker.join()
+    assert not errors
+    client.sync(timeout=60)
+    saved = load_json(client.stop())
+    client.close()
+    assert saved["steady"]["params"] == {"index": sent}
+    (source,) = saved["collectord"]["sources"]
+    assert source["last_seq"] == sent
+    # Without a journal (yet) the new daemon cannot hold what the old one had
+    # confirmed before it died: the client tells it, and that range is recorded
+    # as lost, never silently. Everything unconfirmed was resent and applied.
+    counts = source["messages"]
+    assert counts["messages"] + counts["lost"] == sent
+    if counts["lost"]:
+        assert source["gaps"] == [[1, counts["lost"]]]

@@ -1,0 +1,179 @@
+"""The daemon and the client together: publish, stop, save, restore."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import pathlib
+import threading
+
+import numpy as np
+import pytest
+from conftest import DaemonProcess
+
+from collectord import Client, UnsupportedValueError, load_json
+
+
+def client_for(daemon: DaemonProcess, name: str) -> Client:
+    return Client(name, daemon.data, daemon.control)
+
+
+def test_params_merge_data_sets_and_stop_saves(daemon: DaemonProcess) -> None:
+    with client_for(daemon, "camera") as client:
+        client.set_params("camera/settings", {"exposure": 4.0, "gain": 1.0})
+        client.set_params("camera/settings", exposure=6.5)
+        client.add_data("camera/frames", 10)
+        client.add_data("camera/frames", 20)
+        path = pathlib.Path(client.stop("end of test"))
+
+    assert path.is_file() and path.is_relative_to(daemon.output)
+    saved = load_json(path)
+    assert saved["camera"] == {"settings": {"exposure": 6.5, "gain": 1.0}, "frames": 20}
+    account = saved["collectord"]
+    assert account["stopped_by"]["by"] == "camera"
+    assert account["stopped_by"]["reason"] == "end of test"
+    (source,) = account["sources"]
+    assert source["name"] == "camera" and source["messages"]["messages"] == 4
+    last = load_json(daemon.output / "last_config.json")
+    assert last == {"camera": {"settings": {"exposure": 6.5, "gain": 1.0}}}
+
+
+def test_every_value_type_reaches_the_json(daemon: DaemonProcess) -> None:
+    when = dt.datetime(2024, 11, 24, 10, 30, 0, 123456)
+    values = {
+        "none": None,
+        "true": True,
+        "int": -(2**63),
+        "uint": 2**64 - 1,
+        "float": 0.1,
+        "nan": math.nan,
+        "inf": math.inf,
+        "neg_inf": -math.inf,
+        "text": "Zebrafish ñ 🐟",
+        "bytes": b"\x00\xffgeometry",
+        "tuple": (1, "a", 2.5),
+        "datetime": when,
+        "aware": when.replace(tzinfo=dt.timezone.utc),
+        "date": when.date(),
+        "path": pathlib.PurePosixPath("/data/fish/162934_behavior_log.hdf5"),
+        "np_float32": np.float32(0.5),
+        "np_int16": np.int16(-7),
+        "np_uint64": np.uint64(2**64 - 1),
+        "np_bool": np.bool_(True),
+        "np_datetime": np.datetime64("2024-11-24T10:30:00"),
+        "matrix": np.array([[1.0, np.nan], [np.inf, -2.5]], dtype=np.float32),
+        "ints": np.arange(5, dtype=np.uint8),
+        "strings": np.array(["left", "right"]),
+        "empty": np.zeros((0, 3)),
+        "nested": {"log": [{"name": "flash", "t": when, "params": (1, 2)}]},
+    }
+    with client_for(daemon, "types") as client:
+        client.add_data("stimulus/everything", values)
+        path = client.stop()
+
+    raw = pathlib.Path(path).read_text()
+    json.loads(raw, parse_constant=lambda token: pytest.fail(f"bare {token} in JSON"))
+    got = load_json(path)["stimulus"]["everything"]
+    assert got["none"] is None and got["true"] is True
+    assert got["int"] == -(2**63) and got["uint"] == 2**64 - 1
+    assert got["float"] == 0.1 and math.isnan(got["nan"])
+    assert got["inf"] == math.inf and got["neg_inf"] == -math.inf
+    assert got["text"] == "Zebrafish ñ 🐟"
+    assert got["bytes"] == b"\x00\xffgeometry"
+    assert got["tuple"] == [1, "a", 2.5]
+    assert got["datetime"] == "2024-11-24T10:30:00.123456"
+    assert got["aware"] == "2024-11-24T10:30:00.123456+00:00"
+    assert got["date"] == "2024-11-24"
+    assert got["path"] == "/data/fish/162934_behavior_log.hdf5"
+    assert got["np_float32"] == 0.5 and got["np_int16"] == -7
+    assert got["np_uint64"] == 2**64 - 1 and got["np_bool"] is True
+    assert got["np_datetime"] == "2024-11-24T10:30:00"
+    assert got["matrix"][0][0] == 1.0 and math.isnan(got["matrix"][0][1])
+    assert got["matrix"][1] == [math.inf, -2.5]
+    assert got["ints"] == [0, 1, 2, 3, 4]
+    assert got["strings"] == ["left", "right"]
+    assert got["empty"] == []
+    assert got["nested"] == {
+        "log": [{"name": "flash", "t": "2024-11-24T10:30:00.123456", "params": [1, 2]}]
+    }
+
+
+def test_unsupported_value_is_refused_at_the_call(daemon: DaemonProcess) -> None:
+    with client_for(daemon, "camera") as client:
+        client.set_params("camera/settings", exposure=1.0)
+        with pytest.raises(UnsupportedValueError, match=r"camera/settings\['roi'\].*set"):
+            client.set_params("camera/settings", roi={1, 2})
+        with pytest.raises(UnsupportedValueError, match="complex"):
+            client.add_data("camera/bad", np.array([1j]))
+        with pytest.raises(UnsupportedValueError, match="dict key 3"):
+            client.add_data("camera/bad", {"ok": {3: "int key"}})
+        client.sync()
+        status = daemon.status()
+    (source,) = status["sources"]
+    assert source["messages"]["messages"] == 1 and source["last_seq"] == 1
+
+
+def test_static_data_is_cleared_parameters_carry_over(daemon: DaemonProcess) -> None:
+    with client_for(daemon, "stimulus") as client:
+        client.set_params("general/animal", species="Danio rerio", age=7)
+        client.add_data("stimulus/log", [1, 2, 3])
+        first = load_json(client.stop())
+        second = load_json(client.stop())
+    assert first["stimulus"]["log"] == [1, 2, 3]
+    assert "stimulus" not in second
+    assert second["general"]["animal"] == {"species": "Danio rerio", "age": 7}
+    assert first["collectord"]["run_id"] != second["collectord"]["run_id"]
+
+
+def test_each_stop_writes_a_new_file(daemon: DaemonProcess) -> None:
+    with client_for(daemon, "stimulus") as client:
+        client.set_params("general/basic", session_id=1)
+        paths = [client.stop() for _ in range(3)]
+    assert len(set(paths)) == 3
+    assert all(pathlib.Path(p).is_file() for p in paths)
+
+
+def test_last_config_merges_across_experiments_and_survives_restart(
+    make_daemon, tmp_path: pathlib.Path
+) -> None:
+    first = make_daemon()
+    with client_for(first, "rig") as client:
+        client.set_params("stimulus/protocol/looming", speed=10.0, size=5)
+        client.set_params("camera/settings", exposure=3.0)
+        client.stop()
+    assert first.terminate() == 0
+
+    # Another experiment type on the next day: other protocol, new exposure.
+    second = make_daemon(tmp_path / "out")
+    with client_for(second, "rig") as client:
+        assert client.restore("camera/settings") == {"exposure": 3.0}
+        client.set_params("stimulus/protocol/gratings", period=2.0)
+        client.set_params("camera/settings", exposure=5.0)
+        saved = load_json(client.stop())
+    assert "looming" not in saved["stimulus"]["protocol"], "metadata holds this session only"
+    assert second.terminate() == 0
+
+    third = make_daemon(tmp_path / "out")
+    with client_for(third, "rig") as client:
+        assert client.restore("stimulus/protocol/looming") == {"speed": 10.0, "size": 5}
+        assert client.restore("stimulus/protocol/gratings") == {"period": 2.0}
+        assert client.restore("camera") == {"settings": {"exposure": 5.0}}
+        assert client.restore("nothing/here") == {}
+
+
+def test_a_client_shared_between_threads(daemon: DaemonProcess) -> None:
+    with client_for(daemon, "shared") as client:
+
+        def publish(worker: int) -> None:
+            for index in range(500):
+                client.set_params(f"workers/w{worker}", last=index)
+
+        threads = [threading.Thread(target=publish, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        saved = load_json(client.stop())
+    assert saved["workers"] == {f"w{n}": {"last": 499} for n in range(4)}
+    assert saved["collectord"]["sources"][0]["messages"]["messages"] == 2000

@@ -1,0 +1,144 @@
+"""Several publisher processes and a stopper: the stop barrier, signals, the CLI."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pathlib
+import signal
+import subprocess
+import sys
+
+import pytest
+import rig_processes
+from conftest import DaemonProcess
+
+from collectord import Client, load_json
+
+
+def test_three_publishers_and_a_fourth_that_stops(daemon: DaemonProcess) -> None:
+    """The stopper stops the instant the others return from publishing: nothing is lost."""
+    spawn = multiprocessing.get_context("spawn")
+    release = spawn.Event()
+    names = ["camera", "tracking", "stimulus"]
+    done = {name: spawn.Event() for name in names}
+    count = 3000
+    workers = [
+        spawn.Process(
+            target=rig_processes.publish_then_wait,
+            args=(name, daemon.data, daemon.control, count, done[name], release),
+        )
+        for name in names
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        for name in names:
+            assert done[name].wait(120), f"{name} did not finish publishing"
+        with Client("stopper", daemon.data, daemon.control) as stopper:
+            saved = load_json(stopper.stop("protocol end"))
+    finally:
+        release.set()
+        for worker in workers:
+            worker.join(60)
+    for name in names:
+        assert saved[name]["params"] == {"index": count - 1, "label": f"{name}-{count - 1}"}
+        assert saved[name]["progress"] == count - 1
+    assert saved["collectord"]["unconfirmed"] == []
+    by_name = {s["name"]: s for s in saved["collectord"]["sources"]}
+    for name in names:
+        messages = by_name[name]["messages"]
+        assert messages["messages"] == count + count // 100 + 1
+        assert messages["lost"] == 0
+    assert all(worker.exitcode == 0 for worker in workers)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_the_experiment_and_exits_zero(daemon: DaemonProcess, signum) -> None:
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", exposure=2.0)
+        client.add_data("camera/frames", 100)
+    daemon.process.send_signal(signum)
+    assert daemon.process.wait(60) == 0
+    (path,) = daemon.output.glob("*/*/*_metadata.json")
+    saved = load_json(path)
+    assert saved["camera"] == {"settings": {"exposure": 2.0}, "frames": 100}
+    assert saved["collectord"]["stopped_by"]["reason"] == signal.Signals(signum).name
+    assert load_json(daemon.output / "last_config.json") == {
+        "camera": {"settings": {"exposure": 2.0}}
+    }
+
+
+def test_signal_after_a_save_writes_no_empty_experiment(daemon: DaemonProcess) -> None:
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", exposure=2.0)
+        client.stop()
+    assert daemon.terminate() == 0
+    assert len(list(daemon.output.glob("*/*/*_metadata.json"))) == 1
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "collectord", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_cli_status_and_stop(daemon: DaemonProcess) -> None:
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", exposure=2.0)
+        client.sync()
+        status = run_cli("status", "--control", daemon.control, "--json")
+        assert status.returncode == 0, status.stderr
+        import json
+
+        parsed = json.loads(status.stdout)
+        assert [s["name"] for s in parsed["sources"]] == ["camera"]
+        assert parsed["rejected"] == 0
+
+        human = run_cli("status", "--control", daemon.control)
+        assert "camera" in human.stdout and "connected" in human.stdout
+
+        stopped = run_cli("stop", "--control", daemon.control, "--reason", "from the CLI")
+        assert stopped.returncode == 0, stopped.stderr
+        path = pathlib.Path(stopped.stdout.strip())
+        saved = load_json(path)
+        assert saved["collectord"]["stopped_by"]["reason"] == "from the CLI"
+        assert saved["camera"]["settings"] == {"exposure": 2.0}
+        after = json.loads(run_cli("status", "--control", daemon.control, "--json").stdout)
+        assert after["last_saved"] == str(path)
+
+
+def test_cli_without_a_daemon_fails_clearly(ipc) -> None:
+    for command in ("status", "stop"):
+        result = run_cli(command, "--control", ipc("nobody"), "--timeout", "0.3")
+        assert result.returncode == 1
+        assert "no collectord daemon answered" in result.stderr
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for command in ("run", "stop", "status", "demo"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0
+        assert "example:" in result.stdout and f"collectord {command}" in result.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path: pathlib.Path) -> None:
+    result = run_cli("demo", "--output", str(tmp_path / "demo"), "--duration", "1", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    paths = sorted((tmp_path / "demo").glob("*/*/*_metadata.json"))
+    assert paths, result.stdout
+    saved = load_json(paths[0])
+    assert saved["camera"]["settings"]["framerate"] == 200.0
+    assert saved["tracking"]["tail"]["threshold"] == 0.1
+    assert saved["general"]["animal"]["species"] == "Danio rerio"
+    assert len(saved["stimulus"]["log"]) >= 1
+    assert {s["name"] for s in saved["collectord"]["sources"]} >= {
+        "camera",
+        "tracking",
+        "stimulus",
+    }
+    assert str(paths[0]) in result.stdout
+    last = load_json(tmp_path / "demo" / "last_config.json")
+    assert "log" not in last.get("stimulus", {})
