@@ -39,7 +39,7 @@ def test_publishing_does_not_wait_for_a_missing_daemon(ipc) -> None:
         # Nothing listens: had any call waited on the network, this would take minutes.
         assert time.monotonic() - started < 60
         assert client.unconfirmed == 10_000
-        with pytest.raises(DaemonTimeout, match="no answer to 'sync'.*collectord run"):
+        with pytest.raises(DaemonTimeout, match=r"no answer to 'sync'.*collectord run"):
             client.sync(timeout=0.2)
     finally:
         with pytest.raises(DaemonTimeout):
@@ -93,7 +93,7 @@ def test_kill9_and_restart_of_the_daemon_under_load(make_daemon) -> None:
         wait_for(lambda: sent > 300, what="publishing to start")
         first.kill9()
         at_kill = sent
-        second = make_daemon(data=first.data, control=first.control)
+        make_daemon(data=first.data, control=first.control)
         wait_for(lambda: sent > at_kill + 300, what="publishing to go on")
     finally:
         stop_publishing.set()
