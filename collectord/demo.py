@@ -9,6 +9,7 @@ Then the daemon is stopped with SIGTERM, as a service manager would.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -51,6 +52,22 @@ def _start_daemon(output: Path, log: IO[str]) -> tuple[subprocess.Popen[str], st
         daemon.kill()
         raise CollectordError(f"the daemon did not start (see {log.name})")
     return daemon, match.group(1), match.group(2)
+
+
+def client_script(name: str) -> Path:
+    """The file of demo process ``name``.
+
+    Installed, the top-level ``clients/`` folder ships as ``collectord.clients``;
+    in a checkout (``python -m collectord`` from its root) it is ``clients/``
+    beside the package.
+    """
+    try:
+        spec = importlib.util.find_spec(f"collectord.clients.{name}")
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None and spec.origin:
+        return Path(spec.origin)
+    return Path(__file__).resolve().parent.parent / "clients" / f"{name}.py"
 
 
 def _summary(tree: dict[str, Any], indent: str = "  ", depth: int = 0) -> list[str]:
