@@ -104,8 +104,7 @@ def run_demo(output: str | os.PathLike[str], duration: float) -> int:
                     processes[name] = subprocess.Popen(
                         [
                             sys.executable,
-                            "-m",
-                            f"collectord.clients.{name}",
+                            str(client_script(name)),
                             "--data",
                             data,
                             "--control",

@@ -61,7 +61,6 @@ class Source:
     received: int = 0  # every seq up to this one has been handled
     total: Counts = dataclasses.field(default_factory=Counts)
     run: Counts = dataclasses.field(default_factory=Counts)
-    first_seq_in_run: int | None = None
     gaps: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     reasons: collections.deque[str] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=MAX_REASONS)
@@ -108,8 +107,6 @@ class Source:
         self.received = seq
         self.gap_since = None
         self.resend_asked_at = None
-        if self.first_seq_in_run is None:
-            self.first_seq_in_run = seq
 
     def applied(self) -> None:
         self.total.messages += 1
@@ -122,7 +119,6 @@ class Source:
 
     def new_run(self) -> None:
         self.run = Counts()
-        self.first_seq_in_run = None
 
     def describe(self, counts: Counts) -> dict[str, Any]:
         return {
@@ -170,6 +166,8 @@ class Sources:
         ]
 
     def new_run(self) -> None:
+        """Reset the per-experiment counts; forget sessions that said bye."""
+        self.by_session = {k: s for k, s in self.by_session.items() if not s.closed}
         for source in self.by_session.values():
             source.new_run()
         self.unidentified.new_run()

@@ -35,6 +35,6 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> Non
         host=source.host if source else "",
         pid=source.pid if source else None,
     )
-    known = (session, request["seq"]) if source is not None and "seq" in request else None
+    known = (source.session, request["seq"]) if source is not None and "seq" in request else None
     daemon.request_stop(who, reply_to, known=known)
     return None
