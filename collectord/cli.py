@@ -1,4 +1,4 @@
-"""The ``collectord`` command: run, stop, status, demo.
+"""The ``collectord`` command: run, stop, status, recover, demo.
 
 Each sub-command's ``--help`` says what it does, with an example. Errors from
 below (``CollectordError``) are printed as one clear line and turned into a
@@ -77,7 +77,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="last-config file (default: last_config.json in the output folder)",
     )
+    run.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="save an experiment left unfinished by a crash as recovered, "
+        "and start a new one (default: resume it from its journal)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="log every message")
+
+    recover = commands.add_parser(
+        "recover",
+        formatter_class=raw,
+        help="save experiments a crashed daemon left unfinished",
+        description="Rebuild every experiment a daemon left unsaved in the output folder "
+        "(after kill -9 or a power cut) from its journal, and save it, marked as recovered, "
+        "with the last config updated. Refuses while a daemon uses the folder.\n\n"
+        "example:\n  collectord recover --output ~/data/rig1",
+    )
+    recover.add_argument("--config", metavar="FILE", help="configuration file")
+    recover.add_argument("--output", metavar="DIR", help="the daemon's output folder")
+    recover.add_argument(
+        "--last-config",
+        metavar="FILE",
+        help="last-config file (default: last_config.json in the output folder)",
+    )
 
     stop = commands.add_parser(
         "stop",
@@ -129,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> config_module.Config:
     settings = config_module.load(args.config)
     return settings.replace(
-        control=args.control,
+        control=getattr(args, "control", None),
         data=getattr(args, "data", None),
         output=getattr(args, "output", None),
         last_config=getattr(args, "last_config", None),
@@ -144,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s collectord %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    daemon = Daemon(_settings(args))
+    daemon = Daemon(_settings(args), resume=args.resume)
     endpoints = daemon.bind()
     daemon.install_signal_handlers()
     print(
@@ -153,6 +177,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     daemon.serve()
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from .recovery import recover_staged
+    from .store import OutputLock
+
+    logging.basicConfig(level=logging.INFO, format="collectord recover: %(message)s")
+    settings = _settings(args)
+    lock = OutputLock(settings.output_dir)
+    lock.acquire()
+    try:
+        saved = recover_staged(settings.output_dir, settings.last_config_file)
+    finally:
+        lock.release()
+    for path in saved:
+        print(path)
+    if not saved:
+        print(f"nothing to recover in {settings.output_dir}", file=sys.stderr)
     return 0
 
 
@@ -213,7 +256,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.output, args.duration)
 
 
-HANDLERS = {"run": cmd_run, "stop": cmd_stop, "status": cmd_status, "demo": cmd_demo}
+HANDLERS = {
+    "run": cmd_run,
+    "stop": cmd_stop,
+    "status": cmd_status,
+    "recover": cmd_recover,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

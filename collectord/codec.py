@@ -50,10 +50,15 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _supported_dtype(dtype: np.dtype[Any]) -> bool:
+    """Numbers, bools, text and datetime64: what JSON can hold faithfully."""
+    return not dtype.hasobject and dtype.kind in "biufUSM"
+
+
 def _refusal(obj: Any) -> str | None:
     """Why an object msgpack does not know natively cannot be sent, or None."""
     if isinstance(obj, np.ndarray | np.generic):
-        if obj.dtype.hasobject or obj.dtype.kind in "cmV":
+        if not _supported_dtype(obj.dtype):
             return f"numpy dtype {obj.dtype}"
         return None
     if isinstance(obj, dt.datetime | dt.date | dt.time | os.PathLike):
@@ -79,7 +84,14 @@ def _find_unsupported(value: Any, where: str, depth: int = 0) -> str | None:
     """Walk ``value`` and describe the first thing we refuse, or None."""
     if depth > MAX_VALUE_DEPTH:
         return f"{where}: nested deeper than {MAX_VALUE_DEPTH} levels"
-    if value is None or isinstance(value, bool | str | bytes | bytearray | memoryview):
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{where}: text is not valid Unicode (a lone surrogate)"
+        return None
+    if value is None or isinstance(value, bool | bytes | bytearray | memoryview):
         return None
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:
@@ -141,8 +153,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
             array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
         except Exception as exc:  # numpy raises several types for bad headers
             raise DecodeError(f"ext {EXT_NDARRAY} is not a valid .npy array: {exc}") from exc
-        if array.dtype.hasobject:
-            raise DecodeError("object arrays are not accepted")
+        if not _supported_dtype(array.dtype):
+            raise DecodeError(f"arrays of dtype {array.dtype} are not accepted")
         return array
     if code == EXT_ISOTIME:
         try:
@@ -172,23 +184,26 @@ def unpack(frame: bytes) -> Any:
         raise
     except Exception as exc:  # msgpack raises many types on garbage
         raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
-    return _normalise_times(obj, 0)
+    return _check_decoded(obj, 0)
 
 
-def _normalise_times(obj: Any, depth: int) -> Any:
+def _check_decoded(obj: Any, depth: int) -> Any:
+    """Refuse what the client would have refused; turn timestamps into text."""
     if depth > MAX_VALUE_DEPTH:
         raise DecodeError(f"value nested deeper than {MAX_VALUE_DEPTH} levels")
     if isinstance(obj, dict):
         for key, item in obj.items():
             if isinstance(key, bytes):
                 raise DecodeError("map keys must be text, not bytes")
+            if key.startswith("$"):
+                raise DecodeError(f"map key {key!r} starts with '$', kept for collectord's tags")
             if isinstance(item, dict | list | dt.datetime):
-                obj[key] = _normalise_times(item, depth + 1)
+                obj[key] = _check_decoded(item, depth + 1)
         return obj
     if isinstance(obj, list):
         for index, item in enumerate(obj):
             if isinstance(item, dict | list | dt.datetime):
-                obj[index] = _normalise_times(item, depth + 1)
+                obj[index] = _check_decoded(item, depth + 1)
         return obj
     if isinstance(obj, dt.datetime):
         return obj.isoformat()

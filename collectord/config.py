@@ -35,6 +35,7 @@ class Config:
     max_message_bytes: int = 64 * 1024 * 1024
     receive_queue: int = 100_000
     barrier_timeout: float = 3.0
+    journal_interval: float = 0.1
 
     @property
     def output_dir(self) -> Path:
@@ -57,6 +58,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "storage": ("output", "last_config"),
     "limits": ("max_message_bytes", "receive_queue"),
     "stop": ("barrier_timeout",),
+    "journal": ("journal_interval",),
 }
 
 _TYPES = {f.name: f.type for f in dataclasses.fields(Config)}

@@ -1,9 +1,16 @@
-"""The collector daemon: sockets, the main loop, and what happens on stop.
+"""The collector daemon: sockets, the main loop, the journal, and stopping.
 
-Read ``serve`` top to bottom: poll both sockets, handle what arrived, turn
-signals into stop requests, move a pending stop forward; repeat until asked to
-exit; tear down in ``finally``. Control commands live one per module in
-``collectord/commands``; this module owns the state they act on.
+Read ``serve`` top to bottom: poll both sockets, handle what arrived, make the
+journal durable when someone waits for it, turn signals into stop requests,
+move a pending stop forward; repeat until asked to exit; tear down in
+``finally``. Control commands live one per module in ``collectord/commands``.
+
+Durability: every message admitted is appended to the experiment's journal
+before it is applied. The journal is fsynced at least every
+``journal_interval`` seconds, and at once when a client waits in ``sync``;
+replies to ``sync`` (and hence what clients drop from their resend buffers)
+only ever cover journaled messages. After a crash, a restarted daemon resumes
+the experiment from its journal, or ``collectord recover`` saves it.
 
 A stop is a barrier: every connected client is asked (notice ``barrier``) for
 the last sequence number it has sent, and the experiment is saved once all of
@@ -27,20 +34,18 @@ from typing import Any, NamedTuple
 
 import zmq
 
-from . import __version__, codec, experiment, store
-from .errors import InvalidPathError, TransportError
-from .experiment import Experiment, StopRequest
-from .paths import parse_path
+from . import __version__, codec, experiment, journal, store
+from .collector import Collector, decode_header
+from .errors import TransportError
+from .experiment import StopRequest
+from .journal import Journal, RecordType
 from .protocol import (
-    BODIES,
-    HEADER,
     PROTOCOL_VERSION,
     REQUEST,
     REQUESTS,
     Command,
     CommandError,
     ErrorCode,
-    Kind,
     Notice,
     ProtocolViolation,
     check_fields,
@@ -48,13 +53,13 @@ from .protocol import (
     reply_error,
     reply_ok,
 )
-from .sources import Admit, Source, Sources
-from .tree import Tree, TreeConflict, merge_config
+from .saving import save_experiment
+from .sources import Admit, Source
 
 log = logging.getLogger("collectord")
 
 #: How often the loop wakes up when idle, to notice signals and deadlines.
-IDLE_TICK_MS = 100
+IDLE_TICK_MS = 50
 #: At most this many messages are taken from one socket before looking at the other.
 DRAIN_BATCH = 1000
 #: A gap is not asked about again sooner than this, in seconds.
@@ -79,33 +84,96 @@ class PendingStop:
 
 
 class Daemon:
-    """One collector: a tree, the sources feeding it, and its two sockets."""
+    """One collector: its state, journal, and two sockets."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, *, resume: bool = True) -> None:
         self.config = config
-        self.tree = Tree()
-        self.sources = Sources()
-        self.experiment = Experiment.begin()
-        self.last_config: dict[str, Any] = store.read_last_config(config.last_config_file)
+        self.output: Path = config.output_dir
+        self.lock = store.OutputLock(self.output)
+        self.lock.acquire()
+        self.collector = Collector(store.read_last_config(config.last_config_file))
+        self.journal: Journal | None = None
         self.last_saved: Path | None = None
         self.last_error: str | None = None
         self.saved_count = 0
         self.started_at = time.monotonic()
         self.endpoints: dict[str, str] = {}
         self.pending_syncs: dict[str, list[tuple[int, ReplyTo]]] = {}
+        self.durable: dict[str, int] = {}  # session -> last seq fsynced in the journal
         self.stop: PendingStop | None = None
         self._barrier_counter = 0
         self._signals: list[int] = []
         self._running = False
+        self._flushed_at = time.monotonic()
         self._context: zmq.Context[Any] | None = None
         self._data: zmq.Socket[Any] | None = None
         self._control: zmq.Socket[Any] | None = None
+        self._open_journal(resume)
+
+    # -- journal ----------------------------------------------------------------
+
+    def _open_journal(self, resume: bool) -> None:
+        """Deal with what a previous daemon left, then open this experiment's journal."""
+        from .recovery import recover_staged
+
+        staged = store.staged_runs(self.output)
+        resumable = staged[-1] if resume and staged and _has_journal(staged[-1]) else None
+        for path in recover_staged(self.output, self.config.last_config_file, skip=resumable):
+            log.warning("recovered an unfinished experiment into %s", path)
+        self.collector.last_config = store.read_last_config(self.config.last_config_file)
+        if resumable is not None:
+            records, intact, torn = journal.read(resumable / journal.JOURNAL_NAME)
+            count = self.collector.replay(records)
+            self.collector.restarts.append(
+                {
+                    "resumed": experiment.now().isoformat(),
+                    "journal_records": count,
+                    "torn_tail": torn,
+                }
+            )
+            self.journal = Journal.reopen(resumable / journal.JOURNAL_NAME, intact)
+            log.warning(
+                "resumed experiment %s from its journal (%d records%s)",
+                self.collector.experiment.run_id,
+                count,
+                ", torn tail cut" if torn else "",
+            )
+        else:
+            self._start_journal()
+        self.durable = {s.session: s.received for s in self.collector.sources.by_session.values()}
+
+    def _start_journal(self) -> None:
+        run = store.staging_dir(self.output, self.collector.experiment.run_id)
+        self.journal = Journal(run / journal.JOURNAL_NAME)
+        self.journal.append(self.collector.begin_record())
+        self.journal.flush()
+
+    def _record(self, kind: RecordType, **fields: Any) -> None:
+        assert self.journal is not None
+        self.journal.append({"t": kind.value, **fields})
+
+    def _make_durable(self) -> None:
+        """fsync the journal; everything applied so far is now confirmed."""
+        assert self.journal is not None
+        self.journal.flush()
+        self._flushed_at = time.monotonic()
+        for session, source in self.collector.sources.by_session.items():
+            self.durable[session] = source.received
+        for session in list(self.pending_syncs):
+            self._release_syncs(session)
+
+    def _flush_due(self) -> bool:
+        assert self.journal is not None
+        if not self.journal.pending:
+            return False
+        if any(self.pending_syncs.values()):
+            return True
+        return time.monotonic() - self._flushed_at >= self.config.journal_interval
 
     # -- sockets ---------------------------------------------------------------
 
     def bind(self) -> dict[str, str]:
         """Bind both sockets; return the endpoints actually bound (port ``*`` resolved)."""
-        self.config.output_dir.mkdir(parents=True, exist_ok=True)
         context = self._context = zmq.Context()
         data = self._data = context.socket(zmq.SUB)
         control = self._control = context.socket(zmq.ROUTER)
@@ -162,10 +230,18 @@ class Daemon:
                     self._drain(self._data, self.on_data)
                 if self._control in ready:
                     self._drain(self._control, self.on_control)
+                if self._flush_due():
+                    self._make_durable()
                 self._take_signals()
                 self._advance_stop()
         finally:
-            self._close_sockets()
+            self._teardown()
+
+    def _teardown(self) -> None:
+        self._close_sockets()
+        if self.journal is not None:
+            self.journal.close()
+        self.lock.release()
 
     def _drain(self, sock: zmq.Socket[Any], handle: Any) -> None:
         for _ in range(DRAIN_BATCH):
@@ -179,8 +255,9 @@ class Daemon:
         while self._signals:
             name = signal.Signals(self._signals.pop(0)).name
             if self.stop is None:
-                if self._run_is_empty():
+                if self.collector.experiment.first_message is None:
                     log.info("%s: nothing new since the last save; exiting", name)
+                    self._discard_empty_journal()
                     self._running = False
                     continue
                 log.info("%s: saving the experiment, then exiting", name)
@@ -190,56 +267,53 @@ class Daemon:
                 self.stop.exit_after = True
                 self.stop.deadline = 0.0
 
-    def _run_is_empty(self) -> bool:
-        return self.experiment.first_message is None
+    def _discard_empty_journal(self) -> None:
+        """An experiment with no message needs no recovery: remove its staging folder."""
+        assert self.journal is not None
+        staging = self.journal.path.parent
+        self.journal.discard()
+        self.journal = None
+        staging.rmdir()
 
     # -- data ----------------------------------------------------------------------
 
     def on_data(self, frames: list[bytes]) -> None:
         """Handle one message from the data socket; never raises on bad input."""
         try:
-            header = check_fields(codec.unpack(frames[0]), HEADER, "header")
-            if header["v"] != PROTOCOL_VERSION:
-                raise ProtocolViolation(f"protocol version {header['v']} is not supported")
+            header = decode_header(frames)
         except (codec.DecodeError, ProtocolViolation) as exc:
             self.reject(None, f"data message: {exc}")
             return
-        source = self.sources.get(header["session"], header["source"])
+        source = self.collector.sources.get(header["session"], header["source"])
         seq = header["seq"]
-        verdict = source.admit(seq, time.monotonic(), header.get("resends", False))
+        now = time.monotonic()
+        verdict = source.admit(seq, now)
+        if verdict is Admit.AHEAD:
+            if not source.give_up(now, header.get("resends", False)):
+                source.dropped_out_of_order()
+                self._ask_resend(source)
+                return
+            self._skip(source, seq - 1)
+            verdict = source.admit(seq, now)
         if verdict is Admit.DUPLICATE:
             return
-        if verdict is Admit.AHEAD:
-            # Best effort: a client that is still reconnecting its control
-            # socket cannot be reached yet, but will resend after its hello.
-            self._ask_resend(source)
-            return
-        try:
-            self._apply(header["kind"], frames)
-        except (codec.DecodeError, ProtocolViolation, InvalidPathError, TreeConflict) as exc:
-            self.reject(source, f"seq {seq}: {exc}")
-        else:
-            source.applied()
-            self.experiment.touch()
-        self._release_syncs(source)
+        if self.collector.experiment.first_message is None:
+            self.collector.experiment.touch()
+            assert self.collector.experiment.first_message is not None
+            self._record(RecordType.FIRST, at=self.collector.experiment.first_message.isoformat())
+        self._record(RecordType.MESSAGE, frames=frames)
+        rejection = self.collector.apply(source, header, frames)
+        if rejection:
+            log.warning("rejected from %s: %s", source.name, rejection)
 
-    def _apply(self, kind_name: str, frames: list[bytes]) -> None:
-        try:
-            kind = Kind(kind_name)
-        except ValueError:
-            raise ProtocolViolation(f"unknown message kind {kind_name!r}") from None
-        if len(frames) != 2:
-            raise ProtocolViolation(f"a {kind.value} message has 2 frames, not {len(frames)}")
-        body = check_fields(codec.unpack(frames[1]), BODIES[kind], f"{kind.value} body")
-        path = parse_path(body["path"])
-        if kind is Kind.PARAMS:
-            self.tree.merge_params(path, body["values"])
-        else:
-            self.tree.set_data(path, body["value"])
+    def _skip(self, source: Source, last: int) -> None:
+        log.warning("%s: messages %d..%d are lost", source.name, source.received + 1, last)
+        self._record(RecordType.SKIP, session=source.session, name=source.name, upto=last)
+        source.skip_to(last)
 
-    def reject(self, source: Source | None, reason: str) -> None:
-        target = source or self.sources.unidentified
-        target.reject(reason)
+    def reject(self, session: str | None, reason: str) -> None:
+        target = self.collector.reject(session, reason)
+        self._record(RecordType.REJECT, session=session, reason=reason)
         log.warning("rejected from %s: %s", target.name, reason)
 
     def _ask_resend(self, source: Source) -> None:
@@ -251,17 +325,18 @@ class Daemon:
         if self.send_notice(source.session, message):
             source.resend_asked_at = now
 
-    def _release_syncs(self, source: Source) -> None:
-        waiting = self.pending_syncs.get(source.session)
+    def _release_syncs(self, session: str) -> None:
+        waiting = self.pending_syncs.get(session)
         if not waiting:
             return
+        durable = self.durable.get(session, 0)
         still = []
         for seq, reply_to in waiting:
-            if source.received >= seq:
-                self.reply(reply_to, {"received": source.received})
+            if durable >= seq:
+                self.reply(reply_to, {"received": durable})
             else:
                 still.append((seq, reply_to))
-        self.pending_syncs[source.session] = still
+        self.pending_syncs[session] = still
 
     # -- control -------------------------------------------------------------------
 
@@ -275,7 +350,8 @@ class Daemon:
         try:
             request = check_fields(codec.unpack(payload), REQUEST, "request")
             request_id = request["id"]
-            session = request.get("session") if isinstance(request.get("session"), str) else None
+            if isinstance(request.get("session"), str):
+                session = request["session"]
             if request["v"] != PROTOCOL_VERSION:
                 raise CommandError(
                     ErrorCode.UNSUPPORTED_VERSION,
@@ -307,9 +383,29 @@ class Daemon:
         code: ErrorCode,
         message: str,
     ) -> None:
-        source = self.sources.by_session.get(session) if session else None
-        self.reject(source, f"control request: {message}")
+        self.reject(session, f"control request: {message}")
         self._send(envelope, reply_error(request_id, code, message))
+
+    def hello(self, session: str, fields: Mapping[str, Any]) -> Source:
+        source = self.collector.hello(session, fields)
+        self._record(
+            RecordType.HELLO,
+            session=session,
+            **{k: fields[k] for k in ("name", "host", "pid", "program", "versions")},
+        )
+        if fields.get("confirmed", 0) > source.received:
+            # A previous daemon confirmed more than this one holds (it had no
+            # journal, or lost it): the difference is lost, and said so.
+            self._skip(source, fields["confirmed"])
+        self.durable.setdefault(session, source.received)
+        return source
+
+    def bye(self, session: str) -> Source | None:
+        source = self.collector.bye(session)
+        if source is not None:
+            self._record(RecordType.BYE, session=session)
+            self.pending_syncs.pop(session, None)
+        return source
 
     def reply(self, reply_to: ReplyTo, result: Mapping[str, Any]) -> None:
         self._send(reply_to.envelope, reply_ok(reply_to.request_id, result))
@@ -343,7 +439,7 @@ class Daemon:
         if self.stop is None:
             self._barrier_counter += 1
             waiting: dict[str, int | None] = {}
-            for source in self.sources.connected():
+            for source in self.collector.sources.connected():
                 message = notice(Notice.BARRIER, barrier=self._barrier_counter)
                 if self.send_notice(source.session, message):
                     waiting[source.session] = None
@@ -370,7 +466,7 @@ class Daemon:
             return
         unconfirmed = []
         for session, seq in stop.waiting.items():
-            source = self.sources.by_session.get(session)
+            source = self.collector.sources.by_session.get(session)
             if source is None or source.closed:
                 continue
             if seq is None or source.received < seq:
@@ -385,7 +481,7 @@ class Daemon:
             result = self.save(stop.request, names)
         except OSError as exc:
             self.last_error = f"save failed: {exc}"
-            log.error("%s; the experiment stays in memory", self.last_error)
+            log.error("%s; the experiment stays in memory and in its journal", self.last_error)
             for reply_to in stop.replies:
                 self.reply_failure(reply_to, ErrorCode.SAVE_FAILED, self.last_error)
             return
@@ -395,38 +491,31 @@ class Daemon:
             self._running = False
 
     def save(self, request: StopRequest, unconfirmed: list[str]) -> dict[str, Any]:
-        """Write the experiment and the last config; begin the next experiment."""
-        stopped = experiment.now()
-        account = experiment.provenance(
-            self.experiment, self.sources, request, stopped, unconfirmed, __version__
+        """Write the experiment and the last config; begin the next (saving.py)."""
+        assert self.journal is not None
+        self._make_durable()
+        result = save_experiment(
+            self.collector,
+            self.output,
+            self.config.last_config_file,
+            self.journal,
+            request,
+            unconfirmed,
         )
-        content = experiment.metadata(self.tree.to_dict(), account)
-        path = store.publish_experiment(
-            self.config.output_dir, self.experiment.run_id, self.experiment.named_after, content
-        )
-        config = merge_config(self.last_config, self.tree.params())
-        store.write_last_config(self.config.last_config_file, config)
-        log.info("saved %s", path)
-        result = {
-            "run_id": self.experiment.run_id,
-            "path": str(path),
-            "last_config": str(self.config.last_config_file),
-            "unconfirmed": unconfirmed,
-        }
-        self.last_config = config
-        self.last_saved = path
+        self.journal = None
+        log.info("saved %s", result["path"])
+        self.last_saved = Path(result["path"])
         self.last_error = None
         self.saved_count += 1
-        self.tree.clear_data()
-        self.sources.new_run()
-        self.experiment = Experiment.begin()
+        self._start_journal()
         return result
 
     # -- status ------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        sources = list(self.sources.by_session.values())
-        unidentified = self.sources.unidentified
+        sources = list(self.collector.sources.by_session.values())
+        unidentified = self.collector.sources.unidentified
+        current = self.collector.experiment
         return {
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
@@ -434,10 +523,11 @@ class Daemon:
             "pid": os.getpid(),
             "uptime": round(time.monotonic() - self.started_at, 3),
             "endpoints": self.endpoints,
-            "output": str(self.config.output_dir),
+            "output": str(self.output),
             "last_config": str(self.config.last_config_file),
-            "run_id": self.experiment.run_id,
-            "run_started": self.experiment.started.isoformat(),
+            "run_id": current.run_id,
+            "run_started": current.started.isoformat(),
+            "restarts": self.collector.restarts,
             "stop_pending": self.stop is not None,
             "saved_experiments": self.saved_count,
             "last_saved": str(self.last_saved) if self.last_saved else None,
@@ -450,3 +540,7 @@ class Daemon:
             "rejected": unidentified.total.rejected
             + sum(source.total.rejected for source in sources),
         }
+
+
+def _has_journal(staging: Path) -> bool:
+    return (staging / journal.JOURNAL_NAME).is_file()

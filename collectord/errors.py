@@ -4,6 +4,7 @@
 
     CollectordError                  anything collectord raises on purpose
     ├── ConfigError                  a configuration file or flag is wrong
+    ├── OutputBusyError              another collectord process uses the output folder
     ├── InvalidPathError (ValueError)       a tree path or name is not allowed
     ├── UnsupportedValueError (TypeError)   a value cannot be sent faithfully
     ├── MessageTooLargeError (ValueError)   a message exceeds the daemon's size limit
@@ -28,6 +29,7 @@ __all__ = [
     "DaemonTimeout",
     "InvalidPathError",
     "MessageTooLargeError",
+    "OutputBusyError",
     "RequestError",
     "TransportError",
     "UnsupportedValueError",
@@ -40,6 +42,10 @@ class CollectordError(Exception):
 
 class ConfigError(CollectordError):
     """A configuration file or command-line flag is wrong."""
+
+
+class OutputBusyError(CollectordError):
+    """Another collectord process holds the output folder's lock."""
 
 
 class InvalidPathError(CollectordError, ValueError):

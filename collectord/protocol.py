@@ -61,7 +61,6 @@ class ErrorCode(str, enum.Enum):
     INVALID_PATH = "invalid_path"
     NOT_A_GROUP = "not_a_group"
     SAVE_FAILED = "save_failed"
-    SHUTTING_DOWN = "shutting_down"
 
 
 class CommandError(Exception):
@@ -179,7 +178,7 @@ def check_fields(message: Any, schema: Schema, what: str) -> Mapping[str, Any]:
         if isinstance(value, int) and not 0 <= value <= MAX_COUNTER:
             raise ProtocolViolation(f"{what} field {field.name!r} is out of range: {value}")
     session = message.get("session")
-    if isinstance(session, str) and not _SESSION_RE.match(session):
+    if isinstance(session, str) and not _SESSION_RE.fullmatch(session):
         raise ProtocolViolation(f"{what} field 'session' must match {_SESSION_RE.pattern}")
     return message
 

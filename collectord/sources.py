@@ -68,11 +68,8 @@ class Source:
     gap_since: float | None = None
     resend_asked_at: float | None = None
 
-    def admit(self, seq: int, now: float, resends: bool) -> Admit:
-        """Decide what to do with message ``seq`` arriving at time ``now``.
-
-        ``resends``: the sender keeps unconfirmed messages and will fill a gap.
-        """
+    def admit(self, seq: int, now: float) -> Admit:
+        """Decide what to do with message ``seq`` arriving at time ``now``."""
         if seq <= self.received:
             self.total.duplicates += 1
             self.run.duplicates += 1
@@ -82,13 +79,20 @@ class Source:
             return Admit.NEW
         if self.gap_since is None:
             self.gap_since = now
-        if not resends or now - self.gap_since > GAP_TIMEOUT:
-            self.skip_to(seq - 1)
-            self._advance(seq)
-            return Admit.NEW
+        return Admit.AHEAD
+
+    def give_up(self, now: float, resends: bool) -> bool:
+        """Whether to stop waiting for the open gap and accept it as lost.
+
+        ``resends``: the sender keeps unconfirmed messages and will fill the gap.
+        """
+        if not resends:
+            return True
+        return self.gap_since is not None and now - self.gap_since > GAP_TIMEOUT
+
+    def dropped_out_of_order(self) -> None:
         self.total.out_of_order += 1
         self.run.out_of_order += 1
-        return Admit.AHEAD
 
     def skip_to(self, last: int) -> None:
         """Accept that messages ``received+1 .. last`` are lost, and record it."""
@@ -119,6 +123,23 @@ class Source:
 
     def new_run(self) -> None:
         self.run = Counts()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a new experiment's journal must know of this session."""
+        return {
+            "session": self.session,
+            "name": self.name,
+            "host": self.host,
+            "pid": self.pid,
+            "program": self.program,
+            "versions": self.versions,
+            "introduced": self.introduced,
+            "received": self.received,
+        }
+
+    @classmethod
+    def from_snapshot(cls, fields: dict[str, Any]) -> Source:
+        return cls(**fields)
 
     def describe(self, counts: Counts) -> dict[str, Any]:
         return {

@@ -7,7 +7,9 @@ Layout of the output folder::
       YYMMDD/                           the day the experiment's first message came
         HHMMSS/                         one folder per experiment, never reused
           HHMMSS_metadata.json          (HHMMSS_1/, HHMMSS_2/ ... if a second starts)
-      .collectord/staging/<run id>/     experiments being written
+      .collectord/staging/<run id>/     the running experiment: its journal, then
+                                        its files as they are saved
+      .collectord/lock                  held by the daemon using this folder
 
 Every name is chosen here, never taken from a message, so nothing a client
 sends can place a file outside the output folder.
@@ -22,12 +24,14 @@ one, never a torn one.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import jsonio
+from .errors import OutputBusyError
 
 log = logging.getLogger(__name__)
 
@@ -59,32 +63,93 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def state_dir(output: Path) -> Path:
+    return output / STATE_DIR
+
+
 def staging_dir(output: Path, run_id: str) -> Path:
     return output / STATE_DIR / "staging" / run_id
 
 
-def publish_experiment(
-    output: Path, run_id: str, started: dt.datetime, metadata: dict[str, Any]
-) -> Path:
-    """Write the metadata into a fresh experiment folder; return the file's path."""
-    stamp = started.strftime("%H%M%S")
-    staging = staging_dir(output, run_id)
-    staging.mkdir(parents=True, exist_ok=True)
-    atomic_write(staging / f"{stamp}{METADATA_SUFFIX}", jsonio.dumps(metadata))
+def staged_runs(output: Path) -> list[Path]:
+    """Staging folders of experiments not yet published, oldest first.
 
-    day = output / started.strftime("%y%m%d")
+    Run ids begin with their start time, so their names sort in time order.
+    """
+    root = output / STATE_DIR / "staging"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def write_metadata(staging: Path, named_after: dt.datetime, metadata: dict[str, Any]) -> Path:
+    """Write the metadata file into an experiment's staging folder."""
+    staging.mkdir(parents=True, exist_ok=True)
+    path = staging / f"{named_after:%H%M%S}{METADATA_SUFFIX}"
+    atomic_write(path, jsonio.dumps(metadata))
+    return path
+
+
+def publish(output: Path, staging: Path, named_after: dt.datetime) -> Path:
+    """Rename a complete staging folder into place; return its new path."""
+    stamp = f"{named_after:%H%M%S}"
+    day = output / f"{named_after:%y%m%d}"
     day.mkdir(parents=True, exist_ok=True)
     target = day / stamp
     suffix = 0
     while target.exists():
         suffix += 1
         target = day / f"{stamp}_{suffix}"
-    # One daemon owns an output folder (two would also share the staging area),
-    # so nobody else creates ``target`` between the check and the rename.
+    # One daemon owns an output folder (the lock below), so nobody else
+    # creates ``target`` between the check and the rename.
     os.rename(staging, target)
     fsync_dir(day)
     fsync_dir(output)
-    return target / f"{stamp}{METADATA_SUFFIX}"
+    fsync_dir(staging.parent)
+    return target
+
+
+def finish_publishing(output: Path, staging: Path) -> Path | None:
+    """Publish a staging folder whose save was cut short after the journal went.
+
+    Such a folder holds its metadata file and no journal: everything was
+    written but the final rename. Returns the published metadata path, or
+    None if ``staging`` is not in that state.
+    """
+    metadata = sorted(staging.glob(f"*{METADATA_SUFFIX}"))
+    if not metadata or (staging / "journal").exists():
+        return None
+    account = jsonio.load_json(metadata[0]).get("collectord", {})
+    named_after = dt.datetime.fromisoformat(account.get("first_message") or account["started"])
+    return publish(output, staging, named_after) / metadata[0].name
+
+
+class OutputLock:
+    """An exclusive lock on an output folder: one daemon (or recover) at a time.
+
+    Two daemons writing one folder would share its staging area and journals.
+    The lock is an ``flock`` on ``OUTPUT/.collectord/lock``, released by the
+    kernel when the process dies, even by ``kill -9``.
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.path = output / STATE_DIR / "lock"
+        self._file: IO[bytes] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+b")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise OutputBusyError(
+                f"{self.path.parent.parent} is in use by another collectord process"
+            ) from None
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def read_last_config(path: Path) -> dict[str, Any]:

@@ -121,6 +121,29 @@ class Tree:
     def is_empty(self) -> bool:
         return not self._root
 
+    def param_leaves(self) -> tuple[list[tuple[Path, Any]], list[Path]]:
+        """Every parameter as (path, value), and every empty group's path.
+
+        Exactly what ``merge_params`` needs to rebuild the parameters: unlike
+        the nested dict of ``params()``, it tells a dict-valued parameter from
+        a group.
+        """
+        params: list[tuple[Path, Any]] = []
+        empty: list[Path] = []
+
+        def walk(branch: dict[str, Any], prefix: Path) -> None:
+            if not branch and prefix:
+                empty.append(prefix)
+            for name, child in branch.items():
+                if isinstance(child, _Leaf):
+                    if child.kind is LeafKind.PARAM:
+                        params.append(((*prefix, name), child.value))
+                else:
+                    walk(child, (*prefix, name))
+
+        walk(self._root, ())
+        return params, empty
+
 
 def _export(branch: dict[str, Any], keep: set[LeafKind], as_leaves: bool) -> dict[str, Any]:
     """Copy the tree's structure keeping leaves of the given kinds.

@@ -15,9 +15,5 @@ if TYPE_CHECKING:
 
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any]:
-    source = daemon.sources.by_session.get(request["session"])
-    if source is None:
-        return {"received": 0}
-    source.closed = True
-    daemon.pending_syncs.pop(source.session, None)
-    return {"received": source.received}
+    source = daemon.bye(request["session"])
+    return {"received": source.received if source else 0}

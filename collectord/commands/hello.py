@@ -10,8 +10,8 @@ about the session, having restarted, records the difference as a gap).
 
 Reply ``result``: ``daemon`` (str, collectord's version), ``protocol`` (int),
 ``run_id`` (str, the current experiment), ``received`` (int, the highest
-sequence number of this session the daemon already has: 0 for a new session;
-after a reconnection, resend what follows it), ``max_message_bytes`` (int,
+sequence number of this session the daemon holds in its journal: 0 for a new
+session; after a reconnection, resend what follows it), ``max_message_bytes`` (int,
 the largest message the daemon accepts: ZeroMQ drops the connection of a peer
 that sends a bigger one, so a client must refuse such a message itself).
 
@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import InvalidPathError
-from ..paths import check_name
 from ..protocol import PROTOCOL_VERSION, CommandError, ErrorCode
 
 if TYPE_CHECKING:
@@ -35,22 +34,13 @@ if TYPE_CHECKING:
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any]:
     try:
-        name = check_name(request["name"], where="client name")
+        source = daemon.hello(request["session"], request)
     except InvalidPathError as exc:
         raise CommandError(ErrorCode.BAD_REQUEST, str(exc)) from None
-    source = daemon.sources.get(request["session"], name)
-    source.name = name
-    source.host = request["host"]
-    source.pid = request["pid"]
-    source.program = request["program"]
-    source.versions = {str(k): str(v) for k, v in request["versions"].items()}
-    source.skip_to(request.get("confirmed", 0))
-    source.introduced = True
-    source.closed = False
     return {
         "daemon": __version__,
         "protocol": PROTOCOL_VERSION,
-        "run_id": daemon.experiment.run_id,
-        "received": source.received,
+        "run_id": daemon.collector.experiment.run_id,
+        "received": daemon.durable.get(source.session, 0),
         "max_message_bytes": daemon.config.max_message_bytes,
     }

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> None:
     session = request.get("session")
-    source = daemon.sources.by_session.get(session) if session else None
+    source = daemon.collector.sources.by_session.get(session) if session else None
     who = StopRequest(
         by=source.name if source else "control request",
         reason=request["reason"],

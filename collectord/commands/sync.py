@@ -1,10 +1,12 @@
-"""``sync``: reply once the daemon has every message of a session up to ``seq``.
+"""``sync``: reply once every message of a session up to ``seq`` is journaled.
 
 Request fields: ``session`` (str), ``seq`` (int). Reply ``result``:
-``received`` (int, the highest sequence number of the session the daemon has
-handled, at least ``seq``). The reply is deferred until then; the client
-decides how long to wait. ``seq`` 0 replies at once, which makes ``sync`` a
-cheap way to ask how far the daemon has got.
+``received`` (int, the highest sequence number of the session that the daemon
+has applied and written to its journal on disk, at least ``seq``). The reply is
+deferred until then; the client decides how long to wait. A client may forget
+the messages up to ``received``: they survive a crash of the daemon. ``seq`` 0
+replies at once, which makes ``sync`` a cheap way to ask how far the daemon has
+got.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ MAX_PENDING = 64
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any] | None:
     session, seq = request["session"], request["seq"]
-    source = daemon.sources.by_session.get(session)
-    received = source.received if source else 0
+    received = daemon.durable.get(session, 0)
     if received >= seq:
         return {"received": received}
     waiting = daemon.pending_syncs.setdefault(session, [])

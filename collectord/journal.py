@@ -1,0 +1,123 @@
+"""The journal: every message the daemon accepts, on disk before it is confirmed.
+
+One journal per experiment, at ``OUTPUT/.collectord/staging/<run id>/journal``.
+It is a sequence of records, each::
+
+    u32 little-endian  length of the payload
+    u32 little-endian  CRC-32 of the payload
+    payload            a msgpack map; "t" names the record type (RecordType)
+
+Records are appended to an in-memory buffer and written with one ``write``
+and one ``fsync`` per flush: at least every ``fsync_interval`` seconds, and at
+once when a client waits in ``sync()``. Replay reads records until the end of
+the file or the first record that is short or fails its CRC: the torn tail a
+``kill -9`` or power cut can leave. Everything before it is intact.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+JOURNAL_NAME = "journal"
+_PREFIX = struct.Struct("<II")
+#: A record longer than this is corruption, not data (messages are bounded far below).
+MAX_RECORD = 1 << 31
+
+
+class RecordType(str, enum.Enum):
+    BEGIN = "begin"  # run id, start time, carried-over parameters, known sessions
+    HELLO = "hello"  # a client introduced itself
+    MESSAGE = "msg"  # an accepted data message, its frames as received
+    FIRST = "first"  # time of the experiment's first message
+    SKIP = "skip"  # a gap given up as lost
+    REJECT = "reject"  # a rejection not reproduced by replaying a message
+    BYE = "bye"  # a client closed
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    payload = msgpack.packb(record, use_bin_type=True)
+    return _PREFIX.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_all(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """Records in ``data``, and the length of its intact part (the rest is torn)."""
+    records = []
+    offset = 0
+    while offset + _PREFIX.size <= len(data):
+        length, crc = _PREFIX.unpack_from(data, offset)
+        start = offset + _PREFIX.size
+        end = start + length
+        if length > MAX_RECORD or end > len(data):
+            break
+        payload = data[start:end]
+        if zlib.crc32(payload) != crc:
+            break
+        try:
+            record = msgpack.unpackb(payload, raw=False)
+        except Exception:  # a payload with a matching CRC but bad msgpack: corrupt
+            break
+        if not isinstance(record, dict):
+            break
+        records.append(record)
+        offset = end
+    return records, offset
+
+
+def read(path: Path) -> tuple[list[dict[str, Any]], int, bool]:
+    """The intact records of the journal at ``path``, their length in bytes,
+    and whether a torn tail follows them."""
+    data = path.read_bytes()
+    records, intact = decode_all(data)
+    return records, intact, intact < len(data)
+
+
+class Journal:
+    """Appends records to one experiment's journal file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._buffer = bytearray()
+        self.records = 0
+
+    @classmethod
+    def reopen(cls, path: Path, intact: int) -> Journal:
+        """Continue a journal after replay, cutting off its torn tail first."""
+        os.truncate(path, intact)
+        return cls(path)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._buffer += encode(record)
+        self.records += 1
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._buffer)
+
+    def flush(self) -> None:
+        """Write what is buffered and fsync it."""
+        if self._buffer:
+            with memoryview(self._buffer) as view:
+                offset = 0
+                while offset < len(view):
+                    with view[offset:] as rest:
+                        offset += os.write(self._fd, rest)
+            self._buffer.clear()
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+    def discard(self) -> None:
+        """Close and delete: the experiment it covers is saved."""
+        os.close(self._fd)
+        self.path.unlink()

@@ -1,0 +1,373 @@
+"""docs/protocol.md must describe exactly the schemas of collectord/protocol.py.
+
+The document gives every schema as a ``### <name>`` heading followed (before
+the next heading of level 3 or above) by a table whose columns are
+``| field | type | required | meaning |``: one row per field, the name in
+backticks, the type as ``protocol.Field.type_name`` prints it, ``yes`` or
+``no`` for required. The error codes are a ``| code | meaning |`` table under
+``### error codes``. These tests parse those tables and compare them with
+``HEADER``, ``BODIES``, ``REQUEST``, ``REQUESTS``, ``NOTICE``, ``NOTICES`` and
+``ErrorCode``; the last tests break a copy of the document on purpose to show
+that the comparison notices.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from collectord.protocol import (
+    BODIES,
+    HEADER,
+    NOTICE,
+    NOTICES,
+    REQUEST,
+    REQUESTS,
+    ErrorCode,
+    Schema,
+)
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+FIELD_COLUMNS = ["field", "type", "required", "meaning"]
+CODE_COLUMNS = ["code", "meaning"]
+ERROR_CODES_HEADING = "error codes"
+
+#: Headings that name a schema: the doc must hold exactly the expected ones.
+_SCHEMA_HEADING = re.compile(r"^(header|request|notice|(body|command|notice): .+)$")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+_DELIMITER_CELL = re.compile(r"^:?-{3,}:?$")
+_BACKTICKED = re.compile(r"^`([^`]+)`$")
+
+
+def expected_schemas() -> dict[str, Schema]:
+    """Every schema of protocol.py, under the heading the doc gives it."""
+    schemas: dict[str, Schema] = {"header": HEADER, "request": REQUEST, "notice": NOTICE}
+    for prefix, table in (("body", BODIES), ("command", REQUESTS), ("notice", NOTICES)):
+        for key, schema in table.items():
+            schemas[f"{prefix}: {getattr(key, 'value', key)}"] = schema
+    return schemas
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+Table = list[list[str]]  # the header row, then the body rows (delimiter row dropped)
+
+
+def _cells(line: str) -> list[str]:
+    inner = line.strip()
+    inner = inner[1:] if inner.startswith("|") else inner
+    inner = inner[:-1] if inner.endswith("|") and not inner.endswith("\\|") else inner
+    return [cell.strip().replace("\\|", "|") for cell in _CELL_SPLIT.split(inner)]
+
+
+def sections(text: str) -> list[tuple[str, list[Table]]]:
+    """Each ``###`` heading's title and the tables before the next heading of level <= 3.
+
+    Text inside fenced code blocks is skipped: it holds neither headings nor tables.
+    """
+    found: list[tuple[str, list[Table]]] = []
+    current: list[Table] | None = None
+    table_lines: list[str] = []
+    fenced = False
+
+    def close_table() -> None:
+        if table_lines and current is not None:
+            rows = [_cells(line) for line in table_lines]
+            if len(rows) >= 2 and all(_DELIMITER_CELL.match(c) for c in rows[1]):
+                current.append([rows[0], *rows[2:]])
+        table_lines.clear()
+
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            close_table()
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
+        heading = _HEADING.match(line)
+        if heading:
+            close_table()
+            level, title = len(heading.group(1)), heading.group(2)
+            if level == 3:
+                current = []
+                found.append((title, current))
+            elif level < 3:
+                current = None
+            continue
+        if line.lstrip().startswith("|"):
+            table_lines.append(line)
+        else:
+            close_table()
+    close_table()
+    return found
+
+
+def _first_table(tables: list[Table], first_column: str) -> Table | None:
+    for table in tables:
+        if table[0] and table[0][0].lower() == first_column:
+            return table
+    return None
+
+
+def _unquote(cell: str) -> str | None:
+    match = _BACKTICKED.match(cell)
+    return match.group(1) if match else None
+
+
+# -- comparing -------------------------------------------------------------------
+
+
+def schema_problems(text: str) -> list[str]:
+    """Every difference between the doc's schema tables and protocol.py."""
+    problems: list[str] = []
+    expected = expected_schemas()
+    documented: dict[str, list[Table]] = {}
+    for title, tables in sections(text):
+        if not _SCHEMA_HEADING.match(title):
+            continue
+        if title in documented:
+            problems.append(f"### {title}: heading appears more than once")
+        documented[title] = tables
+    for title in sorted(documented.keys() - expected.keys()):
+        problems.append(f"### {title}: documented, but protocol.py has no such schema")
+    for title in sorted(expected.keys() - documented.keys()):
+        problems.append(f"### {title}: missing from the doc")
+    for title in sorted(expected.keys() & documented.keys()):
+        problems.extend(_table_problems(title, documented[title], expected[title]))
+    return problems
+
+
+def _table_problems(title: str, tables: list[Table], schema: Schema) -> list[str]:
+    where = f"### {title}"
+    table = _first_table(tables, "field")
+    if table is None:
+        return [f"{where}: no table whose first column is 'field'"]
+    columns = [cell.lower() for cell in table[0]]
+    if columns != FIELD_COLUMNS:
+        return [f"{where}: table columns are {table[0]}, expected {FIELD_COLUMNS}"]
+    problems: list[str] = []
+    rows: dict[str, tuple[str, str]] = {}
+    for row in table[1:]:
+        if len(row) != len(FIELD_COLUMNS):
+            problems.append(f"{where}: row {row} does not have {len(FIELD_COLUMNS)} cells")
+            continue
+        name = _unquote(row[0])
+        if name is None:
+            problems.append(f"{where}: field {row[0]!r} is not written in backticks")
+            continue
+        if name in rows:
+            problems.append(f"{where}: field {name!r} is listed twice")
+        rows[name] = (row[1], row[2])
+    fields = {field.name: field for field in schema}
+    for name in rows.keys() - fields.keys():
+        problems.append(f"{where}: field {name!r} is documented but not in protocol.py")
+    for name in fields.keys() - rows.keys():
+        problems.append(f"{where}: field {name!r} is missing from the doc")
+    for name in fields.keys() & rows.keys():
+        doc_type, doc_required = rows[name]
+        field = fields[name]
+        if doc_type != field.type_name:
+            problems.append(
+                f"{where}: field {name!r} has type {doc_type!r}, protocol.py says "
+                f"{field.type_name!r}"
+            )
+        required = "yes" if field.required else "no"
+        if doc_required != required:
+            problems.append(
+                f"{where}: field {name!r} has required {doc_required!r}, protocol.py says "
+                f"{required!r}"
+            )
+    return problems
+
+
+def error_code_problems(text: str) -> list[str]:
+    """Every difference between the doc's error code table and ``ErrorCode``."""
+    where = f"### {ERROR_CODES_HEADING}"
+    matching = [tables for title, tables in sections(text) if title == ERROR_CODES_HEADING]
+    if len(matching) != 1:
+        return [f"{where}: expected exactly one such heading, found {len(matching)}"]
+    table = _first_table(matching[0], "code")
+    if table is None:
+        return [f"{where}: no table whose first column is 'code'"]
+    if [cell.lower() for cell in table[0]] != CODE_COLUMNS:
+        return [f"{where}: table columns are {table[0]}, expected {CODE_COLUMNS}"]
+    problems: list[str] = []
+    codes: list[str] = []
+    for row in table[1:]:
+        code = _unquote(row[0]) if row else None
+        if code is None:
+            problems.append(f"{where}: code {row[:1]} is not written in backticks")
+            continue
+        if code in codes:
+            problems.append(f"{where}: code {code!r} is listed twice")
+        if len(row) != len(CODE_COLUMNS) or not row[1]:
+            problems.append(f"{where}: code {code!r} has no meaning")
+        codes.append(code)
+    values = {code.value for code in ErrorCode}
+    for code in sorted(set(codes) - values):
+        problems.append(f"{where}: code {code!r} is documented but not an ErrorCode")
+    for code in sorted(values - set(codes)):
+        problems.append(f"{where}: ErrorCode {code!r} is missing from the doc")
+    return problems
+
+
+# -- the tests -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def doc_text() -> str:
+    assert DOC.is_file(), f"{DOC} is missing"
+    return DOC.read_text(encoding="utf-8")
+
+
+def test_every_schema_is_documented_exactly(doc_text: str) -> None:
+    problems = schema_problems(doc_text)
+    assert not problems, "docs/protocol.md differs from protocol.py:\n" + "\n".join(problems)
+
+
+def test_every_error_code_is_documented_exactly(doc_text: str) -> None:
+    problems = error_code_problems(doc_text)
+    assert not problems, "docs/protocol.md differs from ErrorCode:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("title", sorted(expected_schemas()))
+def test_schema_has_its_table(doc_text: str, title: str) -> None:
+    """Per schema, so that a failure names it in the test id."""
+    tables = dict(sections(doc_text)).get(title)
+    assert tables is not None, f"### {title} is missing from docs/protocol.md"
+    assert _first_table(tables, "field") is not None, f"### {title} has no field table"
+
+
+# -- the comparison does notice a broken doc ---------------------------------------
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"the doc no longer contains {old!r} exactly once"
+    return text.replace(old, new)
+
+
+def _section_bounds(text: str, title: str) -> tuple[int, int]:
+    start = text.index(f"\n### {title}\n") + 1
+    following = re.compile(r"^#{1,3} ", re.M).search(text, start + 4)
+    return start, following.start() if following else len(text)
+
+
+def _field_row(text: str, title: str, name: str) -> str:
+    start, end = _section_bounds(text, title)
+    for line in text[start:end].splitlines():
+        if line.startswith(f"| `{name}` |"):
+            return line
+    raise AssertionError(f"no row for {name!r} under ### {title}")
+
+
+def _break_type(text: str) -> str:
+    row = _field_row(text, "header", "seq")
+    return _replace_once(text, row, row.replace("| int |", "| str |", 1))
+
+
+def _break_required(text: str) -> str:
+    row = _field_row(text, "command: hello", "confirmed")
+    return _replace_once(text, row, row.replace("| no |", "| yes |", 1))
+
+
+def _drop_field(text: str) -> str:
+    row = _field_row(text, "notice: resend", "from")
+    return _replace_once(text, row + "\n", "")
+
+
+def _add_field(text: str) -> str:
+    row = _field_row(text, "body: data", "value")
+    return _replace_once(text, row, row + "\n| `extra` | int | no | not in protocol.py |")
+
+
+def _unquote_field(text: str) -> str:
+    row = _field_row(text, "request", "cmd")
+    return _replace_once(text, row, row.replace("`cmd`", "cmd", 1))
+
+
+def _drop_command(text: str) -> str:
+    return _replace_once(text, "\n### command: restore\n", "\n#### command: restore\n")
+
+
+def _add_command(text: str) -> str:
+    extra = (
+        "\n### command: reboot\n\n| field | type | required | meaning |\n"
+        "| --- | --- | --- | --- |\n| `session` | str | yes | no such command |\n"
+    )
+    return text + extra
+
+
+def _drop_notice(text: str) -> str:
+    return _replace_once(text, "\n### notice: barrier\n", "\n### notice barrier\n")
+
+
+def _drop_table(text: str) -> str:
+    start, end = _section_bounds(text, "command: status")
+    section = text[start:end]
+    return text[:start] + section.replace("| field |", "| name |", 1) + text[end:]
+
+
+def _drop_error_code(text: str) -> str:
+    start, end = _section_bounds(text, ERROR_CODES_HEADING)
+    lines = text[start:end].splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith("| `not_a_group` |")]
+    assert len(kept) == len(lines) - 1
+    return text[:start] + "".join(kept) + text[end:]
+
+
+def _add_error_code(text: str) -> str:
+    row = "| `save_failed` |"
+    start, end = _section_bounds(text, ERROR_CODES_HEADING)
+    section = text[start:end]
+    index = section.index(row)
+    return text[: start + index] + "| `on_fire` | not an ErrorCode |\n" + text[start + index :]
+
+
+Breakage = Callable[[str], str]
+
+SCHEMA_BREAKS: list[Breakage] = [
+    _break_type,
+    _break_required,
+    _drop_field,
+    _add_field,
+    _unquote_field,
+    _drop_command,
+    _add_command,
+    _drop_notice,
+    _drop_table,
+]
+CODE_BREAKS: list[Breakage] = [_drop_error_code, _add_error_code]
+
+
+@pytest.mark.parametrize("breakage", SCHEMA_BREAKS, ids=lambda f: f.__name__.strip("_"))
+def test_a_broken_schema_table_is_noticed(doc_text: str, breakage: Breakage) -> None:
+    broken = breakage(doc_text)
+    assert broken != doc_text
+    assert schema_problems(broken), f"{breakage.__name__} went unnoticed"
+
+
+@pytest.mark.parametrize("breakage", CODE_BREAKS, ids=lambda f: f.__name__.strip("_"))
+def test_a_broken_error_code_table_is_noticed(doc_text: str, breakage: Breakage) -> None:
+    broken = breakage(doc_text)
+    assert broken != doc_text
+    assert error_code_problems(broken), f"{breakage.__name__} went unnoticed"
+
+
+def test_a_changed_schema_is_noticed(doc_text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other direction: the code changes and the doc does not."""
+    import collectord.protocol as protocol
+
+    # REQUESTS here and in protocol.py are one dict: this changes both.
+    monkeypatch.setitem(
+        protocol.REQUESTS, protocol.Command.SYNC, (protocol.Field("session", (str,)),)
+    )
+    monkeypatch.setitem(protocol.NOTICES, "shout", ())  # type: ignore[arg-type,misc]
+    problems = schema_problems(doc_text)
+    assert any("command: sync" in p and "'seq'" in p for p in problems), problems
+    assert any("notice: shout" in p for p in problems), problems

@@ -1,0 +1,177 @@
+"""Crashes: kill -9 of the daemon, then resume or `collectord recover`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+
+from collectord import Client, DaemonTimeout, load_json
+from collectord.journal import JOURNAL_NAME
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "collectord", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_sync_confirmed_data_survives_kill9_and_recover(make_daemon) -> None:
+    daemon = make_daemon()
+    client = Client("camera", daemon.data, daemon.control)
+    client.set_params("camera/settings", exposure=4.0, gain=2.0)
+    client.add_data("stimulus/log", [{"name": "flash", "t": 1.5}])
+    for index in range(500):
+        client.set_params("tracking/tail", threshold=index)
+    client.sync()
+    daemon.kill9()
+
+    result = run_cli("recover", "--output", str(daemon.output))
+    assert result.returncode == 0, result.stderr
+    (path,) = [Path(line) for line in result.stdout.split()]
+    saved = load_json(path)
+    assert saved["camera"]["settings"] == {"exposure": 4.0, "gain": 2.0}
+    assert saved["stimulus"]["log"] == [{"name": "flash", "t": 1.5}]
+    assert saved["tracking"]["tail"] == {"threshold": 499}
+    (restart,) = saved["collectord"]["restarts"]
+    assert "recovered" in restart and restart["torn_tail"] is False
+    assert saved["collectord"]["stopped_by"]["by"] == "collectord recover"
+    assert load_json(daemon.output / "last_config.json")["tracking"] == {
+        "tail": {"threshold": 499}
+    }
+    assert not list((daemon.output / ".collectord" / "staging").iterdir())
+    again = run_cli("recover", "--output", str(daemon.output))
+    assert again.returncode == 0 and again.stdout == ""
+    with pytest.raises(DaemonTimeout):
+        client.close(timeout=0.1)
+
+
+def test_a_torn_journal_tail_is_tolerated(make_daemon) -> None:
+    daemon = make_daemon()
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", exposure=4.0)
+        client.sync()
+        daemon.kill9()
+        (journal,) = (daemon.output / ".collectord" / "staging").glob(f"*/{JOURNAL_NAME}")
+        with open(journal, "ab") as file:
+            file.write(b"\x40\x00\x00\x00\x12\x34")  # a record cut off mid-write
+        result = run_cli("recover", "--output", str(daemon.output))
+        assert result.returncode == 0, result.stderr
+        saved = load_json(result.stdout.strip())
+        assert saved["camera"]["settings"] == {"exposure": 4.0}
+        assert saved["collectord"]["restarts"][0]["torn_tail"] is True
+        with pytest.raises(DaemonTimeout):
+            client.close(timeout=0.1)
+
+
+def test_a_restarted_daemon_resumes_the_experiment(make_daemon) -> None:
+    first = make_daemon()
+    with Client("stimulus", first.data, first.control) as client:
+        client.set_params("general/animal", species="Danio rerio")
+        client.add_data("stimulus/log", [1, 2, 3])
+        client.sync()
+        first.kill9()
+        second = make_daemon(data=first.data, control=first.control)
+        client.add_data("general/t_protocol_end", "later")
+        saved = load_json(client.stop())
+    assert saved["general"] == {"animal": {"species": "Danio rerio"}, "t_protocol_end": "later"}
+    assert saved["stimulus"]["log"] == [1, 2, 3]
+    (restart,) = saved["collectord"]["restarts"]
+    assert "resumed" in restart
+    (source,) = saved["collectord"]["sources"]
+    assert source["messages"]["lost"] == 0 and source["last_seq"] == 3
+    assert second.terminate() == 0
+
+
+def test_no_resume_saves_the_unfinished_experiment_first(make_daemon) -> None:
+    first = make_daemon()
+    with Client("stimulus", first.data, first.control) as client:
+        client.set_params("general/animal", species="Danio rerio")
+        client.add_data("stimulus/log", [1])
+        client.sync()
+        first.kill9()
+        second = make_daemon(extra=("--no-resume",))
+        (recovered,) = first.output.glob("*/*/*_metadata.json")
+        saved = load_json(recovered)
+        assert saved["stimulus"]["log"] == [1]
+        assert "recovered" in saved["collectord"]["restarts"][0]
+        assert second.status()["restarts"] == []
+        with pytest.raises(DaemonTimeout):
+            client.close(timeout=0.1)
+
+
+def test_one_process_per_output_folder(make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon()
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collectord",
+            "run",
+            "--output",
+            str(daemon.output),
+            "--data",
+            "tcp://127.0.0.1:*",
+            "--control",
+            "tcp://127.0.0.1:*",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1 and "in use by another collectord" in second.stderr
+    recover = run_cli("recover", "--output", str(daemon.output))
+    assert recover.returncode == 1 and "in use by another collectord" in recover.stderr
+
+
+def test_publishing_at_1khz_through_a_kill9_and_restart_loses_nothing(make_daemon) -> None:
+    """3000 messages at about 1 kHz; the daemon dies and comes back in between."""
+    first = make_daemon()
+    client = Client("steady", first.data, first.control)
+    published = 0
+    slowest = 0.0
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def publish() -> None:
+        nonlocal published, slowest
+        try:
+            for index in range(3000):
+                started = time.perf_counter()
+                client.add_data(f"steady/m{index:04d}", index)
+                slowest = max(slowest, time.perf_counter() - started)
+                published = index + 1
+                time.sleep(0.001)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=publish)
+    worker.start()
+    wait_for(lambda: published >= 800, what="800 messages")
+    first.kill9()
+    killed_at, outage_started = published, time.perf_counter()
+    # Keep the daemon down while the client publishes 400 more.
+    wait_for(lambda: published >= killed_at + 400 or done.is_set(), what="publishing on")
+    down_for = published - killed_at
+    make_daemon(data=first.data, control=first.control)
+    outage = time.perf_counter() - outage_started
+    assert done.wait(120)
+    worker.join()
+    assert not errors
+    client.sync(timeout=60)
+    saved = load_json(client.stop())
+    client.close()
+
+    assert down_for >= 400, "the daemon was not down while publishing went on"
+    # A call that waited for the network would have lasted as long as the outage.
+    assert slowest < outage / 2, f"a publishing call took {slowest:.3f} s of {outage:.3f} s"
+    assert saved["steady"] == {f"m{index:04d}": index for index in range(3000)}
+    (source,) = saved["collectord"]["sources"]
+    assert source["messages"]["lost"] == 0 and source["messages"]["messages"] == 3000
