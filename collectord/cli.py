@@ -1,4 +1,4 @@
-"""The ``collectord`` command: run, stop, status, recover, demo.
+"""The ``collectord`` command: run, stop, status, recover, keygen, demo.
 
 Each sub-command's ``--help`` says what it does, with an example. Errors from
 below (``CollectordError``) are printed as one clear line and turned into a
@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -19,6 +20,7 @@ from . import config as config_module
 from .control import request
 from .errors import CollectordError
 from .protocol import Command
+from .security import ClientSecurity, keygen
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     _client_common(status)
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
 
+    keys = commands.add_parser(
+        "keygen",
+        formatter_class=raw,
+        help="make a CURVE key pair for a daemon or a client",
+        description="Write NAME.key (public: give it to the other side) and NAME.key_secret "
+        "(private: keep it on this machine) into DIR. A daemon listening beyond loopback "
+        "needs its own pair and a folder with the public keys of its clients.\n\n"
+        "example:\n  collectord keygen ~/.collectord/keys --name rig1-daemon",
+    )
+    keys.add_argument("folder", metavar="DIR", help="where to write the key files")
+    keys.add_argument("--name", required=True, help="base name of the key files")
+
     demo = commands.add_parser(
         "demo",
         formatter_class=raw,
@@ -201,7 +215,13 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    result = request(settings.control, Command.STOP, {"reason": args.reason}, args.timeout)
+    result = request(
+        settings.control,
+        Command.STOP,
+        {"reason": args.reason},
+        args.timeout,
+        ClientSecurity.from_config(settings),
+    )
     print(result["path"])
     if result.get("unconfirmed"):
         print("unconfirmed: " + ", ".join(result["unconfirmed"]), file=sys.stderr)
@@ -210,7 +230,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    status = request(settings.control, Command.STATUS, {}, args.timeout)
+    status = request(
+        settings.control, Command.STATUS, {}, args.timeout, ClientSecurity.from_config(settings)
+    )
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
@@ -250,6 +272,13 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    public, secret = keygen(Path(args.folder).expanduser(), args.name)
+    print(f"public key  {public}  (share: server_public_key / authorized_clients)")
+    print(f"secret key  {secret}  (keep private: server_key / client_key)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -261,6 +290,7 @@ HANDLERS = {
     "stop": cmd_stop,
     "status": cmd_status,
     "recover": cmd_recover,
+    "keygen": cmd_keygen,
     "demo": cmd_demo,
 }
 

@@ -52,6 +52,7 @@ from .errors import ClientClosedError, DaemonTimeout, MessageTooLargeError
 from .link import Link, Request, Shared
 from .paths import check_name, parse_path
 from .protocol import PROTOCOL_VERSION, Command, Kind
+from .security import ClientSecurity
 
 __all__ = ["Client", "State"]
 
@@ -94,7 +95,8 @@ class Client:
     ``name`` identifies the process in the saved metadata ("camera",
     "tracking"). ``data`` and ``control`` are the daemon's endpoints; when not
     given they come from ``config`` (a path, or None for $COLLECTORD_CONFIG or
-    the built-in defaults). ``buffer`` bounds how many unconfirmed messages
+    the built-in defaults), as do the CURVE keys (``[security]``) needed to
+    reach a daemon on another machine. ``buffer`` bounds how many unconfirmed messages
     are kept for resending.
     """
 
@@ -145,6 +147,7 @@ class Client:
             hello=hello,
             buffer_limit=buffer,
             max_message_bytes=settings.max_message_bytes,
+            security=ClientSecurity.from_config(settings),
         )
         self._link.start()
         self._link.ready.wait()

@@ -36,6 +36,10 @@ class Config:
     receive_queue: int = 100_000
     barrier_timeout: float = 3.0
     journal_interval: float = 0.1
+    server_key: str = ""
+    authorized_clients: str = ""
+    client_key: str = ""
+    server_public_key: str = ""
 
     @property
     def output_dir(self) -> Path:
@@ -59,6 +63,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "limits": ("max_message_bytes", "receive_queue"),
     "stop": ("barrier_timeout",),
     "journal": ("journal_interval",),
+    "security": ("server_key", "authorized_clients", "client_key", "server_public_key"),
 }
 
 _TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -69,12 +74,13 @@ def _check(key: str, value: Any) -> Any:
     if expected == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     ok = {
-        "str": isinstance(value, str),
+        "str": isinstance(value, str),  # may be empty: "not set"
         "int": isinstance(value, int) and not isinstance(value, bool) and value > 0,
         "float": isinstance(value, float) and value > 0,
     }[str(expected)]
     if not ok:
-        raise ConfigError(f"{key} must be a positive {expected}, not {value!r}")
+        kind = "text" if expected == "str" else f"positive {expected}"
+        raise ConfigError(f"{key} must be {kind}, not {value!r}")
     return value
 
 

@@ -14,10 +14,15 @@ import zmq
 from . import codec
 from .errors import DaemonTimeout, RequestError, TransportError
 from .protocol import PROTOCOL_VERSION, Command
+from .security import ClientSecurity
 
 
 def request(
-    endpoint: str, command: Command, fields: dict[str, Any] | None = None, timeout: float = 5.0
+    endpoint: str,
+    command: Command,
+    fields: dict[str, Any] | None = None,
+    timeout: float = 5.0,
+    security: ClientSecurity | None = None,
 ) -> dict[str, Any]:
     """Send one request to the daemon at ``endpoint``; return the reply's result.
 
@@ -29,6 +34,8 @@ def request(
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if security is not None:
+        security.apply(sock)
     try:
         sock.connect(endpoint)
         sock.send_multipart([b"", codec.pack(message)])

@@ -54,6 +54,7 @@ from .protocol import (
     reply_ok,
 )
 from .saving import save_experiment
+from .security import ServerSecurity
 from .sources import Admit, Source
 
 log = logging.getLogger("collectord")
@@ -88,6 +89,8 @@ class Daemon:
 
     def __init__(self, config: Any, *, resume: bool = True) -> None:
         self.config = config
+        # Refuse an unsafe configuration before touching the output folder.
+        self._security = ServerSecurity.from_config(config)
         self.output: Path = config.output_dir
         self.lock = store.OutputLock(self.output)
         self.lock.acquire()
@@ -174,12 +177,17 @@ class Daemon:
 
     def bind(self) -> dict[str, str]:
         """Bind both sockets; return the endpoints actually bound (port ``*`` resolved)."""
+        security = self._security
         context = self._context = zmq.Context()
+        if security is not None:
+            security.start(context)
         data = self._data = context.socket(zmq.SUB)
         control = self._control = context.socket(zmq.ROUTER)
         for sock in (data, control):
             sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
             sock.setsockopt(zmq.LINGER, 1000)
+            if security is not None:
+                security.apply(sock)
         data.setsockopt(zmq.RCVHWM, self.config.receive_queue)
         data.setsockopt(zmq.SUBSCRIBE, b"")
         # Notices to a client that is gone must fail loudly, not vanish.
@@ -202,6 +210,8 @@ class Daemon:
         for sock in (self._data, self._control):
             if sock is not None:
                 sock.close()
+        if self._security is not None:
+            self._security.stop()
         if self._context is not None:
             self._context.term()
         self._data = self._control = self._context = None
@@ -523,6 +533,7 @@ class Daemon:
             "pid": os.getpid(),
             "uptime": round(time.monotonic() - self.started_at, 3),
             "endpoints": self.endpoints,
+            "curve": self._security is not None,
             "output": str(self.output),
             "last_config": str(self.config.last_config_file),
             "run_id": current.run_id,

@@ -30,6 +30,7 @@ import zmq
 from . import codec
 from .errors import ClientClosedError, RequestError, TransportError
 from .protocol import PROTOCOL_VERSION, Command, Notice
+from .security import ClientSecurity
 
 log = logging.getLogger("collectord.client")
 
@@ -71,9 +72,11 @@ class Link(threading.Thread):
         hello: dict[str, Any],
         buffer_limit: int,
         max_message_bytes: int,
+        security: ClientSecurity | None,
     ) -> None:
         super().__init__(name=f"collectord-link-{hello['name']}", daemon=True)
         self.shared = shared
+        self.security = security
         self.max_message_bytes = max_message_bytes
         self.wake = wake
         self.context = context
@@ -111,6 +114,8 @@ class Link(threading.Thread):
             pub.setsockopt(zmq.SNDHWM, 10_000)
             dealer.setsockopt(zmq.ROUTING_ID, self.session.encode())
             for sock in (pub, dealer):
+                if self.security is not None:
+                    self.security.apply(sock)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
                 sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)

@@ -1,0 +1,151 @@
+"""Access control: loopback by default, CURVE with an allow-list beyond it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collectord import Client, DaemonTimeout, load_json
+from collectord.security import is_loopback, keygen
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp://127.0.0.1:5555",
+        "tcp://127.3.4.5:*",
+        "tcp://localhost:5555",
+        "tcp://[::1]:5555",
+        "ipc:///tmp/x",
+        "inproc://x",
+    ],
+)
+def test_loopback_endpoints(endpoint: str) -> None:
+    assert is_loopback(endpoint)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp://0.0.0.0:5555",
+        "tcp://*:5555",
+        "tcp://192.168.1.20:5555",
+        "tcp://eth0:5555",
+        "tcp://rig-pc.lab:5555",
+        "udp://127.0.0.1:5",
+    ],
+)
+def test_exposed_endpoints(endpoint: str) -> None:
+    assert not is_loopback(endpoint)
+
+
+def test_refuses_to_bind_beyond_loopback_without_curve(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collectord",
+            "run",
+            "--output",
+            str(tmp_path / "out"),
+            "--data",
+            "tcp://0.0.0.0:*",
+            "--control",
+            "tcp://127.0.0.1:*",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "refusing to bind tcp://0.0.0.0:* without authentication" in result.stderr
+    assert not (tmp_path / "out").exists(), "nothing is written before refusing"
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, Path]:
+    allowed = tmp_path / "allowed"
+    server_public, server_secret = keygen(tmp_path / "server", "daemon")
+    client_public, client_secret = keygen(tmp_path / "client", "camera")
+    _, stranger_secret = keygen(tmp_path / "stranger", "stranger")
+    allowed.mkdir()
+    (allowed / "camera.key").write_bytes(client_public.read_bytes())
+    assert oct(server_secret.stat().st_mode & 0o777) == "0o600"
+    return {
+        "server_public": server_public,
+        "server_secret": server_secret,
+        "client_secret": client_secret,
+        "stranger_secret": stranger_secret,
+        "allowed": allowed,
+    }
+
+
+def write_config(path: Path, **security: Path) -> Path:
+    lines = ["[security]"] + [f'{key} = "{value}"' for key, value in security.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_curve_lets_allowed_clients_in_and_keeps_others_out(
+    make_daemon, keys, tmp_path: Path
+) -> None:
+    server_config = write_config(
+        tmp_path / "server.toml",
+        server_key=keys["server_secret"],
+        authorized_clients=keys["allowed"],
+    )
+    daemon = make_daemon(
+        data="tcp://0.0.0.0:*", control="tcp://0.0.0.0:*", extra=("--config", str(server_config))
+    )
+    data = daemon.data.replace("0.0.0.0", "127.0.0.1")
+    control = daemon.control.replace("0.0.0.0", "127.0.0.1")
+
+    allowed = write_config(
+        tmp_path / "camera.toml",
+        client_key=keys["client_secret"],
+        server_public_key=keys["server_public"],
+    )
+    stranger = write_config(
+        tmp_path / "stranger.toml",
+        client_key=keys["stranger_secret"],
+        server_public_key=keys["server_public"],
+    )
+
+    with Client("camera", data, control, config=allowed) as client:
+        client.set_params("camera/settings", exposure=4.0)
+        client.sync()
+        status = client.status()
+        assert status["curve"] is True
+
+        for config in (stranger, None):  # wrong key; no CURVE at all
+            intruder = Client("intruder", data, control, config=config)
+            intruder.set_params("camera/settings", exposure=999.0)
+            with pytest.raises(DaemonTimeout):
+                intruder.sync(timeout=1.0)
+            with pytest.raises(DaemonTimeout):
+                intruder.close(timeout=0.1)
+
+        saved = load_json(client.stop())
+    assert saved["camera"]["settings"] == {"exposure": 4.0}
+    assert [s["name"] for s in saved["collectord"]["sources"]] == ["camera"]
+
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collectord",
+            "status",
+            "--json",
+            "--control",
+            control,
+            "--config",
+            str(allowed),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
