@@ -410,6 +410,15 @@ class Daemon:
         self.durable.setdefault(session, source.received)
         return source
 
+    def dropped(self, session: str, upto: int) -> None:
+        source = self.collector.sources.by_session.get(session)
+        if source is not None and upto > source.received:
+            log.warning("%s dropped unconfirmed messages (its buffer overflowed)", source.name)
+            self._skip(source, upto)
+            # What followed the dropped messages may have been refused as out of
+            # order while we waited for them: ask for it again.
+            self._ask_resend(source)
+
     def bye(self, session: str) -> Source | None:
         source = self.collector.bye(session)
         if source is not None:

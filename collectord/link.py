@@ -36,6 +36,9 @@ log = logging.getLogger("collectord.client")
 
 #: How often unconfirmed messages prompt a cheap "how far are you?" (seconds).
 ACK_INTERVAL = 0.25
+#: Seconds without progress on sent-but-unconfirmed messages before resending them
+#: (a safety net: the daemon normally asks with a ``resend`` notice).
+STALL_TIMEOUT = 2.0
 #: Requests the link may resend after the daemon comes back: they change nothing.
 IDEMPOTENT = {Command.SYNC, Command.RESTORE, Command.STATUS}
 
@@ -91,6 +94,8 @@ class Link(threading.Thread):
         self.sent = 0  # highest seq handed to the data socket
         self.acked = 0  # highest seq the daemon confirmed
         self.overflowed = 0  # messages dropped because the buffer was full
+        self.dropped_upto = 0  # the newest of them
+        self._dropped_reported = 0
         self.subscribed = False
         self.introduced = False  # hello answered since the last subscription
         self.finished = threading.Event()
@@ -99,6 +104,7 @@ class Link(threading.Thread):
         self._hello_id: int | None = None
         self._ack_id: int | None = None
         self._ack_at = 0.0
+        self._stalled_since: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -216,10 +222,19 @@ class Link(threading.Thread):
         while shared.outbox:
             self.unacked.append(shared.outbox.popleft())
         while len(self.unacked) > self.buffer_limit:
-            self.unacked.popleft()
+            self.dropped_upto = self.unacked.popleft()[0]
+            if self.overflowed == 0:
+                log.warning(
+                    "more than %d messages unconfirmed: dropping the oldest", self.buffer_limit
+                )
             self.overflowed += 1
         if not (self.subscribed and self.introduced):
             return
+        if self.dropped_upto > max(self._dropped_reported, self.acked):
+            # Tell the daemon not to wait for what we no longer have.
+            fields = {"session": self.session, "upto": self.dropped_upto}
+            self._send_request(Command.DROPPED, fields)
+            self._dropped_reported = self.dropped_upto
         start = self.sent + 1
         if not self.unacked or self.unacked[-1][0] < start:
             return
@@ -239,9 +254,23 @@ class Link(threading.Thread):
                 return
             self.sent = seq
 
+    def _check_stall(self) -> None:
+        """Resend if what we sent has stayed unconfirmed for ``STALL_TIMEOUT``."""
+        if self.sent <= self.acked:
+            self._stalled_since = None
+            return
+        now = time.monotonic()
+        if self._stalled_since is None:
+            self._stalled_since = now
+        elif now - self._stalled_since > STALL_TIMEOUT:
+            log.debug("no progress since message %d: resending", self.acked)
+            self.sent = self.acked
+            self._stalled_since = None
+
     def _confirmed(self, received: int) -> None:
         if received > self.acked:
             self.acked = received
+            self._stalled_since = None
         while self.unacked and self.unacked[0][0] <= self.acked:
             self.unacked.popleft()
         if self.sent < self.acked:
@@ -314,6 +343,7 @@ class Link(threading.Thread):
                 # previous daemon: send everything unconfirmed again (duplicates
                 # are dropped by the daemon).
                 self.sent = self.acked
+                self._dropped_reported = 0  # a restarted daemon may not know
                 self.max_message_bytes = int(
                     result.get("max_message_bytes", self.max_message_bytes)
                 )
@@ -324,6 +354,7 @@ class Link(threading.Thread):
             self._ack_id = None
             if isinstance(result, dict):
                 self._confirmed(int(result.get("received", 0)))
+                self._check_stall()
             return
         request = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
         if request is None:

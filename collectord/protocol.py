@@ -38,6 +38,7 @@ class Command(str, enum.Enum):
 
     HELLO = "hello"
     BYE = "bye"
+    DROPPED = "dropped"
     SYNC = "sync"
     SENT = "sent"
     STOP = "stop"
@@ -123,6 +124,7 @@ REQUESTS: dict[Command, Schema] = {
         Field("confirmed", (int,), required=False),
     ),
     Command.BYE: (_SESSION,),
+    Command.DROPPED: (_SESSION, Field("upto", (int,))),
     Command.SYNC: (_SESSION, Field("seq", (int,))),
     Command.SENT: (_SESSION, Field("seq", (int,)), Field("barrier", (int,))),
     Command.STOP: (

@@ -112,3 +112,18 @@ def test_kill9_and_restart_of_the_daemon_under_load(make_daemon) -> None:
     assert counts["messages"] == sent
     (restart,) = saved["collectord"]["restarts"]
     assert restart["journal_records"] > 0
+
+
+def test_an_overflowing_buffer_is_counted_and_reported(make_daemon, ipc) -> None:
+    data, control = ipc("data"), ipc("control")
+    with Client("tiny", data, control, buffer=100) as client:
+        for index in range(1000):
+            client.add_data(f"tiny/m{index:03d}", index)
+        wait_for(lambda: client.overflowed == 900, what="the buffer to overflow")
+        make_daemon(data=data, control=control)
+        client.sync(timeout=60)
+        saved = load_json(client.stop())
+    assert saved["tiny"] == {f"m{index:03d}": index for index in range(900, 1000)}
+    (source,) = saved["collectord"]["sources"]
+    assert source["messages"]["lost"] == 900 and source["gaps"] == [[1, 900]]
+    assert source["messages"]["messages"] == 100

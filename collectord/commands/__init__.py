@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import Command
-from . import bye, hello, restore, sent, status, stop, sync
+from . import bye, dropped, hello, restore, sent, status, stop, sync
 
 if TYPE_CHECKING:
     from ..daemon import Daemon, ReplyTo
@@ -23,6 +23,7 @@ Handler = Callable[["Daemon", Mapping[str, Any], "ReplyTo"], "dict[str, Any] | N
 COMMANDS: dict[Command, Handler] = {
     Command.HELLO: hello.handle,
     Command.BYE: bye.handle,
+    Command.DROPPED: dropped.handle,
     Command.SYNC: sync.handle,
     Command.SENT: sent.handle,
     Command.STOP: stop.handle,
