@@ -147,3 +147,31 @@ def ipc() -> Iterator[Callable[[str], str]]:
 
     yield endpoint
     shutil.rmtree(folder, ignore_errors=True)
+
+
+#: Set to a file path to have the reliability tests write their figures there
+#: (docs/reliability.md quotes them).
+FIGURES_ENV = "COLLECTORD_FIGURES"
+
+
+@pytest.fixture(scope="session")
+def _figures_table() -> Iterator[dict[str, dict[str, Any]]]:
+    table: dict[str, dict[str, Any]] = {}
+    yield table
+    target = os.environ.get(FIGURES_ENV)
+    if target and table:
+        import json
+
+        Path(target).write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+
+
+@pytest.fixture
+def figures(
+    request: pytest.FixtureRequest, _figures_table: dict[str, dict[str, Any]]
+) -> Callable[..., None]:
+    """Record what a reliability test sent, received, lost and injected."""
+
+    def record(**numbers: Any) -> None:
+        _figures_table[request.node.name] = numbers
+
+    return record

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import zmq
 from conftest import DaemonProcess, wait_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collectord import Client, MessageTooLargeError, load_json
 from collectord.protocol import Command
@@ -38,7 +40,7 @@ def rejected(daemon: DaemonProcess) -> int:
 
 
 def test_bad_data_messages_are_rejected_counted_and_survived(
-    daemon: DaemonProcess, publisher
+    daemon: DaemonProcess, publisher, figures
 ) -> None:
     with Client("good", daemon.data, daemon.control) as good:
         good.set_params("camera/settings", exposure=1.0)
@@ -123,6 +125,12 @@ def test_bad_data_messages_are_rejected_counted_and_survived(
         saved = load_json(good.stop())
 
     assert status["rejected"] == expected
+    figures(
+        bad_inputs=expected,
+        rejected=status["rejected"],
+        daemon_alive=True,
+        good_messages_kept=True,
+    )
     by_name = {s["name"]: s for s in status["sources"]}
     assert by_name["raw"]["messages"]["rejected"] == seq
     assert by_name["raw"]["messages"]["messages"] == 1
@@ -197,3 +205,72 @@ def test_oversized_messages_are_refused(make_daemon, tmp_path) -> None:
         saved = load_json(client.stop())
     assert saved["imaging"] == {"ok": [0.0] * 10, "after": 1}
     assert daemon.status()["pid"] == daemon.process.pid
+
+
+message_parts = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=10)
+    | st.binary(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "v",
+                    "kind",
+                    "source",
+                    "session",
+                    "seq",
+                    "path",
+                    "values",
+                    "value",
+                    "cmd",
+                    "id",
+                    "node",
+                ]
+            )
+            | st.text(max_size=5),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=15,
+)
+packed = message_parts.map(lambda v: msgpack.packb(v, use_bin_type=True))
+frames_strategy = st.lists(st.binary(max_size=40) | packed, min_size=1, max_size=3) | st.tuples(
+    # a well-formed header, so that the fuzzing reaches the body and the tree
+    st.builds(
+        lambda seq, kind: header(seq, kind=kind, session="fuzz"),
+        st.integers(1, 40),
+        st.sampled_from(["params", "data"]),
+    ),
+    packed
+    | st.fixed_dictionaries(
+        {"path": st.text(max_size=12), "values": message_parts, "value": message_parts}
+    ).map(msgpack.packb),
+).map(list)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data_frames=frames_strategy, control_frames=frames_strategy)
+def test_fuzzed_frames_on_both_sockets_never_stop_the_daemon(
+    daemon: DaemonProcess, publisher, data_frames, control_frames
+) -> None:
+    publisher.send_multipart(data_frames)
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(daemon.control)
+    try:
+        sock.send_multipart([b"", *control_frames])
+        if sock.poll(30_000):
+            reply = msgpack.unpackb(sock.recv_multipart()[-1])
+            assert isinstance(reply, dict) and "ok" in reply
+    finally:
+        sock.close()
+    assert daemon.process.poll() is None

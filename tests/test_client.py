@@ -11,7 +11,7 @@ from conftest import wait_for
 from collectord import Client, ClientClosedError, DaemonTimeout, State, load_json
 
 
-def test_publishing_before_the_daemon_starts_loses_nothing(make_daemon, ipc) -> None:
+def test_publishing_before_the_daemon_starts_loses_nothing(make_daemon, ipc, figures) -> None:
     data, control = ipc("data"), ipc("control")
     with Client("early", data, control) as client:
         for index in range(1000):
@@ -28,6 +28,12 @@ def test_publishing_before_the_daemon_starts_loses_nothing(make_daemon, ipc) -> 
     assert source["messages"]["messages"] == 1001
     assert source["messages"]["lost"] == 0
     assert daemon.status()["rejected"] == 0
+    figures(
+        sent=1001,
+        saved=source["messages"]["messages"],
+        lost=source["messages"]["lost"],
+        faults="client started before the daemon (slow joiner)",
+    )
 
 
 def test_publishing_does_not_wait_for_a_missing_daemon(ipc) -> None:
@@ -69,7 +75,7 @@ def test_close_delivers_everything_sent(daemon) -> None:
     assert source["last_seq"] == 5000 and not source["connected"]
 
 
-def test_kill9_and_restart_of_the_daemon_under_load(make_daemon) -> None:
+def test_kill9_and_restart_of_the_daemon_under_load(make_daemon, figures) -> None:
     """The journal keeps what was confirmed; the client resends the rest."""
     first = make_daemon()
     client = Client("steady", first.data, first.control)
@@ -108,13 +114,20 @@ def test_kill9_and_restart_of_the_daemon_under_load(make_daemon) -> None:
     # The new daemon resumed the experiment from the journal; the client resent
     # what had not been journaled. Nothing is lost, nothing applied twice.
     counts = source["messages"]
+    figures(
+        sent=sent,
+        saved=counts["messages"],
+        lost=counts["lost"],
+        duplicates_dropped=counts["duplicates"],
+        faults="kill -9 under load, restart",
+    )
     assert counts["lost"] == 0 and source["gaps"] == []
     assert counts["messages"] == sent
     (restart,) = saved["collectord"]["restarts"]
     assert restart["journal_records"] > 0
 
 
-def test_an_overflowing_buffer_is_counted_and_reported(make_daemon, ipc) -> None:
+def test_an_overflowing_buffer_is_counted_and_reported(make_daemon, ipc, figures) -> None:
     data, control = ipc("data"), ipc("control")
     with Client("tiny", data, control, buffer=100) as client:
         for index in range(1000):
@@ -127,3 +140,10 @@ def test_an_overflowing_buffer_is_counted_and_reported(make_daemon, ipc) -> None
     (source,) = saved["collectord"]["sources"]
     assert source["messages"]["lost"] == 900 and source["gaps"] == [[1, 900]]
     assert source["messages"]["messages"] == 100
+    figures(
+        sent=1000,
+        saved=100,
+        lost=source["messages"]["lost"],
+        client_overflowed=900,
+        faults="no daemon while 1000 messages went into a 100-message buffer",
+    )

@@ -21,7 +21,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_sync_confirmed_data_survives_kill9_and_recover(make_daemon) -> None:
+def test_sync_confirmed_data_survives_kill9_and_recover(make_daemon, figures) -> None:
     daemon = make_daemon()
     client = Client("camera", daemon.data, daemon.control)
     client.set_params("camera/settings", exposure=4.0, gain=2.0)
@@ -45,13 +45,20 @@ def test_sync_confirmed_data_survives_kill9_and_recover(make_daemon) -> None:
         "tail": {"threshold": 499}
     }
     assert not list((daemon.output / ".collectord" / "staging").iterdir())
+    (source,) = saved["collectord"]["sources"]
+    figures(
+        sent=502,
+        saved=source["messages"]["messages"],
+        lost=source["messages"]["lost"],
+        faults="kill -9 after sync(), then collectord recover",
+    )
     again = run_cli("recover", "--output", str(daemon.output))
     assert again.returncode == 0 and again.stdout == ""
     with pytest.raises(DaemonTimeout):
         client.close(timeout=0.1)
 
 
-def test_a_torn_journal_tail_is_tolerated(make_daemon) -> None:
+def test_a_torn_journal_tail_is_tolerated(make_daemon, figures) -> None:
     daemon = make_daemon()
     with Client("camera", daemon.data, daemon.control) as client:
         client.set_params("camera/settings", exposure=4.0)
@@ -65,11 +72,12 @@ def test_a_torn_journal_tail_is_tolerated(make_daemon) -> None:
         saved = load_json(result.stdout.strip())
         assert saved["camera"]["settings"] == {"exposure": 4.0}
         assert saved["collectord"]["restarts"][0]["torn_tail"] is True
+        figures(sent=1, saved=1, lost=0, faults="kill -9, then a torn record appended")
         with pytest.raises(DaemonTimeout):
             client.close(timeout=0.1)
 
 
-def test_a_restarted_daemon_resumes_the_experiment(make_daemon) -> None:
+def test_a_restarted_daemon_resumes_the_experiment(make_daemon, figures) -> None:
     first = make_daemon()
     with Client("stimulus", first.data, first.control) as client:
         client.set_params("general/animal", species="Danio rerio")
@@ -85,6 +93,12 @@ def test_a_restarted_daemon_resumes_the_experiment(make_daemon) -> None:
     assert "resumed" in restart
     (source,) = saved["collectord"]["sources"]
     assert source["messages"]["lost"] == 0 and source["last_seq"] == 3
+    figures(
+        sent=3,
+        saved=source["messages"]["messages"],
+        lost=0,
+        faults="kill -9, restart on the same output (resume)",
+    )
     assert second.terminate() == 0
 
 
@@ -129,7 +143,9 @@ def test_one_process_per_output_folder(make_daemon, tmp_path: Path) -> None:
     assert recover.returncode == 1 and "in use by another collectord" in recover.stderr
 
 
-def test_publishing_at_1khz_through_a_kill9_and_restart_loses_nothing(make_daemon) -> None:
+def test_publishing_at_1khz_through_a_kill9_and_restart_loses_nothing(
+    make_daemon, figures
+) -> None:
     """3000 messages at about 1 kHz; the daemon dies and comes back in between."""
     first = make_daemon()
     client = Client("steady", first.data, first.control)
@@ -174,4 +190,13 @@ def test_publishing_at_1khz_through_a_kill9_and_restart_loses_nothing(make_daemo
     assert slowest < outage / 2, f"a publishing call took {slowest:.3f} s of {outage:.3f} s"
     assert saved["steady"] == {f"m{index:04d}": index for index in range(3000)}
     (source,) = saved["collectord"]["sources"]
+    figures(
+        sent=3000,
+        saved=source["messages"]["messages"],
+        lost=source["messages"]["lost"],
+        published_while_down=down_for,
+        outage_s=round(outage, 3),
+        slowest_call_ms=round(slowest * 1000, 3),
+        faults="kill -9 under load, restart",
+    )
     assert source["messages"]["lost"] == 0 and source["messages"]["messages"] == 3000
