@@ -21,6 +21,7 @@ from .errors import (
     UnsupportedValueError,
 )
 from .jsonio import load_json
+from .stream import Stream
 
 __all__ = [
     "Client",
@@ -33,6 +34,7 @@ __all__ = [
     "OutputBusyError",
     "RequestError",
     "State",
+    "Stream",
     "TransportError",
     "UnsupportedValueError",
     "__version__",

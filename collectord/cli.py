@@ -203,7 +203,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
     lock = OutputLock(settings.output_dir)
     lock.acquire()
     try:
-        saved = recover_staged(settings.output_dir, settings.last_config_file)
+        saved = recover_staged(
+            settings.output_dir, settings.last_config_file, settings.stream_format
+        )
     finally:
         lock.release()
     for path in saved:

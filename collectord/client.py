@@ -36,7 +36,7 @@ import platform
 import secrets
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
@@ -48,11 +48,18 @@ import zmq
 
 from . import __version__, codec
 from . import config as config_module
-from .errors import ClientClosedError, DaemonTimeout, MessageTooLargeError
+from .errors import (
+    ClientClosedError,
+    DaemonTimeout,
+    InvalidPathError,
+    MessageTooLargeError,
+    UnsupportedValueError,
+)
 from .link import Link, Request, Shared
 from .paths import check_name, parse_path
 from .protocol import PROTOCOL_VERSION, Command, Kind
 from .security import ClientSecurity
+from .stream import Stream
 
 __all__ = ["Client", "State"]
 
@@ -187,11 +194,58 @@ class Client:
         codec.check_value(value, where=path)
         return self._publish(Kind.DATA, codec.pack({"path": path, "value": value}))
 
-    def _publish(self, kind: Kind, body: bytes) -> int:
+    def stream(
+        self,
+        path: str,
+        columns: Sequence[str],
+        dtype: Any = "f8",
+        *,
+        units: Sequence[str] | None = None,
+        block_rows: int | None = None,
+        flush_interval: float = 0.05,
+    ) -> Stream:
+        """Declare a stream: a table of rows at ``path``, one ``dtype`` for all columns.
+
+        ``stream.append(row)`` and ``stream.extend(block)`` add rows; they are
+        batched into blocks of ``block_rows`` rows (default: about 64 KiB),
+        sent when full or when ``flush_interval`` seconds old. At each stop,
+        the daemon writes the stream's rows so far into a file beside the
+        metadata, and the tree holds a descriptor of it at ``path``.
+        """
+        parse_path(path)
+        columns = list(columns)
+        for column in columns:
+            check_name(column, where=f"column name of {path!r}")
+        if not columns or len(set(columns)) != len(columns):
+            raise InvalidPathError(f"stream {path!r} needs distinct column names")
+        resolved = np.dtype(dtype)
+        if resolved.kind not in "biuf" or resolved.subdtype is not None or resolved.names:
+            raise UnsupportedValueError(f"stream dtype {resolved} is not a plain numeric dtype")
+        declaration: dict[str, Any] = {"path": path, "columns": columns, "dtype": resolved.str}
+        if units is not None:
+            if len(units) != len(columns):
+                raise ValueError(f"stream {path!r}: {len(units)} units for {len(columns)} columns")
+            declaration["units"] = [str(unit) for unit in units]
+        stream = Stream(self, path, columns, resolved, block_rows, flush_interval)
+        with self._shared.lock:
+            self._shared.streams.append(stream)
+        self._publish(Kind.STREAM, codec.pack(declaration))
+        return stream
+
+    def _publish_block(self, path: str, rows: np.ndarray[Any, Any]) -> int:
+        body = msgpack.packb({"path": path, "rows": len(rows)})
+        return self._publish(Kind.BLOCK, body, rows)
+
+    def _flush_streams(self) -> None:
+        for stream in list(self._shared.streams):
+            stream.flush()
+
+    def _publish(self, kind: Kind, body: bytes, raw: Any = None) -> int:
         limit = self._link.max_message_bytes - HEADER_ALLOWANCE
-        if len(body) > limit:
+        size = len(body) + (raw.nbytes if raw is not None else 0)
+        if size > limit:
             raise MessageTooLargeError(
-                f"the message is {len(body)} bytes; the daemon accepts at most {limit}"
+                f"the message is {size} bytes; the daemon accepts at most {limit}"
             )
         shared = self._shared
         with shared.lock:
@@ -200,7 +254,7 @@ class Client:
             shared.seq += 1
             seq = shared.seq
             header = self._prefix[kind] + msgpack.packb(seq)
-            shared.outbox.append((seq, [header, body]))
+            shared.outbox.append((seq, [header, body] if raw is None else [header, body, raw]))
             self._wake_link()
         return seq
 
@@ -228,7 +282,11 @@ class Client:
             ) from None
 
     def sync(self, timeout: float = 10.0) -> None:
-        """Return once the daemon has received every message this client sent."""
+        """Return once the daemon has journaled every message this client sent.
+
+        Rows appended to streams are sent first.
+        """
+        self._flush_streams()
         seq = self._shared.seq
         self._request(Command.SYNC, {"session": self.session, "seq": seq}, timeout)
 
@@ -238,6 +296,7 @@ class Client:
         The daemon first waits for everything this client and every other
         connected client has sent (its stop barrier).
         """
+        self._flush_streams()
         fields = {
             "reason": reason or f"stop() from {self.name}",
             "session": self.session,

@@ -19,9 +19,19 @@ from . import __version__, codec, experiment
 from .errors import InvalidPathError
 from .experiment import Experiment, StopRequest
 from .journal import RecordType
-from .paths import check_name, parse_path
-from .protocol import BODIES, HEADER, PROTOCOL_VERSION, Kind, ProtocolViolation, check_fields
+from .paths import Path as TreePath
+from .paths import check_name, join_path, parse_path
+from .protocol import (
+    BODIES,
+    FRAMES,
+    HEADER,
+    PROTOCOL_VERSION,
+    Kind,
+    ProtocolViolation,
+    check_fields,
+)
 from .sources import Admit, Source, Sources
+from .streamfiles import StreamError, StreamFiles, StreamSpec
 from .tree import Tree, TreeConflict, merge_config
 
 
@@ -39,6 +49,10 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
 
 class Collector:
     def __init__(self, last_config: dict[str, Any]) -> None:
+        #: Declared streams by path; like parameters they outlive an experiment.
+        self.streams: dict[TreePath, StreamSpec] = {}
+        #: Where blocks are written (None: only counted, as in unit tests).
+        self.files: StreamFiles | None = None
         self.tree = Tree()
         self.sources = Sources()
         self.experiment = Experiment.begin()
@@ -69,27 +83,68 @@ class Collector:
     def apply(self, source: Source, header: Mapping[str, Any], frames: list[bytes]) -> str | None:
         """Apply an admitted message to the tree; return why it was rejected, if it was."""
         try:
-            self._apply(header["kind"], frames)
-        except (codec.DecodeError, ProtocolViolation, InvalidPathError, TreeConflict) as exc:
+            self._apply(source, header["kind"], frames)
+        except (
+            codec.DecodeError,
+            ProtocolViolation,
+            InvalidPathError,
+            TreeConflict,
+            StreamError,
+        ) as exc:
             reason = f"seq {header['seq']}: {exc}"
             source.reject(reason)
             return reason
         source.applied()
         return None
 
-    def _apply(self, kind_name: str, frames: list[bytes]) -> None:
+    def _apply(self, source: Source, kind_name: str, frames: list[Any]) -> None:
         try:
             kind = Kind(kind_name)
         except ValueError:
             raise ProtocolViolation(f"unknown message kind {kind_name!r}") from None
-        if len(frames) != 2:
-            raise ProtocolViolation(f"a {kind.value} message has 2 frames, not {len(frames)}")
+        if len(frames) != FRAMES[kind]:
+            raise ProtocolViolation(
+                f"a {kind.value} message has {FRAMES[kind]} frames, not {len(frames)}"
+            )
         body = check_fields(codec.unpack(frames[1]), BODIES[kind], f"{kind.value} body")
         path = parse_path(body["path"])
         if kind is Kind.PARAMS:
             self.tree.merge_params(path, body["values"])
-        else:
+        elif kind is Kind.DATA:
             self.tree.set_data(path, body["value"])
+        elif kind is Kind.STREAM:
+            self._declare(StreamSpec.parse(path, dict(body), source.session, source.name))
+        else:
+            self._block(source, path, body["rows"], frames[2])
+
+    def _declare(self, spec: StreamSpec) -> None:
+        existing = self.streams.get(spec.path)
+        if existing is not None:
+            if not existing.same_layout(spec):
+                raise StreamError(
+                    f"a stream with other columns is already declared at {join_path(spec.path)!r}"
+                )
+            # The same stream again: a reconnection, or a restarted process taking over.
+            existing.session, existing.source = spec.session, spec.source
+            return
+        self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
+        self.streams[spec.path] = spec
+        if self.files is not None:
+            self.files.open(spec)
+
+    def _block(self, source: Source, path: TreePath, rows: int, raw: Any) -> None:
+        spec = self.streams.get(path)
+        if spec is None:
+            raise StreamError(f"no stream is declared at {join_path(path)!r}")
+        if spec.session != source.session:
+            raise StreamError(f"the stream at {join_path(path)!r} belongs to {spec.source}")
+        if rows < 1 or len(raw) != rows * spec.row_bytes:
+            raise StreamError(
+                f"a block of {rows} rows of {spec.row_bytes} bytes cannot be {len(raw)} bytes"
+            )
+        if self.files is not None:
+            self.files.write(spec, raw)
+        spec.rows += rows
 
     def reject(self, session: str | None, reason: str) -> Source:
         source = self.sources.by_session.get(session) if session else None
@@ -98,6 +153,19 @@ class Collector:
         return target
 
     # -- experiments -------------------------------------------------------------------
+
+    def finish_streams(self, fmt: str) -> None:
+        """Finish the stream files and put their descriptors into the tree."""
+        names = self.files.finish(fmt) if self.files is not None else {}
+        for path, spec in self.streams.items():
+            self.tree.set_data(path, spec.descriptor(names.get(path, spec.file_name()), fmt))
+        self.files = None
+
+    def attach_files(self, files: StreamFiles) -> None:
+        """Write blocks into ``files`` from now on; open a file for every stream."""
+        self.files = files
+        for spec in self.streams.values():
+            files.open(spec)
 
     def metadata(self, stop: StopRequest, unconfirmed: list[str]) -> dict[str, Any]:
         account = experiment.provenance(
@@ -114,6 +182,9 @@ class Collector:
         """The experiment was saved with ``config`` as last config: begin the next."""
         self.last_config = config
         self.tree.clear_data()
+        for spec in self.streams.values():
+            spec.rows = 0
+            self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
         self.sources.new_run()
         self.experiment = Experiment.begin()
         self.restarts = []
@@ -131,6 +202,7 @@ class Collector:
             "params": codec.pack([[list(path), value] for path, value in params]),
             "groups": [list(path) for path in empty_groups],
             "sources": [s.snapshot() for s in self.sources.by_session.values()],
+            "streams": [spec.snapshot() for spec in self.streams.values()],
         }
 
     # -- replay ------------------------------------------------------------------------
@@ -154,7 +226,9 @@ class Collector:
             elif kind is RecordType.REJECT:
                 self.reject(record.get("session"), record["reason"])
             elif kind is RecordType.MESSAGE:
-                frames = record["frames"]
+                frames = list(record["frames"])
+                if "raw" in record:  # a block: its rows are in the stream file
+                    frames.append(_Length(record["raw"]))
                 header = decode_header(frames)
                 source = self.sources.get(header["session"], header["source"])
                 if source.admit(header["seq"], 0.0) is Admit.NEW:
@@ -174,3 +248,20 @@ class Collector:
         for snapshot in record["sources"]:
             source = Source.from_snapshot(snapshot)
             self.sources.by_session[source.session] = source
+        self.streams = {}
+        for snapshot in record.get("streams", []):
+            spec = StreamSpec.from_snapshot(snapshot)
+            self.streams[spec.path] = spec
+            self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
+            if self.files is not None:
+                self.files.open(spec)
+
+
+class _Length:
+    """Stands in for a block's rows during replay: only their length is needed."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length

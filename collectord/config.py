@@ -36,6 +36,7 @@ class Config:
     receive_queue: int = 100_000
     barrier_timeout: float = 3.0
     journal_interval: float = 0.1
+    stream_format: str = "npy"
     server_key: str = ""
     authorized_clients: str = ""
     client_key: str = ""
@@ -56,6 +57,10 @@ class Config:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+#: The stream file formats (see formats.py); kept here so that reading a
+#: configuration does not import numpy.
+STREAM_FORMATS = ("npy", "csv", "hdf5", "parquet", "feather")
+
 #: Where each key lives in the TOML file.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "endpoints": ("data", "control"),
@@ -63,6 +68,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "limits": ("max_message_bytes", "receive_queue"),
     "stop": ("barrier_timeout",),
     "journal": ("journal_interval",),
+    "streams": ("stream_format",),
     "security": ("server_key", "authorized_clients", "client_key", "server_public_key"),
 }
 
@@ -96,7 +102,13 @@ def from_mapping(document: dict[str, Any], origin: str = "configuration") -> Con
             if key not in SECTIONS[section]:
                 raise ConfigError(f"{origin}: unknown key {key!r} in [{section}]")
             values[key] = _check(key, value)
-    return Config(**values)
+    config = Config(**values)
+    if config.stream_format not in STREAM_FORMATS:
+        raise ConfigError(
+            f"{origin}: stream_format must be one of {', '.join(STREAM_FORMATS)}, "
+            f"not {config.stream_format!r}"
+        )
+    return config
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:

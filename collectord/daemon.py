@@ -56,6 +56,7 @@ from .protocol import (
 from .saving import save_experiment
 from .security import ServerSecurity
 from .sources import Admit, Source
+from .streamfiles import StreamFiles
 
 log = logging.getLogger("collectord")
 
@@ -121,12 +122,17 @@ class Daemon:
 
         staged = store.staged_runs(self.output)
         resumable = staged[-1] if resume and staged and _has_journal(staged[-1]) else None
-        for path in recover_staged(self.output, self.config.last_config_file, skip=resumable):
+        recovered = recover_staged(
+            self.output, self.config.last_config_file, self.config.stream_format, skip=resumable
+        )
+        for path in recovered:
             log.warning("recovered an unfinished experiment into %s", path)
         self.collector.last_config = store.read_last_config(self.config.last_config_file)
         if resumable is not None:
             records, intact, torn = journal.read(resumable / journal.JOURNAL_NAME)
+            self.collector.files = StreamFiles(resumable, replaying=True)
             count = self.collector.replay(records)
+            self.collector.files.end_replay()
             self.collector.restarts.append(
                 {
                     "resumed": experiment.now().isoformat(),
@@ -148,6 +154,7 @@ class Daemon:
     def _start_journal(self) -> None:
         run = store.staging_dir(self.output, self.collector.experiment.run_id)
         self.journal = Journal(run / journal.JOURNAL_NAME)
+        self.collector.attach_files(StreamFiles(run))
         self.journal.append(self.collector.begin_record())
         self.journal.flush()
 
@@ -158,6 +165,8 @@ class Daemon:
     def _make_durable(self) -> None:
         """fsync the journal; everything applied so far is now confirmed."""
         assert self.journal is not None
+        if self.collector.files is not None:
+            self.collector.files.sync()  # block data first: the journal vouches for it
         self.journal.flush()
         self._flushed_at = time.monotonic()
         for session, source in self.collector.sources.by_session.items():
@@ -249,6 +258,9 @@ class Daemon:
 
     def _teardown(self) -> None:
         self._close_sockets()
+        if self.collector.files is not None:
+            self.collector.files.sync()
+            self.collector.files.close()
         if self.journal is not None:
             self.journal.close()
         self.lock.release()
@@ -266,8 +278,9 @@ class Daemon:
             name = signal.Signals(self._signals.pop(0)).name
             if self.stop is None:
                 if self.collector.experiment.first_message is None:
+                    # Nothing to save. The journal stays: it carries the parameters
+                    # and streams over to the daemon that starts next.
                     log.info("%s: nothing new since the last save; exiting", name)
-                    self._discard_empty_journal()
                     self._running = False
                     continue
                 log.info("%s: saving the experiment, then exiting", name)
@@ -276,14 +289,6 @@ class Daemon:
                 log.warning("%s again: saving now without waiting for the barrier", name)
                 self.stop.exit_after = True
                 self.stop.deadline = 0.0
-
-    def _discard_empty_journal(self) -> None:
-        """An experiment with no message needs no recovery: remove its staging folder."""
-        assert self.journal is not None
-        staging = self.journal.path.parent
-        self.journal.discard()
-        self.journal = None
-        staging.rmdir()
 
     # -- data ----------------------------------------------------------------------
 
@@ -311,7 +316,10 @@ class Daemon:
             self.collector.experiment.touch()
             assert self.collector.experiment.first_message is not None
             self._record(RecordType.FIRST, at=self.collector.experiment.first_message.isoformat())
-        self._record(RecordType.MESSAGE, frames=frames)
+        if len(frames) > 2:  # a block's rows go to its stream file, not the journal
+            self._record(RecordType.MESSAGE, frames=frames[:2], raw=len(frames[2]))
+        else:
+            self._record(RecordType.MESSAGE, frames=frames)
         rejection = self.collector.apply(source, header, frames)
         if rejection:
             log.warning("rejected from %s: %s", source.name, rejection)
@@ -520,6 +528,7 @@ class Daemon:
             self.journal,
             request,
             unconfirmed,
+            self.config.stream_format,
         )
         self.journal = None
         log.info("saved %s", result["path"])

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -31,6 +31,9 @@ from . import codec
 from .errors import ClientClosedError, RequestError, TransportError
 from .protocol import PROTOCOL_VERSION, Command, Notice
 from .security import ClientSecurity
+
+if TYPE_CHECKING:
+    from .stream import Stream
 
 log = logging.getLogger("collectord.client")
 
@@ -58,6 +61,7 @@ class Shared:
         self.seq = 0  # last sequence number handed out
         self.outbox: collections.deque[tuple[int, list[bytes]]] = collections.deque()
         self.requests: collections.deque[Request] = collections.deque()
+        self.streams: list[Stream] = []  # their partial blocks are flushed on time
         self.sleeping = False  # the link is (about to be) blocked in poll
         self.closing = False  # no more messages will come; finish and exit
 
@@ -105,6 +109,7 @@ class Link(threading.Thread):
         self._ack_id: int | None = None
         self._ack_at = 0.0
         self._stalled_since: float | None = None
+        self._next_stream_flush: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -168,6 +173,7 @@ class Link(threading.Thread):
             if self.dealer in ready:
                 self._on_control()
             self._take_requests()
+            self._flush_due_streams()
             self._pump()
             self._ask_progress()
             if self._done():
@@ -181,7 +187,21 @@ class Link(threading.Thread):
             return 0
         if self.subscribed and self.introduced and self._backlog():
             return 1  # the data socket was full: try again soon
-        return 50 if self.unacked or self._pending else 200
+        timeout = 50 if self.unacked or self._pending else 200
+        if self._next_stream_flush is not None:
+            wait = int((self._next_stream_flush - time.monotonic()) * 1000) + 1
+            timeout = max(0, min(timeout, wait))
+        return timeout
+
+    def _flush_due_streams(self) -> None:
+        """Send partial stream blocks that have waited ``flush_interval``."""
+        now = time.monotonic()
+        due: list[float] = []
+        for stream in list(self.shared.streams):
+            next_at = stream.flush_if_due(now)
+            if next_at is not None:
+                due.append(next_at)
+        self._next_stream_flush = min(due) if due else None
 
     def _done(self) -> bool:
         # close() has already synced and said bye (or given up): nothing is left
@@ -249,7 +269,7 @@ class Link(threading.Thread):
                 frames = frames[:1]
                 self.unacked[index] = (seq, frames)
             try:
-                self.pub.send_multipart(frames, zmq.NOBLOCK)
+                self.pub.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) < 3)
             except zmq.Again:
                 return
             self.sent = seq
@@ -321,6 +341,9 @@ class Link(threading.Thread):
     def _on_notice(self, message: dict[str, Any]) -> None:
         kind = message.get("notice")
         if kind == Notice.BARRIER.value:
+            for stream in list(self.shared.streams):
+                stream.flush()
+            self._pump()
             fields = {
                 "session": self.session,
                 "seq": self.shared.seq,

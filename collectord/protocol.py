@@ -31,6 +31,8 @@ class Kind(str, enum.Enum):
 
     PARAMS = "params"  # merge values into a group; carried over to the next experiment
     DATA = "data"  # set one value at a path; this experiment only
+    STREAM = "stream"  # declare a table of rows at a path; carried over
+    BLOCK = "block"  # rows of a declared stream, raw in a third frame
 
 
 class Command(str, enum.Enum):
@@ -103,7 +105,17 @@ HEADER: Schema = (
 BODIES: dict[Kind, Schema] = {
     Kind.PARAMS: (Field("path", (str,)), Field("values", (dict,))),
     Kind.DATA: (Field("path", (str,)), Field("value", (object,))),
+    Kind.STREAM: (
+        Field("path", (str,)),
+        Field("columns", (list,)),
+        Field("dtype", (str,)),
+        Field("units", (list,), required=False),
+    ),
+    Kind.BLOCK: (Field("path", (str,)), Field("rows", (int,))),
 }
+
+#: Frames of a data message of each kind (header, body, and for blocks the rows).
+FRAMES: dict[Kind, int] = {Kind.PARAMS: 2, Kind.DATA: 2, Kind.STREAM: 2, Kind.BLOCK: 3}
 
 REQUEST: Schema = (
     Field("v", (int,)),

@@ -10,12 +10,14 @@ its journal was deleted only needs its final rename.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from . import experiment, journal, store
 from .collector import Collector
 from .experiment import StopRequest
 from .saving import save_experiment
+from .streamfiles import StreamFiles
 
 log = logging.getLogger("collectord")
 
@@ -24,7 +26,9 @@ RECOVERED = StopRequest(
 )
 
 
-def recover_staged(output: Path, last_config_file: Path, skip: Path | None = None) -> list[Path]:
+def recover_staged(
+    output: Path, last_config_file: Path, stream_format: str, skip: Path | None = None
+) -> list[Path]:
     """Save every unfinished experiment in ``output`` except ``skip``; return the files."""
     saved = []
     for staging in store.staged_runs(output):
@@ -38,7 +42,14 @@ def recover_staged(output: Path, last_config_file: Path, skip: Path | None = Non
             continue
         records, intact, torn = journal.read(journal_file)
         collector = Collector(store.read_last_config(last_config_file))
+        collector.files = StreamFiles(staging, replaying=True)
         count = collector.replay(records)
+        collector.files.end_replay()
+        if collector.experiment.first_message is None:
+            # Nothing arrived in that experiment: nothing to save.
+            collector.files.close()
+            shutil.rmtree(staging)
+            continue
         collector.restarts.append(
             {
                 "recovered": experiment.now().isoformat(),
@@ -53,6 +64,8 @@ def recover_staged(output: Path, last_config_file: Path, skip: Path | None = Non
             ", torn tail ignored" if torn else "",
         )
         opened = journal.Journal.reopen(journal_file, intact)
-        result = save_experiment(collector, output, last_config_file, opened, RECOVERED, [])
+        result = save_experiment(
+            collector, output, last_config_file, opened, RECOVERED, [], stream_format
+        )
         saved.append(Path(result["path"]))
     return saved

@@ -1,6 +1,7 @@
 """Saving an experiment, in an order that survives a crash at any point.
 
-1. the metadata file is written into the experiment's staging folder;
+1. stream files are finished (and converted) and the metadata file is written,
+   all in the experiment's staging folder;
 2. the last config is replaced by its merge with this experiment's parameters;
 3. the journal is deleted: from here on the staging folder is complete;
 4. the staging folder is renamed into the output folder's layout.
@@ -33,6 +34,7 @@ def save_experiment(
     journal: Journal,
     stop: StopRequest,
     unconfirmed: list[str],
+    stream_format: str,
 ) -> dict[str, Any]:
     """Save the collector's experiment; return what a ``stop`` reply carries.
 
@@ -42,6 +44,7 @@ def save_experiment(
     named_after = collector.experiment.named_after
     staging = journal.path.parent
     journal.flush()
+    collector.finish_streams(stream_format)
     metadata_file = store.write_metadata(
         staging, named_after, collector.metadata(stop, unconfirmed)
     )

@@ -1,0 +1,110 @@
+"""Stream file formats: ``.npy`` as written, or converted at the end of an experiment.
+
+``npy`` (the default) needs nothing but numpy to read. ``csv`` is written with
+enough digits to give back every float exactly. ``hdf5`` (``pip install
+collectord[hdf5]``, h5py) and ``parquet``/``feather`` (``pip install
+collectord[arrow]``, pyarrow) are converted with their own libraries. Every
+conversion reads the ``.npy`` file in chunks through a memory map, so memory
+stays flat for any stream length, and deletes it once the new file is
+complete.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+CHUNK_ROWS = 65536
+
+
+def _chunks(array: np.ndarray[Any, Any]) -> Iterator[np.ndarray[Any, Any]]:
+    for start in range(0, len(array), CHUNK_ROWS):
+        yield np.asarray(array[start : start + CHUNK_ROWS])
+
+
+def _float_format(dtype: np.dtype[Any]) -> str:
+    if dtype.kind == "f":
+        return f"%.{np.finfo(dtype).precision + 2}g" if dtype.itemsize < 8 else "%.17g"
+    return "%d"
+
+
+def to_csv(source: Path, target: Path, units: list[str] | None) -> None:
+    table = np.load(source, mmap_mode="r")
+    names = list(table.dtype.names or ())
+    column_dtype = table.dtype[0]
+    with open(target, "w", newline="") as file:
+        file.write(",".join(names) + "\n")
+        for chunk in _chunks(table):
+            plain = chunk.view(column_dtype).reshape(len(chunk), len(names))
+            np.savetxt(file, plain, fmt=_float_format(column_dtype), delimiter=",")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def to_hdf5(source: Path, target: Path, units: list[str] | None) -> None:
+    try:
+        import h5py
+    except ImportError:
+        raise ConfigError("the hdf5 format needs h5py: pip install 'collectord[hdf5]'") from None
+    table = np.load(source, mmap_mode="r")
+    with h5py.File(target, "w") as file:
+        dataset = file.create_dataset("data", shape=table.shape, dtype=table.dtype, chunks=True)
+        dataset.attrs["columns"] = list(table.dtype.names or ())
+        if units is not None:
+            dataset.attrs["units"] = units
+        for start in range(0, len(table), CHUNK_ROWS):
+            dataset[start : start + CHUNK_ROWS] = table[start : start + CHUNK_ROWS]
+
+
+def _arrow(source: Path, target: Path, units: list[str] | None, kind: str) -> None:
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise ConfigError(
+            f"the {kind} format needs pyarrow: pip install 'collectord[arrow]'"
+        ) from None
+    table = np.load(source, mmap_mode="r")
+    names = list(table.dtype.names or ())
+    metadata = {"units": ",".join(units)} if units is not None else None
+    schema = pa.schema(
+        [(name, pa.from_numpy_dtype(table.dtype[name])) for name in names], metadata=metadata
+    )
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        writer: Any = pq.ParquetWriter(target, schema)
+    else:
+        writer = pa.ipc.new_file(str(target), schema)
+    with writer:
+        for chunk in _chunks(table):
+            arrays = [pa.array(np.ascontiguousarray(chunk[name])) for name in names]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+
+
+Converter = Callable[[Path, Path, "list[str] | None"], None]
+
+#: Format name -> (file suffix, converter from .npy; None: keep the .npy as is).
+FORMATS: dict[str, tuple[str, Converter | None]] = {
+    "npy": (".npy", None),
+    "csv": (".csv", to_csv),
+    "hdf5": (".h5", to_hdf5),
+    "parquet": (".parquet", lambda s, t, u: _arrow(s, t, u, "parquet")),
+    "feather": (".feather", lambda s, t, u: _arrow(s, t, u, "feather")),
+}
+
+
+def convert(npy_file: Path, fmt: str, units: list[str] | None) -> Path:
+    """Turn a finished ``.npy`` stream file into ``fmt``; return the file to keep."""
+    suffix, converter = FORMATS[fmt]
+    if converter is None:
+        return npy_file
+    target = npy_file.with_suffix(suffix)
+    converter(npy_file, target, units)
+    npy_file.unlink()
+    return target

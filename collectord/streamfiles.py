@@ -1,0 +1,233 @@
+"""Stream files: high-rate tables written to disk as their blocks arrive.
+
+A stream is a table with named columns of one dtype (a tail-tracking log, a
+camera's frame times), declared once by a client and then sent as blocks of
+rows. The daemon appends each block's raw bytes to the stream's file in the
+experiment's staging folder as it arrives, so its memory stays flat however
+long the experiment runs.
+
+The file is a ``.npy`` file from the start: a structured array, one field per
+column, so ``numpy.load`` alone reads it with the column names. numpy pads the
+header so that the row count can grow to 21 digits in place; the header is
+written with 0 rows and rewritten with the real count when the experiment is
+saved (or recovered: rows beyond the journal's last block are cut off first).
+Other formats (CSV, HDF5, Parquet/Feather) are converted from it at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .paths import Path as TreePath
+
+#: Largest number of columns a stream may have.
+MAX_COLUMNS = 4096
+
+
+class StreamError(ValueError):
+    """A stream declaration or block does not fit; the text says why."""
+
+
+@dataclasses.dataclass
+class StreamSpec:
+    """What a client declared: where the stream lives and its columns."""
+
+    path: TreePath
+    columns: list[str]
+    dtype: str  # a numpy dtype string for every column, e.g. "<f8"
+    units: list[str] | None
+    session: str
+    source: str
+    rows: int = 0
+
+    @classmethod
+    def parse(cls, path: TreePath, body: dict[str, Any], session: str, source: str) -> StreamSpec:
+        columns = body.get("columns")
+        if (
+            not isinstance(columns, list)
+            or not columns
+            or len(columns) > MAX_COLUMNS
+            or not all(isinstance(c, str) and c for c in columns)
+            or len(set(columns)) != len(columns)
+        ):
+            raise StreamError("columns must be a non-empty list of distinct names")
+        try:
+            dtype = np.dtype(body.get("dtype"))
+        except TypeError as exc:
+            raise StreamError(f"dtype {body.get('dtype')!r} is not a numpy dtype") from exc
+        if dtype.kind not in "biuf" or dtype.subdtype is not None or dtype.names:
+            raise StreamError(f"dtype {dtype} is not a plain numeric dtype")
+        units = body.get("units")
+        if units is not None and (
+            not isinstance(units, list)
+            or len(units) != len(columns)
+            or not all(isinstance(u, str) for u in units)
+        ):
+            raise StreamError("units must be a list of strings, one per column")
+        return cls(path, list(columns), dtype.str, units, session, source)
+
+    @property
+    def row_dtype(self) -> np.dtype[Any]:
+        """The structured dtype of one row: the file's dtype."""
+        return np.dtype([(name, self.dtype) for name in self.columns])
+
+    @property
+    def row_bytes(self) -> int:
+        return self.row_dtype.itemsize
+
+    def same_layout(self, other: StreamSpec) -> bool:
+        return (self.columns, self.dtype, self.units) == (other.columns, other.dtype, other.units)
+
+    def file_name(self) -> str:
+        """Where the file goes, relative to the experiment folder: the path as folders."""
+        return "/".join(self.path) + ".npy"
+
+    def descriptor(self, file_name: str, fmt: str) -> dict[str, Any]:
+        """What the tree holds at the stream's path in the saved metadata."""
+        described: dict[str, Any] = {
+            "file": file_name,
+            "format": fmt,
+            "rows": self.rows,
+            "columns": self.columns,
+            "dtype": self.dtype,
+            "source": self.source,
+        }
+        if self.units is not None:
+            described["units"] = self.units
+        return described
+
+    def snapshot(self) -> dict[str, Any]:
+        fields = dataclasses.asdict(self)
+        fields["path"] = list(self.path)
+        fields["rows"] = 0
+        return fields
+
+    @classmethod
+    def from_snapshot(cls, fields: dict[str, Any]) -> StreamSpec:
+        return cls(**{**fields, "path": tuple(fields["path"])})
+
+
+def _header(spec: StreamSpec, rows: int) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer,
+        {
+            "descr": np.lib.format.dtype_to_descr(spec.row_dtype),
+            "fortran_order": False,
+            "shape": (rows,),
+        },
+    )
+    return buffer.getvalue()
+
+
+class StreamFile:
+    """The ``.npy`` file of one stream in one experiment."""
+
+    def __init__(self, path: Path, spec: StreamSpec, *, fresh: bool) -> None:
+        self.path = path
+        self.spec = spec
+        self.header_bytes = len(_header(spec, 0))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0)
+        self._fd = os.open(path, flags, 0o644)
+        if fresh:
+            os.write(self._fd, _header(spec, 0))
+        self.dirty = fresh
+
+    @classmethod
+    def resume(cls, path: Path, spec: StreamSpec) -> StreamFile:
+        """Reopen after a crash: keep exactly the rows the journal accounts for."""
+        stream = cls(path, spec, fresh=not path.exists())
+        os.ftruncate(stream._fd, stream.header_bytes + spec.rows * spec.row_bytes)
+        return stream
+
+    def append(self, raw: bytes | memoryview) -> None:
+        os.lseek(self._fd, 0, os.SEEK_END)
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self.dirty = True
+
+    def sync(self) -> None:
+        if self.dirty:
+            os.fsync(self._fd)
+            self.dirty = False
+
+    def finish(self) -> Path:
+        """Cut the file to the rows accounted for, write the real header, close."""
+        spec = self.spec
+        os.ftruncate(self._fd, self.header_bytes + spec.rows * spec.row_bytes)
+        header = _header(spec, spec.rows)
+        if len(header) != self.header_bytes:  # a row count beyond 21 digits: not on this planet
+            raise StreamError(f"cannot rewrite the header of {self.path}")
+        os.pwrite(self._fd, header, 0)
+        os.fsync(self._fd)
+        os.close(self._fd)
+        return self.path
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class StreamFiles:
+    """The open stream files of the current experiment, in its staging folder.
+
+    While a journal is replayed (``replaying``), blocks are only counted: their
+    bytes are already in the files. ``end_replay`` then cuts each file to the
+    rows the journal accounts for, dropping whatever was written after the
+    last block that made it into the journal.
+    """
+
+    def __init__(self, staging: Path, *, replaying: bool = False) -> None:
+        self.staging = staging
+        self.replaying = replaying
+        self.files: dict[TreePath, StreamFile] = {}
+
+    def open(self, spec: StreamSpec) -> None:
+        if spec.path in self.files:
+            return
+        target = self.staging / spec.file_name()
+        if self.replaying:
+            self.files[spec.path] = StreamFile(target, spec, fresh=not target.exists())
+        else:
+            self.files[spec.path] = StreamFile(target, spec, fresh=True)
+
+    def write(self, spec: StreamSpec, raw: bytes | memoryview) -> None:
+        if not self.replaying:
+            self.files[spec.path].append(raw)
+
+    def end_replay(self) -> None:
+        for stream in self.files.values():
+            stream.close()
+        specs = [stream.spec for stream in self.files.values()]
+        self.files = {
+            spec.path: StreamFile.resume(self.staging / spec.file_name(), spec) for spec in specs
+        }
+        self.replaying = False
+
+    def sync(self) -> None:
+        for stream in self.files.values():
+            stream.sync()
+
+    def finish(self, fmt: str) -> dict[TreePath, str]:
+        """Finish every file and convert it to ``fmt``; return names relative to staging."""
+        from .formats import convert
+
+        names = {}
+        for path, stream in self.files.items():
+            finished = convert(stream.finish(), fmt, stream.spec.units)
+            names[path] = finished.relative_to(self.staging).as_posix()
+        self.files = {}
+        return names
+
+    def close(self) -> None:
+        for stream in self.files.values():
+            stream.close()
+        self.files = {}
