@@ -29,8 +29,10 @@ def _chunks(array: np.ndarray[Any, Any]) -> Iterator[np.ndarray[Any, Any]]:
 
 
 def _float_format(dtype: np.dtype[Any]) -> str:
+    """Enough significant digits to give every value of ``dtype`` back exactly."""
     if dtype.kind == "f":
-        return f"%.{np.finfo(dtype).precision + 2}g" if dtype.itemsize < 8 else "%.17g"
+        digits = int(np.ceil(1 + (np.finfo(dtype).nmant + 1) * np.log10(2)))
+        return f"%.{digits}g"
     return "%d"
 
 

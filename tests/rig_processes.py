@@ -20,3 +20,19 @@ def publish_then_wait(
     done.set()
     release.wait(120)
     client.close()
+
+
+def stream_rows(name: str, data: str, control: str, streams: int, rows: int, done: Any) -> None:
+    """Append ``rows`` rows to each of ``streams`` streams; row i holds (i, stream, ...)."""
+    import numpy as np
+
+    with Client(name, data, control) as client:
+        handles = [
+            client.stream(f"{name}/log{index}", ["row", "stream", "x"], "f8")
+            for index in range(streams)
+        ]
+        for row in range(rows):
+            for index, stream in enumerate(handles):
+                stream.append(np.array([row, index, row * 0.5]))
+        client.sync()
+    done.set()

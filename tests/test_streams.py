@@ -1,0 +1,255 @@
+"""Streams: every row arrives, in order, in every format, from several processes."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rig_processes
+from conftest import DaemonProcess, wait_for
+
+from collectord import Client, load_json
+
+
+def expected_rows(dtype: str, count: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    if np.dtype(dtype).kind == "f":
+        values = rng.normal(0, 1e3, size=(count, 3)).astype(dtype)
+        values[3] = [np.nan, np.inf, -np.inf]
+        values[4] = [np.finfo(dtype).tiny, np.finfo(dtype).max, -0.0]
+        return values
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, size=(count, 3), endpoint=True, dtype=dtype)
+
+
+def publish(daemon: DaemonProcess, dtype: str, rows: np.ndarray) -> dict:
+    with Client("tracking", daemon.data, daemon.control) as client:
+        stream = client.stream(
+            "tracking/tail",
+            ["angle", "vigor", "bout"],
+            dtype,
+            units=["rad", "a.u.", ""],
+            block_rows=64,
+        )
+        for row in rows[:500]:
+            stream.append(row)
+        stream.extend(rows[500:1700])
+        for row in rows[1700:]:
+            stream.append(list(row))
+        path = Path(client.stop())
+    saved = load_json(path)
+    descriptor = saved["tracking"]["tail"]
+    descriptor["_file"] = path.parent / descriptor["file"]
+    return descriptor
+
+
+def read_back(descriptor: dict, fmt: str) -> tuple[list[str], np.ndarray]:
+    file = descriptor["_file"]
+    if fmt == "npy":
+        table = np.load(file)
+        names = list(table.dtype.names)
+        return names, np.stack([table[name] for name in names], axis=1)
+    if fmt == "csv":
+        with open(file, newline="") as handle:
+            lines = list(csv.reader(handle))
+        values = np.array(lines[1:], dtype=np.float64)
+        return lines[0], values
+    if fmt == "hdf5":
+        h5py = pytest.importorskip("h5py")
+        with h5py.File(file) as handle:
+            table = handle["data"][()]
+            assert list(handle["data"].attrs["units"]) == descriptor["units"]
+        names = list(table.dtype.names)
+        return names, np.stack([table[name] for name in names], axis=1)
+    pytest.importorskip("pyarrow")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(file)
+    else:
+        import pyarrow.feather as feather
+
+        table = feather.read_table(file)
+    names = table.column_names
+    return names, np.stack([table[name].to_numpy() for name in names], axis=1)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "csv", "hdf5", "parquet", "feather"])
+@pytest.mark.parametrize("dtype", ["<f8", "<f4", "<i4", "<u2"])
+def test_every_row_round_trips_exactly(make_daemon, tmp_path: Path, fmt: str, dtype: str):
+    if fmt == "hdf5":
+        pytest.importorskip("h5py")
+    if fmt in ("parquet", "feather"):
+        pytest.importorskip("pyarrow")
+    config = tmp_path / f"{fmt}.toml"
+    config.write_text(f'[streams]\nstream_format = "{fmt}"\n')
+    daemon = make_daemon(extra=("--config", str(config)))
+    rows = expected_rows(dtype, 2000)
+    descriptor = publish(daemon, dtype, rows)
+
+    assert descriptor["rows"] == 2000 and descriptor["format"] == fmt
+    assert descriptor["columns"] == ["angle", "vigor", "bout"]
+    assert descriptor["dtype"] == np.dtype(dtype).str
+    assert descriptor["units"] == ["rad", "a.u.", ""]
+    assert (
+        descriptor["file"]
+        == "tracking/tail"
+        + {
+            "npy": ".npy",
+            "csv": ".csv",
+            "hdf5": ".h5",
+            "parquet": ".parquet",
+            "feather": ".feather",
+        }[fmt]
+    )
+    names, values = read_back(descriptor, fmt)
+    assert names == ["angle", "vigor", "bout"]
+    if fmt != "csv":
+        assert values.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(values.astype(np.dtype(dtype)), rows)
+    assert [p.name for p in descriptor["_file"].parent.iterdir()] == [descriptor["_file"].name]
+
+
+def test_streams_continue_into_the_next_experiment(daemon: DaemonProcess) -> None:
+    with Client("camera", daemon.data, daemon.control) as client:
+        stream = client.stream("camera/frame_times", ["t"], "f8")
+        stream.extend(np.arange(10.0)[:, None])
+        first = Path(client.stop())
+        stream.extend(np.arange(10.0, 15.0)[:, None])
+        second = Path(client.stop())
+        third = Path(client.stop())
+    sizes = []
+    for path in (first, second, third):
+        descriptor = load_json(path)["camera"]["frame_times"]
+        table = np.load(path.parent / descriptor["file"])
+        assert len(table) == descriptor["rows"]
+        sizes.append(list(table["t"]))
+    assert sizes == [list(np.arange(10.0)), list(np.arange(10.0, 15.0)), []]
+
+
+def test_a_slow_stream_is_not_held_back(daemon: DaemonProcess) -> None:
+    with Client("stimulus", daemon.data, daemon.control) as client:
+        stream = client.stream(
+            "stimulus/dynamic_log", ["t", "luminance"], "f8", flush_interval=0.02
+        )
+        stream.append([0.0, 1.0])
+        # No flush, no sync: the client's I/O thread sends the partial block.
+        wait_for(
+            lambda: daemon.status()["sources"][0]["messages"]["messages"] == 2,
+            what="the lone row's block",
+        )
+
+
+def test_bad_stream_use_is_refused(daemon: DaemonProcess) -> None:
+    with Client("tracking", daemon.data, daemon.control) as client:
+        with pytest.raises(ValueError, match="3 columns"):
+            client.stream("tracking/a", ["x", "y", "z"]).extend(np.zeros((4, 2)))
+        with pytest.raises(ValueError):
+            client.stream("tracking/b", ["x", "y"]).append([1.0, 2.0, 3.0])
+        with pytest.raises(TypeError, match="numeric"):
+            client.stream("tracking/c", ["x"], dtype="U4")
+        client.set_params("tracking/params", threshold=1)
+        client.stream("tracking/params/threshold/x", ["x"])  # crosses a parameter
+        other = Client("intruder", daemon.data, daemon.control)
+        client.stream("tracking/owned", ["x"]).extend([[1.0]])
+        client.sync()
+        other.stream("tracking/owned", ["x", "y"])  # other columns
+        other.stream("tracking/owned", ["x"])  # the same: takes the stream over
+        other.close()
+        client.sync()
+        status = daemon.status()
+    by_name = {s["name"]: s for s in status["sources"]}
+    assert by_name["tracking"]["messages"]["rejected"] == 1
+    assert by_name["intruder"]["messages"]["rejected"] == 1
+
+
+def test_several_streams_from_several_processes(daemon: DaemonProcess) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    plan = {"camera": (1, 3000), "tracking": (2, 5000), "stimulus": (1, 500)}
+    done = {name: spawn.Event() for name in plan}
+    workers = [
+        spawn.Process(
+            target=rig_processes.stream_rows,
+            args=(name, daemon.data, daemon.control, streams, rows, done[name]),
+        )
+        for name, (streams, rows) in plan.items()
+    ]
+    for worker in workers:
+        worker.start()
+    for name in plan:
+        assert done[name].wait(120), name
+    for worker in workers:
+        worker.join(60)
+    path = Path(daemon.stop()["path"])
+    saved = load_json(path)
+    for name, (streams, rows) in plan.items():
+        for index in range(streams):
+            descriptor = saved[name][f"log{index}"]
+            table = np.load(path.parent / descriptor["file"])
+            assert descriptor["rows"] == rows == len(table)
+            np.testing.assert_array_equal(table["row"], np.arange(rows))
+            assert set(table["stream"]) == {index}
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_long_stream_keeps_the_daemons_memory_flat(daemon: DaemonProcess) -> None:
+    block = np.ones((1000, 20))  # 160 kB
+    with Client("camera", daemon.data, daemon.control) as client:
+        stream = client.stream("camera/big", [f"c{i}" for i in range(20)], "f8")
+        for _ in range(20):
+            stream.extend(block)
+        client.sync()
+        warm = peak_rss_mb(daemon.process.pid)
+        for index in range(1250):  # 200 MB
+            stream.extend(block)
+            if index % 100 == 0:
+                client.sync()
+        client.sync()
+        peak = peak_rss_mb(daemon.process.pid)
+        path = Path(client.stop())
+    descriptor = load_json(path)["camera"]["big"]
+    assert descriptor["rows"] == 1_270_000
+    assert (path.parent / descriptor["file"]).stat().st_size > 200e6
+    assert peak - warm < 100, f"the daemon grew from {warm:.0f} MB to {peak:.0f} MB"
+
+
+def test_a_stream_survives_kill9_and_restart_row_for_row(make_daemon) -> None:
+    first = make_daemon()
+    client = Client("tracking", first.data, first.control)
+    stream = client.stream("tracking/tail", ["row"], "i8", block_rows=50)
+    appended = 0
+    stop = threading.Event()
+
+    def append() -> None:
+        nonlocal appended
+        while not stop.is_set() and appended < 20_000:
+            stream.append([appended])
+            appended += 1
+            if appended % 50 == 0:
+                stop.wait(0.001)
+
+    worker = threading.Thread(target=append)
+    worker.start()
+    try:
+        wait_for(lambda: appended > 5000, what="rows")
+        first.kill9()
+        make_daemon(data=first.data, control=first.control)
+    finally:
+        worker.join()
+    client.sync(timeout=60)
+    path = Path(client.stop())
+    client.close()
+    descriptor = load_json(path)["tracking"]["tail"]
+    table = np.load(path.parent / descriptor["file"])
+    np.testing.assert_array_equal(table["row"], np.arange(appended))
+    assert descriptor["rows"] == appended == 20_000
