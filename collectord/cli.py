@@ -1,4 +1,4 @@
-"""The ``collectord`` command: run, stop, status, recover, keygen, demo.
+"""The ``collectord`` command: run, stop, status, recover, keygen, bench, demo.
 
 Each sub-command's ``--help`` says what it does, with an example. Errors from
 below (``CollectordError``) are printed as one clear line and turned into a
@@ -138,6 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keys.add_argument("folder", metavar="DIR", help="where to write the key files")
     keys.add_argument("--name", required=True, help="base name of the key files")
+
+    bench = commands.add_parser(
+        "bench",
+        formatter_class=raw,
+        help="measure what this machine carries, raw and through collectord",
+        description="Measure the raw ZeroMQ ceilings of this machine and collectord's own "
+        "rates in the same run (parameters, row appends, block extends, the daemon's peak "
+        "memory, the cost of each call), and print each rate as a ratio to its ceiling. "
+        "Takes a minute or two.\n\nexample:\n  collectord bench --json > bench.json",
+    )
+    bench.add_argument("--repeat", type=int, default=3, help="runs; medians are reported")
+    bench.add_argument("--messages", type=int, default=50_000, help="parameter messages a run")
+    bench.add_argument("--rows", type=int, default=200_000, help="appended rows a run")
+    bench.add_argument(
+        "--stream-mb",
+        type=float,
+        default=250.0,
+        help="stream data for the memory measurement (MB)",
+    )
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     demo = commands.add_parser(
         "demo",
@@ -281,6 +301,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.repeat, args.messages, args.rows, args.stream_mb, args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -293,6 +319,7 @@ HANDLERS = {
     "status": cmd_status,
     "recover": cmd_recover,
     "keygen": cmd_keygen,
+    "bench": cmd_bench,
     "demo": cmd_demo,
 }
 

@@ -80,8 +80,14 @@ def _default(obj: Any) -> Any:
     return os.fspath(obj)
 
 
+#: Types that need no further look: the common case of a parameter value.
+_PLAIN = frozenset({float, bool, type(None)})
+
+
 def _find_unsupported(value: Any, where: str, depth: int = 0) -> str | None:
     """Walk ``value`` and describe the first thing we refuse, or None."""
+    if type(value) in _PLAIN:
+        return None
     if depth > MAX_VALUE_DEPTH:
         return f"{where}: nested deeper than {MAX_VALUE_DEPTH} levels"
     if isinstance(value, str):
@@ -101,6 +107,8 @@ def _find_unsupported(value: Any, where: str, depth: int = 0) -> str | None:
         return None
     if isinstance(value, dict):
         for key, item in value.items():
+            if type(key) is str and type(item) in _PLAIN and not key.startswith("$"):
+                continue
             if not isinstance(key, str):
                 return f"{where}: dict key {key!r} is a {type(key).__name__}, not a str"
             if key.startswith("$"):

@@ -10,6 +10,7 @@ else, including ``+`` as in stytra's ``tracking+tail_tracking``, is accepted.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 from .errors import InvalidPathError
@@ -25,6 +26,19 @@ Path = tuple[str, ...]
 
 def check_name(name: object, where: str = "name") -> str:
     """Return ``name`` if it may be one component of a tree path, else raise."""
+    if isinstance(name, str) and name in _good_names:
+        return name
+    _check_name(name, where)
+    if len(_good_names) < 65536:
+        _good_names.add(name)  # type: ignore[arg-type]
+    return name  # type: ignore[return-value]
+
+
+#: Names already found good: parameter names repeat in every message.
+_good_names: set[str] = set()
+
+
+def _check_name(name: object, where: str) -> None:
     if not isinstance(name, str):
         raise InvalidPathError(f"{where} must be a string, not {type(name).__name__}")
     if not name:
@@ -33,7 +47,9 @@ def check_name(name: object, where: str = "name") -> str:
         raise InvalidPathError(f"{where} {name!r} is not allowed")
     if "/" in name or "\\" in name:
         raise InvalidPathError(f"{where} {name!r} contains a path separator")
-    if any(unicodedata.category(c) == "Cc" for c in name):
+    # isprintable() is false for every control character (and some others, which
+    # the slower check then lets through): the common case costs one C call.
+    if not name.isprintable() and any(unicodedata.category(c) == "Cc" for c in name):
         raise InvalidPathError(f"{where} {name!r} contains a control or NUL character")
     if name.startswith("$"):
         raise InvalidPathError(
@@ -41,17 +57,23 @@ def check_name(name: object, where: str = "name") -> str:
         )
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise InvalidPathError(f"{where} is longer than {MAX_NAME_BYTES} bytes")
-    return name
 
 
 def parse_path(path: object) -> Path:
     """Split and check a slash-separated path, e.g. ``"camera/settings"``.
+
+    Results are cached: a process publishes to the same few paths all the time.
 
     Leading, trailing and doubled slashes are errors, not silently fixed: an
     absolute path (``"/etc"``) is most likely a mistake worth hearing about.
     """
     if not isinstance(path, str):
         raise InvalidPathError(f"path must be a string, not {type(path).__name__}")
+    return _parse_path(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_path(path: str) -> Path:
     if not path:
         raise InvalidPathError("path is empty")
     parts = tuple(path.split("/"))

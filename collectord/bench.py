@@ -1,0 +1,311 @@
+"""``collectord bench``: what this machine carries, raw and through collectord.
+
+Every figure is measured in the same run, ``--repeat`` times, and the median
+is reported, so that collectord's rates can be read as ratios to the raw
+ceilings of this machine at this moment (shared machines are noisy):
+
+* raw per-message ceiling: pyzmq PUB to SUB in another process, each message
+  a msgpack map about the size of a parameter update, decoded on arrival;
+* raw block bandwidth: 160 kB buffers (1000 rows of 20 float64), zero-copy;
+* collectord parameter messages: ``set_params`` from one client, timed until
+  ``sync()`` confirms them journaled; its ratio is to the raw message rate;
+* row appends: ``stream.append`` of 20 float64 columns, until ``sync()``; the
+  ratio is rows per second to the raw message rate (batching must beat one
+  message per row);
+* block extends: ``stream.extend`` of 1000 x 20 float64, until ``sync()``;
+  the ratio is to the raw block bandwidth, and also to the disk: the rate at
+  which 100 MB can be written and fsynced in the daemon's output folder, the
+  ceiling of anything that keeps the data;
+* the daemon's peak memory (VmHWM) while it ingests ``--stream-mb`` of blocks;
+* the cost of the calls an acquisition loop pays, in microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from . import __version__
+from .client import Client
+
+BLOCK = (1000, 20)
+TARGETS = {"params": 0.7, "append": 2.0, "extend": 0.5}
+
+
+# -- raw ceilings (the receiver runs in its own process, as the daemon does) -----------
+
+
+def _raw_receiver(endpoint_queue: Any, count: int, decode: bool, result_queue: Any) -> None:
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVHWM, 0)
+    port = sub.bind_to_random_port("tcp://127.0.0.1")
+    endpoint_queue.put(f"tcp://127.0.0.1:{port}")
+    received = 0
+    size = 0
+    first = sub.recv(copy=False)
+    started = time.perf_counter()
+    if decode:
+        msgpack.unpackb(first.bytes)
+    while received < count - 1:
+        frame = sub.recv(copy=False)
+        if decode:
+            msgpack.unpackb(frame.bytes)
+        else:
+            size += len(frame)
+        received += 1
+    result_queue.put((time.perf_counter() - started, size))
+    sub.close()
+    context.term()
+
+
+def _raw(count: int, payload: Callable[[int], Any], decode: bool) -> float:
+    """Messages (or bytes) per second from a PUB here to a SUB in another process."""
+    spawn = multiprocessing.get_context("spawn")
+    endpoints, results = spawn.Queue(), spawn.Queue()
+    receiver = spawn.Process(target=_raw_receiver, args=(endpoints, count, decode, results))
+    receiver.start()
+    context = zmq.Context()
+    pub = context.socket(zmq.XPUB)
+    pub.setsockopt(zmq.XPUB_NODROP, 1)
+    pub.setsockopt(zmq.SNDHWM, 0)
+    pub.connect(endpoints.get(timeout=60))
+    pub.recv()  # the subscription: nothing is dropped from here on
+    for index in range(count):
+        pub.send(payload(index), copy=decode)
+    elapsed, size = results.get(timeout=600)
+    receiver.join()
+    pub.close()
+    context.term()
+    return (count - 1) / elapsed if decode else size / elapsed
+
+
+def raw_messages(count: int) -> float:
+    def message(index: int) -> bytes:
+        return msgpack.packb(
+            {
+                "v": 1,
+                "kind": "params",
+                "source": "camera",
+                "session": "0123456789abcdef",
+                "seq": index,
+                "resends": True,
+                "path": "camera/settings",
+                "values": {"exposure": float(index), "gain": 1.0},
+            }
+        )
+
+    return _raw(count, message, decode=True)
+
+
+def raw_blocks(count: int) -> float:
+    block = np.ones(BLOCK)
+    return _raw(count, lambda index: block, decode=False)
+
+
+def disk_ceiling(folder: Path, megabytes: float) -> float:
+    """Bytes per second written and fsynced to ``folder``: what durable streams can reach."""
+    block = np.ones(BLOCK).tobytes()
+    count = max(1, int(megabytes * 1e6 / len(block)))
+    target = folder / "disk-ceiling.tmp"
+    started = time.perf_counter()
+    with open(target, "wb", buffering=0) as file:
+        for _ in range(count):
+            file.write(block)
+        os.fsync(file.fileno())
+    elapsed = time.perf_counter() - started
+    target.unlink()
+    return count * len(block) / elapsed
+
+
+# -- collectord -----------------------------------------------------------------------
+
+
+class _Daemon:
+    def __init__(self) -> None:
+        self.folder = tempfile.TemporaryDirectory(prefix="collectord-bench-")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "collectord",
+                "run",
+                "--output",
+                self.folder.name,
+                "--data",
+                "tcp://127.0.0.1:*",
+                "--control",
+                "tcp://127.0.0.1:*",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        match = re.search(r"data=(\S+) control=(\S+)", self.process.stdout.readline())
+        if not match:
+            raise RuntimeError("the daemon did not start")
+        self.data, self.control = match.group(1), match.group(2)
+
+    def peak_mb(self) -> float | None:
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return None
+        found = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(found.group(1)) / 1024 if found else None
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        self.folder.cleanup()
+
+
+def collectord_params(client: Client, count: int) -> tuple[float, float]:
+    """(messages per second until confirmed, microseconds per set_params call)."""
+    started = time.perf_counter()
+    for index in range(count):
+        client.set_params("camera/settings", exposure=float(index), gain=1.0)
+    published = time.perf_counter()
+    client.sync(timeout=600)
+    return count / (time.perf_counter() - started), (published - started) / count * 1e6
+
+
+def collectord_append(client: Client, count: int, name: str) -> tuple[float, float]:
+    """(rows per second until confirmed, microseconds per append call)."""
+    stream = client.stream(f"bench/{name}", [f"c{i:02d}" for i in range(BLOCK[1])], "f8")
+    row = np.ones(BLOCK[1])
+    started = time.perf_counter()
+    for _ in range(count):
+        stream.append(row)
+    published = time.perf_counter()
+    client.sync(timeout=600)
+    return count / (time.perf_counter() - started), (published - started) / count * 1e6
+
+
+def collectord_extend(client: Client, megabytes: float, name: str) -> float:
+    """Bytes per second of 1000 x 20 float64 blocks, until confirmed."""
+    stream = client.stream(f"bench/{name}", [f"c{i:02d}" for i in range(BLOCK[1])], "f8")
+    block = np.ones(BLOCK)
+    count = max(1, int(megabytes * 1e6 / block.nbytes))
+    started = time.perf_counter()
+    for _ in range(count):
+        stream.extend(block)
+    client.sync(timeout=600)
+    return count * block.nbytes / (time.perf_counter() - started)
+
+
+def run(repeat: int, messages: int, rows: int, stream_mb: float) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {
+        key: []
+        for key in (
+            "raw_messages_per_s",
+            "raw_block_bytes_per_s",
+            "disk_bytes_per_s",
+            "params_per_s",
+            "set_params_us",
+            "append_rows_per_s",
+            "append_us",
+            "extend_bytes_per_s",
+        )
+    }
+    for attempt in range(repeat):
+        samples["raw_messages_per_s"].append(raw_messages(messages))
+        samples["raw_block_bytes_per_s"].append(raw_blocks(max(10, int(100e6 / 160e3))))
+        daemon = _Daemon()
+        try:
+            samples["disk_bytes_per_s"].append(disk_ceiling(Path(daemon.folder.name), 100))
+            with Client("bench", daemon.data, daemon.control) as client:
+                rate, cost = collectord_params(client, messages)
+                samples["params_per_s"].append(rate)
+                samples["set_params_us"].append(cost)
+                rate, cost = collectord_append(client, rows, f"append{attempt}")
+                samples["append_rows_per_s"].append(rate)
+                samples["append_us"].append(cost)
+                samples["extend_bytes_per_s"].append(
+                    collectord_extend(client, 100, f"extend{attempt}")
+                )
+        finally:
+            daemon.close()
+    median = {key: statistics.median(values) for key, values in samples.items()}
+
+    daemon = _Daemon()
+    try:
+        with Client("bench", daemon.data, daemon.control) as client:
+            before = daemon.peak_mb()
+            collectord_extend(client, stream_mb, "memory")
+            peak = daemon.peak_mb()
+    finally:
+        daemon.close()
+
+    ratios = {
+        "params": median["params_per_s"] / median["raw_messages_per_s"],
+        "append": median["append_rows_per_s"] / median["raw_messages_per_s"],
+        "extend": median["extend_bytes_per_s"] / median["raw_block_bytes_per_s"],
+        "extend_to_disk": median["extend_bytes_per_s"] / median["disk_bytes_per_s"],
+    }
+    return {
+        "version": __version__,
+        "repeat": repeat,
+        "medians": median,
+        "samples": samples,
+        "ratios": ratios,
+        "targets": TARGETS,
+        "memory": {"stream_mb": stream_mb, "daemon_mb_before": before, "daemon_peak_mb": peak},
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    median, ratios = result["medians"], result["ratios"]
+
+    def verdict(key: str) -> str:
+        return "meets" if ratios[key] >= TARGETS[key] else "BELOW"
+
+    memory = result["memory"]
+    peak = memory["daemon_peak_mb"]
+    lines = [
+        f"collectord bench (medians of {result['repeat']} runs; ratios to the raw ceiling "
+        "measured in the same run)",
+        f"  raw PUB->SUB + msgpack decode  {median['raw_messages_per_s']:>12,.0f} msg/s",
+        f"  raw zero-copy 160 kB blocks    {median['raw_block_bytes_per_s'] / 1e6:>12,.0f} MB/s",
+        f"  disk: write + fsync, 100 MB    {median['disk_bytes_per_s'] / 1e6:>12,.0f} MB/s",
+        f"  set_params until sync()        {median['params_per_s']:>12,.0f} msg/s   "
+        f"x{ratios['params']:.2f} (target x{TARGETS['params']}: {verdict('params')})",
+        f"  append, 20 float64 columns     {median['append_rows_per_s']:>12,.0f} rows/s  "
+        f"x{ratios['append']:.2f} (target x{TARGETS['append']}: {verdict('append')})",
+        f"  extend, 1000 x 20 float64      {median['extend_bytes_per_s'] / 1e6:>12,.0f} MB/s    "
+        f"x{ratios['extend']:.2f} (target x{TARGETS['extend']}: {verdict('extend')}); "
+        f"x{ratios['extend_to_disk']:.2f} of the disk",
+        f"  cost of set_params             {median['set_params_us']:>12.2f} us per call",
+        f"  cost of append                 {median['append_us']:>12.2f} us per call",
+        "  daemon peak memory             "
+        + (
+            f"{peak:>12.0f} MB while ingesting {memory['stream_mb']:.0f} MB of blocks"
+            if peak is not None
+            else "   (not available on this system)"
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def main(repeat: int, messages: int, rows: int, stream_mb: float, as_json: bool) -> int:
+    result = run(repeat, messages, rows, stream_mb)
+    print(json.dumps(result, indent=2) if as_json else report(result))
+    return 0

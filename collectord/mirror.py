@@ -1,0 +1,429 @@
+"""Mirror a lightparam ``ParameterTree`` into the daemon, and restore it from there.
+
+::
+
+    from collectord import Client
+    from collectord.mirror import TreeMirror
+
+    client = Client("camera")
+    camera = CameraParams(name="camera_params")          # a lightparam Parametrized
+    mirror = TreeMirror(client, camera, period=0.5)      # restore, publish all, follow
+    ...                                                  # the GUI changes camera.exposure
+    mirror.close()                                       # publish what is left, stop
+
+**Attach.** The constructor restores the tree from the daemon's last config
+(lightparam's ``ParameterTree.deserialize`` does the work: ``loadable=False``
+parameters are skipped, entries for nodes the process does not have are
+ignored with a warning), then publishes every node whole, one ``set_params``
+per node, and the parameters' documentation (below).
+
+**Changes.** The mirror keeps a copy of what it last sent and publishes the
+parameters whose value differs, one ``set_params`` per node that changed. It
+deliberately does not use lightparam's ``changed`` flags: clearing them with
+``acknowledge_changes()`` would steal changes from other code that reads them
+(stytra's experiment forwards camera changes to its camera process with
+``changed_values()`` and ``acknowledge_changes()``), and a value assigned
+through ``param.value`` or ``params.values`` never sets them. Comparing the
+values of a tree of a hundred parameters takes tens of microseconds.
+
+**Threads.** With ``period`` set, a background thread calls
+``publish_changes()`` every ``period`` seconds, so the process's own loop
+never calls the mirror (nor the client). The thread only reads parameter
+values; it never writes them. That is safe in CPython for values that are
+replaced (``camera.exposure = 5``); a value mutated in place while the thread
+copies it (a dict growing in another thread) can make one round fail, which
+is logged and retried at the next period. Every method may be called from any
+thread: a lock serialises them.
+
+**Parameter documentation.** Each parameter's ``desc``, ``unit``, ``limits``
+and ``loadable`` travel as static data at ``param_info/<node>/<param>`` (the
+``info_path`` argument), once per parameter and experiment: not with every
+change, and never into the last config, so a restore never sees them. Static
+data is cleared at each stop, so the mirror sends it again for the next
+experiment: at once after its own ``stop()``, and, for stops made elsewhere,
+when its thread sees a new run id in the daemon's status (one ``status``
+request per period).
+
+**Restored types.** The last config is JSON, so a tuple comes back as a list
+and a datetime as text. Before deserializing, a restored value takes the type
+of the parameter's current value where that is unambiguous: a list becomes a
+tuple or a numpy array, ISO text a datetime, date or time, text a path.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import math
+import pathlib
+import threading
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeAlias
+
+import numpy as np
+from lightparam import ParameterTree, Parametrized, visit_dict
+
+from . import codec
+from .client import Client
+from .errors import ClientClosedError, DaemonTimeout, InvalidPathError, RequestError
+from .paths import check_name, parse_path
+
+__all__ = ["DEFAULT_INFO_PATH", "SkippedParameterWarning", "TreeMirror"]
+
+log = logging.getLogger("collectord.mirror")
+
+#: Where the parameters' documentation goes in the saved metadata.
+DEFAULT_INFO_PATH = "param_info"
+
+#: How long the background thread waits for the daemon's status.
+STATUS_TIMEOUT = 2.0
+
+
+class SkippedParameterWarning(UserWarning):
+    """A parameter or node could not be mirrored and was left out."""
+
+
+#: What a mirror follows: a tree, or Parametrized objects to put in one.
+Trackable: TypeAlias = "ParameterTree | Parametrized | Iterable[Parametrized]"
+
+
+class TreeMirror:
+    """Keeps the daemon's copy of a lightparam tree up to date, from one process.
+
+    ``tree`` is a ``ParameterTree`` (nodes added to it later are picked up),
+    one ``Parametrized`` or several. ``period`` is the interval of the
+    background thread in seconds; None means no thread (call
+    ``publish_changes()`` yourself). ``restore`` restores the tree from the
+    last config before anything is published. ``info_path`` is the top-level
+    name under which the parameters' documentation is saved (None: not sent).
+    ``timeout`` bounds each request the mirror makes of the daemon.
+
+    The mirror does not own the client: ``close()`` leaves it open.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        tree: Trackable,
+        *,
+        period: float | None = 1.0,
+        restore: bool = True,
+        info_path: str | None = DEFAULT_INFO_PATH,
+        timeout: float = 10.0,
+    ) -> None:
+        if period is not None and period <= 0:
+            raise ValueError(f"period must be positive or None, not {period!r}")
+        if info_path is not None:
+            parse_path(info_path)
+        self.client = client
+        self.tree = _as_tree(tree)
+        self.period = period
+        self.info_path = info_path
+        self.timeout = timeout
+        self._lock = threading.RLock()
+        #: node -> parameter -> the value last sent (a private copy).
+        self._sent: dict[str, dict[str, Any]] = {}
+        #: Nodes whose name cannot be a tree path, reported once.
+        self._refused_nodes: set[str] = set()
+        #: The run id the documentation was last sent for (None: unknown).
+        self._run: str | None = None
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        if restore:
+            self.restore()
+            # Read before the documentation is sent: if a stop intervenes, the
+            # thread sees a run id other than this one and sends it again.
+            self._run = self._current_run()
+        self.publish_all()
+        if period is not None:
+            self._thread = threading.Thread(
+                target=self._follow, name=f"collectord-mirror-{client.name}", daemon=True
+            )
+            self._thread.start()
+
+    # -- restoring ---------------------------------------------------------------------
+
+    def saved_values(self) -> dict[str, Any]:
+        """The last config's values for the top-level categories of the tracked nodes.
+
+        ``camera_params`` and ``general/animal`` ask for ``camera_params`` and
+        ``general``: the whole category, as stytra restores the whole file, so
+        entries of nodes this process lacks are there to be warned about.
+        """
+        saved: dict[str, Any] = {}
+        for category in sorted({node.split("/")[0] for node in self._tracked()}):
+            try:
+                values = self.client.restore(category, self.timeout)
+            except RequestError as exc:
+                if exc.code != "not_a_group":
+                    raise
+                warnings.warn(
+                    f"the last config holds a single value at {category!r}, "
+                    "not parameters; it is not restored",
+                    stacklevel=2,
+                )
+                continue
+            if values:
+                saved[category] = values
+        return saved
+
+    def restore(self, saved: Mapping[str, Any] | None = None) -> None:
+        """Restore the tree from ``saved``, by default the daemon's last config.
+
+        lightparam's ``deserialize`` applies the values: ``loadable=False``
+        parameters keep their value, and an entry naming a node or parameter
+        the tree does not have is ignored with a ``UserWarning``.
+        """
+        if saved is None:
+            saved = self.saved_values()
+        with self._lock:
+            self.tree.deserialize(_typed_like(self.tree, saved))
+
+    # -- publishing --------------------------------------------------------------------
+
+    def publish_all(self) -> None:
+        """Publish every node whole and every parameter's documentation."""
+        with self._lock:
+            self._sent.clear()
+            self.publish_changes()  # every node is new: published whole, documented
+
+    def publish_changes(self) -> int:
+        """Publish what changed since it was last sent; return how many parameters.
+
+        A node seen for the first time is published whole (an empty node as an
+        empty group, as stytra saves it), with its parameters' documentation.
+        """
+        published = 0
+        with self._lock:
+            tracked = self._tracked()
+            for node, parametrized in tracked.items():
+                published += self._publish_node(node, parametrized)
+            for node in set(self._sent) - set(tracked):
+                del self._sent[node]  # dropped from the tree: nothing to follow
+        return published
+
+    def publish_info(self) -> None:
+        """Send the documentation of every parameter (static data, this experiment)."""
+        if self.info_path is None:
+            return
+        with self._lock:
+            for node, parametrized in self._tracked().items():
+                self._send_info(node, parametrized, None)
+
+    def stop(self, reason: str = "") -> str:
+        """Publish the changes, stop the experiment, document the next one.
+
+        Returns the path of the saved metadata file (``Client.stop``).
+        """
+        with self._lock:
+            self.publish_changes()
+            path = self.client.stop(reason or f"stop() from {self.client.name}", self.timeout)
+            self._run = self._current_run()
+            self.publish_info()
+        return path
+
+    # -- the background thread -------------------------------------------------------------
+
+    def _follow(self) -> None:
+        assert self.period is not None
+        while not self._closed.wait(self.period):
+            try:
+                self.publish_changes()
+                if self.info_path is not None:
+                    self._document_new_run()
+            except ClientClosedError:
+                return
+            except Exception:
+                log.exception("mirror of %r: publishing failed; retrying", self.client.name)
+
+    def _document_new_run(self) -> None:
+        """Send the documentation again if a stop made elsewhere began a new run."""
+        run = self._current_run()
+        if run is None:
+            return
+        with self._lock:
+            if run != self._run:
+                self.publish_info()
+                self._run = run
+
+    def _current_run(self) -> str | None:
+        try:
+            return str(self.client.status(STATUS_TIMEOUT)["run_id"])
+        except DaemonTimeout:
+            return None
+
+    def close(self) -> None:
+        """Publish what changed and stop the thread; the client stays open."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self.publish_changes()
+        except ClientClosedError:
+            log.warning("mirror of %r: the client closed first", self.client.name)
+
+    def __enter__(self) -> TreeMirror:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _tracked(self) -> dict[str, Any]:
+        """The tree's nodes whose name is a valid path; others are warned about once."""
+        nodes = {}
+        for node, parametrized in list(self.tree.tracked.items()):
+            try:
+                parse_path(node)
+            except InvalidPathError as exc:
+                if node not in self._refused_nodes:
+                    self._refused_nodes.add(node)
+                    warnings.warn(
+                        f"node {node!r} is not mirrored: {exc}",
+                        SkippedParameterWarning,
+                        stacklevel=3,
+                    )
+                continue
+            nodes[node] = parametrized
+        return nodes
+
+    def _publish_node(self, node: str, parametrized: Any) -> int:
+        """Publish the node's changed parameters (all of them if it is new)."""
+        new_node = node not in self._sent
+        sent = self._sent.setdefault(node, {})
+        changed: dict[str, Any] = {}
+        first_seen: list[str] = []
+        for name, value in dict(parametrized.params.values).items():
+            if name in sent and _same(sent[name], value):
+                continue
+            if name not in sent:
+                first_seen.append(name)
+            try:
+                check_name(name, where="parameter name")
+                copied = copy.deepcopy(value)
+                codec.check_value(copied, where=f"{node}/{name}")
+            except Exception as exc:  # UnsupportedValueError, InvalidPathError, copy errors
+                warnings.warn(
+                    f"parameter {node}/{name} is not mirrored: {exc}",
+                    SkippedParameterWarning,
+                    stacklevel=4,
+                )
+                sent[name] = value  # tried again once it changes
+                continue
+            changed[name] = copied
+            sent[name] = copied
+        if changed or new_node:
+            self.client.set_params(node, changed)
+        if first_seen and self.info_path is not None:
+            self._send_info(node, parametrized, first_seen)
+        return len(changed)
+
+    def _send_info(self, node: str, parametrized: Any, names: Iterable[str] | None) -> None:
+        """Document the parameters ``names`` of ``node`` (None: all of them).
+
+        One message per parameter, at ``param_info/<node>/<param>``: one per
+        node would collide in the tree when one node's path is inside another's
+        (``general`` and ``general/animal``), possibly across processes.
+        """
+        assert self.info_path is not None
+        params = parametrized.params.items()
+        for name in params if names is None else names:
+            if name in params:
+                self.client.add_data(f"{self.info_path}/{node}/{name}", _describe(params[name]))
+
+
+def _as_tree(tree: Trackable) -> ParameterTree:
+    """A ``ParameterTree`` holding what the caller gave."""
+    if isinstance(tree, ParameterTree):
+        return tree
+    holder = ParameterTree()
+    items = [tree] if isinstance(tree, Parametrized) else list(tree)
+    for item in items:
+        if not isinstance(item, Parametrized):
+            raise TypeError(f"expected lightparam Parametrized objects, got {type(item).__name__}")
+        holder.add(item)
+    return holder
+
+
+def _describe(param: Any) -> dict[str, Any]:
+    """The documentation of one lightparam ``Param`` worth keeping in the metadata."""
+    limits = param.limits
+    try:
+        codec.check_value(limits)
+    except TypeError:
+        limits = repr(limits)
+    return {
+        "desc": str(param.desc or ""),
+        "unit": str(param.unit or ""),
+        "limits": limits,
+        "loadable": bool(param.loadable),
+    }
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Whether ``new`` equals the copy ``old`` last sent, type included.
+
+    NaN equals NaN (else it would be sent at every period) and arrays compare
+    by dtype, shape and content; anything that refuses to compare is a change.
+    """
+    if type(old) is not type(new):
+        return False
+    if isinstance(new, float):
+        return old == new or (math.isnan(old) and math.isnan(new))
+    if isinstance(new, list | tuple):
+        return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new, strict=True))
+    if isinstance(new, dict):
+        return old.keys() == new.keys() and all(_same(old[k], new[k]) for k in new)
+    if isinstance(new, np.ndarray | np.generic):
+        if old.dtype != new.dtype or old.shape != new.shape:
+            return False
+        try:
+            return bool(np.array_equal(old, new, equal_nan=new.dtype.kind in "fc"))
+        except TypeError:  # dtypes without a NaN test, or no comparison at all
+            return False
+    try:
+        return bool(old == new)
+    except Exception:
+        return False
+
+
+def _typed_like(tree: ParameterTree, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """``saved`` with each value given the type of the parameter it restores."""
+    typed: dict[str, Any] = {}
+    for path, value in visit_dict(dict(saved)):
+        node = tree.tracked.get("/".join(path[:-1]))
+        if node is not None:
+            param = node.params.items().get(path[-1])
+            if param is not None:
+                value = _like(param.value, value)
+        branch = typed
+        for name in path[:-1]:
+            branch = branch.setdefault(name, {})
+        branch[path[-1]] = value
+    return typed
+
+
+def _like(current: Any, restored: Any) -> Any:
+    """``restored`` converted to the type of ``current`` when JSON lost it."""
+    try:
+        if isinstance(current, tuple) and isinstance(restored, list):
+            return tuple(restored)
+        if isinstance(current, np.ndarray) and isinstance(restored, list):
+            return np.asarray(restored, dtype=current.dtype)
+        if isinstance(restored, str):
+            if isinstance(current, dt.datetime):
+                return dt.datetime.fromisoformat(restored)
+            if isinstance(current, dt.date):
+                return dt.date.fromisoformat(restored)
+            if isinstance(current, dt.time):
+                return dt.time.fromisoformat(restored)
+            if isinstance(current, pathlib.PurePath):
+                return type(current)(restored)
+    except (ValueError, TypeError):
+        pass  # not what the parameter holds: restore it as it was saved
+    return restored
