@@ -234,13 +234,18 @@ class Client:
 
     def _publish_block(self, path: str, rows: np.ndarray[Any, Any]) -> int:
         body = msgpack.packb({"path": path, "rows": len(rows)})
-        return self._publish(Kind.BLOCK, body, rows)
+        # Rows appended before close() began are delivered while it closes.
+        return self._publish(Kind.BLOCK, body, rows, closing_ok=True)
+
+    def _check_open(self) -> None:
+        if self._state is not State.OPEN:
+            raise ClientClosedError(f"client {self.name!r} is {self._state.value}")
 
     def _flush_streams(self) -> None:
         for stream in list(self._shared.streams):
             stream.flush()
 
-    def _publish(self, kind: Kind, body: bytes, raw: Any = None) -> int:
+    def _publish(self, kind: Kind, body: bytes, raw: Any = None, closing_ok: bool = False) -> int:
         limit = self._link.max_message_bytes - HEADER_ALLOWANCE
         size = len(body) + (raw.nbytes if raw is not None else 0)
         if size > limit:
@@ -249,12 +254,13 @@ class Client:
             )
         shared = self._shared
         with shared.lock:
-            if self._state is not State.OPEN:
+            if self._state is not State.OPEN and not (closing_ok and self._state is State.CLOSING):
                 raise ClientClosedError(f"client {self.name!r} is {self._state.value}")
             shared.seq += 1
             seq = shared.seq
             header = self._prefix[kind] + msgpack.packb(seq)
-            shared.outbox.append((seq, [header, body] if raw is None else [header, body, raw]))
+            frames = [header, body] if raw is None else [header, body, raw]
+            shared.outbox.append((seq, kind.value, frames))
             self._wake_link()
         return seq
 

@@ -57,6 +57,8 @@ def _supported_dtype(dtype: np.dtype[Any]) -> bool:
 
 def _refusal(obj: Any) -> str | None:
     """Why an object msgpack does not know natively cannot be sent, or None."""
+    if isinstance(obj, np.ma.MaskedArray):
+        return "numpy masked array (its mask would be lost: use .filled(np.nan))"
     if isinstance(obj, np.ndarray | np.generic):
         if not _supported_dtype(obj.dtype):
             return f"numpy dtype {obj.dtype}"
@@ -107,12 +109,19 @@ def _find_unsupported(value: Any, where: str, depth: int = 0) -> str | None:
         return None
     if isinstance(value, dict):
         for key, item in value.items():
-            if type(key) is str and type(item) in _PLAIN and not key.startswith("$"):
+            if (
+                type(key) is str
+                and type(item) in _PLAIN
+                and key.isascii()
+                and not key.startswith("$")
+            ):
                 continue
             if not isinstance(key, str):
                 return f"{where}: dict key {key!r} is a {type(key).__name__}, not a str"
             if key.startswith("$"):
                 return f"{where}: dict key {key!r} starts with '$', kept for collectord's tags"
+            if not key.isascii() and _find_unsupported(key, where):
+                return f"{where}: dict key {key!r} is not valid Unicode (a lone surrogate)"
             found = _find_unsupported(item, f"{where}[{key!r}]", depth + 1)
             if found:
                 return found

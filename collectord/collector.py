@@ -22,6 +22,7 @@ from .journal import RecordType
 from .paths import Path as TreePath
 from .paths import check_name, join_path, parse_path
 from .protocol import (
+    BATCHABLE,
     BODIES,
     FRAMES,
     HEADER,
@@ -44,7 +45,27 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
         check_name(header["source"], where="source name")
     except InvalidPathError as exc:
         raise ProtocolViolation(str(exc)) from None
+    if header["kind"] == Kind.BATCH.value:
+        kinds = header.get("kinds")
+        if (
+            not isinstance(kinds, list)
+            or len(kinds) != len(frames) - 1
+            or not kinds
+            or not all(kind in _BATCHABLE_NAMES for kind in kinds)
+        ):
+            raise ProtocolViolation(
+                "a batch needs 'kinds': one of params, data, stream per body frame"
+            )
     return dict(header)
+
+
+_BATCHABLE_NAMES = frozenset(kind.value for kind in BATCHABLE)
+
+
+def message_count(header: Mapping[str, Any]) -> int:
+    """How many sequence numbers a checked message uses (a batch: one per body)."""
+    kinds = header.get("kinds") if header["kind"] == Kind.BATCH.value else None
+    return len(kinds) if kinds else 1
 
 
 class Collector:
@@ -80,10 +101,30 @@ class Collector:
             source.closed = True
         return source
 
-    def apply(self, source: Source, header: Mapping[str, Any], frames: list[bytes]) -> str | None:
-        """Apply an admitted message to the tree; return why it was rejected, if it was."""
+    def apply_message(
+        self, source: Source, header: Mapping[str, Any], frames: list[Any], seen: int
+    ) -> list[str]:
+        """Apply an admitted message, or a batch's messages after the first ``seen``.
+
+        Returns the reasons of the rejected ones (each is counted on ``source``).
+        """
+        if header["kind"] != Kind.BATCH.value:
+            rejection = self.apply(source, header["kind"], header["seq"], frames)
+            return [rejection] if rejection else []
+        rejections = []
+        first = header["seq"]
+        for index, kind in enumerate(header["kinds"]):
+            if index < seen:
+                continue
+            rejection = self.apply(source, kind, first + index, [None, frames[index + 1]])
+            if rejection:
+                rejections.append(rejection)
+        return rejections
+
+    def apply(self, source: Source, kind: str, seq: int, frames: list[Any]) -> str | None:
+        """Apply one admitted message to the tree; return why it was rejected, if it was."""
         try:
-            self._apply(source, header["kind"], frames)
+            self._apply(source, kind, frames)
         except (
             codec.DecodeError,
             ProtocolViolation,
@@ -91,7 +132,7 @@ class Collector:
             TreeConflict,
             StreamError,
         ) as exc:
-            reason = f"seq {header['seq']}: {exc}"
+            reason = f"seq {seq}: {exc}"
             source.reject(reason)
             return reason
         source.applied()
@@ -231,8 +272,10 @@ class Collector:
                     frames.append(_Length(record["raw"]))
                 header = decode_header(frames)
                 source = self.sources.get(header["session"], header["source"])
-                if source.admit(header["seq"], 0.0) is Admit.NEW:
-                    self.apply(source, header, frames)
+                first = header["seq"]
+                verdict, seen = source.admit_range(first, first + message_count(header) - 1, 0.0)
+                if verdict is Admit.NEW:
+                    self.apply_message(source, header, frames, seen)
         return count
 
     def _replay_begin(self, record: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import zmq
 
 from . import __version__, codec, experiment, journal, store
-from .collector import Collector, decode_header
+from .collector import Collector, decode_header, message_count
 from .errors import TransportError
 from .experiment import StopRequest
 from .journal import Journal, RecordType
@@ -46,6 +46,7 @@ from .protocol import (
     Command,
     CommandError,
     ErrorCode,
+    Kind,
     Notice,
     ProtocolViolation,
     check_fields,
@@ -300,28 +301,29 @@ class Daemon:
             self.reject(None, f"data message: {exc}")
             return
         source = self.collector.sources.get(header["session"], header["source"])
-        seq = header["seq"]
+        first = header["seq"]
+        last = first + message_count(header) - 1
         now = time.monotonic()
-        verdict = source.admit(seq, now)
+        verdict, seen = source.admit_range(first, last, now)
         if verdict is Admit.AHEAD:
             if not source.give_up(now, header.get("resends", False)):
                 source.dropped_out_of_order()
                 self._ask_resend(source)
                 return
-            self._skip(source, seq - 1)
-            verdict = source.admit(seq, now)
+            self._skip(source, first - 1)
+            verdict, seen = source.admit_range(first, last, now)
         if verdict is Admit.DUPLICATE:
             return
         if self.collector.experiment.first_message is None:
             self.collector.experiment.touch()
             assert self.collector.experiment.first_message is not None
             self._record(RecordType.FIRST, at=self.collector.experiment.first_message.isoformat())
-        if len(frames) > 2:  # a block's rows go to its stream file, not the journal
+        if header["kind"] == Kind.BLOCK.value and len(frames) == 3:
+            # A block's rows go to its stream file; the journal keeps their length.
             self._record(RecordType.MESSAGE, frames=frames[:2], raw=len(frames[2]))
         else:
             self._record(RecordType.MESSAGE, frames=frames)
-        rejection = self.collector.apply(source, header, frames)
-        if rejection:
+        for rejection in self.collector.apply_message(source, header, frames, seen):
             log.warning("rejected from %s: %s", source.name, rejection)
 
     def _skip(self, source: Source, last: int) -> None:

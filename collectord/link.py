@@ -29,7 +29,7 @@ import zmq
 
 from . import codec
 from .errors import ClientClosedError, RequestError, TransportError
-from .protocol import PROTOCOL_VERSION, Command, Notice
+from .protocol import PROTOCOL_VERSION, Command, Kind, Notice
 from .security import ClientSecurity
 
 if TYPE_CHECKING:
@@ -42,8 +42,15 @@ ACK_INTERVAL = 0.25
 #: Seconds without progress on sent-but-unconfirmed messages before resending them
 #: (a safety net: the daemon normally asks with a ``resend`` notice).
 STALL_TIMEOUT = 2.0
+#: Most messages, and bytes, gathered into one batch.
+BATCH_MESSAGES = 512
+BATCH_BYTES = 256 * 1024
 #: Requests the link may resend after the daemon comes back: they change nothing.
 IDEMPOTENT = {Command.SYNC, Command.RESTORE, Command.STATUS}
+
+
+def _size(frames: list[Any]) -> int:
+    return sum(memoryview(frame).nbytes for frame in frames)
 
 
 @dataclasses.dataclass
@@ -59,7 +66,8 @@ class Shared:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.seq = 0  # last sequence number handed out
-        self.outbox: collections.deque[tuple[int, list[bytes]]] = collections.deque()
+        #: (seq, kind, frames) of each message, in order.
+        self.outbox: collections.deque[tuple[int, str, list[Any]]] = collections.deque()
         self.requests: collections.deque[Request] = collections.deque()
         self.streams: list[Stream] = []  # their partial blocks are flushed on time
         self.sleeping = False  # the link is (about to be) blocked in poll
@@ -92,9 +100,16 @@ class Link(threading.Thread):
         self.session = session
         self.hello_fields = hello
         self.buffer_limit = buffer_limit
+        self._batch_header = {
+            "v": PROTOCOL_VERSION,
+            "kind": Kind.BATCH.value,
+            "source": hello["name"],
+            "session": session,
+            "resends": True,
+        }
         self.ready = threading.Event()
         self.failure: Exception | None = None
-        self.unacked: collections.deque[tuple[int, list[bytes]]] = collections.deque()
+        self.unacked: collections.deque[tuple[int, str, list[Any]]] = collections.deque()
         self.sent = 0  # highest seq handed to the data socket
         self.acked = 0  # highest seq the daemon confirmed
         self.overflowed = 0  # messages dropped because the buffer was full
@@ -258,21 +273,57 @@ class Link(threading.Thread):
         start = self.sent + 1
         if not self.unacked or self.unacked[-1][0] < start:
             return
-        first = self.unacked[0][0]
-        for index in range(max(0, start - first), len(self.unacked)):
-            seq, frames = self.unacked[index]
-            if sum(map(len, frames)) > self.max_message_bytes:
-                # Queued before the daemon told us its limit. Sent whole, it would
-                # make ZeroMQ drop the connection, again at every resend; sent as
-                # its header alone, the daemon rejects it and counts it.
-                log.error("message %d is larger than the daemon accepts; dropped", seq)
-                frames = frames[:1]
-                self.unacked[index] = (seq, frames)
+        index = max(0, start - self.unacked[0][0])
+        while index < len(self.unacked):
+            count, frames = self._next_message(index)
             try:
                 self.pub.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) < 3)
             except zmq.Again:
                 return
-            self.sent = seq
+            index += count
+            self.sent = self.unacked[index - 1][0]
+
+    def _next_message(self, index: int) -> tuple[int, list[Any]]:
+        """The next ZeroMQ message to send from ``unacked[index]`` on, and how many
+        of our messages it carries.
+
+        Consecutive small messages go out as one ``batch``: one ZeroMQ message,
+        one header, a body frame each. That halves the work per message here and
+        in the daemon. Blocks (raw rows) always go alone.
+        """
+        seq, kind, frames = self.unacked[index]
+        size = _size(frames)
+        if size > self.max_message_bytes:
+            # Queued before the daemon told us its limit. Sent whole, it would
+            # make ZeroMQ drop the connection, again at every resend; sent as
+            # its header alone, the daemon rejects it and counts it.
+            log.error("message %d is larger than the daemon accepts; dropped", seq)
+            frames = frames[:1]
+            self.unacked[index] = (seq, kind, frames)
+            return 1, frames
+        if len(frames) != 2:
+            return 1, frames
+        kinds = [kind]
+        bodies = [frames[1]]
+        end = index + 1
+        while (
+            end < len(self.unacked)
+            and len(kinds) < BATCH_MESSAGES
+            and size < BATCH_BYTES
+            and len(self.unacked[end][2]) == 2
+        ):
+            _, next_kind, next_frames = self.unacked[end]
+            next_size = _size(next_frames)
+            if size + next_size > self.max_message_bytes:
+                break
+            kinds.append(next_kind)
+            bodies.append(next_frames[1])
+            size += next_size
+            end += 1
+        if len(kinds) == 1:
+            return 1, frames
+        header = codec.pack({**self._batch_header, "seq": seq, "kinds": kinds})
+        return len(kinds), [header, *bodies]
 
     def _check_stall(self) -> None:
         """Resend if what we sent has stayed unconfirmed for ``STALL_TIMEOUT``."""

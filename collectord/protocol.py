@@ -33,6 +33,7 @@ class Kind(str, enum.Enum):
     DATA = "data"  # set one value at a path; this experiment only
     STREAM = "stream"  # declare a table of rows at a path; carried over
     BLOCK = "block"  # rows of a declared stream, raw in a third frame
+    BATCH = "batch"  # several consecutive messages (not blocks) in one, "kinds" says which
 
 
 class Command(str, enum.Enum):
@@ -100,6 +101,7 @@ HEADER: Schema = (
     Field("session", (str,)),
     Field("seq", (int,)),
     Field("resends", (bool,), required=False),
+    Field("kinds", (list,), required=False),
 )
 
 BODIES: dict[Kind, Schema] = {
@@ -115,7 +117,11 @@ BODIES: dict[Kind, Schema] = {
 }
 
 #: Frames of a data message of each kind (header, body, and for blocks the rows).
+#: A batch has the header and one body per message.
 FRAMES: dict[Kind, int] = {Kind.PARAMS: 2, Kind.DATA: 2, Kind.STREAM: 2, Kind.BLOCK: 3}
+
+#: Kinds a batch may hold: those whose message is a header and one body.
+BATCHABLE = frozenset({Kind.PARAMS, Kind.DATA, Kind.STREAM})
 
 REQUEST: Schema = (
     Field("v", (int,)),

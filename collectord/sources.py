@@ -70,16 +70,27 @@ class Source:
 
     def admit(self, seq: int, now: float) -> Admit:
         """Decide what to do with message ``seq`` arriving at time ``now``."""
-        if seq <= self.received:
-            self.total.duplicates += 1
-            self.run.duplicates += 1
-            return Admit.DUPLICATE
-        if seq == self.received + 1:
-            self._advance(seq)
-            return Admit.NEW
+        return self.admit_range(seq, seq, now)[0]
+
+    def admit_range(self, first: int, last: int, now: float) -> tuple[Admit, int]:
+        """Decide about messages ``first..last`` (a batch) arriving at time ``now``.
+
+        Returns the verdict and, for NEW, how many leading messages of the range
+        were already handled (a resent batch may overlap what arrived before).
+        """
+        if last <= self.received:
+            self.total.duplicates += last - first + 1
+            self.run.duplicates += last - first + 1
+            return Admit.DUPLICATE, 0
+        if first <= self.received + 1:
+            seen = self.received - first + 1
+            self.total.duplicates += seen
+            self.run.duplicates += seen
+            self._advance(last)
+            return Admit.NEW, seen
         if self.gap_since is None:
             self.gap_since = now
-        return Admit.AHEAD
+        return Admit.AHEAD, 0
 
     def give_up(self, now: float, resends: bool) -> bool:
         """Whether to stop waiting for the open gap and accept it as lost.

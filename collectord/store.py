@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import jsonio
-from .errors import OutputBusyError
+from .errors import ConfigError, OutputBusyError
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,10 @@ def read_last_config(path: Path) -> dict[str, Any]:
         content = jsonio.load_json(path)
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
-        aside = path.with_name(f"{path.name}.unreadable-{dt.datetime.now():%Y%m%dT%H%M%S}")
+    except IsADirectoryError:
+        raise ConfigError(f"the last-config path {path} is a folder") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        aside = path.with_name(f"{path.name}.unreadable-{dt.datetime.now():%Y%m%dT%H%M%S.%f}")
         log.error("last config %s is unreadable (%s); moved to %s", path, exc, aside)
         os.replace(path, aside)
         return {}

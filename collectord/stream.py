@@ -58,6 +58,7 @@ class Stream:
 
     def append(self, row: Sequence[float] | np.ndarray[Any, Any]) -> None:
         """Add one row (one value per column). Never blocks on the network."""
+        self._client._check_open()
         with self._lock:
             self._buffer[self._filled] = row
             if self._filled == 0:
@@ -73,6 +74,7 @@ class Stream:
         the caller may reuse ``block`` at once.
         """
         array = np.array(block, dtype=self.dtype, order="C", copy=True, ndmin=2)
+        self._client._check_open()
         if array.ndim != 2 or array.shape[1] != len(self.columns):
             raise ValueError(
                 f"stream {self.path!r} takes blocks of {len(self.columns)} columns, "

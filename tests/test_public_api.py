@@ -22,7 +22,8 @@ def test_all_names_exist_and_nothing_public_is_missing() -> None:
 
 def test_every_error_is_exported_and_derives_from_the_base() -> None:
     classes = {
-        name for name, value in vars(errors).items()
+        name
+        for name, value in vars(errors).items()
         if inspect.isclass(value) and issubclass(value, Exception)
     }
     assert classes == set(errors.__all__)

@@ -12,7 +12,7 @@ import pytest
 import rig_processes
 from conftest import DaemonProcess, wait_for
 
-from collectord import Client, load_json
+from collectord import Client, ClientClosedError, load_json
 
 
 def expected_rows(dtype: str, count: int) -> np.ndarray:
@@ -142,6 +142,19 @@ def test_a_slow_stream_is_not_held_back(daemon: DaemonProcess) -> None:
             lambda: daemon.status()["sources"][0]["messages"]["messages"] == 2,
             what="the lone row's block",
         )
+
+
+def test_rows_appended_before_close_are_delivered(daemon: DaemonProcess) -> None:
+    client = Client("camera", daemon.data, daemon.control)
+    stream = client.stream("camera/frame_times", ["t"], "f8", flush_interval=60)
+    for index in range(10):
+        stream.append([index])
+    client.close()
+    with pytest.raises(ClientClosedError):
+        stream.append([10])
+    path = Path(daemon.stop()["path"])
+    table = np.load(path.parent / load_json(path)["camera"]["frame_times"]["file"])
+    assert list(table["t"]) == list(range(10))
 
 
 def test_bad_stream_use_is_refused(daemon: DaemonProcess) -> None:
