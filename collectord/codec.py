@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import threading
 from typing import Any
 
 import msgpack
@@ -152,11 +153,22 @@ def make_packer() -> msgpack.Packer:
     return msgpack.Packer(default=_default, use_bin_type=True, datetime=False)
 
 
+_packers = threading.local()
+
+
 def pack(obj: Any) -> bytes:
-    """Pack ``obj``; the caller has already run ``check_value`` on user values."""
+    """Pack ``obj``; the caller has already run ``check_value`` on user values.
+
+    One packer per thread, reused: msgpack's packers are not thread-safe, and
+    making one per call costs more than the packing of a small message.
+    """
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = make_packer()
     try:
-        return msgpack.packb(obj, default=_default, use_bin_type=True)
+        return packer.pack(obj)
     except (TypeError, ValueError, OverflowError) as exc:
+        packer.reset()
         raise UnsupportedValueError(f"cannot encode: {exc}") from exc
 
 
@@ -205,23 +217,30 @@ def unpack(frame: bytes) -> Any:
 
 
 def _check_decoded(obj: Any, depth: int) -> Any:
-    """Refuse what the client would have refused; turn timestamps into text."""
+    """Refuse what the client would have refused; turn timestamps into text.
+
+    Runs on every message the daemon receives, hence ``type() is`` tests.
+    """
     if depth > MAX_VALUE_DEPTH:
         raise DecodeError(f"value nested deeper than {MAX_VALUE_DEPTH} levels")
-    if isinstance(obj, dict):
+    kind = type(obj)
+    if kind is dict:
         for key, item in obj.items():
-            if isinstance(key, bytes):
+            if type(key) is not str:
                 raise DecodeError("map keys must be text, not bytes")
-            if key.startswith("$"):
+            if key[:1] == "$":
                 raise DecodeError(f"map key {key!r} starts with '$', kept for collectord's tags")
-            if isinstance(item, dict | list | dt.datetime):
+            if type(item) in _CONTAINERS:
                 obj[key] = _check_decoded(item, depth + 1)
         return obj
-    if isinstance(obj, list):
+    if kind is list:
         for index, item in enumerate(obj):
-            if isinstance(item, dict | list | dt.datetime):
+            if type(item) in _CONTAINERS:
                 obj[index] = _check_decoded(item, depth + 1)
         return obj
-    if isinstance(obj, dt.datetime):
+    if kind is dt.datetime:
         return obj.isoformat()
     return obj
+
+
+_CONTAINERS = frozenset({dict, list, dt.datetime})

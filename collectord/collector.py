@@ -60,6 +60,8 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
 
 
 _BATCHABLE_NAMES = frozenset(kind.value for kind in BATCHABLE)
+#: Kinds by name, for the message path (cheaper than calling the Enum).
+_KINDS = {kind.value: kind for kind in Kind if kind is not Kind.BATCH}
 
 
 def message_count(header: Mapping[str, Any]) -> int:
@@ -139,10 +141,9 @@ class Collector:
         return None
 
     def _apply(self, source: Source, kind_name: str, frames: list[Any]) -> None:
-        try:
-            kind = Kind(kind_name)
-        except ValueError:
-            raise ProtocolViolation(f"unknown message kind {kind_name!r}") from None
+        kind = _KINDS.get(kind_name)
+        if kind is None:
+            raise ProtocolViolation(f"unknown message kind {kind_name!r}")
         if len(frames) != FRAMES[kind]:
             raise ProtocolViolation(
                 f"a {kind.value} message has {FRAMES[kind]} frames, not {len(frames)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
+from collections.abc import Callable
 
 from .errors import InvalidPathError
 
@@ -24,11 +25,14 @@ MAX_DEPTH = 32
 Path = tuple[str, ...]
 
 
-def check_name(name: object, where: str = "name") -> str:
-    """Return ``name`` if it may be one component of a tree path, else raise."""
+def check_name(name: object, where: str | Callable[[], str] = "name") -> str:
+    """Return ``name`` if it may be one component of a tree path, else raise.
+
+    ``where`` names the name in the error; a callable is only called then.
+    """
     if isinstance(name, str) and name in _good_names:
         return name
-    _check_name(name, where)
+    _check_name(name, where() if callable(where) else where)
     if len(_good_names) < 65536:
         _good_names.add(name)  # type: ignore[arg-type]
     return name  # type: ignore[return-value]

@@ -71,27 +71,25 @@ class Tree:
 
     def merge_params(self, node: Path, values: Mapping[str, Any]) -> None:
         """Merge parameter ``values`` into the group at ``node``, all or nothing."""
+        existing = self._walk_to(node, create=False)
         for name in values:
-            check_name(name, where=f"parameter name under {join_path(node)!r}")
-        existing = self._walk_to(node, create=False) or {}
-        for name in values:
-            current = existing.get(name)
+            check_name(name, where=lambda: f"parameter name under {join_path(node)!r}")
+            current = existing.get(name) if existing is not None else None
+            if current is None or (type(current) is _Leaf and current.kind is LeafKind.PARAM):
+                continue
             if isinstance(current, dict):
                 raise TreeConflict(
                     f"{join_path((*node, name))!r} is a group, it cannot become a parameter"
                 )
-            if isinstance(current, _Leaf) and current.kind is not LeafKind.PARAM:
-                raise TreeConflict(
-                    f"{join_path((*node, name))!r} holds static data, not a parameter"
-                )
-        branch = self._walk_to(node, create=True)
+            raise TreeConflict(f"{join_path((*node, name))!r} holds static data, not a parameter")
+        branch = existing if existing is not None else self._walk_to(node, create=True)
         assert branch is not None
         for name, value in values.items():
             current = branch.get(name)
-            if isinstance(current, _Leaf):
-                current.value = value
-            else:
+            if current is None:
                 branch[name] = _Leaf(LeafKind.PARAM, value)
+            else:
+                current.value = value
 
     def set_data(self, path: Path, value: Any) -> None:
         """Set static data at ``path``, replacing earlier static data there."""
