@@ -272,7 +272,11 @@ class Daemon:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            handle(frames)
+            try:
+                handle(frames)
+            except Exception as exc:  # a bug must cost one message, not the daemon
+                log.exception("internal error while handling a message")
+                self.collector.reject(None, f"internal error: {type(exc).__name__}: {exc}")
 
     def _take_signals(self) -> None:
         while self._signals:
@@ -508,8 +512,9 @@ class Daemon:
             log.warning("saving without confirmation from %s", ", ".join(names))
         try:
             result = self.save(stop.request, names)
-        except OSError as exc:
-            self.last_error = f"save failed: {exc}"
+        except Exception as exc:  # disk full, permissions, or a bug: keep the data
+            log.exception("save failed")
+            self.last_error = f"save failed: {type(exc).__name__}: {exc}"
             log.error("%s; the experiment stays in memory and in its journal", self.last_error)
             for reply_to in stop.replies:
                 self.reply_failure(reply_to, ErrorCode.SAVE_FAILED, self.last_error)

@@ -23,8 +23,9 @@ deliberately does not use lightparam's ``changed`` flags: clearing them with
 ``acknowledge_changes()`` would steal changes from other code that reads them
 (stytra's experiment forwards camera changes to its camera process with
 ``changed_values()`` and ``acknowledge_changes()``), and a value assigned
-through ``param.value`` or ``params.values`` never sets them. Comparing the
-values of a tree of a hundred parameters takes tens of microseconds.
+through ``param.value`` or ``params.values`` never sets them. Comparing a
+tree of a hundred parameters takes about 0.15 ms (holding the GIL that long,
+once per period).
 
 **Threads.** With ``period`` set, a background thread calls
 ``publish_changes()`` every ``period`` seconds, so the process's own loop
@@ -36,13 +37,15 @@ is logged and retried at the next period. Every method may be called from any
 thread: a lock serialises them.
 
 **Parameter documentation.** Each parameter's ``desc``, ``unit``, ``limits``
-and ``loadable`` travel as static data at ``param_info/<node>/<param>`` (the
-``info_path`` argument), once per parameter and experiment: not with every
-change, and never into the last config, so a restore never sees them. Static
-data is cleared at each stop, so the mirror sends it again for the next
-experiment: at once after its own ``stop()``, and, for stops made elsewhere,
-when its thread sees a new run id in the daemon's status (one ``status``
-request per period).
+and ``loadable`` travel once per node (and again for a parameter that appears
+later), not with every change: as parameters of ``param_info/<node>``, a
+top-level key beside stytra's categories (the ``info_path`` argument). Being
+parameters, they carry over to every later experiment, so each saved file
+documents its parameters whoever stops it. They also land in the last config,
+where nothing restores them: ``restore`` asks only for the categories of the
+tracked nodes. (As static data they would have to be sent again after each
+stop, which would make the next experiment begin at that moment: its folder
+named after the previous stop, and saved at shutdown even if nothing ran.)
 
 **Restored types.** The last config is JSON, so a tuple comes back as a list
 and a datetime as text. Before deserializing, a restored value takes the type
@@ -67,7 +70,7 @@ from lightparam import ParameterTree, Parametrized, visit_dict
 
 from . import codec
 from .client import Client
-from .errors import ClientClosedError, DaemonTimeout, InvalidPathError, RequestError
+from .errors import ClientClosedError, InvalidPathError, RequestError
 from .paths import check_name, parse_path
 
 __all__ = ["DEFAULT_INFO_PATH", "SkippedParameterWarning", "TreeMirror"]
@@ -76,9 +79,6 @@ log = logging.getLogger("collectord.mirror")
 
 #: Where the parameters' documentation goes in the saved metadata.
 DEFAULT_INFO_PATH = "param_info"
-
-#: How long the background thread waits for the daemon's status.
-STATUS_TIMEOUT = 2.0
 
 
 class SkippedParameterWarning(UserWarning):
@@ -127,15 +127,10 @@ class TreeMirror:
         self._sent: dict[str, dict[str, Any]] = {}
         #: Nodes whose name cannot be a tree path, reported once.
         self._refused_nodes: set[str] = set()
-        #: The run id the documentation was last sent for (None: unknown).
-        self._run: str | None = None
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         if restore:
             self.restore()
-            # Read before the documentation is sent: if a stop intervenes, the
-            # thread sees a run id other than this one and sends it again.
-            self._run = self._current_run()
         self.publish_all()
         if period is not None:
             self._thread = threading.Thread(
@@ -205,24 +200,22 @@ class TreeMirror:
         return published
 
     def publish_info(self) -> None:
-        """Send the documentation of every parameter (static data, this experiment)."""
+        """Send the documentation of every parameter again (``param_info``)."""
         if self.info_path is None:
             return
         with self._lock:
             for node, parametrized in self._tracked().items():
                 self._send_info(node, parametrized, None)
 
-    def stop(self, reason: str = "") -> str:
-        """Publish the changes, stop the experiment, document the next one.
+    def stop(self, reason: str = "", timeout: float = 30.0) -> str:
+        """Publish the changes, then stop the experiment.
 
-        Returns the path of the saved metadata file (``Client.stop``).
+        Returns the path of the saved metadata file (``Client.stop``, whose
+        ``timeout`` covers the stop barrier and the saving).
         """
         with self._lock:
             self.publish_changes()
-            path = self.client.stop(reason or f"stop() from {self.client.name}", self.timeout)
-            self._run = self._current_run()
-            self.publish_info()
-        return path
+            return self.client.stop(reason or f"stop() from {self.client.name}", timeout)
 
     # -- the background thread -------------------------------------------------------------
 
@@ -231,28 +224,10 @@ class TreeMirror:
         while not self._closed.wait(self.period):
             try:
                 self.publish_changes()
-                if self.info_path is not None:
-                    self._document_new_run()
             except ClientClosedError:
                 return
             except Exception:
                 log.exception("mirror of %r: publishing failed; retrying", self.client.name)
-
-    def _document_new_run(self) -> None:
-        """Send the documentation again if a stop made elsewhere began a new run."""
-        run = self._current_run()
-        if run is None:
-            return
-        with self._lock:
-            if run != self._run:
-                self.publish_info()
-                self._run = run
-
-    def _current_run(self) -> str | None:
-        try:
-            return str(self.client.status(STATUS_TIMEOUT)["run_id"])
-        except DaemonTimeout:
-            return None
 
     def close(self) -> None:
         """Publish what changed and stop the thread; the client stays open."""
@@ -311,7 +286,7 @@ class TreeMirror:
                 warnings.warn(
                     f"parameter {node}/{name} is not mirrored: {exc}",
                     SkippedParameterWarning,
-                    stacklevel=4,
+                    stacklevel=3,
                 )
                 sent[name] = value  # tried again once it changes
                 continue
@@ -324,17 +299,13 @@ class TreeMirror:
         return len(changed)
 
     def _send_info(self, node: str, parametrized: Any, names: Iterable[str] | None) -> None:
-        """Document the parameters ``names`` of ``node`` (None: all of them).
-
-        One message per parameter, at ``param_info/<node>/<param>``: one per
-        node would collide in the tree when one node's path is inside another's
-        (``general`` and ``general/animal``), possibly across processes.
-        """
+        """Document the parameters ``names`` of ``node`` (None: all of them)."""
         assert self.info_path is not None
         params = parametrized.params.items()
-        for name in params if names is None else names:
-            if name in params:
-                self.client.add_data(f"{self.info_path}/{node}/{name}", _describe(params[name]))
+        chosen = params if names is None else [name for name in names if name in params]
+        info = {name: _describe(params[name]) for name in chosen}
+        if info:
+            self.client.set_params(f"{self.info_path}/{node}", info)
 
 
 def _as_tree(tree: Trackable) -> ParameterTree:
@@ -353,9 +324,11 @@ def _as_tree(tree: Trackable) -> ParameterTree:
 def _describe(param: Any) -> dict[str, Any]:
     """The documentation of one lightparam ``Param`` worth keeping in the metadata."""
     limits = param.limits
+    if isinstance(limits, np.ndarray | np.generic):
+        limits = limits.tolist()
     try:
         codec.check_value(limits)
-    except TypeError:
+    except TypeError:  # UnsupportedValueError: an enum class, a callable...
         limits = repr(limits)
     return {
         "desc": str(param.desc or ""),

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import store
+from . import jsonio, store
 from .collector import Collector
 from .experiment import StopRequest
 from .journal import Journal
@@ -50,6 +50,9 @@ def save_experiment(
     )
     config = collector.merged_config()
     store.write_last_config(last_config_file, config)
+    # Keep in memory what the file holds (arrays as lists, ...): restore() gives
+    # the same answer before and after a restart.
+    config = jsonio.loads(jsonio.dumps(config))
     journal.discard()
     try:
         path = store.publish(output, staging, named_after) / metadata_file.name

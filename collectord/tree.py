@@ -184,7 +184,7 @@ def merge_config(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     """
     merged: dict[str, Any] = copy.deepcopy(dict(old))
     for path, value in leaves(new):
-        if value == {} and isinstance(subtree(merged, path), dict):
+        if isinstance(value, dict) and not value and isinstance(subtree(merged, path), dict):
             continue  # a group with no parameters this session keeps the old ones
         branch = merged
         for name in path[:-1]:

@@ -180,3 +180,17 @@ def test_a_client_shared_between_threads(daemon: DaemonProcess) -> None:
         saved = load_json(client.stop())
     assert saved["workers"] == {f"w{n}": {"last": 499} for n in range(4)}
     assert saved["collectord"]["sources"][0]["messages"]["messages"] == 2000
+
+
+def test_array_parameters_are_saved_and_restored_as_lists(make_daemon, tmp_path) -> None:
+    first = make_daemon()
+    with client_for(first, "camera") as client:
+        client.set_params("camera/settings", roi=np.array([0, 0, 640, 480]), gain=1.5)
+        saved = load_json(client.stop())
+        assert saved["camera"]["settings"]["roi"] == [0, 0, 640, 480]
+        same_daemon = client.restore("camera/settings")
+    assert first.terminate() == 0
+    second = make_daemon(tmp_path / "out")
+    with client_for(second, "camera") as client:
+        after_restart = client.restore("camera/settings")
+    assert same_daemon == after_restart == {"roi": [0, 0, 640, 480], "gain": 1.5}

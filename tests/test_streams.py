@@ -139,7 +139,7 @@ def test_a_slow_stream_is_not_held_back(daemon: DaemonProcess) -> None:
         stream.append([0.0, 1.0])
         # No flush, no sync: the client's I/O thread sends the partial block.
         wait_for(
-            lambda: daemon.status()["sources"][0]["messages"]["messages"] == 2,
+            lambda: [s["messages"]["messages"] for s in daemon.status()["sources"]] == [2],
             what="the lone row's block",
         )
 

@@ -95,7 +95,7 @@ def instance_config(
     return chosen
 
 
-class DataCollector(ParameterTree):  # type: ignore[misc]
+class DataCollector(ParameterTree):
     """stytra's ``DataCollector`` interface, saving through the collectord daemon.
 
     stytra's arguments: ``data_tuples_list`` (``(entry, name)`` pairs added as
