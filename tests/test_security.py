@@ -90,7 +90,7 @@ def write_config(path: Path, **security: Path) -> Path:
 
 
 def test_curve_lets_allowed_clients_in_and_keeps_others_out(
-    make_daemon, keys, tmp_path: Path
+    make_daemon, keys, tmp_path: Path, figures
 ) -> None:
     server_config = write_config(
         tmp_path / "server.toml",
@@ -131,6 +131,7 @@ def test_curve_lets_allowed_clients_in_and_keeps_others_out(
         saved = load_json(client.stop())
     assert saved["camera"]["settings"] == {"exposure": 4.0}
     assert [s["name"] for s in saved["collectord"]["sources"]] == ["camera"]
+    figures(intruders_tried=2, intruders_let_in=0, faults="a wrong key, and no key at all")
 
     cli = subprocess.run(
         [
