@@ -17,6 +17,7 @@ Other formats (CSV, HDF5, Parquet/Feather) are converted from it at the end.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,12 @@ class StreamSpec:
             raise StreamError("units must be a list of strings, one per column")
         return cls(path, list(columns), dtype.str, units, session, source)
 
-    @property
+    @functools.cached_property
     def row_dtype(self) -> np.dtype[Any]:
-        """The structured dtype of one row: the file's dtype."""
+        """The structured dtype of one row: the file's dtype (columns never change)."""
         return np.dtype([(name, self.dtype) for name in self.columns])
 
-    @property
+    @functools.cached_property
     def row_bytes(self) -> int:
         return self.row_dtype.itemsize
 
@@ -102,7 +103,7 @@ class StreamSpec:
         return described
 
     def snapshot(self) -> dict[str, Any]:
-        fields = dataclasses.asdict(self)
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         fields["path"] = list(self.path)
         fields["rows"] = 0
         return fields
