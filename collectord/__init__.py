@@ -2,41 +2,16 @@
 
 Acquisition processes publish parameters and data with ``Client``; the daemon
 (``collectord run``) keeps them in one tree and saves it, atomically, when an
-experiment stops. See README.md for the whole picture.
+experiment stops. See README.md for the whole picture. Every exception is
+drawn, as a tree, in ``collectord.errors``.
 """
 
 __version__ = "0.1.0"
 
+from . import errors
 from .client import Client, State
-from .errors import (
-    ClientClosedError,
-    CollectordError,
-    ConfigError,
-    DaemonTimeout,
-    InvalidPathError,
-    MessageTooLargeError,
-    OutputBusyError,
-    RequestError,
-    TransportError,
-    UnsupportedValueError,
-)
+from .errors import *  # noqa: F403 - the exception tree, exactly errors.__all__
 from .jsonio import load_json
 from .stream import Stream
 
-__all__ = [
-    "Client",
-    "ClientClosedError",
-    "CollectordError",
-    "ConfigError",
-    "DaemonTimeout",
-    "InvalidPathError",
-    "MessageTooLargeError",
-    "OutputBusyError",
-    "RequestError",
-    "State",
-    "Stream",
-    "TransportError",
-    "UnsupportedValueError",
-    "__version__",
-    "load_json",
-]
+__all__ = ["Client", "State", "Stream", "__version__", "load_json", *errors.__all__]
