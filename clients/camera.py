@@ -41,9 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         frames = 0
         timestamps = []
+        frame_times = client.stream("camera/frame_times", ["frame", "t"], "f8", units=["", "s"])
         while time.monotonic() - start < args.duration:
             frames += 1
             timestamps.append(time.monotonic() - start)
+            frame_times.append([frames, timestamps[-1]])
             if frames % 100 == 0:
                 # Auto-exposure nudges the exposure around its set point.
                 exposure = round(DEFAULTS["exposure"] + rng.normal(0, 0.2), 3)

@@ -2,7 +2,9 @@
 
 It publishes the tail-tracking parameters (restored from the last config),
 re-publishes the threshold when the "user" tunes it, and at the end the
-number of bouts it found and the last tail angles it computed.
+number of bouts it found and the last tail angles it computed. Every frame's
+tail angles go into a stream (``tracking/tail_log``), saved as a file beside
+the metadata.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         params = {**DEFAULTS, **client.restore("tracking/tail")}
         client.set_params("tracking/tail", params)
         client.set_params("tracking/bouts", vigor_threshold=0.3, min_duration_ms=20)
+        columns = ["t"] + [f"theta_{i:02d}" for i in range(params["n_segments"])]
+        tail_log = client.stream(
+            "tracking/tail_log", columns, "f8", units=["s"] + ["rad"] * params["n_segments"]
+        )
         rng = np.random.default_rng()
         angles = np.zeros(params["n_segments"])
         bouts = 0
@@ -42,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         while time.monotonic() - start < args.duration:
             step += 1
             angles = 0.9 * angles + rng.normal(0, 0.05, params["n_segments"])
+            tail_log.append([time.monotonic() - start, *angles])
             if abs(angles[-1]) > 0.3:
                 bouts += 1
             if step == 150:

@@ -75,7 +75,9 @@ def _summary(tree: dict[str, Any], indent: str = "  ", depth: int = 0) -> list[s
     for key, value in sorted(tree.items()):
         if key == "collectord":
             continue
-        if isinstance(value, dict) and depth < 2:
+        if isinstance(value, dict) and {"file", "rows", "columns"} <= value.keys():
+            lines.append(f"{indent}{key} = stream of {value['rows']} rows -> {value['file']}")
+        elif isinstance(value, dict) and depth < 2:
             lines.append(f"{indent}{key}/")
             lines.extend(_summary(value, indent + "  ", depth + 1))
         else:
@@ -141,12 +143,30 @@ def run_demo(output: str | os.PathLike[str], duration: float) -> int:
     print(f"took         {time.monotonic() - started:.1f} s")
     print("tree:")
     print("\n".join(_summary(metadata)))
+    streams = [(path, value) for path, value in _descriptors(metadata)]
+    for path, descriptor in streams:
+        print(
+            f"stream       {path}: {descriptor['rows']} rows x {len(descriptor['columns'])} "
+            f"columns in {saved[-1].parent / descriptor['file']}"
+        )
     sources = metadata["collectord"]["sources"]
     print(
         "sources: "
         + ", ".join(f"{s['name']} ({s['messages']['messages']} messages)" for s in sources)
     )
     return 1 if failed else 0
+
+
+def _descriptors(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Stream descriptors in a saved tree (the maps with "file", "rows", "columns")."""
+    found = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            if {"file", "rows", "columns"} <= value.keys():
+                found.append((prefix + key, value))
+            elif key != "collectord":
+                found.extend(_descriptors(value, f"{prefix}{key}/"))
+    return found
 
 
 def _progress(control: str, elapsed: float) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import rig_processes
 from conftest import DaemonProcess
@@ -140,6 +141,10 @@ def test_demo_runs_end_to_end(tmp_path: pathlib.Path) -> None:
     assert saved["tracking"]["tail"]["threshold"] == 0.1
     assert saved["general"]["animal"]["species"] == "Danio rerio"
     assert len(saved["stimulus"]["log"]) >= 1
+    tail_log = saved["tracking"]["tail_log"]
+    table = np.load(paths[0].parent / tail_log["file"])
+    assert len(table) == tail_log["rows"] > 0 and table.dtype.names[0] == "t"
+    assert "stream" in result.stdout
     assert {s["name"] for s in saved["collectord"]["sources"]} >= {
         "camera",
         "tracking",

@@ -264,7 +264,11 @@ def test_a_stream_survives_kill9_and_restart_row_for_row(make_daemon, figures) -
     client.close()
     descriptor = load_json(path)["tracking"]["tail"]
     table = np.load(path.parent / descriptor["file"])
-    figures(sent=appended, saved=len(table), lost=appended - len(table),
-            faults="kill -9 mid-stream, restart; rows compared one by one")
+    figures(
+        sent=appended,
+        saved=len(table),
+        lost=appended - len(table),
+        faults="kill -9 mid-stream, restart; rows compared one by one",
+    )
     np.testing.assert_array_equal(table["row"], np.arange(appended))
     assert descriptor["rows"] == appended == 20_000
