@@ -265,7 +265,7 @@ class Client:
             seq = shared.seq
             header = self._prefix[kind] + _SEQ.pack(0xCF, seq)  # msgpack uint 64
             frames = [header, body] if raw is None else [header, body, raw]
-            shared.outbox.append((seq, kind.value, frames))
+            shared.outbox.append((seq, kind.value, frames, size + len(header)))
             self._wake_link()
         return seq
 

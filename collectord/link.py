@@ -49,10 +49,6 @@ BATCH_BYTES = 256 * 1024
 IDEMPOTENT = {Command.SYNC, Command.RESTORE, Command.STATUS}
 
 
-def _size(frames: list[Any]) -> int:
-    return sum(memoryview(frame).nbytes for frame in frames)
-
-
 @dataclasses.dataclass
 class Request:
     command: Command
@@ -66,8 +62,8 @@ class Shared:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.seq = 0  # last sequence number handed out
-        #: (seq, kind, frames) of each message, in order.
-        self.outbox: collections.deque[tuple[int, str, list[Any]]] = collections.deque()
+        #: (seq, kind, frames, size in bytes) of each message, in order.
+        self.outbox: collections.deque[tuple[int, str, list[Any], int]] = collections.deque()
         self.requests: collections.deque[Request] = collections.deque()
         self.streams: list[Stream] = []  # their partial blocks are flushed on time
         self.sleeping = False  # the link is (about to be) blocked in poll
@@ -109,7 +105,7 @@ class Link(threading.Thread):
         }
         self.ready = threading.Event()
         self.failure: Exception | None = None
-        self.unacked: collections.deque[tuple[int, str, list[Any]]] = collections.deque()
+        self.unacked: collections.deque[tuple[int, str, list[Any], int]] = collections.deque()
         self.sent = 0  # highest seq handed to the data socket
         self.acked = 0  # highest seq the daemon confirmed
         self.overflowed = 0  # messages dropped because the buffer was full
@@ -125,6 +121,7 @@ class Link(threading.Thread):
         self._ack_at = 0.0
         self._stalled_since: float | None = None
         self._next_stream_flush: float | None = None
+        self._busy = False  # had messages to move in the last round
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -196,6 +193,11 @@ class Link(threading.Thread):
 
     def _timeout(self) -> int:
         shared = self.shared
+        if self._busy:
+            # Just had work: stay awake a moment without asking for wake-ups, so
+            # a publishing burst costs the caller no socket send per message.
+            self._busy = False
+            return 0 if shared.outbox or shared.requests else 1
         shared.sleeping = True
         if shared.outbox or shared.requests:
             shared.sleeping = False
@@ -254,6 +256,8 @@ class Link(threading.Thread):
     def _pump(self) -> None:
         """Move new messages to the unconfirmed buffer; send what the daemon lacks."""
         shared = self.shared
+        if shared.outbox:
+            self._busy = True
         while shared.outbox:
             self.unacked.append(shared.outbox.popleft())
         while len(self.unacked) > self.buffer_limit:
@@ -291,15 +295,14 @@ class Link(threading.Thread):
         one header, a body frame each. That halves the work per message here and
         in the daemon. Blocks (raw rows) always go alone.
         """
-        seq, kind, frames = self.unacked[index]
-        size = _size(frames)
+        seq, kind, frames, size = self.unacked[index]
         if size > self.max_message_bytes:
             # Queued before the daemon told us its limit. Sent whole, it would
             # make ZeroMQ drop the connection, again at every resend; sent as
             # its header alone, the daemon rejects it and counts it.
             log.error("message %d is larger than the daemon accepts; dropped", seq)
             frames = frames[:1]
-            self.unacked[index] = (seq, kind, frames)
+            self.unacked[index] = (seq, kind, frames, len(frames[0]))
             return 1, frames
         if len(frames) != 2:
             return 1, frames
@@ -312,8 +315,7 @@ class Link(threading.Thread):
             and size < BATCH_BYTES
             and len(self.unacked[end][2]) == 2
         ):
-            _, next_kind, next_frames = self.unacked[end]
-            next_size = _size(next_frames)
+            _, next_kind, next_frames, next_size = self.unacked[end]
             if size + next_size > self.max_message_bytes:
                 break
             kinds.append(next_kind)
