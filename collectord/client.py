@@ -61,6 +61,7 @@ from .paths import check_name, parse_path
 from .protocol import PROTOCOL_VERSION, Command, Kind
 from .security import ClientSecurity
 from .stream import Stream
+from .streamfiles import STREAM_DTYPES
 
 __all__ = ["Client", "State"]
 
@@ -224,8 +225,12 @@ class Client:
         if not columns or len(set(columns)) != len(columns):
             raise InvalidPathError(f"stream {path!r} needs distinct column names")
         resolved = np.dtype(dtype)
-        if resolved.kind not in "biuf" or resolved.subdtype is not None or resolved.names:
-            raise UnsupportedValueError(f"stream dtype {resolved} is not a plain numeric dtype")
+        if resolved.kind in "iuf":
+            resolved = resolved.newbyteorder("<")  # the wire is little-endian
+        if resolved.str not in STREAM_DTYPES:
+            raise UnsupportedValueError(
+                f"stream dtype {np.dtype(dtype)} is not a plain numeric dtype of 1 to 8 bytes"
+            )
         declaration: dict[str, Any] = {"path": path, "columns": columns, "dtype": resolved.str}
         if units is not None:
             if len(units) != len(columns):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from . import __version__, codec, experiment
@@ -197,11 +198,22 @@ class Collector:
     # -- experiments -------------------------------------------------------------------
 
     def finish_streams(self, fmt: str) -> None:
-        """Finish the stream files and put their descriptors into the tree."""
+        """Finish the stream files and put their descriptors into the tree.
+
+        ``self.files`` keeps the finished files (for ``remove_converted``) until
+        the next experiment attaches new ones, or ``reopen_streams`` undoes this.
+        """
         names = self.files.finish(fmt) if self.files is not None else {}
         for path, spec in self.streams.items():
             self.tree.set_data(path, spec.descriptor(names.get(path, spec.file_name()), fmt))
-        self.files = None
+
+    def reopen_streams(self, staging: Path) -> None:
+        """After a failed save: the stream files of this experiment take blocks again."""
+        files = StreamFiles(staging, replaying=True)
+        for spec in self.streams.values():
+            files.open(spec)
+        files.end_replay()
+        self.files = files
 
     def attach_files(self, files: StreamFiles) -> None:
         """Write blocks into ``files`` from now on; open a file for every stream."""

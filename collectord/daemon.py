@@ -38,6 +38,7 @@ from . import __version__, codec, experiment, journal, store
 from .collector import Collector, decode_header, message_count
 from .errors import TransportError
 from .experiment import StopRequest
+from .formats import check_available
 from .journal import Journal, RecordType
 from .protocol import (
     PROTOCOL_VERSION,
@@ -91,8 +92,9 @@ class Daemon:
 
     def __init__(self, config: Any, *, resume: bool = True) -> None:
         self.config = config
-        # Refuse an unsafe configuration before touching the output folder.
+        # Refuse an unsafe or impossible configuration before touching the output folder.
         self._security = ServerSecurity.from_config(config)
+        check_available(config.stream_format)
         self.output: Path = config.output_dir
         self.lock = store.OutputLock(self.output)
         self.lock.acquire()
@@ -518,6 +520,11 @@ class Daemon:
             log.error("%s; the experiment stays in memory and in its journal", self.last_error)
             for reply_to in stop.replies:
                 self.reply_failure(reply_to, ErrorCode.SAVE_FAILED, self.last_error)
+            if stop.exit_after:
+                # Asked to exit (a signal): the journal holds everything, and the
+                # next start resumes the experiment or `collectord recover` saves it.
+                log.error("exiting without saving; the journal keeps the experiment")
+                self._running = False
             return
         for reply_to in stop.replies:
             self.reply(reply_to, result)

@@ -5,8 +5,8 @@ enough digits to give back every float exactly. ``hdf5`` (``pip install
 collectord[hdf5]``, h5py) and ``parquet``/``feather`` (``pip install
 collectord[arrow]``, pyarrow) are converted with their own libraries. Every
 conversion reads the ``.npy`` file in chunks through a memory map, so memory
-stays flat for any stream length, and deletes it once the new file is
-complete.
+stays flat for any stream length; the ``.npy`` file is deleted once the new
+file is complete and the experiment's journal is gone.
 """
 
 from __future__ import annotations
@@ -102,11 +102,32 @@ FORMATS: dict[str, tuple[str, Converter | None]] = {
 
 
 def convert(npy_file: Path, fmt: str, units: list[str] | None) -> Path:
-    """Turn a finished ``.npy`` stream file into ``fmt``; return the file to keep."""
+    """Write a finished ``.npy`` stream file as ``fmt``; return the file to keep.
+
+    The ``.npy`` file stays: until the experiment's journal is deleted it is the
+    data the journal vouches for (``saving.py`` removes it after that).
+    """
     suffix, converter = FORMATS[fmt]
     if converter is None:
         return npy_file
     target = npy_file.with_suffix(suffix)
     converter(npy_file, target, units)
-    npy_file.unlink()
     return target
+
+
+def check_available(fmt: str) -> None:
+    """Raise ConfigError now if ``fmt`` needs a library that is not installed."""
+    needs = {
+        "hdf5": ("h5py", "hdf5"),
+        "parquet": ("pyarrow", "arrow"),
+        "feather": ("pyarrow", "arrow"),
+    }.get(fmt)
+    if needs is None:
+        return
+    module, extra = needs
+    try:
+        __import__(module)
+    except ImportError:
+        raise ConfigError(
+            f"stream_format {fmt!r} needs {module}: pip install 'collectord[{extra}]'"
+        ) from None

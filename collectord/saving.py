@@ -1,9 +1,11 @@
 """Saving an experiment, in an order that survives a crash at any point.
 
-1. stream files are finished (and converted) and the metadata file is written,
-   all in the experiment's staging folder;
+1. stream files are finished (and converted, keeping the ``.npy``) and the
+   metadata file is written, all in the experiment's staging folder (if any of
+   this fails, the stream files are reopened and the experiment goes on);
 2. the last config is replaced by its merge with this experiment's parameters;
-3. the journal is deleted: from here on the staging folder is complete;
+3. the journal is deleted: from here on the staging folder is complete, and
+   the ``.npy`` files of converted streams are removed;
 4. the staging folder is renamed into the output folder's layout.
 
 A crash before 3 leaves a journal: the experiment is resumed or recovered
@@ -44,16 +46,22 @@ def save_experiment(
     named_after = collector.experiment.named_after
     staging = journal.path.parent
     journal.flush()
-    collector.finish_streams(stream_format)
-    metadata_file = store.write_metadata(
-        staging, named_after, collector.metadata(stop, unconfirmed)
-    )
-    config = collector.merged_config()
-    store.write_last_config(last_config_file, config)
+    try:
+        collector.finish_streams(stream_format)
+        metadata_file = store.write_metadata(
+            staging, named_after, collector.metadata(stop, unconfirmed)
+        )
+        config = collector.merged_config()
+        store.write_last_config(last_config_file, config)
+    except BaseException:
+        collector.reopen_streams(staging)  # the experiment goes on, nothing lost
+        raise
     # Keep in memory what the file holds (arrays as lists, ...): restore() gives
     # the same answer before and after a restart.
     config = jsonio.loads(jsonio.dumps(config))
     journal.discard()
+    if collector.files is not None:
+        collector.files.remove_converted()  # the journal no longer needs the .npy
     try:
         path = store.publish(output, staging, named_after) / metadata_file.name
     except OSError as exc:

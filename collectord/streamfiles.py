@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,16 @@ from typing import Any
 import numpy as np
 
 from .paths import Path as TreePath
+
+log = logging.getLogger("collectord")
+
+#: The dtypes a stream may have: those every file format holds as they are.
+STREAM_DTYPES = frozenset(
+    np.dtype(name).str
+    for name in ("?", "<i1", "<i2", "<i4", "<i8", "<u1", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8")
+)
+#: Endings of stream files in every format: no folder of a stream path may end so.
+FILE_SUFFIXES = (".npy", ".csv", ".h5", ".parquet", ".feather")
 
 #: Largest number of columns a stream may have.
 MAX_COLUMNS = 4096
@@ -61,8 +72,17 @@ class StreamSpec:
             dtype = np.dtype(body.get("dtype"))
         except TypeError as exc:
             raise StreamError(f"dtype {body.get('dtype')!r} is not a numpy dtype") from exc
-        if dtype.kind not in "biuf" or dtype.subdtype is not None or dtype.names:
-            raise StreamError(f"dtype {dtype} is not a plain numeric dtype")
+        if dtype.str not in STREAM_DTYPES:
+            raise StreamError(
+                f"dtype {dtype.str} is not a stream dtype (little-endian bool, int, uint or "
+                "float of 1 to 8 bytes)"
+            )
+        for name in path[:-1]:
+            if name.endswith(FILE_SUFFIXES):
+                raise StreamError(
+                    f"stream path {'/'.join(path)!r}: the folder name {name!r} ends like a "
+                    "stream file"
+                )
         units = body.get("units")
         if units is not None and (
             not isinstance(units, list)
@@ -85,8 +105,12 @@ class StreamSpec:
         return (self.columns, self.dtype, self.units) == (other.columns, other.dtype, other.units)
 
     def file_name(self) -> str:
-        """Where the file goes, relative to the experiment folder: the path as folders."""
-        return "/".join(self.path) + ".npy"
+        """Where the file goes, relative to the experiment folder.
+
+        Under ``streams/``, so that no stream can meet the journal or the metadata
+        file; the path as folders, which ``parse`` keeps from meeting each other.
+        """
+        return "streams/" + "/".join(self.path) + ".npy"
 
     def descriptor(self, file_name: str, fmt: str) -> dict[str, Any]:
         """What the tree holds at the stream's path in the saved metadata."""
@@ -144,8 +168,18 @@ class StreamFile:
 
     @classmethod
     def resume(cls, path: Path, spec: StreamSpec) -> StreamFile:
-        """Reopen after a crash: keep exactly the rows the journal accounts for."""
+        """Reopen after a crash: keep exactly the rows the journal accounts for.
+
+        Never pads: a file shorter than the journal says (it should not be: the
+        file is fsynced before the journal) keeps the rows it has, said loudly.
+        """
         stream = cls(path, spec, fresh=not path.exists())
+        present = max(0, (os.fstat(stream._fd).st_size - stream.header_bytes) // spec.row_bytes)
+        if present < spec.rows:
+            log.error(
+                "%s holds %d rows, the journal %d: keeping %d", path, present, spec.rows, present
+            )
+            spec.rows = present
         os.ftruncate(stream._fd, stream.header_bytes + spec.rows * spec.row_bytes)
         return stream
 
@@ -190,6 +224,7 @@ class StreamFiles:
         self.staging = staging
         self.replaying = replaying
         self.files: dict[TreePath, StreamFile] = {}
+        self.converted: list[Path] = []
 
     def open(self, spec: StreamSpec) -> None:
         if spec.path in self.files:
@@ -218,15 +253,27 @@ class StreamFiles:
             stream.sync()
 
     def finish(self, fmt: str) -> dict[TreePath, str]:
-        """Finish every file and convert it to ``fmt``; return names relative to staging."""
+        """Finish every file and convert it to ``fmt``; return names relative to staging.
+
+        The ``.npy`` files of converted streams stay until ``remove_converted``.
+        """
         from .formats import convert
 
+        finished = {path: stream.finish() for path, stream in self.files.items()}
         names = {}
-        for path, stream in self.files.items():
-            finished = convert(stream.finish(), fmt, stream.spec.units)
-            names[path] = finished.relative_to(self.staging).as_posix()
+        for path, npy in finished.items():
+            kept = convert(npy, fmt, self.files[path].spec.units)
+            if kept != npy:
+                self.converted.append(npy)
+            names[path] = kept.relative_to(self.staging).as_posix()
         self.files = {}
         return names
+
+    def remove_converted(self) -> None:
+        """Delete the ``.npy`` files of converted streams: the journal is gone."""
+        for npy in self.converted:
+            npy.unlink(missing_ok=True)
+        self.converted = []
 
     def close(self) -> None:
         for stream in self.files.values():

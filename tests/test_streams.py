@@ -97,7 +97,7 @@ def test_every_row_round_trips_exactly(make_daemon, tmp_path: Path, fmt: str, dt
     assert descriptor["units"] == ["rad", "a.u.", ""]
     assert (
         descriptor["file"]
-        == "tracking/tail"
+        == "streams/tracking/tail"
         + {
             "npy": ".npy",
             "csv": ".csv",
@@ -272,3 +272,32 @@ def test_a_stream_survives_kill9_and_restart_row_for_row(make_daemon, figures) -
     )
     np.testing.assert_array_equal(table["row"], np.arange(appended))
     assert descriptor["rows"] == appended == 20_000
+
+
+def test_stream_names_cannot_meet_the_journal_or_each_other(make_daemon) -> None:
+    first = make_daemon()
+    with Client("camera", first.data, first.control) as client:
+        client.stream("journal/x", ["v"]).extend([[1.0], [2.0]])
+        client.stream("cam/t", ["v"]).extend([[3.0]])
+        client.stream("cam/t.npy/u", ["v"])  # a folder named like cam/t's file: refused
+        client.sync()
+        assert first.status()["sources"][0]["messages"]["rejected"] == 1
+        first.kill9()
+        second = make_daemon(data=first.data, control=first.control)  # resumes
+        path = Path(client.stop())
+    saved = load_json(path)
+    assert np.load(path.parent / saved["journal"]["x"]["file"])["v"].tolist() == [1.0, 2.0]
+    assert np.load(path.parent / saved["cam"]["t"]["file"])["v"].tolist() == [3.0]
+    assert second.status()["pid"] == second.process.pid
+
+
+def test_stream_dtypes(daemon: DaemonProcess) -> None:
+    with Client("camera", daemon.data, daemon.control) as client:
+        big = client.stream("cam/big_endian", ["v"], ">f8")
+        big.extend(np.array([[1.5], [2.5]], dtype=">f8"))
+        with pytest.raises(TypeError, match="numeric dtype"):
+            client.stream("cam/long_double", ["v"], np.longdouble)
+        path = Path(client.stop())
+    descriptor = load_json(path)["cam"]["big_endian"]
+    assert descriptor["dtype"] == "<f8"
+    assert np.load(path.parent / descriptor["file"])["v"].tolist() == [1.5, 2.5]
