@@ -31,6 +31,7 @@ and ends in ``CLOSED``. Calls on a closing or closed client raise
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import platform
 import secrets
@@ -64,6 +65,8 @@ from .stream import Stream
 from .streamfiles import STREAM_DTYPES
 
 __all__ = ["Client", "State"]
+
+log = logging.getLogger("collectord.client")
 
 #: Messages a client keeps until the daemon confirms them; beyond, the oldest go.
 DEFAULT_BUFFER = 1_000_000
@@ -302,8 +305,12 @@ class Client:
 
         Rows appended to streams are sent first.
         """
+        if self._state is State.CLOSED:
+            raise ClientClosedError(f"client {self.name!r} is closed")
         self._flush_streams()
         seq = self._shared.seq
+        if self._link.acked >= seq:
+            return  # the daemon already confirmed every message (journaled)
         self._request(Command.SYNC, {"session": self.session, "seq": seq}, timeout)
 
     def stop(self, reason: str = "", timeout: float = 30.0) -> str:
@@ -353,7 +360,12 @@ class Client:
             self._state = State.CLOSING
         try:
             self.sync(timeout)
-            self._request(Command.BYE, {"session": self.session}, timeout)
+            try:
+                # Best effort: without it the daemon only waits for this client at
+                # its next stop for barrier_timeout; everything sent is delivered.
+                self._request(Command.BYE, {"session": self.session}, min(timeout, 2.0))
+            except DaemonTimeout:
+                log.info("no answer to bye; closing anyway (all messages were confirmed)")
         finally:
             with self._shared.lock:
                 self._shared.closing = True

@@ -27,6 +27,7 @@ from .protocol import (
     BODIES,
     FRAMES,
     HEADER,
+    MAX_COUNTER,
     PROTOCOL_VERSION,
     Kind,
     ProtocolViolation,
@@ -57,6 +58,8 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
             raise ProtocolViolation(
                 "a batch needs 'kinds': one of params, data, stream per body frame"
             )
+    if header["seq"] == 0 or header["seq"] + message_count(header) - 1 > MAX_COUNTER:
+        raise ProtocolViolation("sequence numbers run from 1 to 2**64 - 1")
     return dict(header)
 
 

@@ -110,6 +110,7 @@ class Daemon:
         self.stop: PendingStop | None = None
         self._barrier_counter = 0
         self._signals: list[int] = []
+        self._signals_taken = 0
         self._running = False
         self._flushed_at = time.monotonic()
         self._context: zmq.Context[Any] | None = None
@@ -176,6 +177,17 @@ class Daemon:
             self.durable[session] = source.received
         for session in list(self.pending_syncs):
             self._release_syncs(session)
+
+    def _try_durable(self) -> None:
+        """``_make_durable``, surviving a full or failing disk: nothing is confirmed
+        until a later flush succeeds, so clients keep (and resend) what they sent."""
+        try:
+            self._make_durable()
+        except OSError as exc:
+            if self.last_error is None or "journal" not in self.last_error:
+                log.error("cannot write the journal: %s; retrying", exc)
+            self.last_error = f"journal write failed: {exc}"
+            self._flushed_at = time.monotonic()
 
     def _flush_due(self) -> bool:
         assert self.journal is not None
@@ -253,7 +265,7 @@ class Daemon:
                 if self._control in ready:
                     self._drain(self._control, self.on_control)
                 if self._flush_due():
-                    self._make_durable()
+                    self._try_durable()
                 self._take_signals()
                 self._advance_stop()
         finally:
@@ -283,7 +295,12 @@ class Daemon:
     def _take_signals(self) -> None:
         while self._signals:
             name = signal.Signals(self._signals.pop(0)).name
-            if self.stop is None:
+            self._signals_taken += 1
+            if self._signals_taken == 1:
+                if self.stop is not None:
+                    log.info("%s: exiting once the pending stop is saved", name)
+                    self.stop.exit_after = True
+                    continue
                 if self.collector.experiment.first_message is None:
                     # Nothing to save. The journal stays: it carries the parameters
                     # and streams over to the daemon that starts next.
@@ -292,7 +309,7 @@ class Daemon:
                     continue
                 log.info("%s: saving the experiment, then exiting", name)
                 self.request_stop(StopRequest(by="signal", reason=name), exit_after=True)
-            else:
+            elif self.stop is not None:
                 log.warning("%s again: saving now without waiting for the barrier", name)
                 self.stop.exit_after = True
                 self.stop.deadline = 0.0
@@ -417,13 +434,16 @@ class Daemon:
         self._record(
             RecordType.HELLO,
             session=session,
-            **{k: fields[k] for k in ("name", "host", "pid", "program", "versions")},
+            name=source.name,
+            host=source.host,
+            pid=source.pid,
+            program=source.program,
+            versions=source.versions,  # already text: the journal packs plain msgpack
         )
         if fields.get("confirmed", 0) > source.received:
             # A previous daemon confirmed more than this one holds (it had no
             # journal, or lost it): the difference is lost, and said so.
             self._skip(source, fields["confirmed"])
-        self.durable.setdefault(session, source.received)
         return source
 
     def dropped(self, session: str, upto: int) -> None:

@@ -105,12 +105,16 @@ class Journal:
     def flush(self) -> None:
         """Write what is buffered and fsync it."""
         if self._buffer:
-            with memoryview(self._buffer) as view:
-                offset = 0
-                while offset < len(view):
-                    with view[offset:] as rest:
-                        offset += os.write(self._fd, rest)
-            self._buffer.clear()
+            offset = 0
+            try:
+                with memoryview(self._buffer) as view:
+                    while offset < len(view):
+                        with view[offset:] as rest:
+                            offset += os.write(self._fd, rest)
+            finally:
+                # What reached the file must not be written again (a disk that
+                # filled up half-way through would otherwise get it twice).
+                del self._buffer[:offset]
         os.fsync(self._fd)
 
     def close(self) -> None:

@@ -126,9 +126,9 @@ class Link(threading.Thread):
     # -- lifecycle ---------------------------------------------------------------
 
     def run(self) -> None:
+        pub = self.context.socket(zmq.XPUB)
+        dealer = self.context.socket(zmq.DEALER)
         try:
-            pub = self.context.socket(zmq.XPUB)
-            dealer = self.context.socket(zmq.DEALER)
             pub.setsockopt(zmq.XPUB_NODROP, 1)
             # A connecting socket keeps its pipe across reconnections, so without
             # VERBOSE a restarted daemon's subscription would be filtered out as
@@ -148,6 +148,8 @@ class Link(threading.Thread):
             self.failure = TransportError(
                 f"cannot connect to {self.data_endpoint} / {self.control_endpoint}: {exc}"
             )
+            for sock in (pub, dealer, self.wake):
+                sock.close(linger=0)  # or the client's context.term() would wait forever
             self.ready.set()
             self.finished.set()
             return

@@ -274,3 +274,12 @@ def test_fuzzed_frames_on_both_sockets_never_stop_the_daemon(
     finally:
         sock.close()
     assert daemon.process.poll() is None
+
+
+def test_sequence_numbers_beyond_the_range_are_refused(daemon: DaemonProcess, publisher) -> None:
+    body = msgpack.packb({"path": "raw/p", "values": {"a": 1}})
+    top = 2**64 - 1
+    publisher.send_multipart([header(top, kind="batch", kinds=["params", "params"]), body, body])
+    publisher.send_multipart([header(0), body])
+    wait_for(lambda: daemon.status()["rejected"] == 2, what="two rejections")
+    assert daemon.status()["pid"] == daemon.process.pid

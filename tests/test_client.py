@@ -8,7 +8,14 @@ import time
 import pytest
 from conftest import wait_for
 
-from collectord import Client, ClientClosedError, DaemonTimeout, State, load_json
+from collectord import (
+    Client,
+    ClientClosedError,
+    DaemonTimeout,
+    State,
+    TransportError,
+    load_json,
+)
 
 
 def test_publishing_before_the_daemon_starts_loses_nothing(make_daemon, ipc, figures) -> None:
@@ -147,3 +154,8 @@ def test_an_overflowing_buffer_is_counted_and_reported(make_daemon, ipc, figures
         client_overflowed=900,
         faults="no daemon while 1000 messages went into a 100-message buffer",
     )
+
+
+def test_a_bad_endpoint_fails_at_once() -> None:
+    with pytest.raises(TransportError, match="bogus"):
+        Client("camera", "bogus://x", "tcp://127.0.0.1:1")

@@ -7,11 +7,12 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 import rig_processes
-from conftest import DaemonProcess
+from conftest import DaemonProcess, wait_for
 
 from collectord import Client, load_json
 
@@ -153,3 +154,62 @@ def test_demo_runs_end_to_end(tmp_path: pathlib.Path) -> None:
     assert str(paths[0]) in result.stdout
     last = load_json(tmp_path / "demo" / "last_config.json")
     assert "log" not in last.get("stimulus", {})
+
+
+def test_a_first_signal_during_a_pending_stop_keeps_the_barrier(daemon: DaemonProcess) -> None:
+    """A client's stop is waiting for a slow client; SIGTERM must not cut it short."""
+    import msgpack
+    import zmq
+
+    context = zmq.Context()
+    slow = context.socket(zmq.DEALER)
+    slow.setsockopt(zmq.ROUTING_ID, b"slow0001")
+    slow.setsockopt(zmq.LINGER, 0)
+    slow.connect(daemon.control)
+    hello = {
+        "v": 1,
+        "cmd": "hello",
+        "id": 1,
+        "name": "slow",
+        "session": "slow0001",
+        "host": "h",
+        "pid": 1,
+        "program": "test",
+        "versions": {},
+    }
+    slow.send_multipart([b"", msgpack.packb(hello)])
+    assert slow.poll(30_000) and msgpack.unpackb(slow.recv_multipart()[-1])["ok"]
+    try:
+        with Client("stopper", daemon.data, daemon.control) as client:
+            client.set_params("camera/settings", exposure=1.0)
+            client.sync()
+            stopping = threading.Thread(target=lambda: results.append(client.stop()))
+            results: list[str] = []
+            stopping.start()
+            assert slow.poll(30_000), "no barrier notice"
+            barrier = msgpack.unpackb(slow.recv_multipart()[-1])["barrier"]
+            daemon.process.send_signal(signal.SIGTERM)
+            wait_for(
+                lambda: (
+                    "pending stop" in daemon.log.read_text() or "again" in daemon.log.read_text()
+                ),
+                what="the signal to be taken",
+            )
+            assert "exiting once the pending stop is saved" in daemon.log.read_text()
+            sent = {
+                "v": 1,
+                "cmd": "sent",
+                "id": 2,
+                "session": "slow0001",
+                "seq": 0,
+                "barrier": barrier,
+            }
+            slow.send_multipart([b"", msgpack.packb(sent)])
+            stopping.join(60)
+        saved = load_json(results[0])
+        assert saved["collectord"]["unconfirmed"] == []
+        assert saved["collectord"]["stopped_by"]["by"] == "stopper"
+        assert daemon.process.wait(60) == 0
+    finally:
+        slow.close()
+        context.term()

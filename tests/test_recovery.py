@@ -8,10 +8,9 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from conftest import wait_for
 
-from collectord import Client, DaemonTimeout, load_json
+from collectord import Client, load_json
 from collectord.journal import JOURNAL_NAME
 
 
@@ -54,8 +53,7 @@ def test_sync_confirmed_data_survives_kill9_and_recover(make_daemon, figures) ->
     )
     again = run_cli("recover", "--output", str(daemon.output))
     assert again.returncode == 0 and again.stdout == ""
-    with pytest.raises(DaemonTimeout):
-        client.close(timeout=0.1)
+    client.close(timeout=0.1)  # everything was confirmed: closing needs no daemon
 
 
 def test_a_torn_journal_tail_is_tolerated(make_daemon, figures) -> None:
@@ -73,8 +71,7 @@ def test_a_torn_journal_tail_is_tolerated(make_daemon, figures) -> None:
         assert saved["camera"]["settings"] == {"exposure": 4.0}
         assert saved["collectord"]["restarts"][0]["torn_tail"] is True
         figures(sent=1, saved=1, lost=0, faults="kill -9, then a torn record appended")
-        with pytest.raises(DaemonTimeout):
-            client.close(timeout=0.1)
+        client.close(timeout=0.1)  # everything was confirmed: closing needs no daemon
 
 
 def test_a_restarted_daemon_resumes_the_experiment(make_daemon, figures) -> None:
@@ -115,8 +112,7 @@ def test_no_resume_saves_the_unfinished_experiment_first(make_daemon) -> None:
         assert saved["stimulus"]["log"] == [1]
         assert "recovered" in saved["collectord"]["restarts"][0]
         assert second.status()["restarts"] == []
-        with pytest.raises(DaemonTimeout):
-            client.close(timeout=0.1)
+        client.close(timeout=0.1)  # everything was confirmed: closing needs no daemon
 
 
 def test_one_process_per_output_folder(make_daemon, tmp_path: Path) -> None:
