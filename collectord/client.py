@@ -250,6 +250,10 @@ class Client:
         # Rows appended before close() began are delivered while it closes.
         return self._publish(Kind.BLOCK, body, rows, closing_ok=True)
 
+    def _max_block_rows(self, row_bytes: int) -> int:
+        """Rows that fit in one message within the daemon's size limit."""
+        return max(1, (self._link.max_message_bytes - HEADER_ALLOWANCE) // row_bytes)
+
     def _check_open(self) -> None:
         if self._state is not State.OPEN:
             raise ClientClosedError(f"client {self.name!r} is {self._state.value}")

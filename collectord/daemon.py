@@ -158,9 +158,10 @@ class Daemon:
     def _start_journal(self) -> None:
         run = store.staging_dir(self.output, self.collector.experiment.run_id)
         self.journal = Journal(run / journal.JOURNAL_NAME)
-        self.collector.attach_files(StreamFiles(run))
+        # BEGIN first: whatever happens next, the carried-over state is on disk.
         self.journal.append(self.collector.begin_record())
         self.journal.flush()
+        self.collector.attach_files(StreamFiles(run))
 
     def _record(self, kind: RecordType, **fields: Any) -> None:
         assert self.journal is not None
@@ -595,7 +596,7 @@ class Daemon:
             "saved_experiments": self.saved_count,
             "last_saved": str(self.last_saved) if self.last_saved else None,
             "last_error": self.last_error,
-            "sources": [source.describe(source.total) for source in sources],
+            "sources": [source.describe(run=False) for source in sources],
             "unidentified": {
                 "rejected": unidentified.total.rejected,
                 "recent_rejections": list(unidentified.reasons),

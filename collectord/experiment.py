@@ -80,7 +80,7 @@ def provenance(
         "stopped_by": dataclasses.asdict(stop),
         "unconfirmed": unconfirmed,
         "daemon": {"host": socket.gethostname(), "pid": os.getpid()},
-        "sources": [source.describe(source.run) for source in active],
+        "sources": [source.describe(run=True) for source in active],
         "unidentified_rejections": sources.unidentified.run.rejected,
     }
 

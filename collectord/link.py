@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from . import codec
-from .errors import ClientClosedError, RequestError, TransportError
+from .errors import ClientClosedError, CollectordError, RequestError, TransportError
 from .protocol import PROTOCOL_VERSION, Command, Kind, Notice
 from .security import ClientSecurity
 
@@ -42,6 +42,8 @@ ACK_INTERVAL = 0.25
 #: Seconds without progress on sent-but-unconfirmed messages before resending them
 #: (a safety net: the daemon normally asks with a ``resend`` notice).
 STALL_TIMEOUT = 2.0
+#: Seconds before an unanswered hello is sent again.
+HELLO_RETRY = 2.0
 #: Most messages, and bytes, gathered into one batch.
 BATCH_MESSAGES = 512
 BATCH_BYTES = 256 * 1024
@@ -117,6 +119,7 @@ class Link(threading.Thread):
         self._ids = itertools.count(1)
         self._pending: dict[int, Request] = {}
         self._hello_id: int | None = None
+        self._hello_at = 0.0
         self._ack_id: int | None = None
         self._ack_at = 0.0
         self._stalled_since: float | None = None
@@ -190,6 +193,7 @@ class Link(threading.Thread):
             self._flush_due_streams()
             self._pump()
             self._ask_progress()
+            self._retry_hello()
             if self._done():
                 return
 
@@ -217,7 +221,11 @@ class Link(threading.Thread):
         now = time.monotonic()
         due: list[float] = []
         for stream in list(self.shared.streams):
-            next_at = stream.flush_if_due(now)
+            try:
+                next_at = stream.flush_if_due(now)
+            except CollectordError as exc:  # e.g. the client is closing: its rows stay
+                log.error("could not send rows of %s: %s", stream.path, exc)
+                continue
             if next_at is not None:
                 due.append(next_at)
         self._next_stream_flush = min(due) if due else None
@@ -245,9 +253,8 @@ class Link(threading.Thread):
             if event == b"\x01":
                 log.debug("daemon subscribed")
                 self.subscribed = True
-                if not self.introduced:
-                    continue
-                # A new subscription after we were introduced: the daemon restarted.
+                # A new subscription: the daemon (re)started. Introduce ourselves
+                # to it, even if a hello to an earlier one went unanswered.
                 self.introduced = False
                 self._send_hello()
             elif event == b"\x00":
@@ -372,6 +379,16 @@ class Link(threading.Thread):
     def _send_hello(self) -> None:
         fields = {**self.hello_fields, "session": self.session, "confirmed": self.acked}
         self._hello_id = self._send_request(Command.HELLO, fields)
+        self._hello_at = time.monotonic()
+
+    def _retry_hello(self) -> None:
+        """A hello the daemon never answered (it died first) is sent again."""
+        if (
+            not self.introduced
+            and self._hello_id is not None
+            and time.monotonic() - self._hello_at > HELLO_RETRY
+        ):
+            self._send_hello()
 
     def _take_requests(self) -> None:
         while self.shared.requests:

@@ -65,6 +65,11 @@ class Source:
     reasons: collections.deque[str] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=MAX_REASONS)
     )
+    #: The same two, for the current experiment only (its metadata shows these).
+    run_gaps: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    run_reasons: collections.deque[str] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=MAX_REASONS)
+    )
     gap_since: float | None = None
     resend_asked_at: float | None = None
 
@@ -112,6 +117,8 @@ class Source:
             return
         if len(self.gaps) < MAX_GAPS:
             self.gaps.append((first, last))
+        if len(self.run_gaps) < MAX_GAPS:
+            self.run_gaps.append((first, last))
         self.total.lost += last - first + 1
         self.run.lost += last - first + 1
         self.received = last
@@ -131,9 +138,12 @@ class Source:
         self.total.rejected += 1
         self.run.rejected += 1
         self.reasons.append(reason)
+        self.run_reasons.append(reason)
 
     def new_run(self) -> None:
         self.run = Counts()
+        self.run_gaps = []
+        self.run_reasons.clear()
 
     def snapshot(self) -> dict[str, Any]:
         """What a new experiment's journal must know of this session."""
@@ -152,7 +162,11 @@ class Source:
     def from_snapshot(cls, fields: dict[str, Any]) -> Source:
         return cls(**fields)
 
-    def describe(self, counts: Counts) -> dict[str, Any]:
+    def describe(self, run: bool) -> dict[str, Any]:
+        """This source for the metadata (``run``: this experiment) or for status."""
+        counts = self.run if run else self.total
+        gaps = self.run_gaps if run else self.gaps
+        reasons = self.run_reasons if run else self.reasons
         return {
             "name": self.name,
             "session": self.session,
@@ -163,8 +177,8 @@ class Source:
             "connected": self.introduced and not self.closed,
             "last_seq": self.received,
             "messages": counts.as_dict(),
-            "gaps": [list(gap) for gap in self.gaps],
-            "recent_rejections": list(self.reasons),
+            "gaps": [list(gap) for gap in gaps],
+            "recent_rejections": list(reasons),
         }
 
 

@@ -82,8 +82,11 @@ class Stream:
             )
         with self._lock:
             self._send_buffer()
-            for start in range(0, len(array), self._message_rows):
-                part = array[start : start + self._message_rows]
+            step = min(
+                self._message_rows, self._client._max_block_rows(array.itemsize * array.shape[1])
+            )
+            for start in range(0, len(array), step):
+                part = array[start : start + step]
                 self._client._publish_block(self.path, part)
                 self.rows += len(part)
 
@@ -108,11 +111,11 @@ class Stream:
         if not self._filled:
             return
         rows = self._buffer[: self._filled]
+        self._client._publish_block(self.path, rows)  # may raise: then nothing changed
         # The message keeps the buffer (zero copy, and for resending): use a new one.
         self._buffer = self._new_buffer()
-        filled, self._filled = self._filled, 0
-        self._client._publish_block(self.path, rows)
-        self.rows += filled
+        self.rows += self._filled
+        self._filled = 0
 
     def __repr__(self) -> str:
         return f"<Stream {self.path!r} {len(self.columns)} columns {self.dtype}>"

@@ -230,12 +230,13 @@ def test_describe_reports_the_counts_asked_for() -> None:
     deliver(source, 4, T0, resends=False)
     source.new_run()
     source.introduced = True
-    described = source.describe(source.run)
+    described = source.describe(run=True)
     assert described["messages"] == Counts().as_dict()
-    assert described["gaps"] == [[2, 3]]
+    assert described["gaps"] == [], "the gap belongs to the previous experiment"
     assert described["last_seq"] == 4
     assert described["connected"] is True
-    assert source.describe(source.total)["messages"]["lost"] == 2
+    whole_life = source.describe(run=False)
+    assert whole_life["messages"]["lost"] == 2 and whole_life["gaps"] == [[2, 3]]
 
 
 # -- Sources -----------------------------------------------------------------------------
