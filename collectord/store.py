@@ -63,10 +63,6 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def state_dir(output: Path) -> Path:
-    return output / STATE_DIR
-
-
 def staging_dir(output: Path, run_id: str) -> Path:
     return output / STATE_DIR / "staging" / run_id
 
