@@ -280,6 +280,8 @@ class Collector:
                 self.experiment.first_message = dt.datetime.fromisoformat(record["at"])
             elif kind is RecordType.SKIP:
                 self.sources.get(record["session"], record["name"]).skip_to(record["upto"])
+            elif kind is RecordType.RESTART:
+                self.restarts.append(record["restart"])
             elif kind is RecordType.REJECT:
                 self.reject(record.get("session"), record["reason"])
             elif kind is RecordType.MESSAGE:

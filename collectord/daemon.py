@@ -137,14 +137,15 @@ class Daemon:
             self.collector.files = StreamFiles(resumable, replaying=True)
             count = self.collector.replay(records)
             self.collector.files.end_replay()
-            self.collector.restarts.append(
-                {
-                    "resumed": experiment.now().isoformat(),
-                    "journal_records": count,
-                    "torn_tail": torn,
-                }
-            )
+            restart = {
+                "resumed": experiment.now().isoformat(),
+                "journal_records": count,
+                "torn_tail": torn,
+            }
+            self.collector.restarts.append(restart)
             self.journal = Journal.reopen(resumable / journal.JOURNAL_NAME, intact)
+            self._record(RecordType.RESTART, restart=restart)  # a later resume keeps it
+            self.journal.flush()
             log.warning(
                 "resumed experiment %s from its journal (%d records%s)",
                 self.collector.experiment.run_id,

@@ -39,6 +39,7 @@ class RecordType(str, enum.Enum):
     SKIP = "skip"  # a gap given up as lost
     REJECT = "reject"  # a rejection not reproduced by replaying a message
     BYE = "bye"  # a client closed
+    RESTART = "restart"  # the experiment was resumed after the daemon died
 
 
 def encode(record: dict[str, Any]) -> bytes:

@@ -196,3 +196,17 @@ def test_publishing_at_1khz_through_a_kill9_and_restart_loses_nothing(
         faults="kill -9 under load, restart",
     )
     assert source["messages"]["lost"] == 0 and source["messages"]["messages"] == 3000
+
+
+def test_every_resume_of_an_experiment_is_recorded(make_daemon) -> None:
+    daemon = make_daemon()
+    with Client("stimulus", daemon.data, daemon.control) as client:
+        client.add_data("stimulus/log", [1])
+        client.sync()
+        for _ in range(2):
+            daemon.kill9()
+            daemon = make_daemon(data=daemon.data, control=daemon.control)
+        saved = load_json(client.stop())
+    restarts = saved["collectord"]["restarts"]
+    assert len(restarts) == 2 and all("resumed" in r for r in restarts)
+    assert saved["stimulus"]["log"] == [1]
