@@ -33,7 +33,7 @@ class Config:
     output: str = "~/collectord-data"
     last_config: str = ""
     max_message_bytes: int = 64 * 1024 * 1024
-    receive_queue: int = 100_000
+    receive_queue: int = 1000
     barrier_timeout: float = 3.0
     journal_interval: float = 0.1
     stream_format: str = "npy"
