@@ -58,8 +58,10 @@ class Stream:
 
     def append(self, row: Sequence[float] | np.ndarray[Any, Any]) -> None:
         """Add one row (one value per column). Never blocks on the network."""
-        self._client._check_open()
         with self._lock:
+            # Checked under the lock that close()'s flush takes after it changes
+            # the state: a row is either refused here or flushed by close().
+            self._client._check_open()
             self._buffer[self._filled] = row
             if self._filled == 0:
                 self._first_at = time.monotonic()
@@ -74,13 +76,13 @@ class Stream:
         the caller may reuse ``block`` at once.
         """
         array = np.array(block, dtype=self.dtype, order="C", copy=True, ndmin=2)
-        self._client._check_open()
         if array.ndim != 2 or array.shape[1] != len(self.columns):
             raise ValueError(
                 f"stream {self.path!r} takes blocks of {len(self.columns)} columns, "
                 f"not shape {array.shape}"
             )
         with self._lock:
+            self._client._check_open()
             self._send_buffer()
             step = min(
                 self._message_rows, self._client._max_block_rows(array.itemsize * array.shape[1])
