@@ -49,6 +49,19 @@ def _client_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(
+    commands: Any, name: str, summary: str, description: str, example: str
+) -> argparse.ArgumentParser:
+    """A sub-command whose --help says what it does and shows an example."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help=summary,
+        description=f"{description}\n\nexample:\n  {example}",
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collectord",
@@ -57,15 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"collectord {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    raw = argparse.RawDescriptionHelpFormatter
 
-    run = commands.add_parser(
+    run = _command(
+        commands,
         "run",
-        formatter_class=raw,
-        help="run the collector daemon in the foreground",
-        description="Run the collector daemon in the foreground. It saves the running "
-        "experiment on SIGTERM or Ctrl-C (a second one skips the stop barrier) and "
-        "exits 0.\n\nexample:\n  collectord run --output ~/data/rig1",
+        "run the collector daemon in the foreground",
+        "Run the collector daemon in the foreground. It saves the running experiment on "
+        "SIGTERM or Ctrl-C (a second one skips the stop barrier) and exits 0.",
+        "collectord run --output ~/data/rig1",
     )
     _common(run)
     run.add_argument(
@@ -88,14 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every message")
 
-    recover = commands.add_parser(
+    recover = _command(
+        commands,
         "recover",
-        formatter_class=raw,
-        help="save experiments a crashed daemon left unfinished",
-        description="Rebuild every experiment a daemon left unsaved in the output folder "
-        "(after kill -9 or a power cut) from its journal, and save it, marked as recovered, "
-        "with the last config updated. Refuses while a daemon uses the folder.\n\n"
-        "example:\n  collectord recover --output ~/data/rig1",
+        "save experiments a crashed daemon left unfinished",
+        "Rebuild every experiment a daemon left unsaved in the output folder (after kill "
+        "-9 or a power cut) from its journal, and save it, marked as recovered, with the "
+        "last config updated. Refuses while a daemon uses the folder.",
+        "collectord recover --output ~/data/rig1",
     )
     recover.add_argument("--config", metavar="FILE", help="configuration file")
     recover.add_argument("--output", metavar="DIR", help="the daemon's output folder")
@@ -105,48 +117,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="last-config file (default: last_config.json in the output folder)",
     )
 
-    stop = commands.add_parser(
+    stop = _command(
+        commands,
         "stop",
-        formatter_class=raw,
-        help="end the current experiment and save it",
-        description="End the current experiment: the daemon waits for every connected "
-        "client's messages, saves the metadata and the last config, and starts a new "
-        "experiment. Prints the saved metadata file.\n\nexample:\n"
-        "  collectord stop --reason 'fish 3 done'",
+        "end the current experiment and save it",
+        "End the current experiment: the daemon waits for every connected client's "
+        "messages, saves the metadata and the last config, and starts a new experiment. "
+        "Prints the saved metadata file.",
+        "collectord stop --reason 'fish 3 done'",
     )
     _client_common(stop)
     stop.add_argument("--reason", default="collectord stop", help="recorded in the metadata")
 
-    status = commands.add_parser(
+    status = _command(
+        commands,
         "status",
-        formatter_class=raw,
-        help="show what the daemon is doing",
-        description="Show the daemon's sources, message counts, rejections and last "
-        "save. Exits 1 if no daemon answers.\n\nexample:\n  collectord status --json",
+        "show what the daemon is doing",
+        "Show the daemon's sources, message counts, rejections and last save. Exits 1 if "
+        "no daemon answers.",
+        "collectord status --json",
     )
     _client_common(status)
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
 
-    keys = commands.add_parser(
+    keys = _command(
+        commands,
         "keygen",
-        formatter_class=raw,
-        help="make a CURVE key pair for a daemon or a client",
-        description="Write NAME.key (public: give it to the other side) and NAME.key_secret "
-        "(private: keep it on this machine) into DIR. A daemon listening beyond loopback "
-        "needs its own pair and a folder with the public keys of its clients.\n\n"
-        "example:\n  collectord keygen ~/.collectord/keys --name rig1-daemon",
+        "make a CURVE key pair for a daemon or a client",
+        "Write NAME.key (public: give it to the other side) and NAME.key_secret (private:"
+        " keep it on this machine) into DIR. A daemon listening beyond loopback needs its"
+        " own pair and a folder with the public keys of its clients.",
+        "collectord keygen ~/.collectord/keys --name rig1-daemon",
     )
     keys.add_argument("folder", metavar="DIR", help="where to write the key files")
     keys.add_argument("--name", required=True, help="base name of the key files")
 
-    bench = commands.add_parser(
+    bench = _command(
+        commands,
         "bench",
-        formatter_class=raw,
-        help="measure what this machine carries, raw and through collectord",
-        description="Measure the raw ZeroMQ ceilings of this machine and collectord's own "
-        "rates in the same run (parameters, row appends, block extends, the daemon's peak "
-        "memory, the cost of each call), and print each rate as a ratio to its ceiling. "
-        "Takes a minute or two.\n\nexample:\n  collectord bench --json > bench.json",
+        "measure what this machine carries, raw and through collectord",
+        "Measure the raw ZeroMQ ceilings of this machine and collectord's own rates in "
+        "the same run (parameters, row appends, block extends, the daemon's peak memory, "
+        "the cost of each call), and print each rate as a ratio to its ceiling. Takes a "
+        "minute or two.",
+        "collectord bench --json > bench.json",
     )
     bench.add_argument("--repeat", type=int, default=3, help="runs; medians are reported")
     bench.add_argument("--messages", type=int, default=50_000, help="parameter messages a run")
@@ -159,14 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
 
-    demo = commands.add_parser(
+    demo = _command(
+        commands,
         "demo",
-        formatter_class=raw,
-        help="run a simulated rig end to end",
-        description="Start a daemon and three simulated acquisition processes (camera, "
-        "tracking, stimulus) on free local ports; the stimulus process stops the "
-        "experiment when its protocol ends. Prints where the files went and what the "
-        "tree holds.\n\nexample:\n  collectord demo --output /tmp/demo",
+        "run a simulated rig end to end",
+        "Start a daemon and three simulated acquisition processes (camera, tracking, "
+        "stimulus) on free local ports; the stimulus process stops the experiment when "
+        "its protocol ends. Prints where the files went and what the tree holds.",
+        "collectord demo --output /tmp/demo",
     )
     demo.add_argument(
         "--output",

@@ -13,6 +13,7 @@ import hypothesis.extra.numpy as hnp
 import msgpack
 import numpy as np
 import pytest
+from equality import same
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,28 +59,6 @@ def expected(value: Any) -> Any:
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
     return value
-
-
-def same(a: Any, b: Any) -> bool:
-    """Exact equality: types, dtypes, byte order, NaN payloads and the sign of zero."""
-    if isinstance(a, np.ndarray):
-        return (
-            isinstance(b, np.ndarray)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and a.tobytes() == b.tobytes()
-        )
-    if isinstance(a, dict):
-        return type(b) is dict and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return type(b) is list and len(a) == len(b) and all(map(same, a, b))
-    if isinstance(a, float):
-        if type(b) is not float:
-            return False
-        if math.isnan(a):
-            return math.isnan(b)
-        return a == b and math.copysign(1, a) == math.copysign(1, b)
-    return type(a) is type(b) and a == b
 
 
 def nested_lists(depth: int) -> Any:

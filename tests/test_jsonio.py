@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from equality import same
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,21 +22,6 @@ def strict_loads(text: bytes) -> Any:
         raise ValueError(f"not strict JSON: {token}")
 
     return json.loads(text, parse_constant=refuse)
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equality where NaN equals NaN and -0.0 differs from 0.0; tuples compare as lists."""
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
-    if isinstance(a, float):
-        if type(b) is not float:
-            return False
-        if math.isnan(a):
-            return math.isnan(b)
-        return a == b and math.copysign(1, a) == math.copysign(1, b)
-    return type(a) is type(b) and a == b
 
 
 # Keys a client may send (no '$' prefix); values the daemon's tree may hold.
