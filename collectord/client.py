@@ -62,7 +62,7 @@ from .paths import check_name, parse_path
 from .protocol import PROTOCOL_VERSION, Command, Kind
 from .security import ClientSecurity
 from .stream import Stream
-from .streamfiles import STREAM_DTYPES
+from .streamfiles import STREAM_DTYPES, StreamError, StreamSpec
 
 __all__ = ["Client", "State"]
 
@@ -221,12 +221,9 @@ class Client:
         the daemon writes the stream's rows so far into a file beside the
         metadata, and the tree holds a descriptor of it at ``path``.
         """
-        parse_path(path)
         columns = list(columns)
         for column in columns:
             check_name(column, where=f"column name of {path!r}")
-        if not columns or len(set(columns)) != len(columns):
-            raise InvalidPathError(f"stream {path!r} needs distinct column names")
         resolved = np.dtype(dtype)
         if resolved.kind in "iuf":
             resolved = resolved.newbyteorder("<")  # the wire is little-endian
@@ -236,9 +233,11 @@ class Client:
             )
         declaration: dict[str, Any] = {"path": path, "columns": columns, "dtype": resolved.str}
         if units is not None:
-            if len(units) != len(columns):
-                raise ValueError(f"stream {path!r}: {len(units)} units for {len(columns)} columns")
             declaration["units"] = [str(unit) for unit in units]
+        try:  # the daemon's own check, so that a bad declaration fails here
+            StreamSpec.parse(parse_path(path), declaration, self.session, self.name)
+        except StreamError as exc:
+            raise InvalidPathError(f"stream {path!r}: {exc}") from None
         stream = Stream(self, path, columns, resolved, block_rows, flush_interval)
         with self._shared.lock:
             self._shared.streams.append(stream)

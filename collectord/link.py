@@ -219,16 +219,25 @@ class Link(threading.Thread):
     def _flush_due_streams(self) -> None:
         """Send partial stream blocks that have waited ``flush_interval``."""
         now = time.monotonic()
-        due: list[float] = []
+        due = [at for at in self._flush_streams(now) if at is not None]
+        self._next_stream_flush = min(due) if due else None
+
+    def _flush_streams(self, now: float | None) -> list[float | None]:
+        """Flush each stream's partial block (all, or those due at ``now``).
+
+        A stream that cannot send (its client is closing) keeps its rows; this
+        thread must not die of it.
+        """
+        next_due: list[float | None] = []
         for stream in list(self.shared.streams):
             try:
-                next_at = stream.flush_if_due(now)
-            except CollectordError as exc:  # e.g. the client is closing: its rows stay
+                if now is None:
+                    stream.flush()
+                else:
+                    next_due.append(stream.flush_if_due(now))
+            except CollectordError as exc:
                 log.error("could not send rows of %s: %s", stream.path, exc)
-                continue
-            if next_at is not None:
-                due.append(next_at)
-        self._next_stream_flush = min(due) if due else None
+        return next_due
 
     def _done(self) -> bool:
         # close() has already synced and said bye (or given up): nothing is left
@@ -289,8 +298,9 @@ class Link(threading.Thread):
         index = max(0, start - self.unacked[0][0])
         while index < len(self.unacked):
             count, frames = self._next_message(index)
+            block = count == 1 and len(frames) == 3  # rows: hand the buffer over, no copy
             try:
-                self.pub.send_multipart(frames, zmq.NOBLOCK, copy=len(frames) < 3)
+                self.pub.send_multipart(frames, zmq.NOBLOCK, copy=not block)
             except zmq.Again:
                 return
             index += count
@@ -413,8 +423,7 @@ class Link(threading.Thread):
     def _on_notice(self, message: dict[str, Any]) -> None:
         kind = message.get("notice")
         if kind == Notice.BARRIER.value:
-            for stream in list(self.shared.streams):
-                stream.flush()
+            self._flush_streams(None)
             self._pump()
             fields = {
                 "session": self.session,
