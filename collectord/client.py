@@ -36,7 +36,6 @@ import os
 import platform
 import secrets
 import socket
-import struct
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -58,8 +57,9 @@ from .errors import (
     UnsupportedValueError,
 )
 from .link import Link, Request, Shared
+from .outbox import batch_budget, body_limit
 from .paths import check_name, parse_path
-from .protocol import PROTOCOL_VERSION, Command, Kind
+from .protocol import Command, Kind
 from .security import ClientSecurity
 from .stream import Stream
 from .streamfiles import STREAM_DTYPES, StreamError, StreamSpec
@@ -70,39 +70,12 @@ log = logging.getLogger("collectord.client")
 
 #: Messages a client keeps until the daemon confirms them; beyond, the oldest go.
 DEFAULT_BUFFER = 1_000_000
-#: A sequence number as msgpack's uint 64 (0xcf and 8 bytes, big-endian): one
-#: struct call instead of a packer per message.
-_SEQ = struct.Struct(">BQ")
-
-#: Room left for the header (and ZeroMQ framing) within the daemon's size limit.
-HEADER_ALLOWANCE = 1024
 
 
 class State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
-
-
-def _header_prefix(kind: Kind, name: str, session: str) -> bytes:
-    """The packed header up to the sequence number, which is packed per message.
-
-    The header is a 6-entry map whose last key is ``seq``; packing the constant
-    part once keeps the publishing call cheap.
-    """
-    fixed = {
-        "v": PROTOCOL_VERSION,
-        "kind": kind.value,
-        "source": name,
-        "session": session,
-        "resends": True,  # this client keeps unconfirmed messages (link.py)
-    }
-    parts = [b"\x86"]
-    for key, value in fixed.items():
-        parts.append(msgpack.packb(key))
-        parts.append(msgpack.packb(value))
-    parts.append(msgpack.packb("seq"))
-    return b"".join(parts)
 
 
 class Client:
@@ -131,7 +104,6 @@ class Client:
         self.control_endpoint = control or settings.control
         self.session = secrets.token_hex(8)
         self._state = State.OPEN
-        self._prefix = {kind: _header_prefix(kind, self.name, self.session) for kind in Kind}
         self._shared = Shared()
         self._context: zmq.Context[Any] = zmq.Context()
         wake_address = f"inproc://collectord-wake-{self.session}"
@@ -251,7 +223,7 @@ class Client:
 
     def _max_block_rows(self, row_bytes: int) -> int:
         """Rows that fit in one message within the daemon's size limit."""
-        return max(1, (self._link.max_message_bytes - HEADER_ALLOWANCE) // row_bytes)
+        return max(1, body_limit(self._link.max_message_bytes) // row_bytes)
 
     def _check_open(self) -> None:
         if self._state is not State.OPEN:
@@ -262,7 +234,8 @@ class Client:
             stream.flush()
 
     def _publish(self, kind: Kind, body: bytes, raw: Any = None, closing_ok: bool = False) -> int:
-        limit = self._link.max_message_bytes - HEADER_ALLOWANCE
+        max_message_bytes = self._link.max_message_bytes
+        limit = body_limit(max_message_bytes)
         size = len(body) + (raw.nbytes if raw is not None else 0)
         if size > limit:
             raise MessageTooLargeError(
@@ -274,9 +247,10 @@ class Client:
                 raise ClientClosedError(f"client {self.name!r} is {self._state.value}")
             shared.seq += 1
             seq = shared.seq
-            header = self._prefix[kind] + _SEQ.pack(0xCF, seq)  # msgpack uint 64
-            frames = [header, body] if raw is None else [header, body, raw]
-            shared.outbox.append((seq, kind.value, frames, size + len(header)))
+            if raw is None:
+                shared.outbox.add(seq, kind.value, body, batch_budget(max_message_bytes))
+            else:
+                shared.outbox.add_block(seq, body, raw)
             self._wake_link()
         return seq
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import os
 import threading
 from typing import Any
@@ -176,25 +177,47 @@ class DecodeError(ValueError):
     """A frame is not a well-formed collectord value."""
 
 
+class _Refused:
+    """An ext value the daemon refuses, left in place by the decoder.
+
+    Raising from msgpack's ``ext_hook`` would abandon the rest of a batch's
+    payload; a marker lets the decoder go on, and ``check_decoded`` then
+    rejects only the message that holds it.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == EXT_NDARRAY:
         try:
             array = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
         except Exception as exc:  # numpy raises several types for bad headers
-            raise DecodeError(f"ext {EXT_NDARRAY} is not a valid .npy array: {exc}") from exc
+            return _Refused(f"ext {EXT_NDARRAY} is not a valid .npy array: {exc}")
         if not _supported_dtype(array.dtype):
-            raise DecodeError(f"arrays of dtype {array.dtype} are not accepted")
+            return _Refused(f"arrays of dtype {array.dtype} are not accepted")
         return array
     if code == EXT_ISOTIME:
         try:
             return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DecodeError(f"ext {EXT_ISOTIME} is not UTF-8 text") from exc
-    raise DecodeError(f"unknown msgpack ext type {code}")
+        except UnicodeDecodeError:
+            return _Refused(f"ext {EXT_ISOTIME} is not UTF-8 text")
+    return _Refused(f"unknown msgpack ext type {code}")
+
+
+_UNPACK_OPTIONS: dict[str, Any] = {
+    "raw": False,
+    "strict_map_key": True,
+    "timestamp": 3,
+    "ext_hook": _ext_hook,
+}
 
 
 def unpack(frame: bytes) -> Any:
-    """Decode one frame sent by an untrusted peer.
+    """Decode and check one frame sent by an untrusted peer.
 
     Timestamps (ext -1) become ISO 8601 text, like ext 2, so that every time
     ends up the same way in the JSON. Size is bounded before we get here, by
@@ -202,22 +225,43 @@ def unpack(frame: bytes) -> Any:
     container lengths by the frame's length.
     """
     try:
-        obj = msgpack.unpackb(
-            frame,
-            raw=False,
-            strict_map_key=True,
-            timestamp=3,
-            ext_hook=_ext_hook,
-        )
-    except DecodeError:
-        raise
+        obj = msgpack.unpackb(frame, **_UNPACK_OPTIONS)
     except Exception as exc:  # msgpack raises many types on garbage
         raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
-    return _check_decoded(obj, 0)
+    return check_decoded(obj)
+
+
+def unpack_many(payload: bytes, count: int) -> list[Any]:
+    """Split a batch's payload into exactly ``count`` values, not yet checked.
+
+    Raises ``DecodeError`` if the payload is not ``count`` msgpack values back
+    to back. Each value still needs ``check_decoded`` (or an equivalent check):
+    a bad value costs only its own message, a payload that cannot be split
+    costs the whole batch.
+    """
+    unpacker = msgpack.Unpacker(max_buffer_size=max(1, len(payload)), **_UNPACK_OPTIONS)
+    unpacker.feed(payload)
+    try:
+        values = list(itertools.islice(unpacker, count))
+    except Exception as exc:  # msgpack raises many types on garbage
+        raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
+    if len(values) < count:
+        raise DecodeError(f"it holds {len(values)} complete values, not {count}")
+    extra = len(payload) - unpacker.tell()
+    if extra:
+        raise DecodeError(f"{extra} bytes follow its {count} values")
+    return values
+
+
+def check_decoded(obj: Any) -> Any:
+    """Refuse what the client would have refused; turn timestamps into text."""
+    if type(obj) in _CHECKED:
+        return _check_decoded(obj, 0)
+    return obj
 
 
 def _check_decoded(obj: Any, depth: int) -> Any:
-    """Refuse what the client would have refused; turn timestamps into text.
+    """``check_decoded`` at nesting ``depth``.
 
     Runs on every message the daemon receives, hence ``type() is`` tests.
     """
@@ -230,17 +274,30 @@ def _check_decoded(obj: Any, depth: int) -> Any:
                 raise DecodeError("map keys must be text, not bytes")
             if key[:1] == "$":
                 raise DecodeError(f"map key {key!r} starts with '$', kept for collectord's tags")
-            if type(item) in _CONTAINERS:
+            if type(item) in _CHECKED:
                 obj[key] = _check_decoded(item, depth + 1)
         return obj
     if kind is list:
         for index, item in enumerate(obj):
-            if type(item) in _CONTAINERS:
+            if type(item) in _CHECKED:
                 obj[index] = _check_decoded(item, depth + 1)
         return obj
     if kind is dt.datetime:
         return obj.isoformat()
+    if kind is _Refused:
+        raise DecodeError(obj.reason)
     return obj
 
 
-_CONTAINERS = frozenset({dict, list, dt.datetime})
+def check_decoded_params(values: dict[str, Any]) -> dict[str, Any]:
+    """``check_decoded`` for the values of a params body, whose keys the tree checks
+    as parameter names (text, not starting with ``$``): the common case of flat
+    numbers costs one type test per value."""
+    for key, item in values.items():
+        if type(item) in _CHECKED:
+            values[key] = _check_decoded(item, 1)
+    return values
+
+
+#: Decoded types that need a look: containers, msgpack timestamps, refusals.
+_CHECKED = frozenset({dict, list, dt.datetime, _Refused})

@@ -12,7 +12,7 @@ sockets or the journal file.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +51,14 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
         kinds = header.get("kinds")
         if (
             not isinstance(kinds, list)
-            or len(kinds) != len(frames) - 1
             or not kinds
-            or not all(kind in _BATCHABLE_NAMES for kind in kinds)
+            or not all(type(kind) is str and kind in _BATCHABLE_NAMES for kind in kinds)
         ):
             raise ProtocolViolation(
-                "a batch needs 'kinds': one of params, data, stream per body frame"
+                "a batch needs 'kinds': one of params, data, stream per message"
             )
+        if len(frames) != 2:
+            raise ProtocolViolation(f"a batch has 2 frames, not {len(frames)}")
     if header["seq"] == 0 or header["seq"] + message_count(header) - 1 > MAX_COUNTER:
         raise ProtocolViolation("sequence numbers run from 1 to 2**64 - 1")
     return dict(header)
@@ -66,6 +67,8 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
 _BATCHABLE_NAMES = frozenset(kind.value for kind in BATCHABLE)
 #: Kinds by name, for the message path (cheaper than calling the Enum).
 _KINDS = {kind.value: kind for kind in Kind if kind is not Kind.BATCH}
+#: What makes one message rejected (and counted) rather than the daemon fail.
+_REFUSALS = (codec.DecodeError, ProtocolViolation, InvalidPathError, TreeConflict, StreamError)
 
 
 def message_count(header: Mapping[str, Any]) -> int:
@@ -114,45 +117,60 @@ class Collector:
 
         Returns the reasons of the rejected ones (each is counted on ``source``).
         """
-        if header["kind"] != Kind.BATCH.value:
-            rejection = self.apply(source, header["kind"], header["seq"], frames)
-            return [rejection] if rejection else []
-        rejections = []
+        kind_name = header["kind"]
         first = header["seq"]
-        for index, kind in enumerate(header["kinds"]):
-            if index < seen:
-                continue
-            rejection = self.apply(source, kind, first + index, [None, frames[index + 1]])
-            if rejection:
-                rejections.append(rejection)
+        if kind_name != Kind.BATCH.value:
+            try:
+                kind = _KINDS.get(kind_name)
+                if kind is None:
+                    raise ProtocolViolation(f"unknown message kind {kind_name!r}")
+                if len(frames) != FRAMES[kind]:
+                    raise ProtocolViolation(
+                        f"a {kind.value} message has {FRAMES[kind]} frames, not {len(frames)}"
+                    )
+                self._apply(source, kind, codec.unpack(frames[1]), frames[2:])
+            except _REFUSALS as exc:
+                return [self._refuse(source, first, exc)]
+            source.applied(1)
+            return []
+        kinds = header["kinds"]
+        try:
+            bodies = codec.unpack_many(frames[1], len(kinds))
+        except codec.DecodeError as exc:
+            problem = ProtocolViolation(f"the batch's payload: {exc}")
+            return [
+                self._refuse(source, first + index, problem) for index in range(seen, len(kinds))
+            ]
+        rejections = []
+        for index in range(seen, len(kinds)):
+            try:
+                self._apply(source, _KINDS[kinds[index]], bodies[index], ())
+            except _REFUSALS as exc:
+                rejections.append(self._refuse(source, first + index, exc))
+        source.applied(len(kinds) - seen - len(rejections))
         return rejections
 
-    def apply(self, source: Source, kind: str, seq: int, frames: list[Any]) -> str | None:
-        """Apply one admitted message to the tree; return why it was rejected, if it was."""
-        try:
-            self._apply(source, kind, frames)
-        except (
-            codec.DecodeError,
-            ProtocolViolation,
-            InvalidPathError,
-            TreeConflict,
-            StreamError,
-        ) as exc:
-            reason = f"seq {seq}: {exc}"
-            source.reject(reason)
-            return reason
-        source.applied()
-        return None
+    @staticmethod
+    def _refuse(source: Source, seq: int, problem: Exception) -> str:
+        reason = f"seq {seq}: {problem}"
+        source.reject(reason)
+        return reason
 
-    def _apply(self, source: Source, kind_name: str, frames: list[Any]) -> None:
-        kind = _KINDS.get(kind_name)
-        if kind is None:
-            raise ProtocolViolation(f"unknown message kind {kind_name!r}")
-        if len(frames) != FRAMES[kind]:
-            raise ProtocolViolation(
-                f"a {kind.value} message has {FRAMES[kind]} frames, not {len(frames)}"
-            )
-        body = check_fields(codec.unpack(frames[1]), BODIES[kind], f"{kind.value} body")
+    def _apply(self, source: Source, kind: Kind, body: Any, raw: Sequence[Any]) -> None:
+        """Apply one decoded (not yet checked) body to the tree, or raise why not."""
+        if (
+            kind is Kind.PARAMS
+            and type(body) is dict
+            and len(body) == 2
+            and type(body.get("path")) is str
+            and type(body.get("values")) is dict
+        ):
+            # The commonest message, checked without the generic schema walk:
+            # the tree checks every key as a parameter name.
+            values = codec.check_decoded_params(body["values"])
+            self.tree.merge_params(parse_path(body["path"]), values)
+            return
+        body = check_fields(codec.check_decoded(body), BODIES[kind], f"{kind.value} body")
         path = parse_path(body["path"])
         if kind is Kind.PARAMS:
             self.tree.merge_params(path, body["values"])
@@ -161,7 +179,7 @@ class Collector:
         elif kind is Kind.STREAM:
             self._declare(StreamSpec.parse(path, dict(body), source.session, source.name))
         else:
-            self._block(source, path, body["rows"], frames[2])
+            self._block(source, path, body["rows"], raw[0])
 
     def _declare(self, spec: StreamSpec) -> None:
         existing = self.streams.get(spec.path)

@@ -1,8 +1,8 @@
 """The client's I/O thread: it alone touches the client's ZeroMQ sockets.
 
-Publishing calls (``set_params``, ``add_data``) only append encoded frames to
-``Shared.outbox`` and, if this thread is asleep, wake it: they never wait for
-the network. This thread then
+Publishing calls (``set_params``, ``add_data``) only append encoded bodies to
+the open batch of ``Shared.outbox`` (``outbox.py``) and, if this thread is
+asleep, wake it: they never wait for the network. This thread then
 
 * waits for the daemon's subscription before publishing (XPUB), so no
   message is dropped by ZeroMQ's slow-joiner effect, and uses
@@ -22,6 +22,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ import zmq
 
 from . import codec
 from .errors import ClientClosedError, CollectordError, RequestError, TransportError
+from .outbox import Batch, Outbox, Unconfirmed, batch_budget
 from .protocol import PROTOCOL_VERSION, Command, Kind, Notice
 from .security import ClientSecurity
 
@@ -44,9 +46,6 @@ ACK_INTERVAL = 0.25
 STALL_TIMEOUT = 2.0
 #: Seconds before an unanswered hello is sent again.
 HELLO_RETRY = 2.0
-#: Most messages, and bytes, gathered into one batch.
-BATCH_MESSAGES = 512
-BATCH_BYTES = 256 * 1024
 #: Requests the link may resend after the daemon comes back: they change nothing.
 IDEMPOTENT = {Command.SYNC, Command.RESTORE, Command.STATUS}
 
@@ -64,8 +63,7 @@ class Shared:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.seq = 0  # last sequence number handed out
-        #: (seq, kind, frames, size in bytes) of each message, in order.
-        self.outbox: collections.deque[tuple[int, str, list[Any], int]] = collections.deque()
+        self.outbox = Outbox()
         self.requests: collections.deque[Request] = collections.deque()
         self.streams: list[Stream] = []  # their partial blocks are flushed on time
         self.sleeping = False  # the link is (about to be) blocked in poll
@@ -97,17 +95,15 @@ class Link(threading.Thread):
         self.control_endpoint = control
         self.session = session
         self.hello_fields = hello
-        self.buffer_limit = buffer_limit
-        self._batch_header = {
+        self._header = {
             "v": PROTOCOL_VERSION,
-            "kind": Kind.BATCH.value,
             "source": hello["name"],
             "session": session,
-            "resends": True,
+            "resends": True,  # this client keeps unconfirmed messages
         }
         self.ready = threading.Event()
         self.failure: Exception | None = None
-        self.unacked: collections.deque[tuple[int, str, list[Any], int]] = collections.deque()
+        self.unacked = Unconfirmed(buffer_limit)
         self.sent = 0  # highest seq handed to the data socket
         self.acked = 0  # highest seq the daemon confirmed
         self.overflowed = 0  # messages dropped because the buffer was full
@@ -254,7 +250,7 @@ class Link(threading.Thread):
     # -- data --------------------------------------------------------------------
 
     def _backlog(self) -> bool:
-        return bool(self.unacked) and self.unacked[-1][0] > self.sent
+        return self.unacked.newest > self.sent
 
     def _on_subscription(self) -> None:
         while (frames := self._recv(self.pub)) is not None:
@@ -276,15 +272,17 @@ class Link(threading.Thread):
         shared = self.shared
         if shared.outbox:
             self._busy = True
-        while shared.outbox:
-            self.unacked.append(shared.outbox.popleft())
-        while len(self.unacked) > self.buffer_limit:
-            self.dropped_upto = self.unacked.popleft()[0]
+            with shared.lock:
+                taken = shared.outbox.take()
+            self.unacked.extend(taken)
+        dropped, upto = self.unacked.trim()
+        if dropped:
             if self.overflowed == 0:
                 log.warning(
-                    "more than %d messages unconfirmed: dropping the oldest", self.buffer_limit
+                    "more than %d messages unconfirmed: dropping the oldest", self.unacked.limit
                 )
-            self.overflowed += 1
+            self.overflowed += dropped
+            self.dropped_upto = upto
         if not (self.subscribed and self.introduced):
             return
         if self.dropped_upto > max(self._dropped_reported, self.acked):
@@ -292,59 +290,45 @@ class Link(threading.Thread):
             fields = {"session": self.session, "upto": self.dropped_upto}
             self._send_request(Command.DROPPED, fields)
             self._dropped_reported = self.dropped_upto
-        start = self.sent + 1
-        if not self.unacked or self.unacked[-1][0] < start:
+        for batch in list(self.unacked.after(self.sent)):
+            # A batch partly sent (a resend from its middle) goes whole: the daemon
+            # drops the messages it already has.
+            for frames, zero_copy in self._frames(batch):
+                try:
+                    self.pub.send_multipart(frames, zmq.NOBLOCK, copy=not zero_copy)
+                except zmq.Again:
+                    return
+            self.sent = batch.last
+
+    def _frames(self, batch: Batch) -> Iterator[tuple[list[Any], bool]]:
+        """The ZeroMQ messages that carry ``batch``, and whether to send them
+        without copying (a block's rows: the buffer is handed over)."""
+        if batch.rows is not None:
+            header = codec.pack({**self._header, "kind": Kind.BLOCK.value, "seq": batch.first})
+            if batch.size + len(header) > self.max_message_bytes:
+                # Queued before the daemon told us its limit. Sent whole, it would
+                # make ZeroMQ drop the connection, again at every resend; sent as
+                # its header alone, the daemon rejects it and counts it.
+                log.error("block %d is larger than the daemon accepts; dropped", batch.first)
+                yield [header], False
+            else:
+                yield [header, batch.payload, batch.rows], True
             return
-        index = max(0, start - self.unacked[0][0])
-        while index < len(self.unacked):
-            count, frames = self._next_message(index)
-            block = count == 1 and len(frames) == 3  # rows: hand the buffer over, no copy
-            try:
-                self.pub.send_multipart(frames, zmq.NOBLOCK, copy=not block)
-            except zmq.Again:
-                return
-            index += count
-            self.sent = self.unacked[index - 1][0]
-
-    def _next_message(self, index: int) -> tuple[int, list[Any]]:
-        """The next ZeroMQ message to send from ``unacked[index]`` on, and how many
-        of our messages it carries.
-
-        Consecutive small messages go out as one ``batch``: one ZeroMQ message,
-        one header, a body frame each. That halves the work per message here and
-        in the daemon. Blocks (raw rows) always go alone.
-        """
-        seq, kind, frames, size = self.unacked[index]
-        if size > self.max_message_bytes:
-            # Queued before the daemon told us its limit. Sent whole, it would
-            # make ZeroMQ drop the connection, again at every resend; sent as
-            # its header alone, the daemon rejects it and counts it.
-            log.error("message %d is larger than the daemon accepts; dropped", seq)
-            frames = frames[:1]
-            self.unacked[index] = (seq, kind, frames, len(frames[0]))
-            return 1, frames
-        if len(frames) != 2:
-            return 1, frames
-        kinds = [kind]
-        bodies = [frames[1]]
-        end = index + 1
-        while (
-            end < len(self.unacked)
-            and len(kinds) < BATCH_MESSAGES
-            and size < BATCH_BYTES
-            and len(self.unacked[end][2]) == 2
-        ):
-            _, next_kind, next_frames, next_size = self.unacked[end]
-            if size + next_size > self.max_message_bytes:
-                break
-            kinds.append(next_kind)
-            bodies.append(next_frames[1])
-            size += next_size
-            end += 1
-        if len(kinds) == 1:
-            return 1, frames
-        header = codec.pack({**self._batch_header, "seq": seq, "kinds": kinds})
-        return len(kinds), [header, *bodies]
+        budget = batch_budget(self.max_message_bytes)
+        # Batched before the daemon told us a smaller limit: split, and what
+        # cannot fit alone goes without its body, for the daemon to reject.
+        pieces = [batch] if len(batch.payload) <= budget else batch.split(budget)
+        for piece in pieces:
+            payload = piece.payload if len(piece.payload) <= budget else b""
+            header = codec.pack(
+                {
+                    **self._header,
+                    "kind": Kind.BATCH.value,
+                    "seq": piece.first,
+                    "kinds": piece.kinds,
+                }
+            )
+            yield [header, payload], False
 
     def _check_stall(self) -> None:
         """Resend if what we sent has stayed unconfirmed for ``STALL_TIMEOUT``."""
@@ -363,8 +347,7 @@ class Link(threading.Thread):
         if received > self.acked:
             self.acked = received
             self._stalled_since = None
-        while self.unacked and self.unacked[0][0] <= self.acked:
-            self.unacked.popleft()
+        self.unacked.confirm(self.acked)
         if self.sent < self.acked:
             self.sent = self.acked
 

@@ -117,7 +117,7 @@ BODIES: dict[Kind, Schema] = {
 }
 
 #: Frames of a data message of each kind (header, body, and for blocks the rows).
-#: A batch has the header and one body per message.
+#: A batch has two: the header, and its messages' bodies back to back.
 FRAMES: dict[Kind, int] = {Kind.PARAMS: 2, Kind.DATA: 2, Kind.STREAM: 2, Kind.BLOCK: 3}
 
 #: Kinds a batch may hold: those whose message is a header and one body.

@@ -130,9 +130,9 @@ class Source:
         self.gap_since = None
         self.resend_asked_at = None
 
-    def applied(self) -> None:
-        self.total.messages += 1
-        self.run.messages += 1
+    def applied(self, count: int) -> None:
+        self.total.messages += count
+        self.run.messages += count
 
     def reject(self, reason: str) -> None:
         self.total.rejected += 1

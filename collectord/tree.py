@@ -73,15 +73,12 @@ class Tree:
         """Merge parameter ``values`` into the group at ``node``, all or nothing."""
         existing = self._walk_to(node, create=False)
         for name in values:
-            check_name(name, where=lambda: f"parameter name under {join_path(node)!r}")
             current = existing.get(name) if existing is not None else None
-            if current is None or (type(current) is _Leaf and current.kind is LeafKind.PARAM):
-                continue
-            if isinstance(current, dict):
-                raise TreeConflict(
-                    f"{join_path((*node, name))!r} is a group, it cannot become a parameter"
-                )
-            raise TreeConflict(f"{join_path((*node, name))!r} holds static data, not a parameter")
+            if current is None:
+                # Names already in the tree were checked when they came in.
+                check_name(name, where=lambda: f"parameter name under {join_path(node)!r}")
+            elif type(current) is not _Leaf or current.kind is not LeafKind.PARAM:
+                raise self._not_a_parameter((*node, name), current)
         branch = existing if existing is not None else self._walk_to(node, create=True)
         assert branch is not None
         for name, value in values.items():
@@ -90,6 +87,12 @@ class Tree:
                 branch[name] = _Leaf(LeafKind.PARAM, value)
             else:
                 current.value = value
+
+    @staticmethod
+    def _not_a_parameter(path: Path, current: Any) -> TreeConflict:
+        if isinstance(current, dict):
+            return TreeConflict(f"{join_path(path)!r} is a group, it cannot become a parameter")
+        return TreeConflict(f"{join_path(path)!r} holds static data, not a parameter")
 
     def set_data(self, path: Path, value: Any) -> None:
         """Set static data at ``path``, replacing earlier static data there."""

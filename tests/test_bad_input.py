@@ -152,6 +152,42 @@ def test_bad_data_messages_are_rejected_counted_and_survived(
     }
 
 
+def test_a_bad_body_costs_its_own_message_a_bad_batch_the_batch(
+    daemon: DaemonProcess, publisher
+) -> None:
+    def params(name: str, value: object) -> bytes:
+        return msgpack.packb({"path": "raw/batch", "values": {name: value}})
+
+    def batch(seq: int, payload: bytes, kinds=("params",) * 3) -> list[bytes]:
+        return [header(seq, kind="batch", kinds=list(kinds)), payload]
+
+    unknown_ext = msgpack.ExtType(99, b"")
+    good = params("a", 1) + params("b", 2)
+    # 1-3: the middle body holds a refused value; only it is rejected.
+    publisher.send_multipart(
+        batch(1, params("a", 1) + params("bad", unknown_ext) + params("c", 3))
+    )
+    # 4-6: bytes left over after three bodies; 7-9: two bodies for three kinds.
+    publisher.send_multipart(batch(4, good + params("d", 4) + b"\x00"))
+    publisher.send_multipart(batch(7, good))
+    # 10-12: not msgpack at all.
+    publisher.send_multipart(batch(10, b"\xc1" * 8))
+    # The old form, one frame per body, is refused before it is numbered.
+    publisher.send_multipart([header(13, kind="batch", kinds=["params"] * 2), good[:4], good[4:]])
+    # 13-14: a good batch after all that.
+    publisher.send_multipart(batch(13, params("e", 5) + params("f", 6), kinds=["params"] * 2))
+    wait_for(lambda: rejected(daemon) >= 11, what="11 rejections")
+    status = daemon.status()
+    (raw,) = [s for s in status["sources"] if s["name"] == "raw"]
+    assert raw["messages"]["rejected"] == 10 and raw["messages"]["messages"] == 4
+    assert status["unidentified"]["rejected"] == 1
+    assert any("bytes follow" in reason for reason in raw["recent_rejections"])
+    assert any("unknown msgpack ext type 99" in r for r in raw["recent_rejections"])
+    with Client("good", daemon.data, daemon.control) as client:
+        saved = load_json(client.stop())
+    assert saved["raw"]["batch"] == {"a": 1, "c": 3, "e": 5, "f": 6}
+
+
 def test_bad_control_requests_get_error_replies(daemon: DaemonProcess) -> None:
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
@@ -279,7 +315,7 @@ def test_fuzzed_frames_on_both_sockets_never_stop_the_daemon(
 def test_sequence_numbers_beyond_the_range_are_refused(daemon: DaemonProcess, publisher) -> None:
     body = msgpack.packb({"path": "raw/p", "values": {"a": 1}})
     top = 2**64 - 1
-    publisher.send_multipart([header(top, kind="batch", kinds=["params", "params"]), body, body])
+    publisher.send_multipart([header(top, kind="batch", kinds=["params", "params"]), body + body])
     publisher.send_multipart([header(0), body])
     wait_for(lambda: daemon.status()["rejected"] == 2, what="two rejections")
     assert daemon.status()["pid"] == daemon.process.pid

@@ -122,7 +122,7 @@ def frames(kind: str, session: str, seq: int, path: str, value) -> list[bytes]:
 def batch(session: str, first: int, ops) -> list[bytes]:
     kinds = [kind for kind, _, _, _ in ops]
     bodies = [body(kind, path, value) for kind, path, value, _ in ops]
-    return [header(session, first, kind="batch", kinds=kinds), *bodies]
+    return [header(session, first, kind="batch", kinds=kinds), b"".join(bodies)]
 
 
 @settings(max_examples=60, deadline=None)

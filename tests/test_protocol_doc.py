@@ -17,8 +17,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import pytest
 
+from collectord.collector import Collector, decode_header, message_count
 from collectord.protocol import (
     BODIES,
     HEADER,
@@ -29,6 +31,7 @@ from collectord.protocol import (
     ErrorCode,
     Schema,
 )
+from collectord.sources import Admit
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -371,3 +374,43 @@ def test_a_changed_schema_is_noticed(doc_text: str, monkeypatch: pytest.MonkeyPa
     problems = schema_problems(doc_text)
     assert any("command: sync" in p and "'seq'" in p for p in problems), problems
     assert any("notice: shout" in p for p in problems), problems
+
+
+# -- the worked example ----------------------------------------------------------
+
+_FENCE = re.compile(r"^```\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def worked_example_frames(text: str) -> list[bytes]:
+    """The hex blocks of the worked example, as bytes, in order."""
+    start = text.index("## Worked example, byte by byte")
+    end = text.index("\n## ", start + 1)
+    return [bytes.fromhex(block) for block in _FENCE.findall(text[start:end])]
+
+
+def test_the_worked_example_is_what_the_daemon_reads(doc_text: str) -> None:
+    """The doc's bytes go through the daemon's own decoding and land in a tree."""
+    header, body, sync, reply, sent, batch_header, payload = worked_example_frames(doc_text)
+    session = "3f9a1c0b5d7e2468"
+    collector = Collector({})
+    source = collector.sources.get(session, "camera")
+    for frames in ([header, body], [batch_header, payload]):
+        checked = decode_header(frames)
+        first = checked["seq"]
+        verdict, seen = source.admit_range(first, first + message_count(checked) - 1, 0.0)
+        assert verdict is Admit.NEW
+        assert collector.apply_message(source, checked, frames, seen) == []
+    assert collector.tree.to_dict() == {
+        "camera": {"settings": {"exposure": 5.0, "gain": 3}, "frames": 120}
+    }
+    assert source.received == 3
+    assert msgpack.unpackb(sync) == {"v": 1, "cmd": "sync", "id": 2, "session": session, "seq": 1}
+    assert msgpack.unpackb(reply) == {"v": 1, "id": 2, "ok": True, "result": {"received": 1}}
+    assert msgpack.unpackb(sent) == {
+        "v": 1,
+        "cmd": "sent",
+        "id": 3,
+        "session": session,
+        "seq": 1,
+        "barrier": 1,
+    }

@@ -195,8 +195,8 @@ def test_gaps_kept_are_bounded_but_every_loss_is_counted() -> None:
 
 def test_applied_and_rejected_count_in_run_and_total() -> None:
     source = source_at(0)
-    source.applied()
-    source.applied()
+    source.applied(1)
+    source.applied(1)
     source.reject("bad path")
     assert source.run == Counts(messages=2, rejected=1)
     assert source.total == Counts(messages=2, rejected=1)
@@ -205,14 +205,14 @@ def test_applied_and_rejected_count_in_run_and_total() -> None:
 
 def test_new_run_resets_run_counts_only() -> None:
     source = source_at(1)
-    source.applied()
+    source.applied(1)
     source.admit(1, T0)
     deliver(source, 4, T0, resends=False)
     source.new_run()
     assert source.run == Counts()
     assert source.total == Counts(messages=1, duplicates=1, lost=2)
     assert source.received == 4  # the sequence goes on across experiments
-    source.applied()
+    source.applied(1)
     assert source.run.messages == 1 and source.total.messages == 2
 
 
@@ -226,7 +226,7 @@ def test_only_recent_rejection_reasons_are_kept() -> None:
 
 def test_describe_reports_the_counts_asked_for() -> None:
     source = source_at(1)
-    source.applied()
+    source.applied(1)
     deliver(source, 4, T0, resends=False)
     source.new_run()
     source.introduced = True
@@ -254,7 +254,7 @@ def test_connected_and_active_sources() -> None:
     sources = Sources()
     quiet = sources.get("s1", "quiet")  # heard of, said nothing this run
     talker = sources.get("s2", "talker")
-    talker.applied()
+    talker.applied(1)
     greeted = sources.get("s3", "greeted")
     greeted.introduced = True
     assert sources.connected() == [greeted]
@@ -265,7 +265,7 @@ def test_connected_and_active_sources() -> None:
 def test_sources_new_run_resets_runs_and_forgets_closed_sessions() -> None:
     sources = Sources()
     open_one = sources.get("s1", "camera")
-    open_one.applied()
+    open_one.applied(1)
     closed = sources.get("s2", "stimulus")
     closed.closed = True
     sources.unidentified.reject("garbage")
@@ -281,7 +281,7 @@ def test_snapshot_restores_identity_and_sequence_but_not_counts() -> None:
     source.host, source.pid, source.program = "rig-1", 42, "camera.py"
     source.versions = {"collectord": "1.0"}
     source.introduced = True
-    source.applied()
+    source.applied(1)
     restored = Source.from_snapshot(source.snapshot())
     assert (restored.session, restored.name, restored.received) == ("s1", "camera", 5)
     assert (restored.host, restored.pid, restored.program) == ("rig-1", 42, "camera.py")
