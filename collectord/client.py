@@ -57,7 +57,6 @@ from .errors import (
     UnsupportedValueError,
 )
 from .link import Link, Request, Shared
-from .outbox import batch_budget, body_limit
 from .paths import check_name, parse_path
 from .protocol import Command, Kind
 from .security import ClientSecurity
@@ -160,10 +159,13 @@ class Client:
         Returns the message's sequence number.
         """
         parse_path(node)
-        merged = {**(values or {}), **kwargs}
-        for key in merged:
-            check_name(key, where=lambda: f"parameter name under {node!r}")
-        codec.check_value(merged, where=node)
+        if values is None:
+            merged = kwargs
+        elif kwargs or type(values) is not dict:
+            merged = {**values, **kwargs}
+        else:
+            merged = values
+        codec.check_params(merged, node)
         return self._publish(Kind.PARAMS, codec.pack({"path": node, "values": merged}))
 
     def add_data(self, path: str, value: Any) -> int:
@@ -223,7 +225,7 @@ class Client:
 
     def _max_block_rows(self, row_bytes: int) -> int:
         """Rows that fit in one message within the daemon's size limit."""
-        return max(1, body_limit(self._link.max_message_bytes) // row_bytes)
+        return max(1, self._link.limits.body // row_bytes)
 
     def _check_open(self) -> None:
         if self._state is not State.OPEN:
@@ -234,12 +236,11 @@ class Client:
             stream.flush()
 
     def _publish(self, kind: Kind, body: bytes, raw: Any = None, closing_ok: bool = False) -> int:
-        max_message_bytes = self._link.max_message_bytes
-        limit = body_limit(max_message_bytes)
-        size = len(body) + (raw.nbytes if raw is not None else 0)
-        if size > limit:
+        limits = self._link.limits
+        size = len(body) if raw is None else len(body) + raw.nbytes
+        if size > limits.body:
             raise MessageTooLargeError(
-                f"the message is {size} bytes; the daemon accepts at most {limit}"
+                f"the message is {size} bytes; the daemon accepts at most {limits.body}"
             )
         shared = self._shared
         with shared.lock:
@@ -248,10 +249,11 @@ class Client:
             shared.seq += 1
             seq = shared.seq
             if raw is None:
-                shared.outbox.add(seq, kind.value, body, batch_budget(max_message_bytes))
+                shared.outbox.add(seq, kind.value, body, limits.batch)
             else:
                 shared.outbox.add_block(seq, body, raw)
-            self._wake_link()
+            if shared.sleeping:
+                self._wake_link()
         return seq
 
     def _wake_link(self) -> None:

@@ -35,6 +35,7 @@ import msgpack
 import numpy as np
 
 from .errors import UnsupportedValueError
+from .paths import check_name, is_known_name
 
 EXT_NDARRAY = 1
 EXT_ISOTIME = 2
@@ -147,6 +148,22 @@ def check_value(value: Any, where: str = "value") -> None:
     problem = _find_unsupported(value, where)
     if problem:
         raise UnsupportedValueError(problem)
+
+
+def check_params(values: dict[str, Any], node: str) -> None:
+    """Check parameter names and values for ``node`` in one pass.
+
+    ``set_params`` runs this on every call: a known name with a float, bool or
+    None value costs a set lookup and a type test; anything else gets the full
+    checks of ``check_name`` and ``check_value``.
+    """
+    for key, item in values.items():
+        if type(item) in _PLAIN and is_known_name(key):
+            continue
+        check_name(key, where=lambda: f"parameter name under {node!r}")
+        problem = _find_unsupported(item, f"{node}[{key!r}]", 1)
+        if problem:
+            raise UnsupportedValueError(problem)
 
 
 def make_packer() -> msgpack.Packer:

@@ -30,7 +30,7 @@ import zmq
 
 from . import codec
 from .errors import ClientClosedError, CollectordError, RequestError, TransportError
-from .outbox import Batch, Outbox, Unconfirmed, batch_budget
+from .outbox import Batch, Limits, Outbox, Unconfirmed
 from .protocol import PROTOCOL_VERSION, Command, Kind, Notice
 from .security import ClientSecurity
 
@@ -88,7 +88,7 @@ class Link(threading.Thread):
         super().__init__(name=f"collectord-link-{hello['name']}", daemon=True)
         self.shared = shared
         self.security = security
-        self.max_message_bytes = max_message_bytes
+        self.limits = Limits.of(max_message_bytes)
         self.wake = wake
         self.context = context
         self.data_endpoint = data
@@ -305,7 +305,7 @@ class Link(threading.Thread):
         without copying (a block's rows: the buffer is handed over)."""
         if batch.rows is not None:
             header = codec.pack({**self._header, "kind": Kind.BLOCK.value, "seq": batch.first})
-            if batch.size + len(header) > self.max_message_bytes:
+            if batch.size + len(header) > self.limits.message:
                 # Queued before the daemon told us its limit. Sent whole, it would
                 # make ZeroMQ drop the connection, again at every resend; sent as
                 # its header alone, the daemon rejects it and counts it.
@@ -314,7 +314,7 @@ class Link(threading.Thread):
             else:
                 yield [header, batch.payload, batch.rows], True
             return
-        budget = batch_budget(self.max_message_bytes)
+        budget = self.limits.batch
         # Batched before the daemon told us a smaller limit: split, and what
         # cannot fit alone goes without its body, for the daemon to reject.
         pieces = [batch] if len(batch.payload) <= budget else batch.split(budget)
@@ -431,9 +431,7 @@ class Link(threading.Thread):
                 # are dropped by the daemon).
                 self.sent = self.acked
                 self._dropped_reported = 0  # a restarted daemon may not know
-                self.max_message_bytes = int(
-                    result.get("max_message_bytes", self.max_message_bytes)
-                )
+                self.limits = Limits.of(int(result.get("max_message_bytes", self.limits.message)))
                 self.introduced = True
                 self._resend_pending()
             return

@@ -18,7 +18,7 @@ from __future__ import annotations
 import array
 import collections
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Most messages, and payload bytes, in one batch.
 BATCH_MESSAGES = 512
@@ -31,15 +31,18 @@ HEADER_ALLOWANCE = 1024
 BLOCK = "block"
 
 
-def body_limit(max_message_bytes: int) -> int:
-    """The largest body (rows included) one message may have."""
-    return max_message_bytes - HEADER_ALLOWANCE
+class Limits(NamedTuple):
+    """Sizes that follow from the daemon's ``max_message_bytes``, computed once
+    (the publishing call reads them every time)."""
 
+    message: int  # the daemon's limit for one ZeroMQ message
+    body: int  # the largest body (rows included) of one message
+    batch: int  # payload bytes a batch may hold, with room for its header and kinds
 
-def batch_budget(max_message_bytes: int) -> int:
-    """Payload bytes a batch may hold so that, with its header and ``kinds``,
-    it fits in the daemon's ``max_message_bytes``."""
-    return min(BATCH_BYTES, body_limit(max_message_bytes) - KIND_BYTES * BATCH_MESSAGES)
+    @classmethod
+    def of(cls, max_message_bytes: int) -> Limits:
+        body = max_message_bytes - HEADER_ALLOWANCE
+        return cls(max_message_bytes, body, min(BATCH_BYTES, body - KIND_BYTES * BATCH_MESSAGES))
 
 
 class Batch:
@@ -118,8 +121,16 @@ class Outbox:
 
     def add(self, seq: int, kind: str, body: bytes, budget: int) -> None:
         batch = self.open
-        if batch is not None and batch.takes(body, budget):
-            batch.add(kind, body)
+        # Batch.takes and Batch.add, written out: this runs in every publishing
+        # call. The open batch is never a block.
+        if (
+            batch is not None
+            and len(batch.kinds) < BATCH_MESSAGES
+            and len(batch.payload) + len(body) <= budget
+        ):
+            batch.kinds.append(kind)
+            batch.payload += body
+            batch.ends.append(len(batch.payload))
             return
         if batch is not None:
             self.closed.append(batch)

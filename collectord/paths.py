@@ -42,6 +42,11 @@ def check_name(name: object, where: str | Callable[[], str] = "name") -> str:
 _good_names: set[str] = set()
 
 
+def is_known_name(name: object) -> bool:
+    """Whether ``name`` has already passed ``check_name`` (a cheap first look)."""
+    return name in _good_names
+
+
 def _check_name(name: object, where: str) -> None:
     if not isinstance(name, str):
         raise InvalidPathError(f"{where} must be a string, not {type(name).__name__}")
@@ -59,7 +64,13 @@ def _check_name(name: object, where: str) -> None:
         raise InvalidPathError(
             f"{where} {name!r} starts with '$', kept for collectord's JSON tags"
         )
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPathError(
+            f"{where} {name!r} is not valid Unicode (a lone surrogate)"
+        ) from None
+    if len(encoded) > MAX_NAME_BYTES:
         raise InvalidPathError(f"{where} is longer than {MAX_NAME_BYTES} bytes")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import DaemonProcess
 
-from collectord import Client, UnsupportedValueError, load_json
+from collectord import Client, InvalidPathError, UnsupportedValueError, load_json
 
 
 def client_for(daemon: DaemonProcess, name: str) -> Client:
@@ -108,6 +108,13 @@ def test_unsupported_value_is_refused_at_the_call(daemon: DaemonProcess) -> None
             client.add_data("camera/bad", np.array([1j]))
         with pytest.raises(UnsupportedValueError, match="dict key 3"):
             client.add_data("camera/bad", {"ok": {3: "int key"}})
+        # The same names and values that pass the call's quick look, once known:
+        with pytest.raises(InvalidPathError, match="'\\$gain'"):
+            client.set_params("camera/settings", {"$gain": 1.0})
+        with pytest.raises(InvalidPathError, match="lone surrogate"):
+            client.set_params("camera/settings", {"exposure\ud800": 1.0})
+        with pytest.raises(UnsupportedValueError, match=r"\['exposure'\].*does not fit"):
+            client.set_params("camera/settings", exposure=2**64)
         client.sync()
         status = daemon.status()
     (source,) = status["sources"]

@@ -12,10 +12,9 @@ from collectord.outbox import (
     BATCH_MESSAGES,
     BLOCK,
     Batch,
+    Limits,
     Outbox,
     Unconfirmed,
-    batch_budget,
-    body_limit,
 )
 
 KINDS = ("params", "data", "stream")
@@ -74,7 +73,7 @@ def test_batches_hold_every_message_in_order(items, budget) -> None:
 def test_a_batch_closes_at_its_message_limit() -> None:
     outbox = Outbox()
     for seq in range(1, 2 * BATCH_MESSAGES + 2):
-        outbox.add(seq, "params", b"\x80", batch_budget(64 << 20))
+        outbox.add(seq, "params", b"\x80", Limits.of(64 << 20).batch)
     assert [batch.count for batch in outbox.take()] == [BATCH_MESSAGES, BATCH_MESSAGES, 1]
 
 
@@ -141,6 +140,6 @@ def test_a_batch_payload_splits_back_into_its_bodies(values) -> None:
 
 def test_a_batch_header_fits_the_daemons_limit() -> None:
     """The payload budget leaves room for a full ``kinds`` list and the header."""
-    limit = 64 << 10
+    limits = Limits.of(64 << 10)
     kinds = msgpack.packb(["params"] * BATCH_MESSAGES)
-    assert batch_budget(limit) + len(kinds) <= body_limit(limit)
+    assert limits.batch + len(kinds) <= limits.body < limits.message
