@@ -263,7 +263,7 @@ class Daemon:
                 timeout = 10 if self.stop else IDLE_TICK_MS
                 ready = dict(poller.poll(timeout))
                 if self._data in ready:
-                    self._drain(self._data, self.on_data)
+                    self._drain(self._data, self.on_data, copy=False)
                 if self._control in ready:
                     self._drain(self._control, self.on_control)
                 if self._flush_due():
@@ -282,10 +282,10 @@ class Daemon:
             self.journal.close()
         self.lock.release()
 
-    def _drain(self, sock: zmq.Socket[Any], handle: Any) -> None:
+    def _drain(self, sock: zmq.Socket[Any], handle: Any, copy: bool = True) -> None:
         for _ in range(DRAIN_BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
                 return
             try:
@@ -318,8 +318,16 @@ class Daemon:
 
     # -- data ----------------------------------------------------------------------
 
-    def on_data(self, frames: list[bytes]) -> None:
-        """Handle one message from the data socket; never raises on bad input."""
+    def on_data(self, received: list[Any]) -> None:
+        """Handle one message from the data socket; never raises on bad input.
+
+        Frames come as ZeroMQ ``Frame`` objects (or bytes). Only a block's rows
+        stay one: they go to the stream file straight from ZeroMQ's buffer.
+        """
+        if len(received) == 3:
+            frames = [_as_bytes(received[0]), _as_bytes(received[1]), received[2]]
+        else:
+            frames = [_as_bytes(frame) for frame in received]
         try:
             header = decode_header(frames)
         except (codec.DecodeError, ProtocolViolation) as exc:
@@ -347,6 +355,7 @@ class Daemon:
             # A block's rows go to its stream file; the journal keeps their length.
             self._record(RecordType.MESSAGE, frames=frames[:2], raw=len(frames[2]))
         else:
+            frames = [_as_bytes(frame) for frame in frames]
             self._record(RecordType.MESSAGE, frames=frames)
         for rejection in self.collector.apply_message(source, header, frames, seen):
             log.warning("rejected from %s: %s", source.name, rejection)
@@ -605,6 +614,10 @@ class Daemon:
             "rejected": unidentified.total.rejected
             + sum(source.total.rejected for source in sources),
         }
+
+
+def _as_bytes(frame: bytes | zmq.Frame) -> bytes:
+    return frame if isinstance(frame, bytes) else frame.bytes
 
 
 def _has_journal(staging: Path) -> bool:
