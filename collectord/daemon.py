@@ -7,9 +7,11 @@ move a pending stop forward; repeat until asked to exit; tear down in
 
 Durability: every message admitted is appended to the experiment's journal
 before it is applied. The journal is fsynced at least every
-``journal_interval`` seconds, and at once when a client waits in ``sync``;
-replies to ``sync`` (and hence what clients drop from their resend buffers)
-only ever cover journaled messages. After a crash, a restarted daemon resumes
+``journal_interval`` seconds, at once when a client waits in ``sync``, and
+after every 16 MiB of stream data, in a background thread (``flusher.py``) so
+that the loop keeps taking messages meanwhile; replies to ``sync`` (and hence
+what clients drop from their resend buffers) only ever cover journaled
+messages. After a crash, a restarted daemon resumes
 the experiment from its journal, or ``collectord recover`` saves it.
 
 A stop is a barrier: every connected client is asked (notice ``barrier``) for
@@ -38,6 +40,7 @@ from . import __version__, codec, experiment, journal, store
 from .collector import Collector, decode_header, message_count
 from .errors import TransportError
 from .experiment import StopRequest
+from .flusher import Flush, Flusher
 from .formats import check_available
 from .journal import Journal, RecordType
 from .protocol import (
@@ -64,10 +67,16 @@ log = logging.getLogger("collectord")
 
 #: How often the loop wakes up when idle, to notice signals and deadlines.
 IDLE_TICK_MS = 50
-#: At most this many messages are taken from one socket before looking at the other.
+#: At most this many messages, or about this many bytes, are taken from one
+#: socket before the loop looks at the rest (the other socket, the flusher).
 DRAIN_BATCH = 1000
+DRAIN_BYTES = 4 * 1024 * 1024
 #: A gap is not asked about again sooner than this, in seconds.
 RESEND_INTERVAL = 0.2
+#: Stream bytes written since the last flush that start one before
+#: ``journal_interval`` is up: a burst is made durable while it arrives, not
+#: all at once when a client waits for it.
+STREAM_FLUSH_BYTES = 16 * 1024 * 1024
 
 
 class ReplyTo(NamedTuple):
@@ -113,6 +122,8 @@ class Daemon:
         self._signals_taken = 0
         self._running = False
         self._flushed_at = time.monotonic()
+        self._flusher = Flusher()
+        self._retry_at = 0.0  # after a failed flush, the next waits until then
         self._context: zmq.Context[Any] | None = None
         self._data: zmq.Socket[Any] | None = None
         self._control: zmq.Socket[Any] | None = None
@@ -169,33 +180,60 @@ class Daemon:
         self.journal.append({"t": kind.value, **fields})
 
     def _make_durable(self) -> None:
-        """fsync the journal; everything applied so far is now confirmed."""
+        """fsync the journal now; everything applied so far is confirmed."""
         assert self.journal is not None
+        self._settle()
         if self.collector.files is not None:
             self.collector.files.sync()  # block data first: the journal vouches for it
         self.journal.flush()
         self._flushed_at = time.monotonic()
-        for session, source in self.collector.sources.by_session.items():
-            self.durable[session] = source.received
+        self._confirm(self._received())
+
+    def _received(self) -> dict[str, int]:
+        return {session: s.received for session, s in self.collector.sources.by_session.items()}
+
+    def _confirm(self, marks: dict[str, int]) -> None:
+        """Sessions are durable up to ``marks``: answer the syncs that waited for it."""
+        self.durable.update(marks)
         for session in list(self.pending_syncs):
             self._release_syncs(session)
 
-    def _try_durable(self) -> None:
-        """``_make_durable``, surviving a full or failing disk: nothing is confirmed
-        until a later flush succeeds, so clients keep (and resend) what they sent."""
-        try:
-            self._make_durable()
-        except OSError as exc:
-            if self.last_error is None or "journal" not in self.last_error:
-                log.error("cannot write the journal: %s; retrying", exc)
-            self.last_error = f"journal write failed: {exc}"
+    def _flush(self) -> None:
+        """Take a finished background flush; start the next one when due (flusher.py)."""
+        done = self._flusher.finished()
+        if done is not None:
+            self._flushed(done)
+        if not self._flusher.busy and self._flush_due():
+            assert self.journal is not None
+            self._flusher.start(self.journal, self.collector.files, self._received())
             self._flushed_at = time.monotonic()
+
+    def _settle(self) -> None:
+        """Wait for the background flush, if one runs: before files are closed."""
+        done = self._flusher.wait()
+        if done is not None:
+            self._flushed(done)
+
+    def _flushed(self, flush: Flush) -> None:
+        if flush.error is None:
+            self._confirm(flush.marks)
+            return
+        # A full or failing disk: nothing is confirmed until a later flush
+        # succeeds, so clients keep (and resend) what they sent. The next try
+        # waits for journal_interval, even if syncs wait.
+        if self.last_error is None or "journal" not in self.last_error:
+            log.error("cannot write the journal: %s; retrying", flush.error)
+        self.last_error = f"journal write failed: {flush.error}"
+        self._retry_at = time.monotonic() + self.config.journal_interval
 
     def _flush_due(self) -> bool:
         assert self.journal is not None
-        if not self.journal.pending:
+        if not self.journal.pending or time.monotonic() < self._retry_at:
             return False
         if any(self.pending_syncs.values()):
+            return True
+        files = self.collector.files
+        if files is not None and files.unsynced >= STREAM_FLUSH_BYTES:
             return True
         return time.monotonic() - self._flushed_at >= self.config.journal_interval
 
@@ -260,14 +298,14 @@ class Daemon:
         self._running = True
         try:
             while self._running:
-                timeout = 10 if self.stop else IDLE_TICK_MS
+                # A running flush is looked at every millisecond: syncs wait for it.
+                timeout = 1 if self._flusher.busy else 10 if self.stop else IDLE_TICK_MS
                 ready = dict(poller.poll(timeout))
                 if self._data in ready:
                     self._drain(self._data, self.on_data, copy=False)
                 if self._control in ready:
                     self._drain(self._control, self.on_control)
-                if self._flush_due():
-                    self._try_durable()
+                self._flush()
                 self._take_signals()
                 self._advance_stop()
         finally:
@@ -275,6 +313,8 @@ class Daemon:
 
     def _teardown(self) -> None:
         self._close_sockets()
+        self._settle()
+        self._flusher.close()
         if self.collector.files is not None:
             self.collector.files.sync()
             self.collector.files.close()
@@ -283,11 +323,15 @@ class Daemon:
         self.lock.release()
 
     def _drain(self, sock: zmq.Socket[Any], handle: Any, copy: bool = True) -> None:
+        size = 0
         for _ in range(DRAIN_BATCH):
+            if size > DRAIN_BYTES:
+                return
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
                 return
+            size += sum(len(frame) for frame in frames)
             try:
                 handle(frames)
             except Exception as exc:  # a bug must cost one message, not the daemon

@@ -8,8 +8,8 @@ It is a sequence of records, each::
     payload            a msgpack map; "t" names the record type (RecordType)
 
 Records are appended to an in-memory buffer and written with one ``write``
-and one ``fsync`` per flush: at least every ``fsync_interval`` seconds, and at
-once when a client waits in ``sync()``. Replay reads records until the end of
+and one ``fsync`` per flush (``flusher.py`` says when, and does it in a
+background thread). Replay reads records until the end of
 the file or the first record that is short or fails its CRC: the torn tail a
 ``kill -9`` or power cut can leave. Everything before it is intact.
 """
@@ -105,17 +105,36 @@ class Journal:
 
     def flush(self) -> None:
         """Write what is buffered and fsync it."""
-        if self._buffer:
+        self.write_out(self._buffer)
+
+    def detach(self) -> bytearray:
+        """Take the buffered records, for ``write_out`` in another thread; records
+        appended from now on go to a new buffer."""
+        taken, self._buffer = self._buffer, bytearray()
+        return taken
+
+    def reattach(self, unwritten: bytearray) -> None:
+        """Put back what a failed ``write_out`` of detached records left, in front
+        of the records appended since."""
+        self._buffer[:0] = unwritten
+
+    def write_out(self, records: bytearray) -> None:
+        """Append ``records`` to the file and fsync; what reached the file is
+        removed from ``records``, even if this raises.
+
+        A disk that filled up half-way through would otherwise get that part
+        twice. Touches only the file, not this object's buffer: safe to call
+        from another thread on detached records.
+        """
+        if records:
             offset = 0
             try:
-                with memoryview(self._buffer) as view:
+                with memoryview(records) as view:
                     while offset < len(view):
                         with view[offset:] as rest:
                             offset += os.write(self._fd, rest)
             finally:
-                # What reached the file must not be written again (a disk that
-                # filled up half-way through would otherwise get it twice).
-                del self._buffer[:offset]
+                del records[:offset]
         os.fsync(self._fd)
 
     def close(self) -> None:

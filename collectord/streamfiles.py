@@ -195,6 +195,10 @@ class StreamFile:
             os.fsync(self._fd)
             self.dirty = False
 
+    def fsync(self) -> None:
+        """fsync, leaving ``dirty`` alone: for the flusher's thread (``flusher.py``)."""
+        os.fsync(self._fd)
+
     def finish(self) -> Path:
         """Cut the file to the rows accounted for, write the real header, close."""
         spec = self.spec
@@ -225,6 +229,7 @@ class StreamFiles:
         self.replaying = replaying
         self.files: dict[TreePath, StreamFile] = {}
         self.converted: list[Path] = []
+        self.unsynced = 0  # bytes written since the last sync or take_dirty
 
     def open(self, spec: StreamSpec) -> None:
         if spec.path in self.files:
@@ -238,6 +243,7 @@ class StreamFiles:
     def write(self, spec: StreamSpec, raw: bytes | memoryview) -> None:
         if not self.replaying:
             self.files[spec.path].append(raw)
+            self.unsynced += len(raw)
 
     def end_replay(self) -> None:
         for stream in self.files.values():
@@ -251,6 +257,15 @@ class StreamFiles:
     def sync(self) -> None:
         for stream in self.files.values():
             stream.sync()
+        self.unsynced = 0
+
+    def take_dirty(self) -> list[StreamFile]:
+        """The files written since they were last synced, now counted as clean."""
+        dirty = [stream for stream in self.files.values() if stream.dirty]
+        for stream in dirty:
+            stream.dirty = False
+        self.unsynced = 0
+        return dirty
 
     def finish(self, fmt: str) -> dict[TreePath, str]:
         """Finish every file and convert it to ``fmt``; return names relative to staging.

@@ -1,0 +1,100 @@
+"""The background flush: the journal in order, each record exactly once.
+
+The failing disk is real: a child process lowers its own file size limit
+(RLIMIT_FSIZE), so the kernel cuts the journal's write part-way with EFBIG.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from collectord import journal
+from collectord.flusher import Flusher
+from collectord.journal import Journal
+from collectord.paths import parse_path
+from collectord.streamfiles import StreamFiles, StreamSpec
+
+
+def record(index: int) -> dict:
+    return {"t": "msg", "index": index, "pad": "x" * 100}
+
+
+def spec() -> StreamSpec:
+    declaration = {"path": "tracking/tail", "columns": ["a", "b"], "dtype": "<f8"}
+    return StreamSpec.parse(parse_path("tracking/tail"), declaration, "s1", "tracking")
+
+
+def test_a_flush_writes_records_in_order_and_confirms_its_marks(tmp_path: Path) -> None:
+    log = Journal(tmp_path / "journal")
+    files = StreamFiles(tmp_path)
+    stream = spec()
+    files.open(stream)
+    flusher = Flusher()
+    try:
+        for index in range(10):
+            log.append(record(index))
+        files.write(stream, np.ones((3, 2)).tobytes())
+        flusher.start(log, files, {"s1": 10})
+        assert flusher.busy and files.unsynced == 0
+        for index in range(10, 15):  # while the flush runs
+            log.append(record(index))
+        done = flusher.wait()
+        assert done is not None and done.error is None and done.marks == {"s1": 10}
+        assert not flusher.busy and flusher.wait() is None
+        assert [stream.spec.path for stream in done.streams] == [stream.path]
+        assert log.pending  # the records appended meanwhile wait for the next flush
+        flusher.start(log, files, {"s1": 15})
+        assert flusher.wait() is not None
+    finally:
+        flusher.close()
+        files.close()
+        log.close()
+    records, _, torn = journal.read(tmp_path / "journal")
+    assert [r["index"] for r in records] == list(range(15)) and not torn
+
+
+def _fill_the_disk(folder: str, results) -> None:
+    """In a child: a flush cut by the file size limit, then one after it is lifted."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a killed process
+    path = Path(folder) / "journal"
+    log = Journal(path)
+    for index in range(20):
+        log.append(record(index))
+    log.flush()
+    size = path.stat().st_size
+    for index in range(20, 60):
+        log.append(record(index))
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1000, hard))  # room for a few records
+    flusher = Flusher()
+    flusher.start(log, None, {"s1": 60})
+    log.append(record(60))  # while the flush runs: it must stay after 20..59
+    failed = flusher.wait()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # the disk has room again
+    flusher.start(log, None, {"s1": 61})
+    retried = flusher.wait()
+    flusher.close()
+    log.close()
+    results.put((str(failed.error) if failed else None, retried.error if retried else "no flush"))
+
+
+@pytest.mark.timeout(60)
+def test_a_flush_cut_short_is_retried_writing_each_record_once_in_order(
+    tmp_path: Path,
+) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    child = spawn.Process(target=_fill_the_disk, args=(str(tmp_path), results))
+    child.start()
+    failure, retry_error = results.get(timeout=50)
+    child.join(timeout=10)
+    assert failure is not None and "too large" in failure  # EFBIG
+    assert retry_error is None
+    records, _, torn = journal.read(tmp_path / "journal")
+    assert [r["index"] for r in records] == list(range(61)) and not torn
