@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 BLOCK_BYTES = 64 * 1024
 #: Largest block ``extend`` puts into one message, in bytes.
 MESSAGE_BYTES = 8 * 1024 * 1024
+#: Memory that ``extend`` carves its copies from (see ``Stream._copy``).
+SLAB_BYTES = 8 * 1024 * 1024
 
 
 class Stream:
@@ -51,6 +53,8 @@ class Stream:
         self._buffer = self._new_buffer()
         self._filled = 0
         self._first_at = 0.0
+        self._slab = np.empty(0, np.uint8)  # where extend's copies go (see _copy)
+        self._slab_used = SLAB_BYTES
         self.rows = 0  # rows handed to the client so far
 
     def _new_buffer(self) -> np.ndarray[Any, Any]:
@@ -75,13 +79,16 @@ class Stream:
         The rows are copied (into the stream's dtype) before this returns, so
         the caller may reuse ``block`` at once.
         """
-        array = np.array(block, dtype=self.dtype, order="C", copy=True, ndmin=2)
-        if array.ndim != 2 or array.shape[1] != len(self.columns):
+        source = np.asarray(block)
+        if source.ndim < 2:  # one row
+            source = source.reshape(1, -1)
+        if source.ndim != 2 or source.shape[1] != len(self.columns):
             raise ValueError(
                 f"stream {self.path!r} takes blocks of {len(self.columns)} columns, "
-                f"not shape {array.shape}"
+                f"not shape {source.shape}"
             )
         with self._lock:
+            array = self._copy(source)
             self._client._check_open()
             self._send_buffer()
             step = min(
@@ -91,6 +98,28 @@ class Stream:
                 part = array[start : start + step]
                 self._client._publish_block(self.path, part)
                 self.rows += len(part)
+
+    def _copy(self, source: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """A private copy of ``source`` in the stream's dtype; call with the lock held.
+
+        The copy must outlive the call (it is sent without copying and kept
+        until the daemon confirms it), so each needs fresh memory, and fresh
+        memory costs a page fault per 4 KiB page on first touch: about as much
+        as the copy itself. Copies up to ``SLAB_BYTES / 4`` are carved from
+        slabs of ``SLAB_BYTES`` instead, which numpy asks the kernel to back
+        with huge pages; a slab is freed when the last block in it is confirmed.
+        """
+        nbytes = source.shape[0] * source.shape[1] * self.dtype.itemsize
+        if nbytes > SLAB_BYTES // 4:
+            return np.array(source, dtype=self.dtype, order="C", copy=True)
+        if self._slab_used + nbytes > SLAB_BYTES:
+            self._slab = np.empty(SLAB_BYTES, np.uint8)
+            self._slab_used = 0
+        start = self._slab_used
+        self._slab_used += -(-nbytes // 64) * 64  # each copy starts on a cache line
+        copy = self._slab[start : start + nbytes].view(self.dtype).reshape(source.shape)
+        copy[...] = source  # casts like np.array(source, dtype)
+        return copy
 
     def flush(self) -> None:
         """Send the rows appended so far now, without waiting for a full block."""

@@ -213,3 +213,27 @@ def test_a_first_signal_during_a_pending_stop_keeps_the_barrier(daemon: DaemonPr
     finally:
         slow.close()
         context.term()
+
+
+def test_bench_runs_and_reports_every_figure() -> None:
+    """A tiny run: the bench works end to end (its figures are for `collectord bench`)."""
+    import json
+
+    result = run_cli(
+        "bench",
+        "--repeat",
+        "1",
+        "--messages",
+        "2000",
+        "--rows",
+        "2000",
+        "--stream-mb",
+        "2",
+        "--json",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert set(figures["ratios"]) == {"params", "append", "extend", "extend_to_disk"}
+    assert all(value > 0 for value in figures["medians"].values())
+    assert figures["memory"]["extend_bytes_per_s"] > 0

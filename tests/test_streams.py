@@ -301,3 +301,23 @@ def test_stream_dtypes(daemon: DaemonProcess) -> None:
     descriptor = load_json(path)["cam"]["big_endian"]
     assert descriptor["dtype"] == "<f8"
     assert np.load(path.parent / descriptor["file"])["v"].tolist() == [1.5, 2.5]
+
+
+def test_extend_copies_so_the_caller_may_reuse_its_block_at_once(daemon: DaemonProcess) -> None:
+    """Blocks reuse one array in the caller and land in several of the stream's slabs."""
+    blocks, rows = 120, 1000  # 160 kB each: about 19 MB, over three 8 MiB slabs
+    with Client("tracking", daemon.data, daemon.control) as client:
+        stream = client.stream("tracking/reused", [f"c{i:02d}" for i in range(20)], "f8")
+        block = np.empty((rows, 20))
+        for index in range(blocks):
+            block.fill(index)
+            stream.extend(block)
+        block.fill(-1.0)
+        stream.extend(np.arange(20.0))  # one row, as a 1-D array
+        path = Path(client.stop())
+    descriptor = load_json(path)["tracking"]["reused"]
+    table = np.load(path.parent / descriptor["file"])
+    column = table["c07"]
+    assert descriptor["rows"] == blocks * rows + 1 == len(column)
+    assert np.array_equal(column[:-1], np.repeat(np.arange(blocks, dtype=float), rows))
+    assert [table[f"c{i:02d}"][-1] for i in range(20)] == list(np.arange(20.0))
