@@ -318,7 +318,9 @@ class Client:
     @property
     def unconfirmed(self) -> int:
         """Messages sent but not yet confirmed by the daemon (approximate)."""
-        return len(self._link.unacked) + len(self._shared.outbox)
+        with self._shared.lock:  # publishing threads append to the outbox
+            waiting = len(self._shared.outbox)
+        return len(self._link.unacked) + waiting
 
     @property
     def overflowed(self) -> int:
