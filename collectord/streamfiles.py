@@ -165,6 +165,7 @@ class StreamFile:
         if fresh:
             os.write(self._fd, _header(spec, 0))
         self.dirty = fresh
+        self.end = os.lseek(self._fd, 0, os.SEEK_END)  # where the next rows go
 
     @classmethod
     def resume(cls, path: Path, spec: StreamSpec) -> StreamFile:
@@ -180,14 +181,27 @@ class StreamFile:
                 "%s holds %d rows, the journal %d: keeping %d", path, present, spec.rows, present
             )
             spec.rows = present
-        os.ftruncate(stream._fd, stream.header_bytes + spec.rows * spec.row_bytes)
+        stream.end = stream.header_bytes + spec.rows * spec.row_bytes
+        os.ftruncate(stream._fd, stream.end)
+        os.lseek(stream._fd, stream.end, os.SEEK_SET)
         return stream
 
     def append(self, raw: bytes | memoryview) -> None:
-        os.lseek(self._fd, 0, os.SEEK_END)
-        view = memoryview(raw)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        """Append whole rows, or raise and leave the file as it was.
+
+        A full disk can cut a write part-way; the partial rows are cut off
+        again, or the next block would follow them out of step.
+        """
+        view = memoryview(raw).cast("B")
+        size = len(view)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            os.ftruncate(self._fd, self.end)
+            os.lseek(self._fd, self.end, os.SEEK_SET)
+            raise
+        self.end += size
         self.dirty = True
 
     def sync(self) -> None:
@@ -243,7 +257,7 @@ class StreamFiles:
     def write(self, spec: StreamSpec, raw: bytes | memoryview) -> None:
         if not self.replaying:
             self.files[spec.path].append(raw)
-            self.unsynced += len(raw)
+            self.unsynced += memoryview(raw).nbytes
 
     def end_replay(self) -> None:
         for stream in self.files.values():

@@ -1,7 +1,8 @@
-"""The background flush: the journal in order, each record exactly once.
+"""Durable writes: the background flush keeps the journal in order, each record
+exactly once, and a disk that fills up loses nothing already written.
 
 The failing disk is real: a child process lowers its own file size limit
-(RLIMIT_FSIZE), so the kernel cuts the journal's write part-way with EFBIG.
+(RLIMIT_FSIZE), so the kernel cuts a write part-way with EFBIG.
 """
 
 from __future__ import annotations
@@ -98,3 +99,38 @@ def test_a_flush_cut_short_is_retried_writing_each_record_once_in_order(
     assert retry_error is None
     records, _, torn = journal.read(tmp_path / "journal")
     assert [r["index"] for r in records] == list(range(61)) and not torn
+
+
+def _cut_a_block(folder: str, results) -> None:
+    """In a child: a block cut by the file size limit leaves no partial rows."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    files = StreamFiles(Path(folder))
+    stream = spec()
+    files.open(stream)
+    files.write(stream, np.full((10, 2), 1.0).tobytes())
+    size = (Path(folder) / stream.file_name()).stat().st_size
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))  # room for 6 of 10 rows
+    try:
+        files.write(stream, np.full((10, 2), 2.0).tobytes())
+        failure = None
+    except OSError as exc:
+        failure = str(exc)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+    files.write(stream, np.full((5, 2), 3.0).tobytes())
+    stream.rows = 15  # what the collector counts: the refused block is not among them
+    files.finish("npy")
+    results.put(failure)
+
+
+@pytest.mark.timeout(60)
+def test_a_block_cut_by_a_full_disk_leaves_no_partial_rows(tmp_path: Path) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    child = spawn.Process(target=_cut_a_block, args=(str(tmp_path), results))
+    child.start()
+    failure = results.get(timeout=50)
+    child.join(timeout=10)
+    assert failure is not None and "too large" in failure
+    table = np.load(tmp_path / spec().file_name())
+    assert table["a"].tolist() == [1.0] * 10 + [3.0] * 5
