@@ -150,11 +150,19 @@ class Collector:
         source.applied(len(kinds) - seen - len(rejections))
         return rejections
 
-    @staticmethod
-    def _refuse(source: Source, seq: int, problem: Exception) -> str:
+    def _refuse(self, source: Source, seq: int, problem: Exception) -> str:
         reason = f"seq {seq}: {problem}"
-        source.reject(reason)
+        self.refuse(source, reason)
         return reason
+
+    @staticmethod
+    def refuse(source: Source, reason: str) -> None:
+        """Count an admitted message as rejected, for ``reason``.
+
+        Also called by the daemon for a block whose rows could not be written;
+        its journal record then carries ``refused``, for replay.
+        """
+        source.reject(reason)
 
     def _apply(self, source: Source, kind: Kind, body: Any, raw: Sequence[Any]) -> None:
         """Apply one decoded (not yet checked) body to the tree, or raise why not."""
@@ -310,7 +318,11 @@ class Collector:
                 source = self.sources.get(header["session"], header["source"])
                 first = header["seq"]
                 verdict, seen = source.admit_range(first, first + message_count(header) - 1, 0.0)
-                if verdict is Admit.NEW:
+                if verdict is not Admit.NEW:
+                    continue
+                if "refused" in record:
+                    self.refuse(source, record["refused"])
+                else:
                     self.apply_message(source, header, frames, seen)
         return count
 

@@ -216,6 +216,9 @@ class Daemon:
 
     def _flushed(self, flush: Flush) -> None:
         if flush.error is None:
+            if self.last_error is not None and self.last_error.startswith("journal"):
+                log.info("the journal is written again")
+                self.last_error = None
             self._confirm(flush.marks)
             return
         # A full or failing disk: nothing is confirmed until a later flush
@@ -284,6 +287,10 @@ class Daemon:
         """SIGTERM and SIGINT become stop requests; see the module docstring."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda number, _frame: self._signals.append(number))
+        if hasattr(signal, "SIGXFSZ"):
+            # A file size limit (ulimit -f) must fail a write, which the daemon
+            # survives like a full disk, not kill the daemon.
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     # -- the loop ----------------------------------------------------------------
 
@@ -396,13 +403,34 @@ class Daemon:
             assert self.collector.experiment.first_message is not None
             self._record(RecordType.FIRST, at=self.collector.experiment.first_message.isoformat())
         if header["kind"] == Kind.BLOCK.value and len(frames) == 3:
-            # A block's rows go to its stream file; the journal keeps their length.
-            self._record(RecordType.MESSAGE, frames=frames[:2], raw=len(frames[2]))
+            rejections = self._apply_block(source, header, frames)
         else:
             frames = [_as_bytes(frame) for frame in frames]
             self._record(RecordType.MESSAGE, frames=frames)
-        for rejection in self.collector.apply_message(source, header, frames, seen):
+            rejections = self.collector.apply_message(source, header, frames, seen)
+        for rejection in rejections:
             log.warning("rejected from %s: %s", source.name, rejection)
+
+    def _apply_block(
+        self, source: Source, header: Mapping[str, Any], frames: list[Any]
+    ) -> list[str]:
+        """A block's rows go to its stream file; the journal keeps their length.
+
+        Written first, journaled second: if the disk refuses the rows (full),
+        the block is rejected, and its record says so, so that a replay counts
+        the same rejection instead of rows the file does not hold.
+        """
+        try:
+            rejections = self.collector.apply_message(source, header, frames, 0)
+        except Exception as exc:  # a full disk; or a bug, which must not unhinge replay
+            if not isinstance(exc, OSError):
+                log.exception("internal error while handling a block")
+            reason = f"seq {header['seq']}: the rows could not be written: {exc}"
+            self.collector.refuse(source, reason)
+            self._record(RecordType.MESSAGE, frames=frames[:2], raw=len(frames[2]), refused=reason)
+            return [reason]
+        self._record(RecordType.MESSAGE, frames=frames[:2], raw=len(frames[2]))
+        return rejections
 
     def _skip(self, source: Source, last: int) -> None:
         log.warning("%s: messages %d..%d are lost", source.name, source.received + 1, last)

@@ -34,7 +34,7 @@ MAX_RECORD = 1 << 31
 class RecordType(str, enum.Enum):
     BEGIN = "begin"  # run id, start time, carried-over parameters, known sessions
     HELLO = "hello"  # a client introduced itself
-    MESSAGE = "msg"  # an accepted data message, its frames as received
+    MESSAGE = "msg"  # an accepted data message, its frames as received ("refused": not applied)
     FIRST = "first"  # time of the experiment's first message
     SKIP = "skip"  # a gap given up as lost
     REJECT = "reject"  # a rejection not reproduced by replaying a message

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collectord import journal
+from collectord import Client, DaemonTimeout, journal, load_json
 from collectord.flusher import Flusher
 from collectord.journal import Journal
 from collectord.paths import parse_path
@@ -134,3 +134,44 @@ def test_a_block_cut_by_a_full_disk_leaves_no_partial_rows(tmp_path: Path) -> No
     assert failure is not None and "too large" in failure
     table = np.load(tmp_path / spec().file_name())
     assert table["a"].tolist() == [1.0] * 10 + [3.0] * 5
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux's prlimit")
+def test_a_daemon_on_a_full_disk_confirms_nothing_loses_nothing_and_carries_on(
+    make_daemon,
+) -> None:
+    """The running daemon's file size limit is lowered, then lifted (``prlimit``)."""
+    daemon = make_daemon()
+    pid = daemon.process.pid
+    with Client("camera", daemon.data, daemon.control) as client:
+        tail = client.stream("camera/tail", ["v"], "f8")
+        tail.extend(np.arange(10_000.0)[:, None])
+        client.set_params("camera/settings", index=0)
+        client.sync()
+        (journal_file,) = daemon.output.glob(".collectord/staging/*/journal")
+        _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        # The journal may grow by 200 bytes; the stream file, larger already, not at all.
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (journal_file.stat().st_size + 200, hard))
+        for index in range(1, 501):
+            client.set_params("camera/settings", index=index)
+        tail.extend(np.full((10, 1), -1.0))
+        with pytest.raises(DaemonTimeout):
+            client.sync(timeout=1.0)  # nothing is confirmed while the journal cannot grow
+        assert "journal write failed" in (daemon.status()["last_error"] or "")
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))  # room again
+        client.sync(timeout=30)
+        assert daemon.status()["last_error"] is None
+        tail.extend(np.full((5, 1), 3.0))
+        client.sync()
+        daemon.kill9()  # the restarted daemon replays the refused block as refused
+        daemon = make_daemon(data=daemon.data, control=daemon.control)
+        path = Path(client.stop())
+    saved = load_json(path)
+    assert saved["camera"]["settings"] == {"index": 500}
+    (source,) = saved["collectord"]["sources"]
+    assert source["messages"]["lost"] == 0
+    assert source["messages"]["rejected"] == 1  # the block written while the disk was full
+    assert "could not be written" in source["recent_rejections"][0]
+    rows = np.load(path.parent / saved["camera"]["tail"]["file"])["v"]
+    assert rows.tolist() == [*np.arange(10_000.0), *[3.0] * 5]
+    assert daemon.process.poll() is None
