@@ -13,8 +13,8 @@
 
 **Never blocking.** ``set_params`` and ``add_data`` check and encode the value
 in the calling thread (so a bad value raises at the call that sent it), take a
-sequence number and append the frames to an in-memory queue; the I/O thread
-(``link.py``) does all the networking. They work before the daemon is up and
+sequence number and append the body to the batch being filled (``outbox.py``);
+the I/O thread (``link.py``) does all the networking. They work before the daemon is up and
 while it restarts: messages wait in the client until the daemon confirms them.
 
 **Threads.** A ``Client`` may be shared between threads: every method is

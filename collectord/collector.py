@@ -102,6 +102,7 @@ class Collector:
         source.versions = {str(k): str(v) for k, v in fields["versions"].items()}
         source.introduced = True
         source.closed = False
+        source.reachable = True
         return source
 
     def bye(self, session: str) -> Source | None:

@@ -473,6 +473,9 @@ class Daemon:
         envelope, payload = frames[:-1], frames[-1]
         request_id = 0
         session = None
+        sender = self.collector.sources.by_session.get(envelope[0].decode("ascii", "replace"))
+        if sender is not None:
+            sender.reachable = True  # its DEALER (routing id = session) is there
         try:
             request = check_fields(codec.unpack(payload), REQUEST, "request")
             request_id = request["id"]
@@ -552,7 +555,18 @@ class Daemon:
         self._send(reply_to.envelope, reply_error(reply_to.request_id, code, message))
 
     def send_notice(self, session: str, message: dict[str, Any]) -> bool:
-        return self._send([session.encode(), b""], message)
+        """Send a notice to ``session``'s DEALER; False if it is not connected.
+
+        A session that cannot be reached (its process died without ``bye``)
+        is shown as not connected, and later stops do not wait for it.
+        """
+        if self._send([session.encode(), b""], message):
+            return True
+        source = self.collector.sources.by_session.get(session)
+        if source is not None and source.reachable:
+            log.info("%s (%s) cannot be reached: not connected", source.name, session)
+            source.reachable = False
+        return False
 
     def _send(self, envelope: list[bytes], message: dict[str, Any]) -> bool:
         assert self._control is not None

@@ -58,6 +58,10 @@ class Source:
     versions: dict[str, Any] = dataclasses.field(default_factory=dict)
     introduced: bool = False  # said hello: reachable for notices
     closed: bool = False  # said bye
+    #: False once a notice could not be delivered (the process died without
+    #: bye); true again when it makes a request. Not journaled: after a
+    #: restart a session counts as reachable until a notice fails.
+    reachable: bool = True
     received: int = 0  # every seq up to this one has been handled
     total: Counts = dataclasses.field(default_factory=Counts)
     run: Counts = dataclasses.field(default_factory=Counts)
@@ -162,6 +166,10 @@ class Source:
     def from_snapshot(cls, fields: dict[str, Any]) -> Source:
         return cls(**fields)
 
+    @property
+    def connected(self) -> bool:
+        return self.introduced and not self.closed and self.reachable
+
     def describe(self, run: bool) -> dict[str, Any]:
         """This source for the metadata (``run``: this experiment) or for status."""
         counts = self.run if run else self.total
@@ -174,7 +182,7 @@ class Source:
             "pid": self.pid,
             "program": self.program,
             "versions": self.versions,
-            "connected": self.introduced and not self.closed,
+            "connected": self.connected,
             "last_seq": self.received,
             "messages": counts.as_dict(),
             "gaps": [list(gap) for gap in gaps],
@@ -201,14 +209,14 @@ class Sources:
         return source
 
     def connected(self) -> list[Source]:
-        return [s for s in self.by_session.values() if s.introduced and not s.closed]
+        return [s for s in self.by_session.values() if s.connected]
 
     def active_in_run(self) -> list[Source]:
         """Sources that sent or said anything during the current experiment."""
         return [
             s
             for s in self.by_session.values()
-            if s.run != Counts() or (s.introduced and not s.closed)
+            if s.run != Counts() or s.connected
         ]
 
     def new_run(self) -> None:

@@ -36,3 +36,15 @@ def stream_rows(name: str, data: str, control: str, streams: int, rows: int, don
                 stream.append(np.array([row, index, row * 0.5]))
         client.sync()
     done.set()
+
+
+def publish_sync_and_hang(name: str, data: str, control: str, count: int, done: Any) -> None:
+    """Publish ``count`` updates, wait until the daemon has them, then hang (to be killed)."""
+    import time
+
+    client = Client(name, data, control)
+    for index in range(count):
+        client.set_params(f"{name}/params", index=index)
+    client.sync()
+    done.set()
+    time.sleep(600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pathlib
 import signal
 import subprocess
@@ -237,3 +238,29 @@ def test_bench_runs_and_reports_every_figure() -> None:
     assert set(figures["ratios"]) == {"params", "append", "extend", "extend_to_disk"}
     assert all(value > 0 for value in figures["medians"].values())
     assert figures["memory"]["extend_bytes_per_s"] > 0
+
+
+def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemon, tmp_path):
+    config = tmp_path / "quick.toml"
+    config.write_text("[stop]\nbarrier_timeout = 0.5\n")
+    daemon = make_daemon(extra=("--config", str(config)))
+    spawn = multiprocessing.get_context("spawn")
+    done = spawn.Event()
+    camera = spawn.Process(
+        target=rig_processes.publish_sync_and_hang,
+        args=("camera", daemon.data, daemon.control, 10, done),
+    )
+    camera.start()
+    assert done.wait(120), "the camera did not finish publishing"
+    os.kill(camera.pid, signal.SIGKILL)
+    camera.join(30)
+    with Client("stimulus", daemon.data, daemon.control) as stimulus:
+        first = load_json(stimulus.stop())
+        second = load_json(stimulus.stop())
+    assert first["camera"]["params"] == {"index": 9}  # confirmed before the kill
+    # By the second stop the daemon has found the camera unreachable: it is not
+    # in that experiment's sources, and status shows it as not connected.
+    assert [s["name"] for s in second["collectord"]["sources"]] == ["stimulus"]
+    assert second["collectord"]["unconfirmed"] == []
+    (camera_status,) = [s for s in daemon.status()["sources"] if s["name"] == "camera"]
+    assert camera_status["connected"] is False
