@@ -314,12 +314,12 @@ class Link(threading.Thread):
             else:
                 yield [header, batch.payload, batch.rows], True
             return
-        budget = self.limits.batch
+        limits = self.limits
         # Batched before the daemon told us a smaller limit: split, and what
         # cannot fit alone goes without its body, for the daemon to reject.
-        pieces = [batch] if len(batch.payload) <= budget else batch.split(budget)
+        pieces = [batch] if limits.fits(batch) else batch.split(limits.batch)
         for piece in pieces:
-            payload = piece.payload if len(piece.payload) <= budget else b""
+            payload = piece.payload if limits.fits(piece) else b""
             header = codec.pack(
                 {
                     **self._header,

@@ -44,6 +44,11 @@ class Limits(NamedTuple):
         body = max_message_bytes - HEADER_ALLOWANCE
         return cls(max_message_bytes, body, min(BATCH_BYTES, body - KIND_BYTES * BATCH_MESSAGES))
 
+    def fits(self, batch: Batch) -> bool:
+        """Whether ``batch`` may go as one message: one message up to ``body``
+        bytes (its header lists one kind), several up to ``batch``."""
+        return len(batch.payload) <= (self.body if batch.count == 1 else self.batch)
+
 
 class Batch:
     """Consecutive messages of one session: ``kinds[i]`` is message ``first + i``,

@@ -213,11 +213,7 @@ class Sources:
 
     def active_in_run(self) -> list[Source]:
         """Sources that sent or said anything during the current experiment."""
-        return [
-            s
-            for s in self.by_session.values()
-            if s.run != Counts() or s.connected
-        ]
+        return [s for s in self.by_session.values() if s.run != Counts() or s.connected]
 
     def new_run(self) -> None:
         """Reset the per-experiment counts; forget sessions that said bye."""

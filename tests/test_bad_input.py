@@ -319,3 +319,18 @@ def test_sequence_numbers_beyond_the_range_are_refused(daemon: DaemonProcess, pu
     publisher.send_multipart([header(0), body])
     wait_for(lambda: daemon.status()["rejected"] == 2, what="two rejections")
     assert daemon.status()["pid"] == daemon.process.pid
+
+
+def test_a_message_just_under_the_size_limit_is_delivered(make_daemon, tmp_path) -> None:
+    """Bodies that fit one message but not a batch's budget travel alone, whole."""
+    config = tmp_path / "small.toml"
+    config.write_text("[limits]\nmax_message_bytes = 10000\n")
+    daemon = make_daemon(extra=("--config", str(config)))
+    with Client("big", daemon.data, daemon.control) as client:
+        client.sync()  # the client has now learnt the daemon's limit
+        near = "x" * 8000  # under the limit less the header's room, over a batch's budget
+        client.add_data("imaging/near", near)
+        client.add_data("imaging/small", 1)
+        saved = load_json(client.stop())
+    assert saved["imaging"] == {"near": near, "small": 1}
+    assert daemon.status()["rejected"] == 0
