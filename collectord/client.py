@@ -174,7 +174,7 @@ class Client:
         Returns the message's sequence number.
         """
         parse_path(path)
-        codec.check_value(value, where=path)
+        codec.check_value(value, where=path, depth=codec.DATA_VALUE_DEPTH)
         return self._publish(Kind.DATA, codec.pack({"path": path, "value": value}))
 
     def stream(

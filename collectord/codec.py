@@ -43,8 +43,13 @@ EXT_ISOTIME = 2
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
-#: Deepest nesting of containers inside one value.
+#: Deepest nesting of containers in a message body, the body map being level 0.
 MAX_VALUE_DEPTH = 64
+#: The level a value sits at in its body: ``{"path", "value": v}`` and
+#: ``{"path", "values": {name: v}}``. Client and daemon count alike, so that a
+#: value the client lets through is never refused by the daemon.
+DATA_VALUE_DEPTH = 1
+PARAM_VALUE_DEPTH = 2
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -93,7 +98,7 @@ def _find_unsupported(value: Any, where: str, depth: int = 0) -> str | None:
     """Walk ``value`` and describe the first thing we refuse, or None."""
     if type(value) in _PLAIN:
         return None
-    if depth > MAX_VALUE_DEPTH:
+    if depth > MAX_VALUE_DEPTH and isinstance(value, dict | list | tuple):
         return f"{where}: nested deeper than {MAX_VALUE_DEPTH} levels"
     if isinstance(value, str):
         if not value.isascii():
@@ -139,13 +144,14 @@ def _find_unsupported(value: Any, where: str, depth: int = 0) -> str | None:
     return f"{where}: unsupported type {refusal}" if refusal else None
 
 
-def check_value(value: Any, where: str = "value") -> None:
+def check_value(value: Any, where: str = "value", depth: int = 0) -> None:
     """Raise ``UnsupportedValueError`` if ``value`` cannot be sent faithfully.
 
     msgpack alone would accept int dict keys and ``$``-keys and cannot say
     where in a nested value a bad type sits, so the client walks the value once.
+    ``depth`` is the level the value sits at in its message body.
     """
-    problem = _find_unsupported(value, where)
+    problem = _find_unsupported(value, where, depth)
     if problem:
         raise UnsupportedValueError(problem)
 
@@ -161,7 +167,7 @@ def check_params(values: dict[str, Any], node: str) -> None:
         if type(item) in _PLAIN and is_known_name(key):
             continue
         check_name(key, where=lambda: f"parameter name under {node!r}")
-        problem = _find_unsupported(item, f"{node}[{key!r}]", 1)
+        problem = _find_unsupported(item, f"{node}[{key!r}]", PARAM_VALUE_DEPTH)
         if problem:
             raise UnsupportedValueError(problem)
 
@@ -312,7 +318,7 @@ def check_decoded_params(values: dict[str, Any]) -> dict[str, Any]:
     numbers costs one type test per value."""
     for key, item in values.items():
         if type(item) in _CHECKED:
-            values[key] = _check_decoded(item, 1)
+            values[key] = _check_decoded(item, PARAM_VALUE_DEPTH)
     return values
 
 

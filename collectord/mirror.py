@@ -281,7 +281,7 @@ class TreeMirror:
             try:
                 check_name(name, where="parameter name")
                 copied = copy.deepcopy(value)
-                codec.check_value(copied, where=f"{node}/{name}")
+                codec.check_value(copied, where=f"{node}/{name}", depth=codec.PARAM_VALUE_DEPTH)
             except Exception as exc:  # UnsupportedValueError, InvalidPathError, copy errors
                 warnings.warn(
                     f"parameter {node}/{name} is not mirrored: {exc}",

@@ -280,8 +280,9 @@ class Thing:
         ({1: "a"}, "dict key 1 is a int"),
         ({("a",): 1}, "is a tuple"),
         ({"$bytes": "AA=="}, "starts with '\\$'"),
-        (nested_lists(MAX_VALUE_DEPTH + 1), "nested deeper"),
-        (nested_dicts(MAX_VALUE_DEPTH + 1), "nested deeper"),
+        # Containers at levels 0 to 65: one level too many.
+        (nested_lists(MAX_VALUE_DEPTH + 2), "nested deeper"),
+        (nested_dicts(MAX_VALUE_DEPTH + 2), "nested deeper"),
     ],
 )
 def test_check_value_refuses(bad: Any, what: str) -> None:
@@ -547,3 +548,53 @@ def test_masked_arrays_are_refused_rather_than_unmasked() -> None:
     masked = np.ma.masked_array([1.0, 2.0], mask=[False, True])
     with pytest.raises(UnsupportedValueError, match=r"masked array"):
         check_value({"trace": masked})
+
+
+# -- the client and the daemon agree on depth ------------------------------------------
+
+
+def _client_accepts(kind: str, value: Any) -> bool:
+    try:
+        if kind == "params":
+            codec.check_params({"v": value}, "deep/node")
+        else:
+            codec.check_value(value, "deep/node", depth=codec.DATA_VALUE_DEPTH)
+    except UnsupportedValueError:
+        return False
+    return True
+
+
+def _daemon_verdicts(kind: str, value: Any) -> set[bool]:
+    """Whether the daemon accepts ``value`` on each path it can take there."""
+    from collectord.collector import Collector
+    from collectord.sources import Source
+
+    body = {"path": "deep/node", "values": {"v": value}} if kind == "params" else None
+    body = body or {"path": "deep/node", "value": value}
+    verdicts = set()
+    for batched in (False, True):  # the generic check, and the params fast path
+        collector = Collector({})
+        source = Source(session="s", name="deep")
+        header = {"kind": kind, "seq": 1}
+        frames = [b"", msgpack.packb(body)]
+        if batched:
+            header = {"kind": "batch", "seq": 1, "kinds": [kind]}
+        verdicts.add(collector.apply_message(source, header, frames, 0) == [])
+    if kind == "params":  # what a later start replays: the parameters in BEGIN
+        try:
+            unpack(pack([[["deep", "node", "v"], value]]))
+            verdicts.add(True)
+        except DecodeError:
+            verdicts.add(False)
+    return verdicts
+
+
+@pytest.mark.parametrize("kind", ["params", "data"])
+@pytest.mark.parametrize("nest", [nested_lists, nested_dicts])
+def test_client_and_daemon_agree_on_how_deep_a_value_may_be(kind, nest) -> None:
+    at = codec.PARAM_VALUE_DEPTH if kind == "params" else codec.DATA_VALUE_DEPTH
+    deepest = MAX_VALUE_DEPTH - at + 1  # containers the value may nest, itself included
+    assert _client_accepts(kind, nest(deepest))
+    assert _daemon_verdicts(kind, nest(deepest)) == {True}
+    assert not _client_accepts(kind, nest(deepest + 1))
+    assert _daemon_verdicts(kind, nest(deepest + 1)) == {False}
