@@ -12,9 +12,11 @@ sockets or the journal file.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import __version__, codec, experiment
 from .errors import InvalidPathError
@@ -27,6 +29,7 @@ from .protocol import (
     BODIES,
     FRAMES,
     HEADER,
+    MAX_BATCH,
     MAX_COUNTER,
     PROTOCOL_VERSION,
     Kind,
@@ -36,6 +39,15 @@ from .protocol import (
 from .sources import Admit, Source, Sources
 from .streamfiles import StreamError, StreamFiles, StreamSpec
 from .tree import Tree, TreeConflict, merge_config
+
+log = logging.getLogger("collectord")
+
+
+class Applied(NamedTuple):
+    """What ``Collector.apply_message`` did with a message's messages."""
+
+    rejections: list[str]  # the reasons, each counted on its source
+    refused: list[tuple[int, str]]  # (index in the message, reason): journal these
 
 
 def decode_header(frames: list[bytes]) -> dict[str, Any]:
@@ -59,6 +71,10 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
             )
         if len(frames) != 2:
             raise ProtocolViolation(f"a batch has 2 frames, not {len(frames)}")
+        if len(kinds) > min(MAX_BATCH, len(frames[1])):
+            raise ProtocolViolation(
+                f"a batch holds at most {MAX_BATCH} messages, each of one byte or more"
+            )
     if header["seq"] == 0 or header["seq"] + message_count(header) - 1 > MAX_COUNTER:
         raise ProtocolViolation("sequence numbers run from 1 to 2**64 - 1")
     return dict(header)
@@ -112,14 +128,27 @@ class Collector:
         return source
 
     def apply_message(
-        self, source: Source, header: Mapping[str, Any], frames: list[Any], seen: int
-    ) -> list[str]:
+        self,
+        source: Source,
+        header: Mapping[str, Any],
+        frames: list[Any],
+        seen: int,
+        refused: Mapping[int, str] | None = None,
+    ) -> Applied:
         """Apply an admitted message, or a batch's messages after the first ``seen``.
 
-        Returns the reasons of the rejected ones (each is counted on ``source``).
+        Each message is applied or rejected on its own (counted on ``source``).
+        A message that fails for the daemon's own reasons (a full disk, a bug)
+        is rejected and listed in ``Applied.refused``, for its journal record:
+        a replay passes those back as ``refused`` instead of trying again, so
+        it counts what the live daemon counted. A block's rows that cannot be
+        written raise ``OSError`` instead, for the daemon to decide
+        (``Daemon._apply_block``).
         """
         kind_name = header["kind"]
         first = header["seq"]
+        refused = refused or {}
+        outcome = Applied([], [])
         if kind_name != Kind.BATCH.value:
             try:
                 kind = _KINDS.get(kind_name)
@@ -129,27 +158,64 @@ class Collector:
                     raise ProtocolViolation(
                         f"a {kind.value} message has {FRAMES[kind]} frames, not {len(frames)}"
                     )
-                self._apply(source, kind, codec.unpack(frames[1]), frames[2:])
+                body = codec.unpack(frames[1])
             except _REFUSALS as exc:
-                return [self._refuse(source, first, exc)]
-            source.applied(1)
-            return []
+                outcome.rejections.append(self._refuse(source, first, exc))
+                return outcome
+            self._apply_one(source, kind, body, frames[2:], first, 0, refused, outcome)
+            return outcome
         kinds = header["kinds"]
         try:
             bodies = codec.unpack_many(frames[1], len(kinds))
         except codec.DecodeError as exc:
             problem = ProtocolViolation(f"the batch's payload: {exc}")
-            return [
-                self._refuse(source, first + index, problem) for index in range(seen, len(kinds))
-            ]
-        rejections = []
+            for index in range(seen, len(kinds)):
+                outcome.rejections.append(self._refuse(source, first + index, problem))
+            return outcome
         for index in range(seen, len(kinds)):
-            try:
-                self._apply(source, _KINDS[kinds[index]], bodies[index], ())
-            except _REFUSALS as exc:
-                rejections.append(self._refuse(source, first + index, exc))
-        source.applied(len(kinds) - seen - len(rejections))
-        return rejections
+            kind = _KINDS[kinds[index]]
+            self._apply_one(
+                source, kind, bodies[index], (), first + index, index, refused, outcome
+            )
+        return outcome
+
+    def _apply_one(
+        self,
+        source: Source,
+        kind: Kind,
+        body: Any,
+        raw: Sequence[Any],
+        seq: int,
+        index: int,
+        refused: Mapping[int, str],
+        outcome: Applied,
+    ) -> None:
+        if index in refused:
+            self.refuse(source, refused[index])
+            outcome.rejections.append(refused[index])
+            return
+        try:
+            self._apply(source, kind, body, raw)
+        except _REFUSALS as exc:
+            outcome.rejections.append(self._refuse(source, seq, exc))
+            return
+        except OSError:
+            if kind is Kind.BLOCK:
+                raise
+            self._refused(source, seq, index, "could not be applied", outcome)
+            return
+        except Exception:  # a bug must cost one message, the same way in a replay
+            log.exception("internal error while applying message %d", seq)
+            self._refused(source, seq, index, "internal error", outcome)
+            return
+        source.applied(1)
+
+    def _refused(self, source: Source, seq: int, index: int, what: str, outcome: Applied) -> None:
+        exc = sys.exc_info()[1]
+        reason = f"seq {seq}: {what}: {type(exc).__name__}: {exc}"
+        self.refuse(source, reason)
+        outcome.rejections.append(reason)
+        outcome.refused.append((index, reason))
 
     def _refuse(self, source: Source, seq: int, problem: Exception) -> str:
         reason = f"seq {seq}: {problem}"
@@ -200,10 +266,12 @@ class Collector:
             # The same stream again: a reconnection, or a restarted process taking over.
             existing.session, existing.source = spec.session, spec.source
             return
-        self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
-        self.streams[spec.path] = spec
+        descriptor = spec.descriptor(spec.file_name(), "npy")
+        self.tree.check_data(spec.path)
         if self.files is not None:
-            self.files.open(spec)
+            self.files.open(spec)  # may fail (a full disk): then nothing has changed
+        self.tree.set_data(spec.path, descriptor)
+        self.streams[spec.path] = spec
 
     def _block(self, source: Source, path: TreePath, rows: int, raw: Any) -> None:
         spec = self.streams.get(path)
@@ -321,10 +389,8 @@ class Collector:
                 verdict, seen = source.admit_range(first, first + message_count(header) - 1, 0.0)
                 if verdict is not Admit.NEW:
                     continue
-                if "refused" in record:
-                    self.refuse(source, record["refused"])
-                else:
-                    self.apply_message(source, header, frames, seen)
+                refused = record.get("refused", ())
+                self.apply_message(source, header, frames, seen, dict(refused))
         return count
 
     def _replay_begin(self, record: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import zmq
 
 from . import __version__, codec, experiment, journal, store
-from .collector import Collector, decode_header, message_count
+from .collector import Applied, Collector, decode_header, message_count
 from .errors import TransportError
 from .experiment import StopRequest
 from .flusher import Flush, Flusher
@@ -73,6 +73,8 @@ DRAIN_BATCH = 1000
 DRAIN_BYTES = 4 * 1024 * 1024
 #: A gap is not asked about again sooner than this, in seconds.
 RESEND_INTERVAL = 0.2
+#: Rejections logged per message (a hostile batch can hold thousands; all count).
+LOGGED_REJECTIONS = 3
 #: Stream bytes written since the last flush that start one before
 #: ``journal_interval`` is up: a burst is made durable while it arrives, not
 #: all at once when a client waits for it.
@@ -403,34 +405,54 @@ class Daemon:
             assert self.collector.experiment.first_message is not None
             self._record(RecordType.FIRST, at=self.collector.experiment.first_message.isoformat())
         if header["kind"] == Kind.BLOCK.value and len(frames) == 3:
-            rejections = self._apply_block(source, header, frames)
-        else:
-            frames = [_as_bytes(frame) for frame in frames]
-            self._record(RecordType.MESSAGE, frames=frames)
-            rejections = self.collector.apply_message(source, header, frames, seen)
-        for rejection in rejections:
-            log.warning("rejected from %s: %s", source.name, rejection)
+            self._apply_block(source, header, frames)
+            return
+        frames = [_as_bytes(frame) for frame in frames]
+        outcome = self.collector.apply_message(source, header, frames, seen)
+        self._record_message(frames, outcome)
+        self._log_rejections(source, outcome.rejections)
 
-    def _apply_block(
-        self, source: Source, header: Mapping[str, Any], frames: list[Any]
-    ) -> list[str]:
+    def _apply_block(self, source: Source, header: Mapping[str, Any], frames: list[Any]) -> None:
         """A block's rows go to its stream file; the journal keeps their length.
 
-        Written first, journaled second: if the disk refuses the rows (full),
-        the block is rejected, and its record says so, so that a replay counts
-        the same rejection instead of rows the file does not hold.
+        If the disk refuses the rows (full), a client that resends is made to
+        send the block again later: the block is not counted as received, so
+        it is not confirmed, and nothing is journaled. A client that cannot
+        resend has the block rejected, and its record says so for replay.
         """
+        first = header["seq"]
         try:
-            rejections = self.collector.apply_message(source, header, frames, 0)
-        except Exception as exc:  # a full disk; or a bug, which must not unhinge replay
-            if not isinstance(exc, OSError):
-                log.exception("internal error while handling a block")
-            reason = f"seq {header['seq']}: the rows could not be written: {exc}"
+            outcome = self.collector.apply_message(source, header, frames, 0)
+        except OSError as exc:
+            self.last_error = f"stream write failed: {exc}"
+            if header.get("resends", False):
+                log.warning(
+                    "%s: cannot write block %d (%s); waiting for it again", source.name, first, exc
+                )
+                source.received = first - 1  # not received: the client resends it
+                return
+            reason = f"seq {first}: the rows could not be written: {exc}"
             self.collector.refuse(source, reason)
-            self._record(RecordType.MESSAGE, frames=frames[:2], raw=len(frames[2]), refused=reason)
-            return [reason]
-        self._record(RecordType.MESSAGE, frames=frames[:2], raw=len(frames[2]))
-        return rejections
+            outcome = Applied([reason], [(0, reason)])
+        else:
+            if self.last_error is not None and self.last_error.startswith("stream write"):
+                self.last_error = None
+        self._record_message(frames[:2], outcome, raw=len(frames[2]))
+        self._log_rejections(source, outcome.rejections)
+
+    def _record_message(self, frames: list[Any], outcome: Applied, **fields: Any) -> None:
+        if outcome.refused:
+            fields["refused"] = [list(pair) for pair in outcome.refused]
+        self._record(RecordType.MESSAGE, frames=frames, **fields)
+
+    @staticmethod
+    def _log_rejections(source: Source, rejections: list[str]) -> None:
+        """Log a message's rejections: a few lines, however many (all are counted)."""
+        for rejection in rejections[:LOGGED_REJECTIONS]:
+            log.warning("rejected from %s: %s", source.name, rejection)
+        if len(rejections) > LOGGED_REJECTIONS:
+            more = len(rejections) - LOGGED_REJECTIONS
+            log.warning("rejected from %s: %d more in the same batch", source.name, more)
 
     def _skip(self, source: Source, last: int) -> None:
         log.warning("%s: messages %d..%d are lost", source.name, source.received + 1, last)

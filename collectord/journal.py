@@ -88,6 +88,9 @@ class Journal:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._buffer = bytearray()
         self.records = 0
+        #: Records reached the file but their fsync failed: the next flush must
+        #: fsync even if no record waits.
+        self.unsynced = False
 
     @classmethod
     def reopen(cls, path: Path, intact: int) -> Journal:
@@ -101,7 +104,7 @@ class Journal:
 
     @property
     def pending(self) -> bool:
-        return bool(self._buffer)
+        return bool(self._buffer) or self.unsynced
 
     def flush(self) -> None:
         """Write what is buffered and fsync it."""
@@ -123,8 +126,8 @@ class Journal:
         removed from ``records``, even if this raises.
 
         A disk that filled up half-way through would otherwise get that part
-        twice. Touches only the file, not this object's buffer: safe to call
-        from another thread on detached records.
+        twice. Touches only the file and ``unsynced``, not this object's
+        buffer: safe to call from another thread on detached records.
         """
         if records:
             offset = 0
@@ -135,7 +138,9 @@ class Journal:
                             offset += os.write(self._fd, rest)
             finally:
                 del records[:offset]
+                self.unsynced = self.unsynced or offset > 0
         os.fsync(self._fd)
+        self.unsynced = False
 
     def close(self) -> None:
         self.flush()

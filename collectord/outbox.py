@@ -20,7 +20,8 @@ import collections
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-#: Most messages, and payload bytes, in one batch.
+#: Most messages, and payload bytes, in one batch (the daemon takes up to
+#: ``protocol.MAX_BATCH`` messages).
 BATCH_MESSAGES = 512
 BATCH_BYTES = 256 * 1024
 #: Bytes one kind name takes at most in a batch header's ``kinds`` list.

@@ -122,6 +122,8 @@ FRAMES: dict[Kind, int] = {Kind.PARAMS: 2, Kind.DATA: 2, Kind.STREAM: 2, Kind.BL
 
 #: Kinds a batch may hold: those whose message is a header and one body.
 BATCHABLE = frozenset({Kind.PARAMS, Kind.DATA, Kind.STREAM})
+#: Most messages in one batch (each is checked, counted and maybe logged).
+MAX_BATCH = 4096
 
 REQUEST: Schema = (
     Field("v", (int,)),

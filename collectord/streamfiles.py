@@ -162,10 +162,16 @@ class StreamFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0)
         self._fd = os.open(path, flags, 0o644)
-        if fresh:
-            os.write(self._fd, _header(spec, 0))
+        try:
+            if fresh:
+                os.write(self._fd, _header(spec, 0))
+            self.end = os.lseek(self._fd, 0, os.SEEK_END)  # where the next rows go
+        except OSError:
+            os.close(self._fd)
+            if fresh:
+                path.unlink(missing_ok=True)
+            raise
         self.dirty = fresh
-        self.end = os.lseek(self._fd, 0, os.SEEK_END)  # where the next rows go
 
     @classmethod
     def resume(cls, path: Path, spec: StreamSpec) -> StreamFile:

@@ -334,3 +334,21 @@ def test_a_message_just_under_the_size_limit_is_delivered(make_daemon, tmp_path)
         saved = load_json(client.stop())
     assert saved["imaging"] == {"near": near, "small": 1}
     assert daemon.status()["rejected"] == 0
+
+
+def test_a_batch_claiming_more_messages_than_it_can_hold_is_refused_whole(
+    daemon: DaemonProcess, publisher
+) -> None:
+    body = msgpack.packb({"path": "raw/p", "values": {"a": 1}})
+    many = header(1, kind="batch", kinds=["params"] * 5000)
+    publisher.send_multipart([many, body * 5000])  # over the 4096 limit
+    short = header(1, kind="batch", kinds=["params"] * 10)
+    publisher.send_multipart([short, b"\x80" * 5])  # ten messages cannot fit in five bytes
+    publisher.send_multipart([header(1, kind="batch", kinds=["params"] * 3), body * 3])
+
+    def applied() -> int:
+        raw = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
+        return raw[0]["messages"]["messages"] if raw else 0
+
+    wait_for(lambda: applied() == 3, what="the good batch")  # it came last
+    assert daemon.status()["unidentified"]["rejected"] == 2

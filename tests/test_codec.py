@@ -579,7 +579,7 @@ def _daemon_verdicts(kind: str, value: Any) -> set[bool]:
         frames = [b"", msgpack.packb(body)]
         if batched:
             header = {"kind": "batch", "seq": 1, "kinds": [kind]}
-        verdicts.add(collector.apply_message(source, header, frames, 0) == [])
+        verdicts.add(collector.apply_message(source, header, frames, 0).rejections == [])
     if kind == "params":  # what a later start replays: the parameters in BEGIN
         try:
             unpack(pack([[["deep", "node", "v"], value]]))

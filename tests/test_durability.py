@@ -137,7 +137,7 @@ def test_a_block_cut_by_a_full_disk_leaves_no_partial_rows(tmp_path: Path) -> No
 
 
 @pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux's prlimit")
-def test_a_daemon_on_a_full_disk_confirms_nothing_loses_nothing_and_carries_on(
+def test_a_daemon_on_a_full_disk_confirms_nothing_and_loses_nothing(
     make_daemon,
 ) -> None:
     """The running daemon's file size limit is lowered, then lifted (``prlimit``)."""
@@ -169,9 +169,53 @@ def test_a_daemon_on_a_full_disk_confirms_nothing_loses_nothing_and_carries_on(
     saved = load_json(path)
     assert saved["camera"]["settings"] == {"index": 500}
     (source,) = saved["collectord"]["sources"]
-    assert source["messages"]["lost"] == 0
-    assert source["messages"]["rejected"] == 1  # the block written while the disk was full
-    assert "could not be written" in source["recent_rejections"][0]
+    assert source["messages"]["lost"] == 0 and source["messages"]["rejected"] == 0
+    # The block sent while the disk was full was refused, not confirmed, and
+    # sent again by the client once there was room.
     rows = np.load(path.parent / saved["camera"]["tail"]["file"])["v"]
-    assert rows.tolist() == [*np.arange(10_000.0), *[3.0] * 5]
+    assert rows.tolist() == [*np.arange(10_000.0), *[-1.0] * 10, *[3.0] * 5]
     assert daemon.process.poll() is None
+
+
+def test_a_declaration_that_cannot_open_its_file_costs_only_itself_and_replays_alike(
+    make_daemon,
+) -> None:
+    """A stream file the daemon cannot create (here a folder squats its name)."""
+    import msgpack
+    import zmq
+    from conftest import wait_for
+
+    from collectord.protocol import Command
+
+    daemon = make_daemon()
+    (journal_file,) = daemon.output.glob(".collectord/staging/*/journal")
+    (journal_file.parent / "streams" / "cam" / "t.npy").mkdir(parents=True)
+    context = zmq.Context()
+    publisher = context.socket(zmq.XPUB)
+    publisher.setsockopt(zmq.LINGER, 0)
+    publisher.connect(daemon.data)
+    assert publisher.poll(30_000) and publisher.recv() == b"\x01"
+    bodies = [
+        {"path": "cam/settings", "values": {"a": 1.0}},
+        {"path": "cam/t", "columns": ["x"], "dtype": "<f8"},
+        {"path": "cam/settings", "values": {"b": 2.0}},
+        {"path": "cam/note", "value": "after"},
+    ]
+    header = {"v": 1, "kind": "batch", "source": "raw", "session": "raw0001", "seq": 1}
+    header["kinds"] = ["params", "stream", "params", "data"]
+    publisher.send_multipart([msgpack.packb(header), b"".join(map(msgpack.packb, bodies))])
+    publisher.close()
+    context.term()
+
+    def raw_counts(status: dict) -> dict:
+        raw = [s["messages"] for s in status["sources"] if s["name"] == "raw"]
+        return raw[0] if raw else {}
+
+    live = wait_for(lambda: raw_counts(daemon.status()).get("rejected") == 1 and daemon.status())
+    assert raw_counts(live)["messages"] == 3
+    daemon.request(Command.SYNC, {"session": "raw0001", "seq": 4})  # journaled
+    daemon.kill9()
+    daemon = make_daemon(data=daemon.data, control=daemon.control)  # replays the journal
+    assert raw_counts(daemon.status()) == raw_counts(live)
+    saved = load_json(Path(daemon.stop()["path"]))
+    assert saved["cam"] == {"settings": {"a": 1.0, "b": 2.0}, "note": "after"}

@@ -399,7 +399,7 @@ def test_the_worked_example_is_what_the_daemon_reads(doc_text: str) -> None:
         first = checked["seq"]
         verdict, seen = source.admit_range(first, first + message_count(checked) - 1, 0.0)
         assert verdict is Admit.NEW
-        assert collector.apply_message(source, checked, frames, seen) == []
+        assert collector.apply_message(source, checked, frames, seen).rejections == []
     assert collector.tree.to_dict() == {
         "camera": {"settings": {"exposure": 5.0, "gain": 3}, "frames": 120}
     }
