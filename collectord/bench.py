@@ -137,6 +137,12 @@ def disk_ceiling(folder: Path, megabytes: float) -> float:
     return count * len(block) / elapsed
 
 
+def _quiet_disk() -> None:
+    """Write back what earlier measurements left dirty, so it does not slow the next."""
+    if hasattr(os, "sync"):  # not on Windows
+        os.sync()
+
+
 # -- collectord -----------------------------------------------------------------------
 
 
@@ -235,18 +241,18 @@ def run(repeat: int, messages: int, rows: int, stream_mb: float) -> dict[str, An
         samples["raw_block_bytes_per_s"].append(raw_blocks(max(10, int(100e6 / 160e3))))
         daemon = _Daemon()
         try:
-            os.sync()
+            _quiet_disk()
             samples["disk_bytes_per_s"].append(disk_ceiling(Path(daemon.folder.name), 100))
             with Client("bench", daemon.data, daemon.control) as client:
-                os.sync()
+                _quiet_disk()
                 rate, cost = collectord_params(client, messages)
                 samples["params_per_s"].append(rate)
                 samples["set_params_us"].append(cost)
-                os.sync()
+                _quiet_disk()
                 rate, cost = collectord_append(client, rows, f"append{attempt}")
                 samples["append_rows_per_s"].append(rate)
                 samples["append_us"].append(cost)
-                os.sync()
+                _quiet_disk()
                 samples["extend_bytes_per_s"].append(
                     collectord_extend(client, 100, f"extend{attempt}")
                 )
@@ -258,7 +264,7 @@ def run(repeat: int, messages: int, rows: int, stream_mb: float) -> dict[str, An
     try:
         with Client("bench", daemon.data, daemon.control) as client:
             before = daemon.peak_mb()
-            os.sync()
+            _quiet_disk()
             long_extend = collectord_extend(client, stream_mb, "memory")
             peak = daemon.peak_mb()
     finally:
