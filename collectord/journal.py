@@ -86,10 +86,11 @@ class Journal:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size  # all of it written and fsynced
         self._buffer = bytearray()
         self.records = 0
-        #: Records reached the file but their fsync failed: the next flush must
-        #: fsync even if no record waits.
+        #: Records reached the file but are not known to be on disk, and could
+        #: not be cut off again: the next flush must fsync even if none waits.
         self.unsynced = False
 
     @classmethod
@@ -122,24 +123,37 @@ class Journal:
         self._buffer[:0] = unwritten
 
     def write_out(self, records: bytearray) -> None:
-        """Append ``records`` to the file and fsync; what reached the file is
-        removed from ``records``, even if this raises.
+        """Append ``records`` to the file and fsync them, or raise and leave
+        the file as it was, with ``records`` whole for a retry.
 
-        A disk that filled up half-way through would otherwise get that part
-        twice. Touches only the file and ``unsynced``, not this object's
+        A write cut part-way (a full disk) or a failed fsync cuts the file
+        back to its size before the call. The retry then writes every record
+        once, and writes again pages that a failed fsync may have dropped
+        (Linux reports such a loss once, and a later fsync succeeds). If the
+        file cannot be cut back, what reached it is removed from ``records``
+        instead, so that nothing is written twice, and ``unsynced`` is set.
+
+        Touches only the file, ``unsynced`` and its size, not this object's
         buffer: safe to call from another thread on detached records.
         """
-        if records:
-            offset = 0
+        start = self._size
+        offset = 0
+        try:
+            with memoryview(records) as view:
+                while offset < len(view):
+                    with view[offset:] as rest:
+                        offset += os.write(self._fd, rest)
+            os.fsync(self._fd)
+        except OSError:
             try:
-                with memoryview(records) as view:
-                    while offset < len(view):
-                        with view[offset:] as rest:
-                            offset += os.write(self._fd, rest)
-            finally:
+                os.ftruncate(self._fd, start)
+            except OSError:
                 del records[:offset]
-                self.unsynced = self.unsynced or offset > 0
-        os.fsync(self._fd)
+                self._size = start + offset
+                self.unsynced = True
+            raise
+        self._size = start + len(records)
+        records.clear()
         self.unsynced = False
 
     def close(self) -> None:

@@ -77,12 +77,15 @@ def _fill_the_disk(folder: str, results) -> None:
     flusher.start(log, None, {"s1": 60})
     log.append(record(60))  # while the flush runs: it must stay after 20..59
     failed = flusher.wait()
+    cut_back = path.stat().st_size == size  # the part-way write is undone
     resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # the disk has room again
     flusher.start(log, None, {"s1": 61})
     retried = flusher.wait()
     flusher.close()
     log.close()
-    results.put((str(failed.error) if failed else None, retried.error if retried else "no flush"))
+    results.put(
+        (str(failed.error) if failed else None, cut_back, retried.error if retried else "none")
+    )
 
 
 @pytest.mark.timeout(60)
@@ -93,9 +96,10 @@ def test_a_flush_cut_short_is_retried_writing_each_record_once_in_order(
     results = spawn.Queue()
     child = spawn.Process(target=_fill_the_disk, args=(str(tmp_path), results))
     child.start()
-    failure, retry_error = results.get(timeout=50)
+    failure, cut_back, retry_error = results.get(timeout=50)
     child.join(timeout=10)
     assert failure is not None and "too large" in failure  # EFBIG
+    assert cut_back
     assert retry_error is None
     records, _, torn = journal.read(tmp_path / "journal")
     assert [r["index"] for r in records] == list(range(61)) and not torn
