@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -199,20 +198,21 @@ class Collector:
         except _REFUSALS as exc:
             outcome.rejections.append(self._refuse(source, seq, exc))
             return
-        except OSError:
+        except OSError as exc:
             if kind is Kind.BLOCK:
                 raise
-            self._refused(source, seq, index, "could not be applied", outcome)
+            self._failed(source, seq, index, f"could not be applied: {exc!r}", outcome)
             return
-        except Exception:  # a bug must cost one message, the same way in a replay
+        except Exception as exc:  # a bug must cost one message, the same way in a replay
             log.exception("internal error while applying message %d", seq)
-            self._refused(source, seq, index, "internal error", outcome)
+            self._failed(source, seq, index, f"internal error: {exc!r}", outcome)
             return
         source.applied(1)
 
-    def _refused(self, source: Source, seq: int, index: int, what: str, outcome: Applied) -> None:
-        exc = sys.exc_info()[1]
-        reason = f"seq {seq}: {what}: {type(exc).__name__}: {exc}"
+    def _failed(self, source: Source, seq: int, index: int, why: str, outcome: Applied) -> None:
+        """The daemon failed on a message, not the message: reject it, and list it
+        in ``outcome.refused`` for the journal."""
+        reason = f"seq {seq}: {why}"
         self.refuse(source, reason)
         outcome.rejections.append(reason)
         outcome.refused.append((index, reason))
