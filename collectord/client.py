@@ -51,6 +51,7 @@ from . import __version__, codec
 from . import config as config_module
 from .errors import (
     ClientClosedError,
+    CollectordError,
     DaemonTimeout,
     InvalidPathError,
     MessageTooLargeError,
@@ -365,7 +366,15 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        # Leaving on an error: that error is the one to see, not a timeout of
+        # the close it caused.
+        try:
+            self.close()
+        except CollectordError as failure:
+            log.error("closing after %s: %s", type(exc).__name__, failure)
 
     def __repr__(self) -> str:
         return f"<Client {self.name!r} {self._state.value} session={self.session}>"

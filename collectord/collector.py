@@ -266,12 +266,10 @@ class Collector:
             # The same stream again: a reconnection, or a restarted process taking over.
             existing.session, existing.source = spec.session, spec.source
             return
-        descriptor = spec.descriptor(spec.file_name(), "npy")
-        self.tree.check_data(spec.path)
-        if self.files is not None:
-            self.files.open(spec)  # may fail (a full disk): then nothing has changed
-        self.tree.set_data(spec.path, descriptor)
+        self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
         self.streams[spec.path] = spec
+        if self.files is not None:
+            self.files.open(spec)  # on a full disk, the file comes with the first block
 
     def _block(self, source: Source, path: TreePath, rows: int, raw: Any) -> None:
         spec = self.streams.get(path)
@@ -303,7 +301,9 @@ class Collector:
         """
         names = self.files.finish(fmt) if self.files is not None else {}
         for path, spec in self.streams.items():
-            self.tree.set_data(path, spec.descriptor(names.get(path, spec.file_name()), fmt))
+            # No name: the file could not be created (logged), and has no rows.
+            name = names.get(path) if self.files is not None else spec.file_name()
+            self.tree.set_data(path, spec.descriptor(name, fmt))
 
     def reopen_streams(self, staging: Path) -> None:
         """After a failed save: the stream files of this experiment take blocks again."""

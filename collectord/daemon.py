@@ -25,6 +25,7 @@ daemon exits with status 0.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import signal
@@ -75,6 +76,10 @@ DRAIN_BYTES = 4 * 1024 * 1024
 RESEND_INTERVAL = 0.2
 #: Rejections logged per message (a hostile batch can hold thousands; all count).
 LOGGED_REJECTIONS = 3
+#: Write errors that room on the disk will cure: a block refused for one of
+#: these is sent again by a resending client. Others (a file the daemon may
+#: not create, say) would fail forever, so the block is rejected instead.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 #: Stream bytes written since the last flush that start one before
 #: ``journal_interval`` is up: a burst is made durable while it arrives, not
 #: all at once when a client waits for it.
@@ -415,17 +420,18 @@ class Daemon:
     def _apply_block(self, source: Source, header: Mapping[str, Any], frames: list[Any]) -> None:
         """A block's rows go to its stream file; the journal keeps their length.
 
-        If the disk refuses the rows (full), a client that resends is made to
+        If the disk has no room for the rows, a client that resends is made to
         send the block again later: the block is not counted as received, so
-        it is not confirmed, and nothing is journaled. A client that cannot
-        resend has the block rejected, and its record says so for replay.
+        it is not confirmed, and nothing is journaled. Otherwise (a client
+        that cannot resend, or an error room will not cure) the block is
+        rejected, and its record says so for replay.
         """
         first = header["seq"]
         try:
             outcome = self.collector.apply_message(source, header, frames, 0)
         except OSError as exc:
             self.last_error = f"stream write failed: {exc}"
-            if header.get("resends", False):
+            if header.get("resends", False) and exc.errno in _NO_ROOM:
                 log.warning(
                     "%s: cannot write block %d (%s); waiting for it again", source.name, first, exc
                 )
@@ -577,27 +583,30 @@ class Daemon:
         self._send(reply_to.envelope, reply_error(reply_to.request_id, code, message))
 
     def send_notice(self, session: str, message: dict[str, Any]) -> bool:
-        """Send a notice to ``session``'s DEALER; False if it is not connected.
+        """Send a notice to ``session``'s DEALER; False if it could not be sent.
 
-        A session that cannot be reached (its process died without ``bye``)
-        is shown as not connected, and later stops do not wait for it.
+        A session with no DEALER connected (its process died without ``bye``)
+        is shown as not connected until it is heard from again.
         """
-        if self._send([session.encode(), b""], message):
-            return True
+        error = self._send([session.encode(), b""], message)
         source = self.collector.sources.by_session.get(session)
-        if source is not None and source.reachable:
-            log.info("%s (%s) cannot be reached: not connected", source.name, session)
-            source.reachable = False
-        return False
+        if source is not None:
+            if error is None:
+                source.reachable = True
+            elif error == zmq.EHOSTUNREACH and source.reachable:
+                log.info("%s (%s) cannot be reached: not connected", source.name, session)
+                source.reachable = False
+        return error is None
 
-    def _send(self, envelope: list[bytes], message: dict[str, Any]) -> bool:
+    def _send(self, envelope: list[bytes], message: dict[str, Any]) -> int | None:
+        """Send without blocking; the errno if ZeroMQ refused, else None."""
         assert self._control is not None
         try:
             self._control.send_multipart([*envelope, codec.pack(message)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or its queue is full
             log.debug("could not send to %r: %s", envelope[:1], exc)
-            return False
-        return True
+            return exc.errno
+        return None
 
     # -- stop ------------------------------------------------------------------------
 
@@ -613,7 +622,9 @@ class Daemon:
         if self.stop is None:
             self._barrier_counter += 1
             waiting: dict[str, int | None] = {}
-            for source in self.collector.sources.connected():
+            # Sessions found unreachable before are tried again: a DEALER that
+            # reconnected takes the notice, a gone one fails at once.
+            for source in self.collector.sources.open_sessions():
                 message = notice(Notice.BARRIER, barrier=self._barrier_counter)
                 if self.send_notice(source.session, message):
                     waiting[source.session] = None

@@ -208,8 +208,9 @@ class Sources:
             source = self.by_session[session] = Source(session=session, name=name)
         return source
 
-    def connected(self) -> list[Source]:
-        return [s for s in self.by_session.values() if s.connected]
+    def open_sessions(self) -> list[Source]:
+        """Sessions that said hello and not bye, reachable or not."""
+        return [s for s in self.by_session.values() if s.introduced and not s.closed]
 
     def active_in_run(self) -> list[Source]:
         """Sources that sent or said anything during the current experiment."""

@@ -16,6 +16,7 @@ Other formats (CSV, HDF5, Parquet/Feather) are converted from it at the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -112,7 +113,7 @@ class StreamSpec:
         """
         return "streams/" + "/".join(self.path) + ".npy"
 
-    def descriptor(self, file_name: str, fmt: str) -> dict[str, Any]:
+    def descriptor(self, file_name: str | None, fmt: str) -> dict[str, Any]:
         """What the tree holds at the stream's path in the saved metadata."""
         described: dict[str, Any] = {
             "file": file_name,
@@ -152,6 +153,15 @@ def _header(spec: StreamSpec, rows: int) -> bytes:
     return buffer.getvalue()
 
 
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset``, or raise (a full disk raises on the
+    write after the one it cut short)."""
+    with memoryview(data) as view:
+        written = 0
+        while written < len(view):
+            written += os.pwrite(fd, view[written:], offset + written)
+
+
 class StreamFile:
     """The ``.npy`` file of one stream in one experiment."""
 
@@ -164,8 +174,8 @@ class StreamFile:
         self._fd = os.open(path, flags, 0o644)
         try:
             if fresh:
-                os.write(self._fd, _header(spec, 0))
-            self.end = os.lseek(self._fd, 0, os.SEEK_END)  # where the next rows go
+                _pwrite_all(self._fd, _header(spec, 0), 0)
+            self.end = os.fstat(self._fd).st_size  # where the next rows go
         except OSError:
             os.close(self._fd)
             if fresh:
@@ -189,25 +199,23 @@ class StreamFile:
             spec.rows = present
         stream.end = stream.header_bytes + spec.rows * spec.row_bytes
         os.ftruncate(stream._fd, stream.end)
-        os.lseek(stream._fd, stream.end, os.SEEK_SET)
         return stream
 
     def append(self, raw: bytes | memoryview) -> None:
-        """Append whole rows, or raise and leave the file as it was.
+        """Append whole rows at ``end``, or raise and leave ``end`` where it was.
 
-        A full disk can cut a write part-way; the partial rows are cut off
-        again, or the next block would follow them out of step.
+        A full disk can cut a write part-way. The partial rows are cut off
+        again; if even that fails, the next block still goes to ``end``, over
+        them, and ``finish`` cuts the file to the rows accounted for.
         """
         view = memoryview(raw).cast("B")
-        size = len(view)
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            _pwrite_all(self._fd, view, self.end)
         except OSError:
-            os.ftruncate(self._fd, self.end)
-            os.lseek(self._fd, self.end, os.SEEK_SET)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.end)
             raise
-        self.end += size
+        self.end += len(view)
         self.dirty = True
 
     def sync(self) -> None:
@@ -248,21 +256,37 @@ class StreamFiles:
         self.staging = staging
         self.replaying = replaying
         self.files: dict[TreePath, StreamFile] = {}
+        #: Declared streams whose file could not be created yet (a full disk).
+        self.unopened: dict[TreePath, StreamSpec] = {}
         self.converted: list[Path] = []
         self.unsynced = 0  # bytes written since the last sync or take_dirty
 
     def open(self, spec: StreamSpec) -> None:
+        """Take blocks for ``spec`` from now on.
+
+        Its file is created now if it can be. If not (a full disk), the
+        declaration still stands: the file is created with the first block,
+        which fails the same way until there is room.
+        """
         if spec.path in self.files:
             return
+        try:
+            self._open(spec)
+        except OSError as exc:
+            log.error("cannot create %s yet: %s", spec.file_name(), exc)
+            self.unopened[spec.path] = spec
+
+    def _open(self, spec: StreamSpec) -> StreamFile:
         target = self.staging / spec.file_name()
-        if self.replaying:
-            self.files[spec.path] = StreamFile(target, spec, fresh=not target.exists())
-        else:
-            self.files[spec.path] = StreamFile(target, spec, fresh=True)
+        fresh = not (self.replaying and target.exists())
+        stream = self.files[spec.path] = StreamFile(target, spec, fresh=fresh)
+        self.unopened.pop(spec.path, None)
+        return stream
 
     def write(self, spec: StreamSpec, raw: bytes | memoryview) -> None:
         if not self.replaying:
-            self.files[spec.path].append(raw)
+            stream = self.files.get(spec.path) or self._open(spec)
+            stream.append(raw)
             self.unsynced += memoryview(raw).nbytes
 
     def end_replay(self) -> None:
@@ -294,6 +318,11 @@ class StreamFiles:
         """
         from .formats import convert
 
+        for spec in list(self.unopened.values()):
+            try:
+                self._open(spec)  # a stream without rows still gets its (empty) file
+            except OSError as exc:
+                log.error("%s has no file: %s", spec.file_name(), exc)
         finished = {path: stream.finish() for path, stream in self.files.items()}
         names = {}
         for path, npy in finished.items():
@@ -314,3 +343,4 @@ class StreamFiles:
         for stream in self.files.values():
             stream.close()
         self.files = {}
+        self.unopened = {}

@@ -152,39 +152,42 @@ def test_a_daemon_on_a_full_disk_confirms_nothing_and_loses_nothing(
         tail.extend(np.arange(10_000.0)[:, None])
         client.set_params("camera/settings", index=0)
         client.sync()
-        (journal_file,) = daemon.output.glob(".collectord/staging/*/journal")
         _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
-        # The journal may grow by 200 bytes; the stream file, larger already, not at all.
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (journal_file.stat().st_size + 200, hard))
+        # No file may grow, nor a new one get its header: the disk is full.
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
         for index in range(1, 501):
             client.set_params("camera/settings", index=index)
         tail.extend(np.full((10, 1), -1.0))
+        late = client.stream("camera/late", ["v"], "f8")  # declared on the full disk
+        late.extend(np.full((4, 1), 7.0))
         with pytest.raises(DaemonTimeout):
             client.sync(timeout=1.0)  # nothing is confirmed while the journal cannot grow
-        assert "journal write failed" in (daemon.status()["last_error"] or "")
+        assert "write failed" in (daemon.status()["last_error"] or "")  # journal or stream
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))  # room again
         client.sync(timeout=30)
         assert daemon.status()["last_error"] is None
         tail.extend(np.full((5, 1), 3.0))
         client.sync()
-        daemon.kill9()  # the restarted daemon replays the refused block as refused
+        daemon.kill9()  # the restarted daemon replays everything
         daemon = make_daemon(data=daemon.data, control=daemon.control)
         path = Path(client.stop())
     saved = load_json(path)
     assert saved["camera"]["settings"] == {"index": 500}
     (source,) = saved["collectord"]["sources"]
     assert source["messages"]["lost"] == 0 and source["messages"]["rejected"] == 0
-    # The block sent while the disk was full was refused, not confirmed, and
+    # The blocks sent while the disk was full were refused, not confirmed, and
     # sent again by the client once there was room.
     rows = np.load(path.parent / saved["camera"]["tail"]["file"])["v"]
     assert rows.tolist() == [*np.arange(10_000.0), *[-1.0] * 10, *[3.0] * 5]
+    late_rows = np.load(path.parent / saved["camera"]["late"]["file"])["v"]
+    assert late_rows.tolist() == [7.0] * 4
     assert daemon.process.poll() is None
 
 
-def test_a_declaration_that_cannot_open_its_file_costs_only_itself_and_replays_alike(
+def test_a_stream_file_that_cannot_be_created_costs_its_blocks_alone_and_replays_alike(
     make_daemon,
 ) -> None:
-    """A stream file the daemon cannot create (here a folder squats its name)."""
+    """A folder squats the stream file's name: an error no room on the disk cures."""
     import msgpack
     import zmq
     from conftest import wait_for
@@ -193,7 +196,9 @@ def test_a_declaration_that_cannot_open_its_file_costs_only_itself_and_replays_a
 
     daemon = make_daemon()
     (journal_file,) = daemon.output.glob(".collectord/staging/*/journal")
-    (journal_file.parent / "streams" / "cam" / "t.npy").mkdir(parents=True)
+    squatters = [journal_file.parent / "streams" / "cam" / name for name in ("t.npy", "u.npy")]
+    for squatter in squatters:
+        squatter.mkdir(parents=True)
     context = zmq.Context()
     publisher = context.socket(zmq.XPUB)
     publisher.setsockopt(zmq.LINGER, 0)
@@ -208,18 +213,33 @@ def test_a_declaration_that_cannot_open_its_file_costs_only_itself_and_replays_a
     header = {"v": 1, "kind": "batch", "source": "raw", "session": "raw0001", "seq": 1}
     header["kinds"] = ["params", "stream", "params", "data"]
     publisher.send_multipart([msgpack.packb(header), b"".join(map(msgpack.packb, bodies))])
+    block = {"v": 1, "kind": "block", "source": "raw", "session": "raw0001", "seq": 5}
+    rows = np.arange(2.0).tobytes()
+    publisher.send_multipart(
+        [msgpack.packb(block), msgpack.packb({"path": "cam/t", "rows": 2}), rows]
+    )
     publisher.close()
     context.term()
+    # A client that resends gets its block rejected too, not sent again forever.
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.stream("cam/u", ["x"]).extend(np.ones((3, 1)))
+        client.sync(timeout=20)
 
-    def raw_counts(status: dict) -> dict:
-        raw = [s["messages"] for s in status["sources"] if s["name"] == "raw"]
-        return raw[0] if raw else {}
+    def counts(name: str) -> dict:
+        found = [s["messages"] for s in daemon.status()["sources"] if s["name"] == name]
+        return found[0] if found else {}
 
-    live = wait_for(lambda: raw_counts(daemon.status()).get("rejected") == 1 and daemon.status())
-    assert raw_counts(live)["messages"] == 3
-    daemon.request(Command.SYNC, {"session": "raw0001", "seq": 4})  # journaled
+    live = wait_for(lambda: counts("raw").get("rejected") == 1 and counts("raw"))
+    assert live["messages"] == 4  # the declaration stands; only its block is refused
+    assert counts("camera")["rejected"] == 1
+    daemon.request(Command.SYNC, {"session": "raw0001", "seq": 5})  # journaled
     daemon.kill9()
-    daemon = make_daemon(data=daemon.data, control=daemon.control)  # replays the journal
-    assert raw_counts(daemon.status()) == raw_counts(live)
-    saved = load_json(Path(daemon.stop()["path"]))
-    assert saved["cam"] == {"settings": {"a": 1.0, "b": 2.0}, "note": "after"}
+    for squatter in squatters:
+        squatter.rmdir()  # a replay that wrote the block now would count it applied
+    daemon = make_daemon(data=daemon.data, control=daemon.control)
+    assert counts("raw") == live
+    path = Path(daemon.stop()["path"])
+    saved = load_json(path)
+    assert saved["cam"]["settings"] == {"a": 1.0, "b": 2.0} and saved["cam"]["note"] == "after"
+    assert saved["cam"]["t"]["rows"] == 0
+    assert np.load(path.parent / saved["cam"]["t"]["file"]).shape == (0,)

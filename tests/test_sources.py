@@ -257,7 +257,10 @@ def test_connected_and_active_sources() -> None:
     talker.applied(1)
     greeted = sources.get("s3", "greeted")
     greeted.introduced = True
-    assert sources.connected() == [greeted]
+    gone = sources.get("s4", "gone")  # said hello, then its notices failed
+    gone.introduced, gone.reachable = True, False
+    assert [s for s in sources.by_session.values() if s.connected] == [greeted]
+    assert sources.open_sessions() == [greeted, gone]  # a stop tries both
     assert sources.active_in_run() == [talker, greeted]
     assert quiet not in sources.active_in_run()
 
