@@ -14,9 +14,10 @@ fsyncs run in one background thread, one flush at a time:
    noted: exactly the messages whose records that flush made durable.
 
 Records appended while a flush runs wait for the next one, so the journal
-stays in order. A flush that fails (a full disk) confirms nothing; its
-unwritten records go back in front of the journal's buffer, its stream files
-count as unsynced again, and a later flush retries.
+stays in order. A flush that fails (a full disk) confirms nothing; the
+journal is cut back (``Journal.write_out``), its records go back in front of
+the journal's buffer, its stream files count as unsynced again, and a later
+flush retries.
 
 Nothing here closes a file: the daemon ``wait``\\ s for the running flush
 before it saves, closes or replaces the journal or a stream file.
@@ -36,7 +37,7 @@ class Flush:
     """One flush: what it writes, and what it confirms once done."""
 
     journal: Journal
-    records: bytearray  # detached from the journal; what is left was not written
+    records: bytearray  # detached from the journal; after a failure, to write again
     streams: list[StreamFile]
     marks: dict[str, int]  # session -> received, when the flush started
     error: OSError | None = None

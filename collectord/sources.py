@@ -58,9 +58,10 @@ class Source:
     versions: dict[str, Any] = dataclasses.field(default_factory=dict)
     introduced: bool = False  # said hello: reachable for notices
     closed: bool = False  # said bye
-    #: False once a notice could not be delivered (the process died without
-    #: bye); true again when it makes a request. Not journaled: after a
-    #: restart a session counts as reachable until a notice fails.
+    #: False once a notice found no DEALER (the process died without bye);
+    #: true again when it makes a request or a notice reaches it. Not
+    #: journaled: after a restart a session counts as reachable until a
+    #: notice fails.
     reachable: bool = True
     received: int = 0  # every seq up to this one has been handled
     total: Counts = dataclasses.field(default_factory=Counts)

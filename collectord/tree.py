@@ -94,8 +94,8 @@ class Tree:
             return TreeConflict(f"{join_path(path)!r} is a group, it cannot become a parameter")
         return TreeConflict(f"{join_path(path)!r} holds static data, not a parameter")
 
-    def check_data(self, path: Path) -> None:
-        """Raise ``TreeConflict`` if ``set_data`` at ``path`` would."""
+    def set_data(self, path: Path, value: Any) -> None:
+        """Set static data at ``path``, replacing earlier static data there."""
         parent, name = path[:-1], path[-1]
         existing = self._walk_to(parent, create=False) or {}
         current = existing.get(name)
@@ -103,11 +103,6 @@ class Tree:
             raise TreeConflict(f"{join_path(path)!r} is a group, it cannot become a value")
         if isinstance(current, _Leaf) and current.kind is not LeafKind.DATA:
             raise TreeConflict(f"{join_path(path)!r} holds a parameter, not static data")
-
-    def set_data(self, path: Path, value: Any) -> None:
-        """Set static data at ``path``, replacing earlier static data there."""
-        self.check_data(path)
-        parent, name = path[:-1], path[-1]
         branch = self._walk_to(parent, create=True)
         assert branch is not None
         branch[name] = _Leaf(LeafKind.DATA, value)
