@@ -9,15 +9,27 @@ It is a sequence of records, each::
 
 Records are appended to an in-memory buffer and written with one ``write``
 and one ``fsync`` per flush (``flusher.py`` says when, and does it in a
-background thread). Replay reads records until the end of
-the file or the first record that is short or fails its CRC: the torn tail a
-``kill -9`` or power cut can leave. Everything before it is intact.
+background thread).
+
+Reading (``scan``) tells two kinds of bad bytes apart. Only the end of a
+journal can be torn: a ``kill -9`` or a power cut in the middle of a write
+leaves part of the last records, and nothing after them. Bad bytes before a
+good record are damage (a flipped bit, a block of the disk lost): losing
+every record after them would turn one bad byte into a lost experiment, so
+the scan skips them, looking byte by byte for the next place where a whole
+valid record starts (its length fits, its CRC matches, its payload is a map
+with a str "t"). ``Journal.reopen`` cuts a torn tail off; damage stays, between
+good records. A record is trusted on its CRC alone, so a record's payload
+that holds another whole encoded record (a client could send one as data)
+shows it as a record of its own if the bytes before it are damaged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -29,6 +41,9 @@ JOURNAL_NAME = "journal"
 _PREFIX = struct.Struct("<II")
 #: A record longer than this is corruption, not data (messages are bounded far below).
 MAX_RECORD = 1 << 31
+#: Where a record's payload may start: a msgpack map header (fixmap of 1 to 15
+#: entries, map16, map32; an empty map has no "t").
+_MAP_HEADER = re.compile(rb"[\x81-\x8f\xde\xdf]")
 
 
 class RecordType(str, enum.Enum):
@@ -47,36 +62,180 @@ def encode(record: dict[str, Any]) -> bytes:
     return _PREFIX.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode_all(data: bytes) -> tuple[list[dict[str, Any]], int]:
-    """Records in ``data``, and the length of its intact part (the rest is torn)."""
-    records = []
+@dataclasses.dataclass(frozen=True)
+class Damage:
+    """Bytes skipped before a good record: ``length`` of them from ``offset``."""
+
+    offset: int
+    length: int
+
+
+@dataclasses.dataclass
+class Scan:
+    """What a journal holds: its good records, and where its bad bytes are."""
+
+    records: list[dict[str, Any]]
+    #: Where each record starts in the journal, to name it in messages.
+    offsets: list[int]
+    #: Where the last good record ends: the journal continues from here.
+    intact: int
+    #: Bytes follow the last good record: a torn tail.
+    torn: bool
+    #: Regions skipped before the last good record, in order.
+    damage: list[Damage]
+
+
+def scan(data: bytes) -> Scan:
+    """The records in ``data``, skipping damage; see the module docstring."""
+    view = memoryview(data)
+    spans = _SpanCrc(view)
+    result = Scan(records=[], offsets=[], intact=0, torn=False, damage=[])
     offset = 0
-    while offset + _PREFIX.size <= len(data):
+    while offset < len(data):
+        found = _record_at(view, offset)
+        if found is None:
+            resync = _next_record(data, spans, offset + 1)
+            if resync is None:
+                break
+            result.damage.append(Damage(offset, resync - offset))
+            offset = resync
+            continue
+        record, end = found
+        result.records.append(record)
+        result.offsets.append(offset)
+        offset = result.intact = end
+    result.torn = result.intact < len(data)
+    return result
+
+
+def _record_at(view: memoryview, offset: int) -> tuple[dict[str, Any], int] | None:
+    """The valid record at ``offset`` and where it ends, or None."""
+    start = offset + _PREFIX.size
+    if start > len(view):
+        return None
+    length, crc = _PREFIX.unpack_from(view, offset)
+    end = start + length
+    if length > MAX_RECORD or end > len(view):
+        return None
+    payload = view[start:end]
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        record = msgpack.unpackb(payload, raw=False)
+    except Exception:  # a payload with a matching CRC but bad msgpack: corrupt
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("t"), str):
+        return None
+    return record, end
+
+
+def _next_record(data: bytes, spans: _SpanCrc, start: int) -> int | None:
+    """The first offset from ``start`` where a valid record starts, or None.
+
+    Most offsets cost no CRC: the regular expression finds the payloads'
+    possible first bytes, and the length must fit in what is left. The rest
+    are checked by ``spans``, whose cost does not grow with the length:
+    lengths read from damaged bytes can be tens of MB, and so would be the
+    CRC of each such candidate.
+    """
+    # Measured once (Python 3.11, 2 shared cores), one flipped byte near the
+    # start of a journal: 50 MB of 200,000 small records, 1.0-1.25 s with the
+    # damage or without; 50 MB of 1 MB records of random bytes, damage in the
+    # second, 7.3 s with a plain CRC per candidate, 0.2 s with ``spans``
+    # (0.04 s undamaged); 100 MB of 10 MB records, damage in the first, 4.1 s
+    # (0.11 s undamaged), mostly the ``_multiply`` of ``_shift``.
+    for match in _MAP_HEADER.finditer(data, start + _PREFIX.size):
+        payload = match.start()
+        offset = payload - _PREFIX.size
         length, crc = _PREFIX.unpack_from(data, offset)
-        start = offset + _PREFIX.size
-        end = start + length
-        if length > MAX_RECORD or end > len(data):
-            break
-        payload = data[start:end]
-        if zlib.crc32(payload) != crc:
-            break
-        try:
-            record = msgpack.unpackb(payload, raw=False)
-        except Exception:  # a payload with a matching CRC but bad msgpack: corrupt
-            break
-        if not isinstance(record, dict):
-            break
-        records.append(record)
-        offset = end
-    return records, offset
+        if length > len(data) - payload or length > MAX_RECORD:
+            continue
+        if spans.crc(payload, payload + length) != crc:
+            continue
+        if _record_at(spans.view, offset) is not None:
+            return offset
+    return None
 
 
-def read(path: Path) -> tuple[list[dict[str, Any]], int, bool]:
-    """The intact records of the journal at ``path``, their length in bytes,
-    and whether a torn tail follows them."""
-    data = path.read_bytes()
-    records, intact = decode_all(data)
-    return records, intact, intact < len(data)
+# -- CRC-32 of a span of a journal, in time independent of its length -------------------
+
+#: The CRC-32 polynomial, bits reversed as zlib uses them: the bit for x^0 is 1 << 31.
+_POLY = 0xEDB88320
+
+
+def _multiply(a: int, b: int) -> int:
+    """``a`` times ``b`` modulo the CRC-32 polynomial (zlib's ``multmodp``); a != 0."""
+    m = 1 << 31
+    product = 0
+    while True:
+        if a & m:
+            product ^= b
+            if not a & (m - 1):
+                return product
+        m >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+
+
+def _powers() -> list[int]:
+    """x to the power 2**k modulo the polynomial, for k up to 40."""
+    powers = [1 << 30]  # x
+    for _ in range(40):
+        powers.append(_multiply(powers[-1], powers[-1]))
+    return powers
+
+
+_X_2K = _powers()
+
+
+def _shift(crc: int, length: int) -> int:
+    """``crc`` times x^(8 * length): the CRC of A + B is ``_shift(crc(A), len(B)) ^ crc(B)``
+    (zlib's ``crc32_combine``)."""
+    power = 1 << 31  # x^0
+    k = 3  # 8 * length = length << 3
+    while length:
+        if length & 1:
+            power = _multiply(_X_2K[k], power)
+        length >>= 1
+        k += 1
+    return _multiply(power, crc)
+
+
+class _SpanCrc:
+    """The CRC-32 of any span of a buffer, at a cost that does not grow with its length.
+
+    The CRC of the span ``[start, end)`` is the CRC of the prefix ending at
+    ``end`` xor that of the prefix ending at ``start`` shifted by the span's
+    length. Prefix CRCs come from checkpoints every ``STEP`` bytes, computed
+    (one pass over the buffer) when a long span is first asked for.
+    """
+
+    STEP = 1 << 16
+    #: Spans up to this long cost less with ``zlib.crc32`` itself.
+    DIRECT = 1 << 18
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self._checkpoints: list[int] = []
+
+    def crc(self, start: int, end: int) -> int:
+        if end - start <= self.DIRECT:
+            return zlib.crc32(self.view[start:end])
+        return self._prefix(end) ^ _shift(self._prefix(start), end - start)
+
+    def _prefix(self, end: int) -> int:
+        if not self._checkpoints:
+            crc = 0
+            self._checkpoints.append(crc)
+            for start in range(0, len(self.view), self.STEP):
+                crc = zlib.crc32(self.view[start : start + self.STEP], crc)
+                self._checkpoints.append(crc)
+        index, rest = divmod(end, self.STEP)
+        return zlib.crc32(self.view[end - rest : end], self._checkpoints[index])
+
+
+def read(path: Path) -> Scan:
+    """Scan the journal at ``path``."""
+    return scan(path.read_bytes())
 
 
 class Journal:

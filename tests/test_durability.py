@@ -56,8 +56,9 @@ def test_a_flush_writes_records_in_order_and_confirms_its_marks(tmp_path: Path) 
         flusher.close()
         files.close()
         log.close()
-    records, _, torn = journal.read(tmp_path / "journal")
-    assert [r["index"] for r in records] == list(range(15)) and not torn
+    found = journal.read(tmp_path / "journal")
+    assert [r["index"] for r in found.records] == list(range(15))
+    assert not found.torn and not found.damage
 
 
 def _fill_the_disk(folder: str, results) -> None:
@@ -101,8 +102,9 @@ def test_a_flush_cut_short_is_retried_writing_each_record_once_in_order(
     assert failure is not None and "too large" in failure  # EFBIG
     assert cut_back
     assert retry_error is None
-    records, _, torn = journal.read(tmp_path / "journal")
-    assert [r["index"] for r in records] == list(range(61)) and not torn
+    found = journal.read(tmp_path / "journal")
+    assert [r["index"] for r in found.records] == list(range(61))
+    assert not found.torn and not found.damage
 
 
 def _cut_a_block(folder: str, results) -> None:

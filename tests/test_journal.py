@@ -1,11 +1,16 @@
-"""The journal's format and replay: round trips, torn tails, the same state again."""
+"""The journal's format and replay: round trips, torn tails, damage skipped, the
+same state again."""
 
 from __future__ import annotations
 
+import itertools
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import msgpack
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,40 +40,137 @@ records = st.lists(
 )
 
 
+def starts(encoded: list[bytes]) -> list[int]:
+    """Where each encoded record starts in their concatenation."""
+    return [0, *itertools.accumulate(len(chunk) for chunk in encoded)][: len(encoded)]
+
+
+def expected_scan(encoded: list[bytes], changed: list[bool]) -> journal.Scan:
+    """What a scan of ``encoded`` gives when the records marked ``changed`` no
+    longer read back: those before the last intact one are damage, the rest a
+    torn tail."""
+    expected = journal.Scan(records=[], offsets=[], intact=0, torn=False, damage=[])
+    damaged_from = None
+    for chunk, offset, bad in zip(encoded, starts(encoded), changed, strict=True):
+        if bad:
+            damaged_from = offset if damaged_from is None else damaged_from
+            continue
+        if damaged_from is not None:
+            expected.damage.append(journal.Damage(damaged_from, offset - damaged_from))
+            damaged_from = None
+        expected.records.append(msgpack.unpackb(chunk[8:], raw=False))
+        expected.offsets.append(offset)
+        expected.intact = offset + len(chunk)
+    expected.torn = damaged_from is not None
+    return expected
+
+
 @given(records)
 def test_records_round_trip(items: list[dict]) -> None:
-    data = b"".join(journal.encode(r) for r in items)
-    decoded, intact = journal.decode_all(data)
-    assert decoded == items and intact == len(data)
+    encoded = [journal.encode(r) for r in items]
+    data = b"".join(encoded)
+    found = journal.scan(data)
+    assert found.records == items
+    assert found.offsets == starts(encoded)
+    assert found.intact == len(data) and not found.torn and not found.damage
+
+
+@given(records, st.data())
+def test_a_cut_at_any_byte_keeps_the_records_before_it(items: list[dict], data) -> None:
+    encoded = [journal.encode(r) for r in items]
+    whole = b"".join(encoded)
+    cut = data.draw(st.integers(0, len(whole)), label="cut")
+    found = journal.scan(whole[:cut])
+    ends = [offset + len(chunk) for offset, chunk in zip(starts(encoded), encoded, strict=True)]
+    complete = sum(end <= cut for end in ends)
+    assert found.records == items[:complete]
+    assert found.offsets == starts(encoded)[:complete]
+    assert found.intact == (ends[complete - 1] if complete else 0)
+    assert found.torn == (cut not in [0, *ends])
+    assert not found.damage
 
 
 @given(records.filter(bool), st.data())
-def test_a_torn_tail_loses_only_the_torn_record(items: list[dict], data) -> None:
+def test_damage_loses_only_the_damaged_records(items: list[dict], data) -> None:
+    """A bit flipped, or a span overwritten, in record ``index`` (the span may
+    reach into the records after it)."""
     encoded = [journal.encode(r) for r in items]
     whole = b"".join(encoded)
-    cut = data.draw(st.integers(0, len(whole) - 1))
-    decoded, intact = journal.decode_all(whole[:cut])
-    complete = 0
-    offset = 0
-    for chunk in encoded:
-        if offset + len(chunk) > cut:
-            break
-        offset += len(chunk)
-        complete += 1
-    assert decoded == items[:complete] and intact == offset
+    index = data.draw(st.integers(0, len(items) - 1), label="index")
+    start = starts(encoded)[index]
+    first = start + data.draw(st.integers(0, len(encoded[index]) - 1), label="first byte")
+    damaged = bytearray(whole)
+    if data.draw(st.booleans(), label="flip a bit"):
+        damaged[first] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+    else:
+        span = slice(first, first + data.draw(st.integers(1, len(whole) - first), label="size"))
+        damaged[span] = data.draw(
+            st.binary(min_size=len(whole[span]), max_size=len(whole[span])).filter(
+                lambda new: new != whole[span]
+            ),
+            label="new bytes",
+        )
+    changed = [
+        damaged[offset : offset + len(chunk)] != chunk
+        for offset, chunk in zip(starts(encoded), encoded, strict=True)
+    ]
+    found = journal.scan(bytes(damaged))
+    assert found.records == [item for item, bad in zip(items, changed, strict=True) if not bad]
+    assert found == expected_scan(encoded, changed)
+    if not all(changed[index:]):  # an intact record follows: the damage is skipped
+        assert found.damage[0].offset == start and not found.torn
+    else:
+        assert found.torn and found.intact == start
 
 
-@given(records.filter(lambda r: len(r) >= 2), st.data())
-def test_a_flipped_bit_stops_replay_at_the_damaged_record(items: list[dict], data) -> None:
-    encoded = [journal.encode(r) for r in items]
-    index = data.draw(st.integers(0, len(items) - 1))
-    start = sum(len(c) for c in encoded[:index])
-    position = start + data.draw(st.integers(0, len(encoded[index]) - 1))
+@given(records, st.binary(min_size=1) | st.integers(1, 5000).map(bytes))
+def test_garbage_after_the_records_is_a_torn_tail(items: list[dict], garbage: bytes) -> None:
+    """Random bytes, or zeros (a file extended by a crash before its data landed)."""
+    whole = b"".join(journal.encode(r) for r in items)
+    found = journal.scan(whole + garbage)
+    assert found.records == items
+    assert found.intact == len(whole) and found.torn and not found.damage
+
+
+def test_damage_between_records_is_skipped_not_taken_for_a_torn_tail() -> None:
+    first = journal.encode({"t": "bye", "session": "a"})
+    second = journal.encode({"t": "first", "at": "x"})
+    found = journal.scan(first + b"\x00garbage\xde\x00" + second)
+    assert found.records == [{"t": "bye", "session": "a"}, {"t": "first", "at": "x"}]
+    assert found.damage == [journal.Damage(len(first), 10)]
+    assert found.offsets == [0, len(first) + 10] and not found.torn
+
+
+def test_a_record_whose_crc_matches_but_is_no_record_is_damage() -> None:
+    """Framing and CRC intact, but not a map with a str "t": no version writes that."""
+    good = journal.encode({"t": "first", "at": "x"})
+    for payload in [msgpack.packb([1, 2]), msgpack.packb({"t": 1}), b"\x81\xc1"]:
+        bad = struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+        found = journal.scan(good + bad + good)
+        assert found.records == [{"t": "first", "at": "x"}] * 2
+        assert found.damage == [journal.Damage(len(good), len(bad))]
+
+
+def test_a_damaged_long_record_is_skipped() -> None:
+    """Long lengths read from damaged bytes take the CRCs of long spans."""
+    rng = np.random.default_rng(0)
+    big = [{"t": "msg", "frames": [rng.bytes(300_000)]} for _ in range(10)]
+    encoded = [journal.encode(r) for r in big]
     damaged = bytearray(b"".join(encoded))
-    damaged[position] ^= 1 << data.draw(st.integers(0, 7))
-    decoded, intact = journal.decode_all(bytes(damaged))
-    assert decoded[:index] == items[:index]
-    assert intact >= start
+    damaged[20] ^= 1
+    found = journal.scan(bytes(damaged))
+    assert found.records == big[1:]
+    assert found.damage == [journal.Damage(0, len(encoded[0]))] and not found.torn
+
+
+@settings(max_examples=50)
+@given(st.binary(min_size=1, max_size=1_000_000), st.data())
+def test_the_crc_of_a_span_is_zlibs(buffer: bytes, data) -> None:
+    start = data.draw(st.integers(0, len(buffer)), label="start")
+    end = data.draw(st.integers(start, len(buffer)) | st.just(len(buffer)), label="end")
+    spans = journal._SpanCrc(memoryview(buffer))
+    assert spans.crc(start, end) == zlib.crc32(buffer[start:end])
+    assert spans.crc(0, end) == zlib.crc32(buffer[:end])
 
 
 def test_reopen_cuts_the_torn_tail_and_appends_after_it(tmp_path: Path) -> None:
@@ -78,12 +180,12 @@ def test_reopen_cuts_the_torn_tail_and_appends_after_it(tmp_path: Path) -> None:
     writer.close()
     with open(path, "ab") as file:
         file.write(journal.encode({"t": "bye", "session": "s"})[:-3])
-    items, intact, torn = journal.read(path)
-    assert torn and items == [{"t": "first", "at": "x"}]
-    writer = journal.Journal.reopen(path, intact)
+    found = journal.read(path)
+    assert found.torn and found.records == [{"t": "first", "at": "x"}]
+    writer = journal.Journal.reopen(path, found.intact)
     writer.append({"t": "bye", "session": "s"})
     writer.close()
-    assert journal.read(path)[0] == [{"t": "first", "at": "x"}, {"t": "bye", "session": "s"}]
+    assert journal.read(path).records == [{"t": "first", "at": "x"}, {"t": "bye", "session": "s"}]
 
 
 # -- replay gives the state the live daemon had ------------------------------------------
@@ -157,12 +259,12 @@ def test_replaying_the_journal_rebuilds_the_daemons_state(first_run, second_run,
     daemon._make_durable()
     live = daemon.collector
 
-    records, _, torn = journal.read(daemon.journal.path)
+    found = journal.read(daemon.journal.path)
     rebuilt = Collector(live.last_config)
-    rebuilt.replay(records)
+    rebuilt.replay(found.records)
     daemon._teardown()
 
-    assert not torn
+    assert not found.torn and not found.damage
     assert rebuilt.tree.to_dict() == live.tree.to_dict()
     assert rebuilt.experiment.run_id == live.experiment.run_id
     # Duplicates and out-of-order arrivals are not journaled: they describe
