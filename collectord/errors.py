@@ -11,6 +11,7 @@
     ├── ClientClosedError            a call on a client that is closing or closed
     ├── TransportError               ZeroMQ failed (wraps zmq.ZMQError)
     ├── DaemonTimeout (TimeoutError) the daemon did not answer in time
+    ├── UnreadableRecord (ValueError)       a journal record this version cannot replay
     └── RequestError                 the daemon answered with an error reply
                                      (``.code`` is an ErrorCode from protocol.py)
 
@@ -32,6 +33,7 @@ __all__ = [
     "OutputBusyError",
     "RequestError",
     "TransportError",
+    "UnreadableRecord",
     "UnsupportedValueError",
 ]
 
@@ -70,6 +72,11 @@ class TransportError(CollectordError):
 
 class DaemonTimeout(CollectordError, TimeoutError):
     """The daemon did not answer within the timeout."""
+
+
+class UnreadableRecord(CollectordError, ValueError):
+    """A journal record of a type this version does not know, or without a field
+    its type needs, or with one of the wrong type (``journal.check`` says which)."""
 
 
 class RequestError(CollectordError):

@@ -22,6 +22,10 @@ with a str "t"). ``Journal.reopen`` cuts a torn tail off; damage stays, between
 good records. A record is trusted on its CRC alone, so a record's payload
 that holds another whole encoded record (a client could send one as data)
 shows it as a record of its own if the bytes before it are damaged.
+
+The records' fields are checked by ``check``, against ``SCHEMA``: a scan
+only says that a record is what was written, not that this version can
+replay it.
 """
 
 from __future__ import annotations
@@ -31,11 +35,15 @@ import enum
 import os
 import re
 import struct
+import types
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import msgpack
+
+from .errors import UnreadableRecord
 
 JOURNAL_NAME = "journal"
 _PREFIX = struct.Struct("<II")
@@ -55,6 +63,101 @@ class RecordType(str, enum.Enum):
     REJECT = "reject"  # a rejection not reproduced by replaying a message
     BYE = "bye"  # a client closed
     RESTART = "restart"  # the experiment was resumed after the daemon died
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """The types a record's field may have, as msgpack decodes them, and
+    whether it may be absent."""
+
+    types: tuple[type, ...]
+    optional: bool = False
+
+
+_STR = Field((str,))
+_INT = Field((int,))
+
+#: The fields each record type needs, from where it is written (``Daemon._record``
+#: calls, ``Collector.begin_record``) and read (``Collector.replay``). Fields not
+#: named here are allowed: a newer version may add some.
+SCHEMA: dict[RecordType, dict[str, Field]] = {
+    RecordType.BEGIN: {
+        "run_id": _STR,
+        "started": _STR,  # ISO 8601
+        "params": Field((bytes,)),  # packed with the value codec
+        "groups": Field((list,)),
+        "sources": Field((list,)),  # Source snapshots
+        "streams": Field((list,), optional=True),  # StreamSpec snapshots; replay defaults to none
+    },
+    RecordType.HELLO: {
+        "session": _STR,
+        "name": _STR,
+        "host": _STR,
+        "pid": _INT,
+        "program": _STR,
+        "versions": Field((dict,)),
+    },
+    RecordType.MESSAGE: {
+        "frames": Field((list,)),  # header and body; a block's without its rows
+        "raw": Field((int,), optional=True),  # a block: the length of its rows
+        "refused": Field((list,), optional=True),  # [index, reason] of messages not applied
+    },
+    RecordType.FIRST: {"at": _STR},  # ISO 8601
+    RecordType.SKIP: {"session": _STR, "name": _STR, "upto": _INT},
+    RecordType.REJECT: {"session": Field((str, types.NoneType), optional=True), "reason": _STR},
+    RecordType.BYE: {"session": _STR},
+    RecordType.RESTART: {"restart": Field((dict,))},
+}
+
+_TYPE_NAMES = {
+    str: "str",
+    int: "int",
+    bool: "bool",
+    float: "float",
+    bytes: "bin",
+    list: "array",
+    dict: "map",
+    types.NoneType: "nil",
+}
+
+
+def _type_name(kind: type) -> str:
+    return _TYPE_NAMES.get(kind, kind.__name__)
+
+
+def check(record: Mapping[str, Any]) -> RecordType:
+    """The type of ``record``, once its fields are those its type needs.
+
+    Raises ``UnreadableRecord``, naming the record type and what is wrong, for
+    a record with no type, a type this version does not know, or a missing or
+    mistyped field. ``bool`` is not an int here, although Python says it is.
+    """
+    name = record.get("t")
+    if not isinstance(name, str):
+        raise UnreadableRecord(f"journal record has no type: 't' is {name!r}")
+    try:
+        kind = RecordType(name)
+    except ValueError:
+        known = ", ".join(repr(t.value) for t in RecordType)
+        raise UnreadableRecord(
+            f"unknown journal record type {name!r}: written by a newer version of "
+            f"collectord? This one reads {known}"
+        ) from None
+    for field, spec in SCHEMA[kind].items():
+        if field not in record:
+            if spec.optional:
+                continue
+            raise UnreadableRecord(f"journal record {name!r} lacks field {field!r}")
+        value = record[field]
+        if not isinstance(value, spec.types) or (
+            isinstance(value, bool) and bool not in spec.types
+        ):
+            expected = " or ".join(_type_name(t) for t in spec.types)
+            raise UnreadableRecord(
+                f"journal record {name!r}: field {field!r} must be {expected}, "
+                f"not {_type_name(type(value))}"
+            )
+    return kind
 
 
 def encode(record: dict[str, Any]) -> bytes:

@@ -1,16 +1,19 @@
 """The journal's format and replay: round trips, torn tails, damage skipped, the
-same state again."""
+records' schemas, the same state again."""
 
 from __future__ import annotations
 
 import itertools
 import struct
 import tempfile
+import types
 import zlib
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +21,7 @@ from collectord import codec, journal
 from collectord.collector import Collector
 from collectord.config import Config
 from collectord.daemon import Daemon
+from collectord.errors import UnreadableRecord
 
 values = st.recursive(
     st.none()
@@ -265,6 +269,8 @@ def test_replaying_the_journal_rebuilds_the_daemons_state(first_run, second_run,
     daemon._teardown()
 
     assert not found.torn and not found.damage
+    for record in found.records:
+        journal.check(record)
     assert rebuilt.tree.to_dict() == live.tree.to_dict()
     assert rebuilt.experiment.run_id == live.experiment.run_id
     # Duplicates and out-of-order arrivals are not journaled: they describe
@@ -281,3 +287,152 @@ def test_replaying_the_journal_rebuilds_the_daemons_state(first_run, second_run,
             source.run.rejected,
             source.run.lost,
         )
+
+
+# -- record schemas -----------------------------------------------------------------------
+
+#: Values of each type a schema names.
+typed_values: dict[type, st.SearchStrategy[Any]] = {
+    str: st.text(max_size=5),
+    int: st.integers(0, 2**64 - 1),
+    bytes: st.binary(max_size=8),
+    list: st.lists(values, max_size=3),
+    dict: st.dictionaries(st.text(max_size=5), values, max_size=3),
+    types.NoneType: st.none(),
+}
+
+
+@st.composite
+def schema_records(draw, kind: journal.RecordType) -> dict[str, Any]:
+    """A record of ``kind`` as its schema allows: each field of one of its
+    types, an optional one there or not."""
+    record: dict[str, Any] = {"t": kind.value}
+    for name, field in journal.SCHEMA[kind].items():
+        if not field.optional or draw(st.booleans()):
+            record[name] = draw(st.one_of(*(typed_values[t] for t in field.types)))
+    return record
+
+
+def full_record(kind: journal.RecordType) -> dict[str, Any]:
+    """A record of ``kind`` with every field of its schema, of its first type."""
+    simple = {str: "x", int: 1, bytes: b"x", list: [], dict: {}, types.NoneType: None}
+    fields = journal.SCHEMA[kind].items()
+    return {"t": kind.value, **{name: simple[field.types[0]] for name, field in fields}}
+
+
+def test_every_record_type_has_a_schema() -> None:
+    assert set(journal.SCHEMA) == set(journal.RecordType)
+
+
+@given(
+    st.sampled_from(list(journal.RecordType)).flatmap(
+        lambda kind: st.tuples(st.just(kind), schema_records(kind))
+    )
+)
+def test_check_accepts_what_the_schema_allows(case) -> None:
+    kind, record = case
+    assert journal.check(record) is kind
+    assert journal.check({**record, "added_by_a_newer_version": 1}) is kind
+    (read,) = journal.scan(journal.encode(record)).records
+    assert journal.check(read) is kind
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A journal's records, written by a real daemon, and its last config.
+
+    Every record type but RESTART (written when a daemon resumes an
+    experiment: added here as the daemon writes it), and every optional field
+    but a message's "refused" (a failure of the daemon's own).
+    """
+    daemon = Daemon(Config(output=str(tmp_path_factory.mktemp("written"))))
+    introduced = {"name": "cam", "host": "h", "pid": 1, "program": "p", "versions": {}}
+    try:
+        daemon.hello("s1", introduced)
+        daemon.on_data(frames("params", "s1", 1, "cam", 1.5))
+        stream = {"path": "cam/t", "columns": ["x"], "dtype": "<f8"}
+        daemon.on_data([header("s1", 2, kind="stream"), codec.pack(stream)])
+        block = codec.pack({"path": "cam/t", "rows": 2})
+        daemon.on_data([header("s1", 3, kind="block"), block, np.arange(2.0).tobytes()])
+        daemon.hello("s1", {**introduced, "confirmed": 5})  # a gap: 4 and 5 are lost
+        daemon.reject("s1", "a control request was refused")
+        daemon.reject(None, "a request from a session not known")
+        daemon.bye("s1")
+        daemon._make_durable()
+        found = journal.read(daemon.journal.path)
+        last_config = daemon.collector.last_config
+    finally:
+        daemon._teardown()
+    restart = {"resumed": "2024-01-01T00:00:00+00:00", "journal_records": 1, "torn_tail": False}
+    return [*found.records, {"t": "restart", "restart": restart}], last_config
+
+
+def test_check_accepts_the_records_the_daemon_writes(written) -> None:
+    records, _ = written
+    assert {journal.check(record) for record in records} == set(journal.RecordType)
+    assert any("raw" in record for record in records)
+    assert {"t": "reject", "session": None, "reason": "a request from a session not known"} in (
+        records
+    )
+
+
+def test_check_and_replay_agree_on_the_fields_each_record_needs(written) -> None:
+    """Without one of its fields, a record fails ``check`` if and only if the
+    replay needs that field: the schema's required fields are the reader's."""
+    records, last_config = written
+    for index, record in enumerate(records):
+        for name in set(record) - {"t"}:
+            lacking = {key: value for key, value in record.items() if key != name}
+            try:
+                journal.check(lacking)
+            except UnreadableRecord:
+                refused = True
+            else:
+                refused = False
+            try:
+                Collector(last_config).replay([*records[:index], lacking, *records[index + 1 :]])
+            except KeyError as exc:
+                needed = exc.args == (name,)
+            else:
+                needed = False
+            assert refused == needed, (record["t"], name)
+
+
+def test_check_rejects_an_unknown_type_saying_a_newer_version_may_know_it() -> None:
+    with pytest.raises(UnreadableRecord, match=r"unknown .*'snapshot'.*newer version"):
+        journal.check({"t": "snapshot", "at": "x"})
+    for record in [{}, {"t": 1}]:
+        with pytest.raises(UnreadableRecord, match="no type"):
+            journal.check(record)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        (kind, name)
+        for kind, fields in journal.SCHEMA.items()
+        for name, field in fields.items()
+        if not field.optional
+    ],
+)
+def test_check_rejects_a_missing_field_naming_it(kind: journal.RecordType, name: str) -> None:
+    record = full_record(kind)
+    journal.check(record)
+    del record[name]
+    with pytest.raises(UnreadableRecord, match=f"'{kind.value}' lacks field '{name}'"):
+        journal.check(record)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [(kind, name) for kind, fields in journal.SCHEMA.items() for name in fields]
+)
+def test_check_rejects_a_field_of_the_wrong_type_naming_it(
+    kind: journal.RecordType, name: str
+) -> None:
+    wrong = True if journal.SCHEMA[kind][name].types == (int,) else 1.5  # a bool is no int
+    record = {**full_record(kind), name: wrong}
+    with pytest.raises(
+        UnreadableRecord,
+        match=f"'{kind.value}': field '{name}' must be .*, not {type(wrong).__name__}$",
+    ):
+        journal.check(record)
