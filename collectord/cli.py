@@ -209,14 +209,14 @@ def _settings(args: argparse.Namespace) -> config_module.Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
+    from .daemon import Daemon, Start
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s collectord %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    daemon = Daemon(_settings(args), resume=args.resume)
+    daemon = Daemon(_settings(args), start=Start.RESUME if args.resume else Start.RECOVER)
     endpoints = daemon.bind()
     daemon.install_signal_handlers()
     print(
@@ -228,24 +228,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``collectord recover``'s exit status when journal records had to be skipped.
+RECOVERED_WITH_DAMAGE = 3
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
-    from .recovery import recover_staged
-    from .store import OutputLock
+    from .daemon.lifecycle import recover
 
     logging.basicConfig(level=logging.INFO, format="collectord recover: %(message)s")
     settings = _settings(args)
-    lock = OutputLock(settings.output_dir)
-    lock.acquire()
-    try:
-        saved = recover_staged(
-            settings.output_dir, settings.last_config_file, settings.stream_format
-        )
-    finally:
-        lock.release()
-    for path in saved:
+    opened = recover(settings.output_dir, settings.last_config_file, settings.stream_format)
+    for path in opened.saved:
         print(path)
-    if not saved:
+    if not opened.saved:
         print(f"nothing to recover in {settings.output_dir}", file=sys.stderr)
+    if opened.damage:
+        print(
+            f"{len(opened.damage)} damaged part(s) of journals were skipped; "
+            "the damaged journals are kept in "
+            f"{settings.output_dir / '.collectord' / 'damaged'}:",
+            file=sys.stderr,
+        )
+        for problem in opened.damage:
+            print(f"  {problem}", file=sys.stderr)
+        return RECOVERED_WITH_DAMAGE
     return 0
 
 

@@ -1,19 +1,17 @@
 """The collected state and every change to it, for the live daemon and for replay.
 
 ``Collector`` owns the tree, the sources, the current experiment and the last
-config. The daemon calls its methods as messages arrive; ``replay`` calls the
-same methods for the records of a journal, so a recovered or resumed
-experiment is rebuilt by exactly the code that built it the first time.
-Each method that changes the state returns the journal record describing the
-change (or the daemon builds it from the same arguments); nothing here touches
-sockets or the journal file.
+config. The lifecycle (``daemon/lifecycle.py``) calls its methods as messages
+arrive, and calls the same methods again for the records of a journal it
+replays, so a recovered or resumed experiment is rebuilt by exactly the code
+that built it the first time. Nothing here touches sockets or the journal file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,7 +33,7 @@ from .protocol import (
     ProtocolViolation,
     check_fields,
 )
-from .sources import Admit, Source, Sources
+from .sources import Source, Sources
 from .streamfiles import StreamError, StreamFiles, StreamSpec
 from .tree import Tree, TreeConflict, merge_config
 
@@ -47,6 +45,10 @@ class Applied(NamedTuple):
 
     rejections: list[str]  # the reasons, each counted on its source
     refused: list[tuple[int, str]]  # (index in the message, reason): journal these
+    #: For a block: the row its rows start at in the stream's file. Journaled,
+    #: so that a replay that lost an earlier block's record (a damaged journal)
+    #: still knows where these rows are.
+    at: list[int]
 
 
 def decode_header(frames: list[bytes]) -> dict[str, Any]:
@@ -147,7 +149,7 @@ class Collector:
         kind_name = header["kind"]
         first = header["seq"]
         refused = refused or {}
-        outcome = Applied([], [])
+        outcome = Applied([], [], [])
         if kind_name != Kind.BATCH.value:
             try:
                 kind = _KINDS.get(kind_name)
@@ -194,7 +196,7 @@ class Collector:
             outcome.rejections.append(refused[index])
             return
         try:
-            self._apply(source, kind, body, raw)
+            self._apply(source, kind, body, raw, outcome)
         except _REFUSALS as exc:
             outcome.rejections.append(self._refuse(source, seq, exc))
             return
@@ -231,7 +233,9 @@ class Collector:
         """
         source.reject(reason)
 
-    def _apply(self, source: Source, kind: Kind, body: Any, raw: Sequence[Any]) -> None:
+    def _apply(
+        self, source: Source, kind: Kind, body: Any, raw: Sequence[Any], outcome: Applied
+    ) -> None:
         """Apply one decoded (not yet checked) body to the tree, or raise why not."""
         if (
             kind is Kind.PARAMS
@@ -254,7 +258,7 @@ class Collector:
         elif kind is Kind.STREAM:
             self._declare(StreamSpec.parse(path, dict(body), source.session, source.name))
         else:
-            self._block(source, path, body["rows"], raw[0])
+            outcome.at.append(self._block(source, path, body["rows"], raw[0]))
 
     def _declare(self, spec: StreamSpec) -> None:
         existing = self.streams.get(spec.path)
@@ -271,7 +275,8 @@ class Collector:
         if self.files is not None:
             self.files.open(spec)  # on a full disk, the file comes with the first block
 
-    def _block(self, source: Source, path: TreePath, rows: int, raw: Any) -> None:
+    def _block(self, source: Source, path: TreePath, rows: int, raw: Any) -> int:
+        """Append a block's rows; return the row they start at."""
         spec = self.streams.get(path)
         if spec is None:
             raise StreamError(f"no stream is declared at {join_path(path)!r}")
@@ -281,9 +286,15 @@ class Collector:
             raise StreamError(
                 f"a block of {rows} rows of {spec.row_bytes} bytes cannot be {len(raw)} bytes"
             )
+        if isinstance(raw, RowsOnDisk) and raw.at is not None:
+            # Replayed: the rows are in the file at ``at``. Rows before it whose
+            # record was lost to damage are in the file too, and are kept.
+            spec.rows = max(spec.rows, raw.at)
+        at = spec.rows
         if self.files is not None:
             self.files.write(spec, raw)
         spec.rows += rows
+        return at
 
     def reject(self, session: str | None, reason: str) -> Source:
         source = self.sources.by_session.get(session) if session else None
@@ -319,9 +330,11 @@ class Collector:
         for spec in self.streams.values():
             files.open(spec)
 
-    def metadata(self, stop: StopRequest, unconfirmed: list[str]) -> dict[str, Any]:
+    def metadata(
+        self, stop: StopRequest, unconfirmed: list[str], stopped: dt.datetime
+    ) -> dict[str, Any]:
         account = experiment.provenance(
-            self.experiment, self.sources, stop, experiment.now(), unconfirmed, __version__
+            self.experiment, self.sources, stop, stopped, unconfirmed, __version__
         )
         if self.restarts:
             account["restarts"] = self.restarts
@@ -330,70 +343,39 @@ class Collector:
     def merged_config(self) -> dict[str, Any]:
         return merge_config(self.last_config, self.tree.params())
 
-    def next_experiment(self, config: dict[str, Any]) -> None:
-        """The experiment was saved with ``config`` as last config: begin the next."""
+    def next_experiment(self, config: dict[str, Any], following: Experiment) -> None:
+        """The experiment was saved with ``config`` as last config: ``following`` begins."""
         self.last_config = config
         self.tree.clear_data()
         for spec in self.streams.values():
             spec.rows = 0
             self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
         self.sources.new_run()
-        self.experiment = Experiment.begin()
+        self.experiment = following
         self.restarts = []
 
-    def begin_record(self) -> dict[str, Any]:
-        """The journal's first record: all a replay needs that no message carries.
+    def begin_record(self, following: Experiment, follows: str | None) -> dict[str, Any]:
+        """The first record of ``following``'s journal: all a replay needs that no
+        message carries, taken from this state (which ``following`` inherits).
 
+        ``follows`` names the experiment whose save this record completes: once
+        it is on disk, that experiment counts as saved (``lifecycle.py``).
         Parameters are packed with the value codec (they may hold arrays).
         """
         params, empty_groups = self.tree.param_leaves()
         return {
             "t": RecordType.BEGIN.value,
-            "run_id": self.experiment.run_id,
-            "started": self.experiment.started.isoformat(),
+            "run_id": following.run_id,
+            "started": following.started.isoformat(),
+            "follows": follows,
             "params": codec.pack([[list(path), value] for path, value in params]),
             "groups": [list(path) for path in empty_groups],
-            "sources": [s.snapshot() for s in self.sources.by_session.values()],
+            "sources": [s.snapshot() for s in self.sources.by_session.values() if not s.closed],
             "streams": [spec.snapshot() for spec in self.streams.values()],
         }
 
-    # -- replay ------------------------------------------------------------------------
-
-    def replay(self, records: Iterable[dict[str, Any]]) -> int:
-        """Rebuild an experiment from its journal's records; return how many."""
-        count = 0
-        for record in records:
-            count += 1
-            kind = RecordType(record["t"])
-            if kind is RecordType.BEGIN:
-                self._replay_begin(record)
-            elif kind is RecordType.HELLO:
-                self.hello(record["session"], record)
-            elif kind is RecordType.BYE:
-                self.bye(record["session"])
-            elif kind is RecordType.FIRST:
-                self.experiment.first_message = dt.datetime.fromisoformat(record["at"])
-            elif kind is RecordType.SKIP:
-                self.sources.get(record["session"], record["name"]).skip_to(record["upto"])
-            elif kind is RecordType.RESTART:
-                self.restarts.append(record["restart"])
-            elif kind is RecordType.REJECT:
-                self.reject(record.get("session"), record["reason"])
-            elif kind is RecordType.MESSAGE:
-                frames = list(record["frames"])
-                if "raw" in record:  # a block: its rows are in the stream file
-                    frames.append(_Length(record["raw"]))
-                header = decode_header(frames)
-                source = self.sources.get(header["session"], header["source"])
-                first = header["seq"]
-                verdict, seen = source.admit_range(first, first + message_count(header) - 1, 0.0)
-                if verdict is not Admit.NEW:
-                    continue
-                refused = record.get("refused", ())
-                self.apply_message(source, header, frames, seen, dict(refused))
-        return count
-
-    def _replay_begin(self, record: dict[str, Any]) -> None:
+    def load_begin(self, record: Mapping[str, Any]) -> None:
+        """Take the state a BEGIN record carries (``begin_record`` wrote it)."""
         self.experiment = Experiment(
             run_id=record["run_id"], started=dt.datetime.fromisoformat(record["started"])
         )
@@ -415,11 +397,13 @@ class Collector:
                 self.files.open(spec)
 
 
-class _Length:
-    """Stands in for a block's rows during replay: only their length is needed."""
+class RowsOnDisk:
+    """Stands in for a block's rows during replay: they are in the stream file
+    already; only their length, and where they start (``at``, if journaled), count."""
 
-    def __init__(self, length: int) -> None:
+    def __init__(self, length: int, at: int | None) -> None:
         self.length = length
+        self.at = at
 
     def __len__(self) -> int:
         return self.length

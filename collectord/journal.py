@@ -63,6 +63,7 @@ class RecordType(str, enum.Enum):
     REJECT = "reject"  # a rejection not reproduced by replaying a message
     BYE = "bye"  # a client closed
     RESTART = "restart"  # the experiment was resumed after the daemon died
+    STOP = "stop"  # the stop barrier passed: a journal ending with this is saved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,8 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
         "groups": Field((list,)),
         "sources": Field((list,)),  # Source snapshots
         "streams": Field((list,), optional=True),  # StreamSpec snapshots; replay defaults to none
+        # the run whose save this BEGIN completes (absent before this field existed)
+        "follows": Field((str, types.NoneType), optional=True),
     },
     RecordType.HELLO: {
         "session": _STR,
@@ -101,12 +104,21 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
         "frames": Field((list,)),  # header and body; a block's without its rows
         "raw": Field((int,), optional=True),  # a block: the length of its rows
         "refused": Field((list,), optional=True),  # [index, reason] of messages not applied
+        "at": Field((int,), optional=True),  # a block: the row its rows start at in the file
     },
     RecordType.FIRST: {"at": _STR},  # ISO 8601
     RecordType.SKIP: {"session": _STR, "name": _STR, "upto": _INT},
     RecordType.REJECT: {"session": Field((str, types.NoneType), optional=True), "reason": _STR},
     RecordType.BYE: {"session": _STR},
     RecordType.RESTART: {"restart": Field((dict,))},
+    RecordType.STOP: {  # a StopRequest's fields, and what the save writes of the stop
+        "by": _STR,
+        "reason": _STR,
+        "host": _STR,
+        "pid": Field((int, types.NoneType)),
+        "unconfirmed": Field((list,)),
+        "stopped": _STR,  # ISO 8601
+    },
 }
 
 _TYPE_NAMES = {
@@ -334,6 +346,24 @@ class _SpanCrc:
                 self._checkpoints.append(crc)
         index, rest = divmod(end, self.STEP)
         return zlib.crc32(self.view[end - rest : end], self._checkpoints[index])
+
+
+def first_record(path: Path) -> dict[str, Any] | None:
+    """The first record of the journal at ``path`` if it is whole, else None;
+    reads no further than that record."""
+    try:
+        with open(path, "rb") as file:
+            prefix = file.read(_PREFIX.size)
+            if len(prefix) < _PREFIX.size:
+                return None
+            length, _ = _PREFIX.unpack(prefix)
+            if length > MAX_RECORD:
+                return None
+            data = prefix + file.read(length)
+    except FileNotFoundError:
+        return None
+    found = _record_at(memoryview(data), 0)
+    return found[0] if found is not None else None
 
 
 def read(path: Path) -> Scan:

@@ -63,6 +63,10 @@ class Source:
     #: journaled: after a restart a session counts as reachable until a
     #: notice fails.
     reachable: bool = True
+    #: Known from a journal only: this daemon (restarted) has not heard from
+    #: it yet. A stop waits for it, as it may be reconnecting, rather than
+    #: counting it gone when a notice cannot reach it.
+    from_journal: bool = False
     received: int = 0  # every seq up to this one has been handled
     total: Counts = dataclasses.field(default_factory=Counts)
     run: Counts = dataclasses.field(default_factory=Counts)

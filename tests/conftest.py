@@ -45,8 +45,10 @@ class DaemonProcess:
         data: str = "tcp://127.0.0.1:*",
         control: str = "tcp://127.0.0.1:*",
         extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.output = output
+        self.env = env
         self.data = data
         self.control = control
         self.extra = extra
@@ -72,6 +74,7 @@ class DaemonProcess:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
+                env={**os.environ, **self.env} if self.env else None,
             )
         assert self.process.stdout is not None
         selector = selectors.DefaultSelector()

@@ -3,6 +3,7 @@ records' schemas, the same state again."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import struct
 import tempfile
@@ -18,10 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collectord import codec, journal
-from collectord.collector import Collector
 from collectord.config import Config
-from collectord.daemon import Daemon
+from collectord.daemon import Daemon, Lifecycle, Start
+from collectord.daemon.durability import Durability
 from collectord.errors import UnreadableRecord
+from collectord.experiment import StopRequest
 
 values = st.recursive(
     st.none()
@@ -261,19 +263,22 @@ def test_replaying_the_journal_rebuilds_the_daemons_state(first_run, second_run,
                 daemon.on_data(batch("s2", first, group))  # a resend: all duplicates
 
     feed(first_run)
-    daemon.hello("s1", {"name": "one", "host": "h", "pid": 1, "program": "p", "versions": {}})
-    from collectord.experiment import StopRequest
-
-    daemon.save(StopRequest(by="test", reason="first"), [])
+    daemon.lifecycle.hello(
+        "s1", {"name": "one", "host": "h", "pid": 1, "program": "p", "versions": {}}
+    )
+    daemon.lifecycle.save(StopRequest(by="test", reason="first"), [])
     feed(second_run)
-    daemon.bye("s1")
-    daemon._make_durable()
-    live = daemon.collector
+    daemon.lifecycle.bye("s1")
+    live = daemon.lifecycle.collector
+    assert daemon.durability.journal is not None
+    found = journal.read(daemon.durability.journal.path)
+    daemon._teardown()  # no sockets were bound: this closes the journal and the lock
 
-    found = journal.read(daemon.journal.path)
-    rebuilt = Collector(live.last_config)
-    rebuilt.replay(found.records)
-    daemon._teardown()
+    # A daemon starting on the folder replays the journal of the second experiment.
+    restarted = Lifecycle(output, output / "last_config.json", "npy", Durability(1.0, print))
+    restarted.open(Start.RESUME)
+    rebuilt = restarted.collector
+    restarted.durability.close()
 
     assert not found.torn and not found.damage
     for record in found.records:
@@ -348,30 +353,38 @@ def test_check_accepts_what_the_schema_allows(case) -> None:
 def written(tmp_path_factory) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A journal's records, written by a real daemon, and its last config.
 
-    Every record type but RESTART (written when a daemon resumes an
-    experiment: added here as the daemon writes it), and every optional field
+    Every record type but RESTART and STOP (written when a daemon resumes or
+    saves an experiment: added here as the daemon writes them), and every optional field
     but a message's "refused" (a failure of the daemon's own).
     """
     daemon = Daemon(Config(output=str(tmp_path_factory.mktemp("written"))))
+    lifecycle = daemon.lifecycle
     introduced = {"name": "cam", "host": "h", "pid": 1, "program": "p", "versions": {}}
     try:
-        daemon.hello("s1", introduced)
+        lifecycle.hello("s1", introduced)
         daemon.on_data(frames("params", "s1", 1, "cam", 1.5))
         stream = {"path": "cam/t", "columns": ["x"], "dtype": "<f8"}
         daemon.on_data([header("s1", 2, kind="stream"), codec.pack(stream)])
         block = codec.pack({"path": "cam/t", "rows": 2})
         daemon.on_data([header("s1", 3, kind="block"), block, np.arange(2.0).tobytes()])
-        daemon.hello("s1", {**introduced, "confirmed": 5})  # a gap: 4 and 5 are lost
-        daemon.reject("s1", "a control request was refused")
-        daemon.reject(None, "a request from a session not known")
-        daemon.bye("s1")
-        daemon._make_durable()
-        found = journal.read(daemon.journal.path)
-        last_config = daemon.collector.last_config
+        lifecycle.hello("s1", {**introduced, "confirmed": 5})  # a gap: 4 and 5 are lost
+        lifecycle.reject("s1", "a control request was refused")
+        lifecycle.reject(None, "a request from a session not known")
+        lifecycle.bye("s1")
+        daemon.durability.make_durable({})
+        assert daemon.durability.journal is not None
+        found = journal.read(daemon.durability.journal.path)
+        last_config = lifecycle.collector.last_config
     finally:
         daemon._teardown()
     restart = {"resumed": "2024-01-01T00:00:00+00:00", "journal_records": 1, "torn_tail": False}
-    return [*found.records, {"t": "restart", "restart": restart}], last_config
+    stop = {
+        "t": "stop",
+        **dataclasses.asdict(StopRequest(by="test", reason="written")),
+        "unconfirmed": [],
+        "stopped": "2024-01-01T00:00:00+00:00",
+    }
+    return [*found.records, {"t": "restart", "restart": restart}, stop], last_config
 
 
 def test_check_accepts_the_records_the_daemon_writes(written) -> None:
@@ -383,7 +396,7 @@ def test_check_accepts_the_records_the_daemon_writes(written) -> None:
     )
 
 
-def test_check_and_replay_agree_on_the_fields_each_record_needs(written) -> None:
+def test_check_and_replay_agree_on_the_fields_each_record_needs(written, tmp_path) -> None:
     """Without one of its fields, a record fails ``check`` if and only if the
     replay needs that field: the schema's required fields are the reader's."""
     records, last_config = written
@@ -396,8 +409,11 @@ def test_check_and_replay_agree_on_the_fields_each_record_needs(written) -> None
                 refused = True
             else:
                 refused = False
+            lifecycle = Lifecycle(tmp_path, tmp_path / "none.json", "npy", Durability(1, print))
+            lifecycle.collector.last_config = last_config
             try:
-                Collector(last_config).replay([*records[:index], lacking, *records[index + 1 :]])
+                for replayed in [*records[:index], lacking, *records[index + 1 :]]:
+                    lifecycle.replay_record(replayed)
             except KeyError as exc:
                 needed = exc.args == (name,)
             else:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import wait_for
 
-from collectord import Client, load_json
+from collectord import Client, journal, load_json
 from collectord.journal import JOURNAL_NAME
 
 
@@ -43,7 +43,11 @@ def test_sync_confirmed_data_survives_kill9_and_recover(make_daemon, figures) ->
     assert load_json(daemon.output / "last_config.json")["tracking"] == {
         "tail": {"threshold": 499}
     }
-    assert not list((daemon.output / ".collectord" / "staging").iterdir())
+    # What is left is the next experiment, begun inheriting the recovered one's
+    # state (parameters, sources, streams) for the next daemon to go on with.
+    (following,) = (daemon.output / ".collectord" / "staging").iterdir()
+    begin = journal.first_record(following / JOURNAL_NAME)
+    assert begin is not None and begin["follows"] == saved["collectord"]["run_id"]
     (source,) = saved["collectord"]["sources"]
     figures(
         sent=502,

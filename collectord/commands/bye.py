@@ -15,5 +15,5 @@ if TYPE_CHECKING:
 
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any]:
-    source = daemon.bye(request["session"])
+    source = daemon.lifecycle.bye(request["session"])
     return {"received": source.received if source else 0}

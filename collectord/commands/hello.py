@@ -34,13 +34,13 @@ if TYPE_CHECKING:
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any]:
     try:
-        source = daemon.hello(request["session"], request)
+        source = daemon.lifecycle.hello(request["session"], request)
     except InvalidPathError as exc:
         raise CommandError(ErrorCode.BAD_REQUEST, str(exc)) from None
     return {
         "daemon": __version__,
         "protocol": PROTOCOL_VERSION,
-        "run_id": daemon.collector.experiment.run_id,
-        "received": daemon.durable.get(source.session, 0),
+        "run_id": daemon.lifecycle.collector.experiment.run_id,
+        "received": daemon.durability.durable.get(source.session, 0),
         "max_message_bytes": daemon.config.max_message_bytes,
     }

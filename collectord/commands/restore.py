@@ -29,7 +29,7 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
         node = parse_path(request["node"])
     except InvalidPathError as exc:
         raise CommandError(ErrorCode.INVALID_PATH, str(exc)) from None
-    values = subtree(daemon.collector.last_config, node)
+    values = subtree(daemon.lifecycle.collector.last_config, node)
     if values is None:
         return {"values": {}}
     if not isinstance(values, dict):

@@ -16,5 +16,5 @@ if TYPE_CHECKING:
 
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any]:
-    daemon.barrier_report(request["session"], request["barrier"], request["seq"])
+    daemon.barrier.report(request["session"], request["barrier"], request["seq"])
     return {}

@@ -14,12 +14,46 @@ sender could not be told), ``rejected`` (int, all rejections).
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..protocol import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
     from ..daemon import Daemon, ReplyTo
 
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any]:
-    return daemon.status()
+    lifecycle = daemon.lifecycle
+    collector = lifecycle.collector
+    sources = list(collector.sources.by_session.values())
+    unidentified = collector.sources.unidentified
+    current = collector.experiment
+    return {
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "uptime": round(time.monotonic() - daemon.started_at, 3),
+        "endpoints": daemon.endpoints,
+        "curve": daemon.security is not None,
+        "output": str(daemon.config.output_dir),
+        "last_config": str(daemon.config.last_config_file),
+        "run_id": current.run_id,
+        "run_started": current.started.isoformat(),
+        "restarts": collector.restarts,
+        "stop_pending": daemon.barrier.pending is not None,
+        "saved_experiments": lifecycle.saved_count,
+        "last_saved": str(lifecycle.last_saved) if lifecycle.last_saved else None,
+        "last_error": lifecycle.last_error or daemon.durability.error,
+        "sources": [source.describe(run=False) for source in sources],
+        "unidentified": {
+            "rejected": unidentified.total.rejected,
+            "recent_rejections": list(unidentified.reasons),
+        },
+        "rejected": unidentified.total.rejected + sum(s.total.rejected for s in sources),
+    }

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> None:
     session = request.get("session")
-    source = daemon.collector.sources.by_session.get(session) if session else None
+    sources = daemon.lifecycle.collector.sources
+    source = sources.by_session.get(session) if session else None
     who = StopRequest(
         by=source.name if source else "control request",
         reason=request["reason"],

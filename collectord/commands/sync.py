@@ -17,16 +17,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..daemon import Daemon, ReplyTo
 
-#: Deferred syncs kept per session; older ones are dropped (their client gave up).
-MAX_PENDING = 64
-
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any] | None:
-    session, seq = request["session"], request["seq"]
-    received = daemon.durable.get(session, 0)
-    if received >= seq:
-        return {"received": received}
-    waiting = daemon.pending_syncs.setdefault(session, [])
-    waiting.append((seq, reply_to))
-    del waiting[:-MAX_PENDING]
-    return None
+    return daemon.durability.wait(request["session"], request["seq"], reply_to)

@@ -1,0 +1,156 @@
+"""The running experiment's journal, made durable in the background, and the
+confirmations that follow.
+
+Every message admitted is appended to the journal before it is applied. The
+journal is fsynced at least every ``journal_interval`` seconds, at once when a
+client waits in ``sync``, and after every 16 MiB of stream data, in a
+background thread (``flusher.py``) so that the loop keeps taking messages
+meanwhile. Replies to ``sync`` (and hence what clients drop from their resend
+buffers) only ever cover journaled messages: ``durable`` holds, per session,
+the last sequence number on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..flusher import Flush, Flusher
+from ..journal import Journal, RecordType
+from ..streamfiles import StreamFiles
+from .control import ReplyTo
+
+log = logging.getLogger("collectord")
+
+#: Stream bytes written since the last flush that start one before
+#: ``journal_interval`` is up: a burst is made durable while it arrives, not
+#: all at once when a client waits for it.
+STREAM_FLUSH_BYTES = 16 * 1024 * 1024
+#: Deferred syncs kept per session; older ones are dropped (their client gave up).
+MAX_PENDING_SYNCS = 64
+
+Reply = Callable[[ReplyTo, dict[str, Any]], None]
+
+
+class Durability:
+    """One journal at a time; what of it is on disk; who waits for what."""
+
+    def __init__(self, journal_interval: float, reply: Reply) -> None:
+        self.interval = journal_interval
+        self._reply = reply
+        self.journal: Journal | None = None
+        self.files: StreamFiles | None = None
+        #: session -> last seq fsynced in the journal
+        self.durable: dict[str, int] = {}
+        self.pending_syncs: dict[str, list[tuple[int, ReplyTo]]] = {}
+        #: A failed journal write, shown in ``status`` until a flush succeeds.
+        self.error: str | None = None
+        self._flusher = Flusher()
+        self._flushed_at = time.monotonic()
+        self._retry_at = 0.0  # after a failed flush, the next waits until then
+
+    def record(self, kind: RecordType, **fields: Any) -> None:
+        assert self.journal is not None
+        self.journal.append({"t": kind.value, **fields})
+
+    def switch(self, journal: Journal, files: StreamFiles | None) -> None:
+        """From now on records go to ``journal`` and blocks to ``files``."""
+        self.settle()
+        self.journal, self.files = journal, files
+
+    # -- confirming --------------------------------------------------------------
+
+    def wait(self, session: str, seq: int, reply_to: ReplyTo) -> dict[str, Any] | None:
+        """A ``sync``: the answer now, or None and answered once ``seq`` is durable."""
+        received = self.durable.get(session, 0)
+        if received >= seq:
+            return {"received": received}
+        waiting = self.pending_syncs.setdefault(session, [])
+        waiting.append((seq, reply_to))
+        del waiting[:-MAX_PENDING_SYNCS]
+        return None
+
+    def forget(self, session: str) -> None:
+        self.pending_syncs.pop(session, None)
+
+    def confirm(self, marks: dict[str, int]) -> None:
+        """Sessions are durable up to ``marks``: answer the syncs that waited for it."""
+        self.durable.update(marks)
+        for session, waiting in self.pending_syncs.items():
+            durable = self.durable.get(session, 0)
+            still = []
+            for seq, reply_to in waiting:
+                if durable >= seq:
+                    self._reply(reply_to, {"received": durable})
+                else:
+                    still.append((seq, reply_to))
+            waiting[:] = still
+
+    # -- flushing ----------------------------------------------------------------
+
+    def make_durable(self, received: dict[str, int]) -> None:
+        """fsync everything now, in this thread; confirm ``received``."""
+        assert self.journal is not None
+        self.settle()
+        if self.files is not None:
+            self.files.sync()  # block data first: the journal vouches for it
+        self.journal.flush()
+        self._flushed_at = time.monotonic()
+        self.confirm(received)
+
+    def poll(self, received: Callable[[], dict[str, int]]) -> None:
+        """Take a finished background flush; start the next one when due."""
+        done = self._flusher.finished()
+        if done is not None:
+            self._flushed(done)
+        if not self._flusher.busy and self._due():
+            assert self.journal is not None
+            self._flusher.start(self.journal, self.files, received())
+            self._flushed_at = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        return self._flusher.busy
+
+    def settle(self) -> None:
+        """Wait for the background flush, if one runs: before files are closed."""
+        done = self._flusher.wait()
+        if done is not None:
+            self._flushed(done)
+
+    def close(self) -> None:
+        """Make everything durable and close the journal and the stream files."""
+        self.settle()
+        self._flusher.close()
+        if self.files is not None:
+            self.files.sync()
+            self.files.close()
+        if self.journal is not None:
+            self.journal.close()
+
+    def _flushed(self, flush: Flush) -> None:
+        if flush.error is None:
+            if self.error is not None:
+                log.info("the journal is written again")
+                self.error = None
+            self.confirm(flush.marks)
+            return
+        # A full or failing disk: nothing is confirmed until a later flush
+        # succeeds, so clients keep (and resend) what they sent. The next try
+        # waits for journal_interval, even if syncs wait.
+        if self.error is None:
+            log.error("cannot write the journal: %s; retrying", flush.error)
+        self.error = f"journal write failed: {flush.error}"
+        self._retry_at = time.monotonic() + self.interval
+
+    def _due(self) -> bool:
+        assert self.journal is not None
+        if not self.journal.pending or time.monotonic() < self._retry_at:
+            return False
+        if any(self.pending_syncs.values()):
+            return True
+        if self.files is not None and self.files.unsynced >= STREAM_FLUSH_BYTES:
+            return True
+        return time.monotonic() - self._flushed_at >= self.interval

@@ -1,0 +1,297 @@
+"""The daemon: two sockets and a loop around the experiment's lifecycle.
+
+Read ``serve`` top to bottom: poll both sockets, hand what arrived to the
+lifecycle (data) or to the control endpoint (requests), make the journal
+durable when due, turn signals into stops, save a stop whose barrier has
+passed; repeat until asked to exit; tear down in ``finally``.
+
+SIGTERM and SIGINT go through the same stop a client sends: the first waits
+for the barrier, saves and exits; a second saves at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import zmq
+
+from .. import codec, store
+from ..config import Config
+from ..errors import TransportError
+from ..experiment import StopRequest
+from ..formats import check_available
+from ..protocol import ErrorCode, Notice, notice, reply_error, reply_ok
+from ..security import ServerSecurity
+from ..sources import Source
+from .barrier import Barrier
+from .control import ReplyTo, dispatch
+from .durability import Durability
+from .lifecycle import Lifecycle, Opened, Received, Start
+
+log = logging.getLogger("collectord")
+
+#: How often the loop wakes up when idle, to notice signals and deadlines (ms).
+IDLE_TICK_MS = 50
+#: At most this many messages, or about this many bytes, are taken from one
+#: socket before the loop looks at the rest (the other socket, the flusher).
+DRAIN_BATCH = 1000
+DRAIN_BYTES = 4 * 1024 * 1024
+#: A gap is not asked about again sooner than this, in seconds.
+RESEND_INTERVAL = 0.2
+
+
+class Daemon:
+    """One collector: its lifecycle, its stop barrier and its two sockets."""
+
+    def __init__(self, config: Config, *, start: Start = Start.RESUME) -> None:
+        self.config = config
+        # Refuse an unsafe or impossible configuration before touching the output folder.
+        self.security = ServerSecurity.from_config(config)
+        check_available(config.stream_format)
+        self.lock = store.OutputLock(config.output_dir)
+        self.lock.acquire()
+        self.durability = Durability(config.journal_interval, self.reply)
+        self.lifecycle = Lifecycle(
+            config.output_dir, config.last_config_file, config.stream_format, self.durability
+        )
+        try:
+            self.opened: Opened = self.lifecycle.open(start)
+        except BaseException:
+            self.durability.close()
+            self.lock.release()
+            raise
+        self.barrier = Barrier(config.barrier_timeout)
+        self.started_at = time.monotonic()
+        self.endpoints: dict[str, str] = {}
+        self._signals: list[int] = []
+        self._signals_taken = 0
+        self._running = False
+        self._context: zmq.Context[Any] | None = None
+        self._data: zmq.Socket[Any] | None = None
+        self._control: zmq.Socket[Any] | None = None
+
+    # -- the loop ----------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run until a stop with exit (a signal) completes."""
+        if self._data is None:
+            self.bind()
+        assert self._data is not None and self._control is not None
+        poller = zmq.Poller()
+        poller.register(self._data, zmq.POLLIN)
+        poller.register(self._control, zmq.POLLIN)
+        self._running = True
+        try:
+            while self._running:
+                # A running flush is looked at every millisecond: syncs wait for it.
+                busy = self.durability.busy
+                timeout = 1 if busy else 10 if self.barrier.pending else IDLE_TICK_MS
+                ready = dict(poller.poll(timeout))
+                if self._data in ready:
+                    self._drain(self._data, self.on_data, copy=False)
+                if self._control in ready:
+                    self._drain(self._control, self.on_control)
+                self.lifecycle.flush_when_due()
+                self._take_signals()
+                self._save_when_ready()
+        finally:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        self._close_sockets()
+        self.durability.close()
+        self.lock.release()
+
+    def _drain(self, sock: zmq.Socket[Any], handle: Any, copy: bool = True) -> None:
+        size = 0
+        for _ in range(DRAIN_BATCH):
+            if size > DRAIN_BYTES:
+                return
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=copy)
+            except zmq.Again:
+                return
+            size += sum(len(frame) for frame in frames)
+            try:
+                handle(frames)
+            except Exception as exc:  # a bug must cost one message, not the daemon
+                log.exception("internal error while handling a message")
+                self.lifecycle.reject(None, f"internal error: {type(exc).__name__}: {exc}")
+
+    # -- what arrives -------------------------------------------------------------
+
+    def on_data(self, frames: list[Any]) -> None:
+        """One message from the data socket (ZeroMQ frames: a block's rows are
+        written to their file straight from ZeroMQ's buffer)."""
+        received, source = self.lifecycle.receive(frames, time.monotonic())
+        if received is Received.AHEAD and source is not None:
+            self.ask_resend(source)
+
+    def on_control(self, frames: list[bytes]) -> None:
+        dispatch(self, frames)
+
+    def heard_from(self, session: str) -> None:
+        """A request came from ``session``'s DEALER (its routing id): it is there."""
+        source = self.lifecycle.collector.sources.by_session.get(session)
+        if source is not None:
+            source.reachable = True
+            source.from_journal = False
+
+    def ask_resend(self, source: Source) -> None:
+        """Ask ``source`` to resend from its first missing message, now and then."""
+        now = time.monotonic()
+        if source.resend_asked_at is not None and now - source.resend_asked_at < RESEND_INTERVAL:
+            return
+        message = notice(Notice.RESEND, session=source.session, **{"from": source.received + 1})
+        if self.notify(source.session, message):
+            source.resend_asked_at = now
+
+    # -- stopping -----------------------------------------------------------------
+
+    def request_stop(
+        self,
+        request: StopRequest,
+        reply_to: ReplyTo | None = None,
+        *,
+        exit_after: bool = False,
+        known: tuple[str, int] | None = None,
+    ) -> None:
+        """Start (or join) a stop; it is saved once its barrier passes."""
+        sources = self.lifecycle.collector.sources
+        self.barrier.request(
+            request, sources, self.notify, reply_to, exit_after=exit_after, known=known
+        )
+
+    def _take_signals(self) -> None:
+        while self._signals:
+            name = signal.Signals(self._signals.pop(0)).name
+            self._signals_taken += 1
+            if self._signals_taken == 1:
+                if self.barrier.pending is not None:
+                    log.info("%s: exiting once the pending stop is saved", name)
+                    self.barrier.pending.exit_after = True
+                elif not self.lifecycle.has_news:
+                    # Nothing to save. The journal stays: it carries the parameters
+                    # and streams over to the daemon that starts next.
+                    log.info("%s: nothing new since the last save; exiting", name)
+                    self._running = False
+                else:
+                    log.info("%s: saving the experiment, then exiting", name)
+                    self.request_stop(StopRequest(by="signal", reason=name), exit_after=True)
+            elif self.barrier.pending is not None:
+                log.warning("%s again: saving now without waiting for the barrier", name)
+                self.barrier.hurry()
+
+    def _save_when_ready(self) -> None:
+        ready = self.barrier.ready(self.lifecycle.collector.sources, self.notify)
+        if ready is None:
+            return
+        stop, unconfirmed = ready
+        if unconfirmed:
+            log.warning("saving without confirmation from %s", ", ".join(unconfirmed))
+        try:
+            result = self.lifecycle.save(stop.request, unconfirmed)
+        except Exception as exc:  # disk full, permissions, or a bug: keep the data
+            log.exception("save failed")
+            error = f"save failed: {type(exc).__name__}: {exc}"
+            self.lifecycle.last_error = error
+            log.error("%s; the experiment stays in memory and in its journal", error)
+            for reply_to in stop.replies:
+                self.send(
+                    reply_to.envelope,
+                    reply_error(reply_to.request_id, ErrorCode.SAVE_FAILED, error),
+                )
+            if stop.exit_after:
+                # Asked to exit (a signal): the journal holds everything, and the
+                # next start resumes the experiment or `collectord recover` saves it.
+                log.error("exiting without saving; the journal keeps the experiment")
+                self._running = False
+            return
+        for reply_to in stop.replies:
+            self.reply(reply_to, result)
+        if stop.exit_after:
+            self._running = False
+
+    # -- sockets ------------------------------------------------------------------
+
+    def bind(self) -> dict[str, str]:
+        """Bind both sockets; return the endpoints actually bound (port ``*`` resolved)."""
+        security = self.security
+        context = self._context = zmq.Context()
+        if security is not None:
+            security.start(context)
+        data = self._data = context.socket(zmq.SUB)
+        control = self._control = context.socket(zmq.ROUTER)
+        for sock in (data, control):
+            sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+            sock.setsockopt(zmq.LINGER, 1000)
+            if security is not None:
+                security.apply(sock)
+        data.setsockopt(zmq.RCVHWM, self.config.receive_queue)
+        data.setsockopt(zmq.SUBSCRIBE, b"")
+        # Notices to a client that is gone must fail loudly, not vanish.
+        control.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            data.bind(self.config.data)
+            control.bind(self.config.control)
+        except zmq.ZMQError as exc:
+            self._close_sockets()
+            raise TransportError(
+                f"cannot bind {self.config.data} / {self.config.control}: {exc}"
+            ) from exc
+        self.endpoints = {
+            "data": data.getsockopt_string(zmq.LAST_ENDPOINT),
+            "control": control.getsockopt_string(zmq.LAST_ENDPOINT),
+        }
+        return self.endpoints
+
+    def _close_sockets(self) -> None:
+        for sock in (self._data, self._control):
+            if sock is not None:
+                sock.close()
+        if self.security is not None:
+            self.security.stop()
+        if self._context is not None:
+            self._context.term()
+        self._data = self._control = self._context = None
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT become stop requests; see the module docstring."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda number, _frame: self._signals.append(number))
+        if hasattr(signal, "SIGXFSZ"):
+            # A file size limit (ulimit -f) must fail a write, which the daemon
+            # survives like a full disk, not kill the daemon.
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def reply(self, reply_to: ReplyTo, result: dict[str, Any]) -> None:
+        self.send(reply_to.envelope, reply_ok(reply_to.request_id, result))
+
+    def notify(self, session: str, message: dict[str, Any]) -> bool:
+        """Send a notice to ``session``'s DEALER; False if it could not be sent.
+
+        A session with no DEALER connected (its process died without ``bye``)
+        is shown as not connected until it is heard from again.
+        """
+        error = self.send([session.encode(), b""], message)
+        source = self.lifecycle.collector.sources.by_session.get(session)
+        if source is not None:
+            if error is None:
+                source.reachable = True
+            elif error == zmq.EHOSTUNREACH and source.reachable and not source.from_journal:
+                log.info("%s (%s) cannot be reached: not connected", source.name, session)
+                source.reachable = False
+        return error is None
+
+    def send(self, envelope: list[bytes], message: dict[str, Any]) -> int | None:
+        """Send without blocking; the errno if ZeroMQ refused, else None."""
+        assert self._control is not None
+        try:
+            self._control.send_multipart([*envelope, codec.pack(message)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or its queue is full
+            log.debug("could not send to %r: %s", envelope[:1], exc)
+            return exc.errno
+        return None

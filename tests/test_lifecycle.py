@@ -1,0 +1,309 @@
+"""The boundaries of an experiment's life: a crash at every step of a save, recovery
+with live clients, a stop right after a restart, and damaged journals.
+
+Every daemon here is a real process killed for real: at a fault point of its
+own (``collectord/faults.py``: SIGKILL, as ``kill -9``) or by the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+from conftest import DaemonProcess, wait_for
+
+from collectord import Client, codec, journal, load_json
+from collectord.control import request
+from collectord.faults import ENV, SAVE_STEPS, Fault
+from collectord.journal import JOURNAL_NAME
+from collectord.protocol import PROTOCOL_VERSION, Command
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "collectord", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def saved_experiments(output: Path) -> list[dict[str, Any]]:
+    """Every published metadata file, oldest first, each with its path."""
+    found = []
+    for path in sorted(output.glob("[0-9]*/*/*_metadata.json")):
+        metadata = load_json(path)
+        metadata["_path"] = path
+        found.append(metadata)
+    return sorted(found, key=lambda m: m["collectord"]["started"])
+
+
+def stream_rows(metadata: dict[str, Any], *path: str) -> np.ndarray:
+    node = metadata
+    for name in path:
+        node = node[name]
+    return np.load(metadata["_path"].parent / node["file"])
+
+
+def send_stop_without_waiting(control: str) -> None:
+    """An operator's stop, sent and not waited for (the daemon is about to die)."""
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(control)
+    message = {"v": PROTOCOL_VERSION, "cmd": "stop", "id": 1, "reason": "operator"}
+    sock.send_multipart([b"", codec.pack(message)])
+    sock.close()
+    context.term()
+
+
+def no_losses(metadata: dict[str, Any]) -> None:
+    for source in metadata["collectord"]["sources"]:
+        assert source["messages"]["lost"] == 0, source
+        assert source["gaps"] == [], source
+        assert source["messages"]["rejected"] == 0, source["recent_rejections"]
+
+
+# -- 1. a crash inside a save ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", SAVE_STEPS, ids=lambda step: step.value)
+def test_a_crash_at_any_step_of_a_save_saves_the_experiment_once(
+    make_daemon, step: Fault, figures
+) -> None:
+    first = make_daemon(env={ENV: step.value})
+    client = Client("cam", first.data, first.control)
+    client.set_params("cam/settings", exposure=4.0, gain=2.0)
+    frames = client.stream("cam/frames", ["i", "t"], "f8")
+    for i in range(100):
+        frames.append([i, i * 0.5])
+    client.add_data("cam/note", "before")
+    client.sync()
+
+    send_stop_without_waiting(first.control)
+    assert first.process is not None
+    assert first.process.wait(60) == -signal.SIGKILL  # died at the fault point
+
+    # The client goes on publishing while the daemon is away.
+    client.set_params("cam/settings", exposure=5.0)
+    for i in range(100, 200):
+        frames.append([i, i * 0.5])
+    client.add_data("cam/note", "after")
+
+    make_daemon(data=first.data, control=first.control)
+    client.sync(timeout=60)
+    client.stop(timeout=60)
+    client.close()
+
+    before, after = saved_experiments(first.output)  # the stopped one once, then the next
+    assert before["cam"]["note"] == "before"
+    assert before["cam"]["settings"] == {"exposure": 4.0, "gain": 2.0}
+    assert before["collectord"]["stopped_by"]["by"] == "control request"
+    assert stream_rows(before, "cam", "frames")["i"].tolist() == list(range(100))
+    assert after["cam"]["note"] == "after"
+    assert after["cam"]["settings"] == {"exposure": 5.0, "gain": 2.0}  # gain carried over
+    assert stream_rows(after, "cam", "frames")["i"].tolist() == list(range(100, 200))
+    no_losses(before)
+    no_losses(after)
+    figures(step=step.value, rows=200, rows_saved=200, experiments=2)
+
+
+# -- 2. recovery, then a daemon, with a live client ------------------------------------
+
+
+@pytest.mark.parametrize("how", ["recover then run", "run --no-resume"])
+def test_a_live_clients_streams_go_on_through_a_recovery(make_daemon, how: str) -> None:
+    first = make_daemon()
+    client = Client("cam", first.data, first.control)
+    client.set_params("cam/settings", exposure=4.0)
+    frames = client.stream("cam/frames", ["i"], "i8")
+    for i in range(1000):
+        frames.append([i])
+    client.sync()
+    first.kill9()
+    if how == "recover then run":
+        result = run_cli("recover", "--output", str(first.output))
+        assert result.returncode == 0, result.stderr
+        make_daemon(data=first.data, control=first.control)
+    else:
+        make_daemon(data=first.data, control=first.control, extra=("--no-resume",))
+    for i in range(1000, 2000):
+        frames.append([i])
+    client.sync(timeout=60)
+    client.stop(timeout=60)
+    client.close()
+
+    recovered, following = saved_experiments(first.output)
+    assert "recovered" in recovered["collectord"]["restarts"][0]
+    assert stream_rows(recovered, "cam", "frames")["i"].tolist() == list(range(1000))
+    assert stream_rows(following, "cam", "frames")["i"].tolist() == list(range(1000, 2000))
+    assert following["cam"]["settings"] == {"exposure": 4.0}
+    no_losses(recovered)
+    no_losses(following)
+
+
+# -- 3. a stop that arrives right after a restart --------------------------------------
+
+PAUSED_CLIENT = textwrap.dedent(
+    """
+    import sys
+    from collectord import Client
+
+    client = Client("cam", sys.argv[1], sys.argv[2])
+    client.set_params("cam/settings", exposure=4.0)
+    client.sync()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for index in range(100):
+        client.add_data(f"cam/values/v{index}", index)
+    print("published", flush=True)
+    sys.stdin.readline()
+    client.close(timeout=60)
+    """
+)
+
+
+def test_a_stop_right_after_a_restart_waits_for_clients_known_from_the_journal(
+    make_daemon, tmp_path: Path
+) -> None:
+    config = tmp_path / "slow-barrier.toml"
+    config.write_text("[stop]\nbarrier_timeout = 60.0\n")
+    first = make_daemon(extra=("--config", str(config)))
+    child = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_CLIENT, first.data, first.control],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        first.kill9()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "published"  # held by the client
+        os.kill(child.pid, signal.SIGSTOP)  # it cannot reconnect before the stop arrives
+        second = make_daemon(data=first.data, control=first.control, extra=first.extra)
+        replies: list[dict[str, Any]] = []
+        stopping = threading.Thread(
+            target=lambda: replies.append(
+                request(second.control, Command.STOP, {"reason": "operator"}, 60)
+            )
+        )
+        stopping.start()
+        wait_for(lambda: second.status()["stop_pending"], what="the stop to be pending")
+        os.kill(child.pid, signal.SIGCONT)
+        stopping.join(90)
+        (reply,) = replies
+        assert reply["unconfirmed"] == []
+        saved = load_json(reply["path"])
+        assert saved["cam"]["values"] == {f"v{index}": index for index in range(100)}
+        child.stdin.write("done\n")
+        child.stdin.flush()
+        assert child.wait(60) == 0
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGCONT)
+            child.kill()
+        child.wait(30)
+
+
+# -- 4. damage in the middle of a journal ----------------------------------------------
+
+
+def _journal_of(output: Path) -> Path:
+    (path,) = (output / ".collectord" / "staging").glob(f"*/{JOURNAL_NAME}")
+    return path
+
+
+def test_a_flipped_byte_in_the_middle_of_a_journal_costs_one_record(make_daemon) -> None:
+    daemon = make_daemon()
+    with Client("cam", daemon.data, daemon.control) as client:
+        frames = client.stream("cam/frames", ["i"], "i8")
+        for index in range(400):
+            client.add_data(f"cam/values/v{index}", index)
+            frames.append([index])
+            frames.flush()
+            client.sync()  # one record per message
+        daemon.kill9()
+        path = _journal_of(daemon.output)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x40
+        path.write_bytes(bytes(data))
+
+        result = run_cli("recover", "--output", str(daemon.output))
+        assert result.returncode == 3, result.stderr
+        assert str(path) in result.stderr and "damaged" in result.stderr
+        client.close(timeout=0.1)  # everything was confirmed
+    (saved,) = saved_experiments(daemon.output)
+    values = saved["cam"]["values"]
+    missing = [index for index in range(400) if f"v{index}" not in values]
+    rows = stream_rows(saved, "cam", "frames")["i"].tolist()
+    # One record lost: a value, or a block (whose rows stay in the file).
+    assert len(missing) + (400 - len(rows)) <= 1
+    assert rows == sorted(rows) and rows[-1] == 399
+    (source,) = saved["collectord"]["sources"]
+    assert source["messages"]["lost"] == 1  # named, not silent
+    (restart,) = saved["collectord"]["restarts"]
+    aside = Path(restart["damage"]["journal_kept_at"])
+    assert aside.read_bytes() == bytes(data)
+
+
+def test_a_record_from_a_newer_version_is_named_and_the_rest_recovered(make_daemon) -> None:
+    daemon = make_daemon()
+    with Client("cam", daemon.data, daemon.control) as client:
+        client.set_params("cam/settings", exposure=4.0)
+        client.sync()
+        daemon.kill9()
+        path = _journal_of(daemon.output)
+        with open(path, "ab") as file:
+            file.write(journal.encode({"t": "hologram", "depth": 3}))
+        result = run_cli("recover", "--output", str(daemon.output))
+        assert result.returncode == 3, result.stderr
+        assert "hologram" in result.stderr and str(path) in result.stderr
+        assert "Traceback" not in result.stderr
+        client.close(timeout=0.1)
+    (saved,) = saved_experiments(daemon.output)
+    assert saved["cam"]["settings"] == {"exposure": 4.0}
+    _the_folder_is_still_usable(daemon)
+
+
+def test_a_begin_record_missing_a_field_is_named_and_the_folder_stays_usable(
+    make_daemon,
+) -> None:
+    daemon = make_daemon()
+    with Client("cam", daemon.data, daemon.control) as client:
+        client.set_params("cam/settings", exposure=4.0)
+        client.add_data("cam/note", "kept")
+        client.sync()
+        daemon.kill9()
+        client.close(timeout=0.1)
+    path = _journal_of(daemon.output)
+    records = journal.read(path).records
+    del records[0]["groups"]
+    path.write_bytes(b"".join(journal.encode(record) for record in records))
+    restarted = make_daemon(data=daemon.data, control=daemon.control)  # resumes, no crash
+    assert restarted.status()["restarts"][0]["damage"]["problems"]
+    saved = load_json(restarted.stop()["path"])
+    assert saved["cam"]["note"] == "kept"
+    assert "groups" in str(saved["collectord"]["restarts"][0]["damage"])
+    _the_folder_is_still_usable(restarted)
+
+
+def _the_folder_is_still_usable(daemon: DaemonProcess) -> None:
+    if daemon.process is not None and daemon.process.poll() is None:
+        assert daemon.terminate() == 0
+    again = DaemonProcess(daemon.output, daemon.data, daemon.control).start()
+    try:
+        with Client("later", again.data, again.control) as client:
+            client.add_data("later/ok", True)
+            saved = load_json(client.stop())
+        assert saved["later"]["ok"] is True
+    finally:
+        again.close()
