@@ -210,6 +210,7 @@ def _settings(args: argparse.Namespace) -> config_module.Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon, Start
+    from .daemon.process import listening_line
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -219,11 +220,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(_settings(args), start=Start.RESUME if args.resume else Start.RECOVER)
     endpoints = daemon.bind()
     daemon.install_signal_handlers()
-    print(
-        f"collectord {__version__} listening: data={endpoints['data']} "
-        f"control={endpoints['control']} output={daemon.config.output_dir}",
-        flush=True,
-    )
+    print(listening_line(__version__, endpoints, daemon.config.output_dir), flush=True)
     daemon.serve()
     return 0
 

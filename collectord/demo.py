@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,37 +20,17 @@ from typing import IO, Any
 
 from . import jsonio
 from .control import request
+from .daemon.process import Spawned, spawn
 from .errors import CollectordError
 from .protocol import Command
 
-_READY = re.compile(r"listening: data=(\S+) control=(\S+)")
 
-
-def _start_daemon(output: Path, log: IO[str]) -> tuple[subprocess.Popen[str], str, str]:
-    daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "collectord",
-            "run",
-            "--output",
-            str(output),
-            "--data",
-            "tcp://127.0.0.1:*",
-            "--control",
-            "tcp://127.0.0.1:*",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    assert daemon.stdout is not None
-    line = daemon.stdout.readline()
-    match = _READY.search(line)
-    if not match:
-        daemon.kill()
-        raise CollectordError(f"the daemon did not start (see {log.name})")
-    return daemon, match.group(1), match.group(2)
+def _start_daemon(output: Path, log: IO[str]) -> Spawned:
+    endpoints = ["--data", "tcp://127.0.0.1:*", "--control", "tcp://127.0.0.1:*"]
+    try:
+        return spawn(["--output", str(output), *endpoints], stderr=log)
+    except CollectordError as exc:
+        raise CollectordError(f"{exc} (see {log.name})") from None
 
 
 def client_script(name: str) -> Path:
@@ -93,8 +72,9 @@ def run_demo(output: str | os.PathLike[str], duration: float) -> int:
     started = time.monotonic()
     print(f"collectord demo: output in {folder}")
     with open(logs / "daemon.log", "w") as daemon_log:
-        daemon, data, control = _start_daemon(folder, daemon_log)
-        print(f"  daemon pid {daemon.pid}: data {data}, control {control}")
+        daemon = _start_daemon(folder, daemon_log)
+        data, control = daemon.data, daemon.control
+        print(f"  daemon pid {daemon.process.pid}: data {data}, control {control}")
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
             for name, seconds in (
@@ -126,8 +106,9 @@ def run_demo(output: str | os.PathLike[str], duration: float) -> int:
             for process in processes.values():
                 if process.poll() is None:
                     process.kill()
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(timeout=30)
+            daemon.process.send_signal(signal.SIGTERM)
+            daemon.process.wait(timeout=30)
+            daemon.close()
     if sys.stdout.isatty():
         print()
     for name in failed:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +16,8 @@ from typing import Any, TypeVar
 import pytest
 
 from collectord.control import request
+from collectord.daemon.process import spawn
+from collectord.errors import CollectordError
 from collectord.protocol import Command
 
 READY = re.compile(r"listening: data=(\S+) control=(\S+)")
@@ -56,39 +56,15 @@ class DaemonProcess:
         self.log = output.parent / f"{output.name}-daemon.log"
 
     def start(self, timeout: float = 30.0) -> DaemonProcess:
+        args = ["--output", str(self.output), "--data", self.data, "--control", self.control]
         with open(self.log, "a") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "collectord",
-                    "run",
-                    "--output",
-                    str(self.output),
-                    "--data",
-                    self.data,
-                    "--control",
-                    self.control,
-                    *self.extra,
-                ],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env={**os.environ, **self.env} if self.env else None,
-            )
-        assert self.process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self.process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            self.process.kill()
-            raise AssertionError(f"daemon did not start; log:\n{self.log.read_text()}")
-        line = self.process.stdout.readline()
-        match = READY.search(line)
-        if not match:
-            self.process.kill()
-            raise AssertionError(f"unexpected first line {line!r}; log:\n{self.log.read_text()}")
+            try:
+                spawned = spawn([*args, *self.extra], stderr=log, env=self.env, timeout=timeout)
+            except CollectordError as exc:
+                raise AssertionError(f"{exc}; log:\n{self.log.read_text()}") from None
+        self.process = spawned.process
         # Keep the same endpoints across restarts.
-        self.data, self.control = match.group(1), match.group(2)
+        self.data, self.control = spawned.data, spawned.control
         return self
 
     def request(
