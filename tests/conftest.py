@@ -37,7 +37,11 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "con
 
 
 class DaemonProcess:
-    """``collectord run`` in a child process."""
+    """``collectord run`` in a child process.
+
+    ``python_args`` are the interpreter's arguments before ``run``: another
+    launcher of the ``collectord`` command (``tests/without_posix.py``) goes there.
+    """
 
     def __init__(
         self,
@@ -45,11 +49,13 @@ class DaemonProcess:
         data: str = "tcp://127.0.0.1:*",
         control: str = "tcp://127.0.0.1:*",
         extra: tuple[str, ...] = (),
+        python_args: tuple[str, ...] = ("-m", "collectord"),
     ) -> None:
         self.output = output
         self.data = data
         self.control = control
         self.extra = extra
+        self.python_args = python_args
         self.process: subprocess.Popen[str] | None = None
         self.log = output.parent / f"{output.name}-daemon.log"
 
@@ -58,8 +64,7 @@ class DaemonProcess:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "collectord",
+                    *self.python_args,
                     "run",
                     "--output",
                     str(self.output),
