@@ -47,13 +47,13 @@ is opened ``O_RDONLY`` and fsynced). Windows cannot open a folder that way
 and returns False. NTFS journals its metadata, so a rename there is atomic
 without it; it may still be lost to a power cut that comes right after it.
 
-``pwrite(fd, data, offset)``: writes at an offset without moving the file's
-position, so that the flusher's thread can fsync the same fd meanwhile.
-Windows has no ``os.pwrite``: there it seeks and writes, both under one lock
-of this module, so that two threads never interleave a seek with the other's
-write. fsync and ftruncate do not use the position, so they need no lock; but
-an fd written this way must not also be read or written with plain
-``os.read`` / ``os.write``.
+``pwrite(fd, data, offset)``: writes a stream's rows at their offset (a block
+after one that a full disk cut short goes over its partial rows), while the
+flusher's thread may fsync the same fd. Windows has no ``os.pwrite``: there
+it seeks and writes, both under one lock of this module, so that two threads
+never interleave a seek with the other's write. fsync and ftruncate do not
+use the position, so they need no lock; but an fd written this way must not
+also be read or written with plain ``os.read`` / ``os.write``.
 
 ``open_binary(path, flags, mode)``: ``os.open`` with ``os.O_BINARY`` where it
 exists (Windows). Without it Windows opens the file in text mode: every byte
@@ -62,8 +62,10 @@ plain ``os.open``.
 
 ``ignore_file_size_signal()``: ignores ``SIGXFSZ``, so that a file size limit
 (``ulimit -f``) fails a write with ``EFBIG``, which the daemon survives like a
-full disk, instead of killing the daemon. Systems without the signal (Windows)
-have nothing to ignore; it returns False there. Call it from the main thread.
+full disk, instead of killing the daemon. CPython ignores it at start-up
+already; this makes sure where something (a program embedding Python, a
+library) set it back. Systems without the signal (Windows) have nothing to
+ignore; it returns False there. Call it from the main thread.
 
 ``sync_all()``: ``os.sync()``, the write-back of every dirty page, which the
 bench does between measurements. Windows has no such call (flushing a whole
