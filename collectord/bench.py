@@ -16,12 +16,15 @@ ceilings of this machine at this moment (shared machines are noisy):
   the ratio is to the raw block bandwidth, and also to the disk: the rate at
   which 100 MB can be written and fsynced in the daemon's output folder, the
   ceiling of anything that keeps the data;
-* the daemon's peak memory (VmHWM) while it ingests ``--stream-mb`` of blocks,
-  and the rate of that longer extend, which the disk's sustained speed bounds;
+* the daemon's peak memory while it ingests ``--stream-mb`` of blocks (from
+  ``/proc`` while it runs, else from ``wait4`` once it ends; unavailable on
+  Windows), and the rate of that longer extend, which the disk's sustained
+  speed bounds;
 * the cost of the calls an acquisition loop pays, in microseconds.
 
-Each timed measurement starts after ``os.sync()``, so that the writeback of
-the one before (100 MB and more) does not slow it down.
+Each timed measurement starts after ``os.sync()`` (``system.sync_all``; Windows
+has no such call), so that the writeback of the one before (100 MB and more)
+does not slow it down.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from . import __version__
+from . import __version__, system
 from .client import Client
 
 BLOCK = (1000, 20)
@@ -139,8 +142,7 @@ def disk_ceiling(folder: Path, megabytes: float) -> float:
 
 def _quiet_disk() -> None:
     """Write back what earlier measurements left dirty, so it does not slow the next."""
-    if hasattr(os, "sync"):  # not on Windows
-        os.sync()
+    system.sync_all()
 
 
 # -- collectord -----------------------------------------------------------------------
@@ -173,19 +175,17 @@ class _Daemon:
         self.data, self.control = match.group(1), match.group(2)
 
     def peak_mb(self) -> float | None:
-        try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return None
-        found = re.search(r"VmHWM:\s+(\d+) kB", status)
-        return int(found.group(1)) / 1024 if found else None
+        """The daemon's peak memory so far, where the system shows it while it runs."""
+        return system.peak_memory_mb(self.process.pid)
 
-    def close(self) -> None:
+    def close(self) -> float | None:
+        """Stop the daemon; its peak memory, where the system tells it at the end."""
         self.process.kill()
-        self.process.wait()
+        peak = system.reap_peak_memory_mb(self.process)
         assert self.process.stdout is not None
         self.process.stdout.close()
         self.folder.cleanup()
+        return peak
 
 
 def collectord_params(client: Client, count: int) -> tuple[float, float]:
@@ -268,7 +268,9 @@ def run(repeat: int, messages: int, rows: int, stream_mb: float) -> dict[str, An
             long_extend = collectord_extend(client, stream_mb, "memory")
             peak = daemon.peak_mb()
     finally:
-        daemon.close()
+        at_end = daemon.close()
+    if peak is None:  # no /proc: the peak the system reports once the daemon has ended
+        peak = at_end
 
     ratios = {
         "params": median["params_per_s"] / median["raw_messages_per_s"],

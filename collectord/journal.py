@@ -43,6 +43,7 @@ from typing import Any
 
 import msgpack
 
+from . import system
 from .errors import UnreadableRecord
 
 JOURNAL_NAME = "journal"
@@ -377,7 +378,7 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = system.open_binary(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size  # all of it written and fsynced
         self._buffer = bytearray()
         self.records = 0

@@ -10,6 +10,8 @@ Layout of the output folder::
       .collectord/staging/<run id>/     the running experiment: its journal, then
                                         its files as they are saved
       .collectord/lock                  held by the daemon using this folder
+                                        (lock.owner where the system has no
+                                        file locks: see system.py)
 
 Every name is chosen here, never taken from a message, so nothing a client
 sends can place a file outside the output folder.
@@ -17,34 +19,25 @@ sends can place a file outside the output folder.
 An experiment folder is written under ``.collectord/staging`` and renamed into
 place whole: a reader sees no folder or a complete one. Single files are
 replaced atomically (temporary file in the same folder, flush, fsync,
-``os.replace``, fsync of the folder): a reader sees the old file or the new
-one, never a torn one.
+``os.replace``, fsync of the folder where the system can): a reader sees the
+old file or the new one, never a torn one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from . import jsonio
+from . import jsonio, system
 from .errors import ConfigError, OutputBusyError
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = ".collectord"
 METADATA_SUFFIX = "_metadata.json"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -60,7 +53,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    system.fsync_dir(path.parent)
 
 
 def staging_dir(output: Path, run_id: str) -> Path:
@@ -97,9 +90,9 @@ def publish(output: Path, staging: Path, named_after: dt.datetime) -> Path:
     # One daemon owns an output folder (the lock below), so nobody else
     # creates ``target`` between the check and the rename.
     os.rename(staging, target)
-    fsync_dir(day)
-    fsync_dir(output)
-    fsync_dir(staging.parent)
+    system.fsync_dir(day)
+    system.fsync_dir(output)
+    system.fsync_dir(staging.parent)
     return target
 
 
@@ -122,30 +115,29 @@ class OutputLock:
     """An exclusive lock on an output folder: one daemon (or recover) at a time.
 
     Two daemons writing one folder would share its staging area and journals.
-    The lock is an ``flock`` on ``OUTPUT/.collectord/lock``, released by the
-    kernel when the process dies, even by ``kill -9``.
+    The lock is on ``OUTPUT/.collectord/lock``: an ``flock`` on Linux and macOS
+    and an ``msvcrt.locking`` on Windows, both released by the system when the
+    process dies, even by ``kill -9``; elsewhere an owner file taken over only
+    from a holder proven gone (``system.lock`` says what each guarantees).
     """
 
     def __init__(self, output: Path) -> None:
         self.path = output / STATE_DIR / "lock"
-        self._file: IO[bytes] | None = None
+        self._held: system.HeldLock | None = None
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+b")  # noqa: SIM115 - held for the process's life
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+        held = system.lock(self.path)
+        if held is None:
             raise OutputBusyError(
                 f"{self.path.parent.parent} is in use by another collectord process"
-            ) from None
-        self._file = handle
+            )
+        self._held = held
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._held is not None:
+            self._held.release()
+            self._held = None
 
 
 def read_last_config(path: Path) -> dict[str, Any]:

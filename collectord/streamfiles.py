@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import system
 from .paths import Path as TreePath
 
 log = logging.getLogger("collectord")
@@ -155,11 +156,12 @@ def _header(spec: StreamSpec, rows: int) -> bytes:
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     """Write all of ``data`` at ``offset``, or raise (a full disk raises on the
-    write after the one it cut short)."""
+    write after the one it cut short). The flusher's thread may fsync ``fd``
+    meanwhile: ``system.pwrite`` leaves that safe where ``os.pwrite`` is missing."""
     with memoryview(data) as view:
         written = 0
         while written < len(view):
-            written += os.pwrite(fd, view[written:], offset + written)
+            written += system.pwrite(fd, view[written:], offset + written)
 
 
 class StreamFile:
@@ -171,7 +173,7 @@ class StreamFile:
         self.header_bytes = len(_header(spec, 0))
         path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0)
-        self._fd = os.open(path, flags, 0o644)
+        self._fd = system.open_binary(path, flags, 0o644)
         try:
             if fresh:
                 _pwrite_all(self._fd, _header(spec, 0), 0)
@@ -234,7 +236,7 @@ class StreamFile:
         header = _header(spec, spec.rows)
         if len(header) != self.header_bytes:  # a row count beyond 21 digits: not on this planet
             raise StreamError(f"cannot rewrite the header of {self.path}")
-        os.pwrite(self._fd, header, 0)
+        _pwrite_all(self._fd, header, 0)
         os.fsync(self._fd)
         os.close(self._fd)
         return self.path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,6 @@ from collectord.daemon.process import spawn
 from collectord.errors import CollectordError
 from collectord.protocol import Command
 
-READY = re.compile(r"listening: data=(\S+) control=(\S+)")
 T = TypeVar("T")
 
 
@@ -37,7 +35,11 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "con
 
 
 class DaemonProcess:
-    """``collectord run`` in a child process."""
+    """``collectord run`` in a child process.
+
+    ``python_args`` are the interpreter's arguments before ``run``: another
+    launcher of the ``collectord`` command (``tests/without_posix.py``) goes there.
+    """
 
     def __init__(
         self,
@@ -46,12 +48,14 @@ class DaemonProcess:
         control: str = "tcp://127.0.0.1:*",
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        python_args: tuple[str, ...] = ("-m", "collectord"),
     ) -> None:
         self.output = output
         self.env = env
         self.data = data
         self.control = control
         self.extra = extra
+        self.python_args = python_args
         self.process: subprocess.Popen[str] | None = None
         self.log = output.parent / f"{output.name}-daemon.log"
 
@@ -59,7 +63,13 @@ class DaemonProcess:
         args = ["--output", str(self.output), "--data", self.data, "--control", self.control]
         with open(self.log, "a") as log:
             try:
-                spawned = spawn([*args, *self.extra], stderr=log, env=self.env, timeout=timeout)
+                spawned = spawn(
+                    [*args, *self.extra],
+                    stderr=log,
+                    env=self.env,
+                    python=self.python_args,
+                    timeout=timeout,
+                )
             except CollectordError as exc:
                 raise AssertionError(f"{exc}; log:\n{self.log.read_text()}") from None
         self.process = spawned.process

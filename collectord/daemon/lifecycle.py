@@ -53,7 +53,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import codec, journal, jsonio, store
+from .. import codec, journal, jsonio, store, system
 from ..collector import Applied, Collector, RowsOnDisk, decode_header, message_count
 from ..errors import UnreadableRecord
 from ..experiment import Experiment, StopRequest, now
@@ -625,7 +625,7 @@ def _keep_aside(output: Path, path: Path) -> Path:
     shutil.copyfile(path, aside)
     with open(aside, "rb+") as file:
         os.fsync(file.fileno())
-    store.fsync_dir(folder)
+    system.fsync_dir(folder)
     return aside
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from .. import codec, store
+from .. import codec, store, system
 from ..config import Config
 from ..errors import TransportError
 from ..experiment import StopRequest
@@ -262,10 +262,9 @@ class Daemon:
         """SIGTERM and SIGINT become stop requests; see the module docstring."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda number, _frame: self._signals.append(number))
-        if hasattr(signal, "SIGXFSZ"):
-            # A file size limit (ulimit -f) must fail a write, which the daemon
-            # survives like a full disk, not kill the daemon.
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        # A file size limit (ulimit -f) must fail a write, which the daemon
+        # survives like a full disk, not kill the daemon.
+        system.ignore_file_size_signal()
 
     def reply(self, reply_to: ReplyTo, result: dict[str, Any]) -> None:
         self.send(reply_to.envelope, reply_ok(reply_to.request_id, result))

@@ -53,19 +53,18 @@ def spawn(
     *,
     stderr: IO[Any] | int | None = None,
     env: Mapping[str, str] | None = None,
-    python: Sequence[str] = (),
+    python: Sequence[str] = ("-m", "collectord"),
     timeout: float = 30.0,
 ) -> Spawned:
     """Run ``collectord run ARGS`` in a child process; return once it listens.
 
-    ``python``: what the interpreter runs instead of ``-m collectord`` (a
-    launcher script that calls ``collectord.cli.main``, as a test may). Raises
+    ``python``: the interpreter's arguments before ``run`` (a test puts a
+    launcher script that calls ``collectord.cli.main`` there). Raises
     ``CollectordError`` if the daemon exits or says nothing in ``timeout``
     seconds; its stderr (where ``stderr`` sends it) says why.
     """
-    command = [sys.executable, *python] if python else [sys.executable, "-m", "collectord"]
     process = subprocess.Popen(
-        [*command, "run", *args],
+        [sys.executable, *python, "run", *args],
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
