@@ -118,6 +118,7 @@ class Collector:
         source.program = fields["program"]
         source.versions = {str(k): str(v) for k, v in fields["versions"].items()}
         source.introduced = True
+        source.present = True
         source.closed = False
         source.reachable = True
         return source
@@ -247,12 +248,12 @@ class Collector:
             # The commonest message, checked without the generic schema walk:
             # the tree checks every key as a parameter name.
             values = codec.check_decoded_params(body["values"])
-            self.tree.merge_params(parse_path(body["path"]), values)
+            self.tree.merge_params(parse_path(body["path"]), values, source.session)
             return
         body = check_fields(codec.check_decoded(body), BODIES[kind], f"{kind.value} body")
         path = parse_path(body["path"])
         if kind is Kind.PARAMS:
-            self.tree.merge_params(path, body["values"])
+            self.tree.merge_params(path, body["values"], source.session)
         elif kind is Kind.DATA:
             self.tree.set_data(path, body["value"])
         elif kind is Kind.STREAM:
@@ -338,7 +339,8 @@ class Collector:
         )
         if self.restarts:
             account["restarts"] = self.restarts
-        return experiment.metadata(self.tree.to_dict(), account)
+        took_part = {source.session for source in self.sources.active_in_run()}
+        return experiment.metadata(self.tree.to_dict(in_force=took_part.__contains__), account)
 
     def merged_config(self) -> dict[str, Any]:
         return merge_config(self.last_config, self.tree.params())
@@ -346,7 +348,7 @@ class Collector:
     def next_experiment(self, config: dict[str, Any], following: Experiment) -> None:
         """The experiment was saved with ``config`` as last config: ``following`` begins."""
         self.last_config = config
-        self.tree.clear_data()
+        self.tree.next_experiment()
         for spec in self.streams.values():
             spec.rows = 0
             self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
@@ -368,7 +370,7 @@ class Collector:
             "run_id": following.run_id,
             "started": following.started.isoformat(),
             "follows": follows,
-            "params": codec.pack([[list(path), value] for path, value in params]),
+            "params": codec.pack([[list(path), value, owner] for path, value, owner in params]),
             "groups": [list(path) for path in empty_groups],
             "sources": [s.snapshot() for s in self.sources.by_session.values() if not s.closed],
             "streams": [spec.snapshot() for spec in self.streams.values()],
@@ -381,9 +383,12 @@ class Collector:
         )
         self.tree = Tree()
         for path in record["groups"]:
-            self.tree.merge_params(tuple(path), {})
-        for path, value in codec.unpack(record["params"]):
-            self.tree.merge_params(tuple(path[:-1]), {path[-1]: value})
+            self.tree.merge_params(tuple(path), {}, carried=True)
+        # [path, value, owner]; journals written before owners were kept hold pairs
+        for path, value, *owner in codec.unpack(record["params"]):
+            self.tree.merge_params(
+                tuple(path[:-1]), {path[-1]: value}, owner[0] if owner else None, carried=True
+            )
         self.sources = Sources()
         for snapshot in record["sources"]:
             source = Source.from_snapshot(snapshot)

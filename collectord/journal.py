@@ -65,6 +65,7 @@ class RecordType(str, enum.Enum):
     BYE = "bye"  # a client closed
     RESTART = "restart"  # the experiment was resumed after the daemon died
     STOP = "stop"  # the stop barrier passed: a journal ending with this is saved
+    RESTORE = "restore"  # a process restored a node from the last config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,10 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
     RecordType.REJECT: {"session": Field((str, types.NoneType), optional=True), "reason": _STR},
     RecordType.BYE: {"session": _STR},
     RecordType.RESTART: {"restart": Field((dict,))},
+    RecordType.RESTORE: {
+        "node": Field((list,)),  # the node's path, as names
+        "values": Field((bytes,)),  # what was restored, packed with the value codec
+    },
     RecordType.STOP: {  # a StopRequest's fields, and what the save writes of the stop
         "by": _STR,
         "reason": _STR,

@@ -67,6 +67,8 @@ class Source:
     #: it yet. A stop waits for it, as it may be reconnecting, rather than
     #: counting it gone when a notice cannot reach it.
     from_journal: bool = False
+    #: Said hello during the current experiment (a message counts in ``run``).
+    present: bool = False
     received: int = 0  # every seq up to this one has been handled
     total: Counts = dataclasses.field(default_factory=Counts)
     run: Counts = dataclasses.field(default_factory=Counts)
@@ -151,6 +153,7 @@ class Source:
 
     def new_run(self) -> None:
         self.run = Counts()
+        self.present = False
         self.run_gaps = []
         self.run_reasons.clear()
 
@@ -218,8 +221,12 @@ class Sources:
         return [s for s in self.by_session.values() if s.introduced and not s.closed]
 
     def active_in_run(self) -> list[Source]:
-        """Sources that sent or said anything during the current experiment."""
-        return [s for s in self.by_session.values() if s.run != Counts() or s.connected]
+        """Sources that took part in the current experiment: heard from during
+        it, or still connected. Their carried-over parameters are in force in
+        it (tree.py)."""
+        return [
+            s for s in self.by_session.values() if s.present or s.connected or s.run != Counts()
+        ]
 
     def new_run(self) -> None:
         """Reset the per-experiment counts; forget sessions that said bye."""

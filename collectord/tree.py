@@ -8,19 +8,32 @@ Two kinds of leaves live in one tree, as in stytra's ``DataCollector``:
 * **static data**, set at a path by ``add_data`` (``stimulus/log``); they
   belong to the current experiment only and are cleared when it is saved.
 
-The rule that keeps the tree well-formed: **no leaf lies under another leaf**.
-A path that would cross an existing value, turn a group into a value, or put
-static data where a parameter is (or the reverse) is refused with a
-``TreeConflict`` naming both paths, and the tree is left untouched. stytra's
-``set_nested`` would instead crash on some of these and silently overwrite
-others. Pure logic: no sockets, no files.
+Each parameter remembers the session that set it (its *owner*) and whether it
+was set in the current experiment (*fresh*) or carried over from an earlier
+one. Two rules use that:
+
+* **What an experiment's metadata holds** (``to_dict(in_force=...)``): the
+  parameters in force in it, that is those set during it, and those carried
+  over whose owner took part in it (a camera process that set its parameters
+  once and ran through ten experiments is in all ten). A parameter of a
+  process that ended before the experiment stays in the tree (and in the last
+  config) but not in that experiment's metadata.
+* **No leaf lies under another leaf.** A change that would cross a value, turn
+  a group into a value, or put static data where a parameter is (or the
+  reverse) is refused with a ``TreeConflict`` naming both paths, the tree left
+  untouched, when what is in the way belongs to the current experiment. What
+  is in the way but only carried over is replaced: new code that reshapes a
+  parameter (``roi = 5`` becoming ``roi/{x, y}``) wins over old values.
+
+stytra's ``set_nested`` would instead crash on some of these and silently
+overwrite others. Pure logic: no sockets, no files.
 """
 
 from __future__ import annotations
 
 import copy
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .paths import Path, check_name, join_path
@@ -36,84 +49,177 @@ class LeafKind(enum.Enum):
 
 
 class _Leaf:
-    __slots__ = ("kind", "value")
+    __slots__ = ("fresh", "kind", "owner", "value")
 
-    def __init__(self, kind: LeafKind, value: Any) -> None:
+    def __init__(self, kind: LeafKind, value: Any, owner: str | None, fresh: bool) -> None:
         self.kind = kind
         self.value = value
+        self.owner = owner  # the session that set it (None: unknown)
+        self.fresh = fresh  # set in the current experiment
+
+    @property
+    def carried(self) -> bool:
+        """A parameter from an earlier experiment: new shapes replace it."""
+        return self.kind is LeafKind.PARAM and not self.fresh
+
+
+class _Group(dict):  # type: ignore[type-arg]
+    """A group of the tree: a dict that knows whether this experiment made it."""
+
+    __slots__ = ("fresh",)
+
+    def __init__(self, fresh: bool) -> None:
+        super().__init__()
+        self.fresh = fresh
+
+
+#: Decides whether a carried-over parameter is in force: gets its owner.
+InForce = Callable[[str | None], bool]
 
 
 class Tree:
     """The nested tree of one daemon, across experiments."""
 
     def __init__(self) -> None:
-        self._root: dict[str, Any] = {}
+        self._root: dict[str, Any] = _Group(fresh=False)
 
-    def _walk_to(self, node: Path, create: bool) -> dict[str, Any] | None:
-        """Return the group at ``node``; None if absent and not ``create``.
+    def _clear_way(self, path: Path, kind: LeafKind | None) -> list[tuple[dict[str, Any], str]]:
+        """What must go for ``path`` to hold a leaf of ``kind`` (None: a group).
 
-        Raises ``TreeConflict`` if ``node`` crosses a leaf, before creating anything.
+        Returns the carried-over entries in the way, as (parent, name), for the
+        caller to remove once every check has passed. Raises ``TreeConflict``
+        if anything of the current experiment is in the way.
         """
         branch = self._root
-        for depth, name in enumerate(node):
+        for depth, name in enumerate(path):
             child = branch.get(name)
-            if isinstance(child, _Leaf):
-                where = join_path(node[: depth + 1])
-                raise TreeConflict(
-                    f"{where!r} holds {child.kind.value}, so {join_path(node)!r} cannot be a group"
-                )
             if child is None:
-                if not create:
-                    return None
-                child = branch[name] = {}
+                return []
+            last = depth == len(path) - 1
+            if isinstance(child, _Leaf):
+                if last and kind is not None:
+                    if child.kind is kind or child.carried:
+                        return [] if child.kind is kind else [(branch, name)]
+                    wanted = "static data" if kind is LeafKind.DATA else "a parameter"
+                    raise TreeConflict(
+                        f"{join_path(path)!r} holds {child.kind.value}, not {wanted}"
+                    )
+                if child.carried:
+                    return [(branch, name)]
+                where = join_path(path[: depth + 1])
+                raise TreeConflict(
+                    f"{where!r} holds {child.kind.value}, so {join_path(path)!r} cannot be a group"
+                )
+            if last and kind is not None:
+                if _carried_only(child):
+                    return [(branch, name)]
+                raise TreeConflict(f"{join_path(path)!r} is a group, it cannot become a value")
+            branch = child
+        return []
+
+    def _group(self, node: Path, fresh: bool = True) -> dict[str, Any]:
+        """The group at ``node``, created if absent (the way must be clear)."""
+        branch = self._root
+        for name in node:
+            child = branch.get(name)
+            if not isinstance(child, dict):
+                child = branch[name] = _Group(fresh)
             branch = child
         return branch
 
-    def merge_params(self, node: Path, values: Mapping[str, Any]) -> None:
-        """Merge parameter ``values`` into the group at ``node``, all or nothing."""
-        existing = self._walk_to(node, create=False)
+    def merge_params(
+        self,
+        node: Path,
+        values: Mapping[str, Any],
+        owner: str | None = None,
+        *,
+        carried: bool = False,
+    ) -> None:
+        """Merge parameter ``values`` into the group at ``node``, all or nothing.
+
+        ``owner``: the session that set them. ``carried``: they come from an
+        earlier experiment (a journal's BEGIN record), not from this one.
+        """
+        removals = self._clear_way(node, None)
+        existing = self._existing_group(node) if not removals else None
         for name in values:
             current = existing.get(name) if existing is not None else None
             if current is None:
                 # Names already in the tree were checked when they came in.
                 check_name(name, where=lambda: f"parameter name under {join_path(node)!r}")
-            elif type(current) is not _Leaf or current.kind is not LeafKind.PARAM:
-                raise self._not_a_parameter((*node, name), current)
-        branch = existing if existing is not None else self._walk_to(node, create=True)
-        assert branch is not None
+            if current is not None and not (
+                type(current) is _Leaf and current.kind is LeafKind.PARAM
+            ):
+                removals += self._clear_way((*node, name), LeafKind.PARAM)
+        for parent, name in removals:
+            del parent[name]
+        fresh = not carried
+        branch = self._group(node, fresh)
+        if fresh and not values and isinstance(branch, _Group):
+            branch.fresh = True  # the node is declared in this experiment
         for name, value in values.items():
             current = branch.get(name)
             if current is None:
-                branch[name] = _Leaf(LeafKind.PARAM, value)
+                branch[name] = _Leaf(LeafKind.PARAM, value, owner, fresh)
             else:
-                current.value = value
+                current.value, current.owner, current.fresh = value, owner, fresh
 
-    @staticmethod
-    def _not_a_parameter(path: Path, current: Any) -> TreeConflict:
-        if isinstance(current, dict):
-            return TreeConflict(f"{join_path(path)!r} is a group, it cannot become a parameter")
-        return TreeConflict(f"{join_path(path)!r} holds static data, not a parameter")
+    def _existing_group(self, node: Path) -> dict[str, Any] | None:
+        branch = self._root
+        for name in node:
+            child = branch.get(name)
+            if not isinstance(child, dict):
+                return None
+            branch = child
+        return branch
+
+    def restored(self, node: Path, values: Mapping[str, Any]) -> None:
+        """A process restored ``values`` (the last config's, under ``node``):
+        they are in force in this experiment.
+
+        Parameters the tree holds there count as set now; those it lacks are
+        added (owner unknown), where nothing is in the way.
+        """
+        for path, value in leaves(values, node):
+            try:
+                removals = self._clear_way(path, LeafKind.PARAM)
+            except TreeConflict:
+                continue  # something of this experiment is there: it wins
+            if removals:
+                continue  # the tree's own (carried) shape stays
+            current = self._existing_group(path[:-1])
+            leaf = current.get(path[-1]) if current is not None else None
+            if isinstance(leaf, _Leaf):
+                leaf.fresh = True
+            elif isinstance(value, dict):
+                self._group(path)  # a group with no parameters (made fresh)
+            else:
+                self._group(path[:-1])[path[-1]] = _Leaf(LeafKind.PARAM, value, None, True)
 
     def set_data(self, path: Path, value: Any) -> None:
         """Set static data at ``path``, replacing earlier static data there."""
-        parent, name = path[:-1], path[-1]
-        existing = self._walk_to(parent, create=False) or {}
-        current = existing.get(name)
-        if isinstance(current, dict):
-            raise TreeConflict(f"{join_path(path)!r} is a group, it cannot become a value")
-        if isinstance(current, _Leaf) and current.kind is not LeafKind.DATA:
-            raise TreeConflict(f"{join_path(path)!r} holds a parameter, not static data")
-        branch = self._walk_to(parent, create=True)
-        assert branch is not None
-        branch[name] = _Leaf(LeafKind.DATA, value)
+        for parent, name in self._clear_way(path, LeafKind.DATA):
+            del parent[name]
+        self._group(path[:-1])[path[-1]] = _Leaf(LeafKind.DATA, value, None, True)
 
-    def clear_data(self) -> None:
-        """Drop every static-data leaf: a new experiment starts."""
-        self._root = _export(self._root, keep={LeafKind.PARAM}, as_leaves=True)
+    def next_experiment(self) -> None:
+        """A new experiment starts: static data goes, parameters are carried over."""
+        _carry_over(self._root)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Parameters and static data as nested plain dicts (shared values)."""
-        return _export(self._root, keep={LeafKind.PARAM, LeafKind.DATA}, as_leaves=False)
+    def to_dict(self, in_force: InForce | None = None) -> dict[str, Any]:
+        """Parameters and static data as nested plain dicts (shared values).
+
+        With ``in_force``, carried-over parameters whose owner it refuses are
+        left out (an experiment's metadata; see the module docstring).
+        """
+        if in_force is None:
+            return _export(self._root, keep={LeafKind.PARAM, LeafKind.DATA}, as_leaves=False)
+        return _export(
+            self._root,
+            keep={LeafKind.PARAM, LeafKind.DATA},
+            as_leaves=False,
+            keep_leaf=lambda leaf: leaf.fresh or in_force(leaf.owner),  # data is always fresh
+        )
 
     def params(self) -> dict[str, Any]:
         """Parameters only, as nested plain dicts: what the last config keeps."""
@@ -122,14 +228,14 @@ class Tree:
     def is_empty(self) -> bool:
         return not self._root
 
-    def param_leaves(self) -> tuple[list[tuple[Path, Any]], list[Path]]:
-        """Every parameter as (path, value), and every empty group's path.
+    def param_leaves(self) -> tuple[list[tuple[Path, Any, str | None]], list[Path]]:
+        """Every parameter as (path, value, owner), and every empty group's path.
 
         Exactly what ``merge_params`` needs to rebuild the parameters: unlike
         the nested dict of ``params()``, it tells a dict-valued parameter from
         a group.
         """
-        params: list[tuple[Path, Any]] = []
+        params: list[tuple[Path, Any, str | None]] = []
         empty: list[Path] = []
 
         def walk(branch: dict[str, Any], prefix: Path) -> None:
@@ -138,7 +244,7 @@ class Tree:
             for name, child in branch.items():
                 if isinstance(child, _Leaf):
                     if child.kind is LeafKind.PARAM:
-                        params.append(((*prefix, name), child.value))
+                        params.append(((*prefix, name), child.value, child.owner))
                 else:
                     walk(child, (*prefix, name))
 
@@ -146,8 +252,49 @@ class Tree:
         return params, empty
 
 
-def _export(branch: dict[str, Any], keep: set[LeafKind], as_leaves: bool) -> dict[str, Any]:
-    """Copy the tree's structure keeping leaves of the given kinds.
+def _leaves_of(branch: dict[str, Any]) -> Iterator[tuple[dict[str, Any], _Leaf]]:
+    for child in branch.values():
+        if isinstance(child, _Leaf):
+            yield branch, child
+        else:
+            yield from _leaves_of(child)
+
+
+def _carried_only(branch: dict[str, Any]) -> bool:
+    """Whether a group holds nothing of the current experiment."""
+    if getattr(branch, "fresh", False):
+        return False
+    return all(
+        child.carried if isinstance(child, _Leaf) else _carried_only(child)
+        for child in branch.values()
+    )
+
+
+def _carry_over(branch: dict[str, Any]) -> bool:
+    """Drop static data, mark what stays carried over; whether ``branch`` is left
+    with nothing although it held something (so that its parent drops it too)."""
+    if isinstance(branch, _Group):
+        branch.fresh = False
+    had = bool(branch)
+    for name, child in list(branch.items()):
+        if isinstance(child, _Leaf):
+            if child.kind is LeafKind.DATA:
+                del branch[name]
+            else:
+                child.fresh = False
+        elif _carry_over(child):
+            del branch[name]
+    return had and not branch
+
+
+def _export(
+    branch: dict[str, Any],
+    keep: set[LeafKind],
+    as_leaves: bool,
+    keep_leaf: Callable[[_Leaf], bool] | None = None,
+) -> dict[str, Any]:
+    """Copy the tree's structure keeping leaves of the given kinds (and, with
+    ``keep_leaf``, those it accepts).
 
     Groups left empty by the filter are dropped; groups that were empty to
     begin with (a node with no parameters yet) are kept.
@@ -155,10 +302,10 @@ def _export(branch: dict[str, Any], keep: set[LeafKind], as_leaves: bool) -> dic
     out: dict[str, Any] = {}
     for name, child in branch.items():
         if isinstance(child, _Leaf):
-            if child.kind in keep:
+            if child.kind in keep and (keep_leaf is None or keep_leaf(child)):
                 out[name] = child if as_leaves else child.value
         else:
-            sub = _export(child, keep, as_leaves)
+            sub = _export(child, keep, as_leaves, keep_leaf)
             if sub or not child:
                 out[name] = sub
     return out

@@ -74,11 +74,11 @@ def test_merge_params_checks_parameter_names(name: str) -> None:
     assert tree.to_dict() == before
 
 
-def test_parameters_carry_over_after_clear_data() -> None:
+def test_parameters_carry_over_after_next_experiment() -> None:
     tree = Tree()
     tree.merge_params(("camera",), {"exposure": 5.0})
     tree.set_data(("stimulus", "log"), [1, 2, 3])
-    tree.clear_data()
+    tree.next_experiment()
     assert tree.to_dict() == {"camera": {"exposure": 5.0}}
     tree.merge_params(("camera",), {"gain": 1})
     assert tree.to_dict() == {"camera": {"exposure": 5.0, "gain": 1}}
@@ -106,7 +106,7 @@ def test_clear_data_drops_data_only() -> None:
     tree.merge_params(("stimulus",), {"duration": 10})
     tree.set_data(("stimulus", "log"), [1, 2])
     tree.set_data(("tracking", "fish", "tail"), [0.1])
-    tree.clear_data()
+    tree.next_experiment()
     assert tree.to_dict() == {"stimulus": {"duration": 10}}
     assert tree.params() == {"stimulus": {"duration": 10}}
 
@@ -117,21 +117,21 @@ def test_clear_data_prunes_groups_it_empties_but_keeps_groups_that_were_empty() 
     tree.set_data(("only", "data", "here"), 1)
     tree.set_data(("mixed", "data"), 2)
     tree.merge_params(("mixed", "inner"), {})
-    tree.clear_data()
+    tree.next_experiment()
     assert tree.to_dict() == {"empty": {"node": {}}, "mixed": {"inner": {}}}
 
 
 def test_clear_data_on_data_only_tree_leaves_it_empty() -> None:
     tree = Tree()
     tree.set_data(("a", "b"), 1)
-    tree.clear_data()
+    tree.next_experiment()
     assert tree.is_empty()
 
 
-def test_data_path_is_free_again_after_clear_data() -> None:
+def test_data_path_is_free_again_after_next_experiment() -> None:
     tree = Tree()
     tree.set_data(("x", "log"), 1)
-    tree.clear_data()
+    tree.next_experiment()
     tree.merge_params(("x",), {"log": 2})
     assert tree.params() == {"x": {"log": 2}}
 
@@ -245,38 +245,74 @@ PARAM, DATA = "param", "data"
 
 
 class Model:
-    """What the tree should hold: leaves by path, and every group path."""
+    """What the tree should hold: leaves by path (kind, value, fresh), and
+    every group path (fresh: made in the current experiment).
+
+    The rule: what is in the way of a change is replaced if it is only carried
+    over from an earlier experiment, and refuses the change otherwise.
+    """
 
     def __init__(self) -> None:
-        self.leaves: dict[tuple[str, ...], tuple[str, int]] = {}
-        self.groups: set[tuple[str, ...]] = set()
+        self.leaves: dict[tuple[str, ...], tuple[str, int, bool]] = {}
+        self.groups: dict[tuple[str, ...], bool] = {}
 
-    def _crosses_leaf(self, node: tuple[str, ...]) -> bool:
-        return any(node[:i] in self.leaves for i in range(1, len(node) + 1))
+    def _carried(self, path: tuple[str, ...]) -> bool:
+        """Whether everything at and under ``path`` is carried over."""
+        if path in self.leaves:
+            kind, _, fresh = self.leaves[path]
+            return kind == PARAM and not fresh
+        under = [p for p in (*self.leaves, *self.groups) if p[: len(path)] == path]
+        return all(not self.groups[p] if p in self.groups else self._carried(p) for p in under)
+
+    def _in_the_way(self, path: tuple[str, ...], kind: str | None) -> list | None:
+        """Roots to remove for ``path`` to hold ``kind`` (None: a group), or None
+        if something of this experiment is in the way."""
+        for i in range(1, len(path)):
+            if path[:i] in self.leaves:
+                return [path[:i]] if self._carried(path[:i]) else None
+        if kind is None:
+            if path in self.leaves:
+                return [path] if self._carried(path) else None
+            return []
+        if path in self.groups:
+            return [path] if self._carried(path) else None
+        if path in self.leaves and self.leaves[path][0] != kind:
+            return [path] if self._carried(path) else None
+        return []
+
+    def _remove(self, root: tuple[str, ...]) -> None:
+        self.leaves = {p: v for p, v in self.leaves.items() if p[: len(root)] != root}
+        self.groups = {p: v for p, v in self.groups.items() if p[: len(root)] != root}
 
     def _add_groups(self, node: tuple[str, ...]) -> None:
         for i in range(1, len(node) + 1):
-            self.groups.add(node[:i])
+            self.groups.setdefault(node[:i], True)
 
     def merge_params(self, node: tuple[str, ...], values: dict[str, int]) -> bool:
-        if self._crosses_leaf(node):
+        removals = self._in_the_way(node, None)
+        if removals is None:
             return False
-        for name in values:
-            path = (*node, name)
-            if path in self.groups or self.leaves.get(path, (PARAM,))[0] != PARAM:
-                return False
+        if not removals:
+            for name in values:
+                more = self._in_the_way((*node, name), PARAM)
+                if more is None:
+                    return False
+                removals += more
+        for root in removals:
+            self._remove(root)
         self._add_groups(node)
         for name, value in values.items():
-            self.leaves[(*node, name)] = (PARAM, value)
+            self.leaves[(*node, name)] = (PARAM, value, True)
         return True
 
     def set_data(self, path: tuple[str, ...], value: int) -> bool:
-        if self._crosses_leaf(path[:-1]) or path in self.groups:
+        removals = self._in_the_way(path, DATA)
+        if removals is None:
             return False
-        if self.leaves.get(path, (DATA,))[0] != DATA:
-            return False
+        for root in removals:
+            self._remove(root)
         self._add_groups(path[:-1])
-        self.leaves[path] = (DATA, value)
+        self.leaves[path] = (DATA, value, True)
         return True
 
     def _children(self, node: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -285,13 +321,14 @@ class Model:
         ]
 
     def params_only(self) -> Model:
-        """The model after dropping data and the groups that this empties."""
+        """The model after dropping data and the groups that this empties;
+        everything left is carried over."""
         kept = Model()
-        kept.leaves = {p: v for p, v in self.leaves.items() if v[0] == PARAM}
+        kept.leaves = {p: (k, v, False) for p, (k, v, _) in self.leaves.items() if k == PARAM}
         for group in sorted(self.groups, key=len, reverse=True):
             children = self._children(group)
             if not children or any(c in kept.leaves or c in kept.groups for c in children):
-                kept.groups.add(group)
+                kept.groups[group] = False
         return kept
 
     def as_dict(self) -> dict[str, Any]:
@@ -300,7 +337,7 @@ class Model:
             branch = out
             for name in group:
                 branch = branch.setdefault(name, {})
-        for path, (_, value) in self.leaves.items():
+        for path, (_, value, _) in self.leaves.items():
             subtree(out, path[:-1])[path[-1]] = value
         return out
 
@@ -345,7 +382,7 @@ def test_random_operations_match_the_model(ops: list[tuple[Any, ...]]) -> None:
         else:
             model = model.params_only()
             expected_ok = True
-            action = tree.clear_data
+            action = tree.next_experiment
         # Anything but these two exceptions fails the test.
         try:
             action()
@@ -494,3 +531,59 @@ def test_subtree_never_creates_keys() -> None:
 def test_leaves_treats_empty_dicts_as_leaves() -> None:
     tree = {"a": {"b": 1, "c": {}}, "d": []}
     assert sorted(leaves(tree)) == [(("a", "b"), 1), (("a", "c"), {}), (("d",), [])]
+
+
+# -- carried over, owned, in force --------------------------------------------------
+
+
+def test_a_carried_parameter_gives_way_to_a_new_shape() -> None:
+    tree = Tree()
+    tree.merge_params(("cam3",), {"roi": 5, "gain": 1})
+    tree.next_experiment()
+    tree.merge_params(("cam3", "roi"), {"x": 1, "y": 2})  # roi = 5 was carried over
+    assert tree.to_dict() == {"cam3": {"roi": {"x": 1, "y": 2}, "gain": 1}}
+    tree.next_experiment()
+    tree.merge_params(("cam3",), {"roi": 7})  # and back: a carried group gives way
+    assert tree.to_dict() == {"cam3": {"roi": 7, "gain": 1}}
+    tree.next_experiment()
+    tree.set_data(("cam3", "gain"), "now data")
+    assert tree.to_dict() == {"cam3": {"roi": 7, "gain": "now data"}}
+
+
+def test_within_one_experiment_a_new_shape_is_still_refused() -> None:
+    tree = Tree()
+    tree.merge_params(("cam3",), {"roi": 5})
+    unchanged_after(tree, lambda: tree.merge_params(("cam3", "roi"), {"x": 1}))
+    tree.next_experiment()
+    tree.merge_params(("cam3",), {"roi": 6})  # set again: of this experiment now
+    unchanged_after(tree, lambda: tree.merge_params(("cam3", "roi"), {"x": 1}))
+    tree.merge_params(("cam3", "other"), {"a": 1})
+    tree.next_experiment()
+    tree.merge_params(("cam3", "other"), {"b": 2})  # a group partly of this experiment
+    unchanged_after(tree, lambda: tree.merge_params(("cam3",), {"other": 1}))
+
+
+def test_the_metadata_holds_the_parameters_in_force() -> None:
+    tree = Tree()
+    tree.merge_params(("camera",), {"exposure": 4.0}, "cam-session")
+    tree.merge_params(("stimulus", "protocol", "x"), {"speed": 1}, "gui-1")
+    tree.next_experiment()
+    tree.merge_params(("stimulus", "protocol", "y"), {"speed": 2}, "gui-2")
+    took_part = {"cam-session", "gui-2"}.__contains__
+    assert tree.to_dict(in_force=took_part) == {
+        "camera": {"exposure": 4.0},
+        "stimulus": {"protocol": {"y": {"speed": 2}}},
+    }
+    # All of them stay for the last config.
+    assert tree.params()["stimulus"]["protocol"] == {"x": {"speed": 1}, "y": {"speed": 2}}
+
+
+def test_restored_values_are_in_force() -> None:
+    tree = Tree()
+    tree.merge_params(("general", "animal"), {"species": "Danio rerio"}, "gui-1")
+    tree.next_experiment()
+    tree.restored(("general",), {"animal": {"species": "Danio rerio", "age": 7}, "empty": {}})
+    nobody = {"gui-2"}.__contains__
+    assert tree.to_dict(in_force=nobody) == {
+        "general": {"animal": {"species": "Danio rerio", "age": 7}, "empty": {}}
+    }

@@ -7,7 +7,9 @@ empty map if there is none). Error ``invalid_path`` for a malformed node,
 
 The last config is the file as saved at the end of the last experiment (the
 current experiment's parameters are not in it until it is saved), as with
-stytra's ``restore_from_saved``.
+stytra's ``restore_from_saved``. What is restored counts as in force in the
+current experiment: it is in its metadata even if the process does not send
+it again (README, "Which parameters an experiment holds").
 """
 
 from __future__ import annotations
@@ -36,4 +38,6 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
         raise CommandError(
             ErrorCode.NOT_A_GROUP, f"the last config holds a single value at {request['node']!r}"
         )
+    if values:
+        daemon.lifecycle.restored(node, values)
     return {"values": values}

@@ -311,6 +311,8 @@ class Lifecycle:
                 collector.restarts.append(record["restart"])
             elif kind is RecordType.REJECT:
                 collector.reject(record.get("session"), record["reason"])
+            elif kind is RecordType.RESTORE:
+                collector.tree.restored(tuple(record["node"]), codec.unpack(record["values"]))
             # A STOP followed by more records is a save that failed and was
             # gone on from; one that ends the journal is a save to finish.
             self._stop_journaled = _JournaledStop.of(record) if kind is RecordType.STOP else None
@@ -465,6 +467,11 @@ class Lifecycle:
             # journal, or lost it): the difference is lost, and said so.
             self.skip(source, fields["confirmed"])
         return source
+
+    def restored(self, node: tuple[str, ...], values: dict[str, Any]) -> None:
+        """A process restored ``values`` under ``node``: they are in force now."""
+        self.collector.tree.restored(node, values)
+        self._record(RecordType.RESTORE, node=list(node), values=codec.pack(values))
 
     def bye(self, session: str) -> Source | None:
         source = self.collector.bye(session)
