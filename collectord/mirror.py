@@ -69,7 +69,7 @@ import numpy as np
 from lightparam import ParameterTree, Parametrized, visit_dict
 
 from . import codec
-from .client import Client
+from .client import Client, close_first_at_exit
 from .errors import ClientClosedError, InvalidPathError, RequestError
 from .paths import check_name, parse_path
 
@@ -137,6 +137,10 @@ class TreeMirror:
                 target=self._follow, name=f"collectord-mirror-{client.name}", daemon=True
             )
             self._thread.start()
+        # A process that ends without close() (stytra never closes its
+        # collector) still publishes its last changes, before its client
+        # delivers what it holds at exit.
+        close_first_at_exit(self)
 
     # -- restoring ---------------------------------------------------------------------
 

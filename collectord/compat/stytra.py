@@ -105,7 +105,10 @@ class DataCollector(ParameterTree):
     ``Client`` to use; otherwise one named ``name`` is made from ``data``,
     ``control`` and ``config``, and closed by ``close()``), ``period`` (how
     often parameter changes are published, None: only when saving),
-    ``info_path`` (where parameter documentation goes) and ``timeout``.
+    ``info_path`` (where parameter documentation goes), ``timeout``, and
+    ``exit_timeout`` (for the client it makes: how long the process waits at
+    exit to deliver what it holds, since stytra never calls ``close()``;
+    None: ``collectord.client.EXIT_TIMEOUT``).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class DataCollector(ParameterTree):
         period: float | None = 1.0,
         info_path: str | None = DEFAULT_INFO_PATH,
         timeout: float = 10.0,
+        exit_timeout: float | None = None,
     ) -> None:
         super().__init__()
         self.instance_number = instance_number
@@ -134,7 +138,7 @@ class DataCollector(ParameterTree):
         if client is None:
             if not (data and control):
                 config = instance_config(instance_number, config)
-            client = Client(name, data, control, config=config)
+            client = Client(name, data, control, config=config, exit_timeout=exit_timeout)
         self.client = client
         self._rejected = 0
         self.mirror = TreeMirror(
