@@ -10,12 +10,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import DaemonProcess
 from lightparam import Param, Parametrized
 
 from collectord import ConfigError, load_json
 from collectord.compat.stytra import DataCollector, StaticDataWarning
+from collectord.mirror import RestoreWarning
 
 #: stytra's own metadata file (stytra 0.8.4), when the shared reference folder is there.
 REFERENCE = (
@@ -407,3 +409,51 @@ def test_instances_are_separate_daemons(
 
     with pytest.raises(ConfigError, match="COLLECTORD_CONFIG_2"):
         DataCollector(instance_number=2)
+
+
+class Camera(Parametrized):
+    """Camera settings whose exposure the camera may refuse (raising), as hardware does."""
+
+    def __init__(self, tree: DataCollector) -> None:
+        super().__init__("camera_params", tree=tree)
+        self.exposure = Param(1.0, unit="ms")
+        self.roi = Param(np.zeros(4, dtype=np.int64), unit="px")
+        self.refusing = False
+
+    def __setattr__(self, item: str, value: Any) -> None:
+        if item == "exposure" and getattr(self, "refusing", False):
+            raise RuntimeError("the camera refuses this exposure")
+        super().__setattr__(item, value)
+
+
+def test_a_failed_restore_never_publishes_defaults_over_saved_values(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    """One parameter that cannot be restored neither stops the nodes after it
+    nor sends its unrestored default over the saved value."""
+    with collector(daemon, tmp_path, period=None) as dc:
+        camera = Camera(dc)
+        protocol = Parametrized("stimulus/protocol", dc, params=dict(n_repeats=Param(0)))
+        camera.exposure = 42.0
+        camera.params["roi"].value = np.array([10, 20, 300, 400])
+        protocol.n_repeats = 42
+        dc.save()
+
+    with collector(daemon, tmp_path, period=None) as dc:
+        camera = Camera(dc)
+        camera.refusing = True
+        protocol = Parametrized("stimulus/protocol", dc, params=dict(n_repeats=Param(0)))
+        with pytest.warns(RestoreWarning, match=r"camera_params.*exposure.*refuses") as caught:
+            dc.restore_from_saved()
+        assert len(caught) == 1
+        assert camera.exposure == 1.0  # not restored
+        assert camera.roi.tolist() == [10, 20, 300, 400]  # an array, restored
+        assert protocol.n_repeats == 42  # a node after the failure, restored
+        saved = load_json(dc.save())
+        # Once the process sets it itself, it is published like any change.
+        camera.refusing = False
+        camera.exposure = 5.0
+        again = load_json(dc.save())
+    assert saved["camera_params"] == {"exposure": 42.0, "roi": [10, 20, 300, 400]}
+    assert saved["stimulus"]["protocol"] == {"n_repeats": 42}
+    assert again["camera_params"]["exposure"] == 5.0
