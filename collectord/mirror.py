@@ -17,10 +17,18 @@ parameters are skipped, entries for nodes the process does not have are
 ignored with a warning; but each parameter on its own, so that one that
 cannot be restored stops nothing, and arrays compared as arrays), then
 publishes every node whole, one ``set_params`` per node, and the parameters'
-documentation (below).
+documentation (below), and waits until the daemon has them.
 
 **Changes.** The mirror keeps a copy of what it last sent and publishes the
 parameters whose value differs, one ``set_params`` per node that changed.
+Only a node it has not seen before goes whole. Several processes may mirror
+the same node (two stytra instances on one daemon): each publishes what it
+changed, so a value one sets stands until one changes it again. That is why
+a node goes whole as early as possible (at attach, at ``restore()``, or the
+first period after it is added), never with a later change: a whole node
+published late carries the values the process started with over what
+another process set in between.
+
 The mirror deliberately does not use lightparam's ``changed`` flags: clearing
 them with ``acknowledge_changes()`` would steal changes from other code that
 reads them (stytra's experiment forwards camera changes to its camera process
@@ -149,8 +157,8 @@ class TreeMirror:
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         if restore:
-            self.restore()
-        if restore or not wait_for_restore:
+            self.restore()  # then publishes every node whole
+        elif not wait_for_restore:
             self.publish_all()
         if period is not None:
             self._thread = threading.Thread(
@@ -189,7 +197,7 @@ class TreeMirror:
         return saved
 
     def restore(self, saved: Mapping[str, Any] | None = None) -> None:
-        """Restore the tree from ``saved``, by default the daemon's last config.
+        """Restore the tree from ``saved`` (by default the daemon's last config), then publish.
 
         As lightparam's ``ParameterTree.deserialize``: ``loadable=False``
         parameters keep their value, and an entry naming a node or parameter
@@ -200,7 +208,14 @@ class TreeMirror:
         ``Parametrized`` refuses the value) keeps its value, and a
         ``RestoreWarning`` names it; that value is not published until it
         changes, so it never replaces the saved value at the daemon, nor, at
-        the next stop, in the last config. The thread publishes from now on.
+        the next stop, in the last config.
+
+        What the restore changed is published at once (nodes seen for the
+        first time whole), and this returns once the daemon has it. Published
+        with some later change instead, or still on its way, these values
+        would overwrite what another process sets on the same nodes meanwhile
+        (the daemon applies messages from different processes as they
+        arrive). Needs the daemon: ``DaemonTimeout`` after ``timeout``.
         """
         if saved is None:
             saved = self.saved_values()
@@ -215,7 +230,8 @@ class TreeMirror:
                     RestoreWarning,
                     stacklevel=2,
                 )
-            self._started = True
+            self.publish_changes()
+        self.client.sync(self.timeout)
 
     # -- publishing --------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import multiprocessing
 import pathlib
 import warnings
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import rig_processes
 from conftest import DaemonProcess
 from lightparam import Param, Parametrized
 
@@ -457,3 +459,37 @@ def test_a_failed_restore_never_publishes_defaults_over_saved_values(
     assert saved["camera_params"] == {"exposure": 42.0, "roi": [10, 20, 300, 400]}
     assert saved["stimulus"]["protocol"] == {"n_repeats": 42}
     assert again["camera_params"]["exposure"] == 5.0
+
+
+def test_a_second_collector_does_not_revert_what_the_first_changed(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    """Two stytra processes on one daemon, both with camera_params.
+
+    The other process (A) changes exposure after this one (B) has restored
+    its nodes; B then changes gain and saves. B publishes what it changed,
+    not its whole node, so A's exposure stands.
+    """
+    spawn = multiprocessing.get_context("spawn")
+    ready, go, done, release = (spawn.Event() for _ in range(4))
+    other = spawn.Process(
+        target=rig_processes.stytra_changing_exposure,
+        args=(daemon.data, daemon.control, ready, go, done, release),
+    )
+    other.start()
+    try:
+        assert ready.wait(120), "the other collector did not start"
+        with collector(daemon, tmp_path, name="stytra-b", period=None) as dc:
+            camera = Parametrized(
+                "camera_params", dc, params=dict(exposure=Param(1.0), gain=Param(2.0))
+            )
+            dc.restore_from_saved()
+            go.set()
+            assert done.wait(120), "the other collector did not change exposure"
+            camera.gain = 3.0
+            saved = load_json(dc.save())
+    finally:
+        release.set()
+        other.join(60)
+    assert other.exitcode == 0
+    assert saved["camera_params"] == {"exposure": 9.0, "gain": 3.0}

@@ -29,6 +29,9 @@ What each stytra call does here:
   about) but parameter by parameter (``TreeMirror.restore``): a parameter
   that cannot be restored is named in a ``RestoreWarning`` and stops
   nothing, and its unrestored value is never published over the saved one.
+  The nodes are then published whole, once, and it returns when the daemon
+  has them; from then on only what changes is published, so another
+  process's collector on the same nodes is not overwritten.
 * ``save(output_path)``: publishes the parameters and stops the experiment:
   the daemon writes the metadata file and the last config. A byte-identical
   copy of the metadata goes to ``output_path`` if one is given (stytra's
@@ -149,7 +152,7 @@ class DataCollector(ParameterTree):
         self._rejected = 0
         # stytra makes its nodes after this, then calls restore_from_saved():
         # until then the mirror publishes nothing, so that no default goes out
-        # ahead of the value saved for it.
+        # ahead of the value saved for it, nor over what another process set.
         self.mirror = TreeMirror(
             client,
             self,
@@ -179,10 +182,10 @@ class DataCollector(ParameterTree):
         self.log_data_dict[name] = value
 
     def restore_from_saved(self) -> None:
-        """Restore the registered nodes from the daemon's last config.
+        """Restore the registered nodes from the daemon's last config, then publish them.
 
-        stytra calls this once its nodes are made: the mirror's thread
-        publishes from then on (see ``TreeMirror.restore``).
+        stytra calls this once its nodes are made: it is when the mirror takes
+        them in (see ``TreeMirror.restore``).
         """
         saved = _merged(self.extra_settings, self.mirror.saved_values())
         self.last_metadata = saved
