@@ -571,7 +571,9 @@ def _close_at_exit() -> None:
     takes at most the longest timeout, not their sum. What a client could not
     deliver is logged: its messages are lost when the process ends.
     """
-    for closer in list(_close_first):
+    with _exit_lock:
+        closers = list(_close_first)
+    for closer in closers:
         try:
             closer.close()
         except Exception:
@@ -585,11 +587,14 @@ def _close_at_exit() -> None:
         if not connection.begin_close():
             continue  # being closed by another thread
         deadline = started + connection.exit_wait()
-        try:
-            future = connection.sync_future()
-        except CollectordError as exc:  # a stream's rows could not be queued
-            log.error("collectord client %r at exit: %s", connection.name, exc)
-            future = _failed(exc)
+        if connection.link.finished.is_set():  # its I/O thread failed: nobody to wait for
+            stopped = connection.link.failure or ClientClosedError("its I/O thread stopped")
+            future: Future[dict[str, Any]] | None = _failed(stopped)
+        else:
+            try:
+                future = connection.sync_future()
+            except CollectordError as exc:  # a stream's rows could not be queued
+                future = _failed(exc)
         closing.append((connection, future, deadline))
     failures: dict[_Connection, str] = {}
     try:
