@@ -113,7 +113,8 @@ class DataCollector(ParameterTree):
     only: the daemon chooses where files go). collectord's: ``client`` (a
     ``Client`` to use; otherwise one named ``name`` is made from ``data``,
     ``control`` and ``config``, and closed by ``close()``), ``period`` (how
-    often parameter changes are published, None: only when saving),
+    often parameter changes are published, None: only when restoring, saving
+    and at exit),
     ``info_path`` (where parameter documentation goes), ``timeout``, and
     ``exit_timeout`` (for the client it makes: how long the process waits at
     exit to deliver what it holds, since stytra never calls ``close()``;
