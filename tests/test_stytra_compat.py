@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import multiprocessing
 import pathlib
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -459,6 +460,34 @@ def test_a_failed_restore_never_publishes_defaults_over_saved_values(
     assert saved["camera_params"] == {"exposure": 42.0, "roi": [10, 20, 300, 400]}
     assert saved["stimulus"]["protocol"] == {"n_repeats": 42}
     assert again["camera_params"]["exposure"] == 5.0
+
+
+def test_nothing_is_published_before_restore_from_saved(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    """stytra makes its nodes, then restores them: their defaults in between
+    must not reach the daemon, where they would stand in for the saved values."""
+
+    def messages(dc: DataCollector) -> int:
+        dc.client.sync()
+        status = daemon.status()["sources"]
+        return sum(s["messages"]["messages"] for s in status if s["session"] == dc.client.session)
+
+    with collector(daemon, tmp_path, period=0.01) as dc:
+        Parametrized("camera_params", dc, params=dict(exposure=Param(1.0)))
+        rounds = threading.Semaphore(0)
+        wait = dc.mirror._closed.wait
+
+        def counted(timeout: float | None = None) -> bool:
+            rounds.release()
+            return wait(timeout)
+
+        dc.mirror._closed.wait = counted  # type: ignore[method-assign]
+        for _ in range(3):  # the thread has gone round at least twice since
+            assert rounds.acquire(timeout=30)
+        assert messages(dc) == 0
+        dc.restore_from_saved()
+        assert messages(dc) == 2  # the node, and its documentation
 
 
 def test_a_second_collector_does_not_revert_what_the_first_changed(
