@@ -26,17 +26,35 @@ their call took the client's lock. Blocking calls (``sync``, ``stop``,
 ``with`` block) moves to ``CLOSING``, delivers everything sent, says ``bye``
 and ends in ``CLOSED``. Calls on a closing or closed client raise
 ``ClientClosedError``.
+
+**Exit.** A process that ends without ``close()`` (stytra never closes its
+collector; short scripts rarely do) would lose whatever the I/O thread had
+not yet delivered: that thread is a daemon thread, so the interpreter does not
+wait for it, and must not (a thread the interpreter waits for is waited for
+*before* exit handlers run, so a client nobody closes would hang the exit).
+Instead, as ``logging.shutdown`` flushes handlers, one ``atexit`` handler
+closes every client of the process still open, each waiting at most its
+``exit_timeout`` (``EXIT_TIMEOUT`` by default) for the daemon to confirm what
+it holds, all of them at once, and logs what could not be delivered. The
+handler holds each open client's connection (``_Connection``: its queue, I/O
+thread and sockets), never the ``Client``: a client dropped while open is
+still garbage collected, and what it published is still delivered at exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import enum
 import logging
+import math
 import os
 import platform
 import secrets
 import socket
 import sys
+import threading
+import time
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -71,6 +89,20 @@ log = logging.getLogger("collectord.client")
 #: Messages a client keeps until the daemon confirms them; beyond, the oldest go.
 DEFAULT_BUFFER = 1_000_000
 
+#: Seconds a client still open when the interpreter exits waits for the daemon
+#: to confirm what it holds, unless it was made with ``exit_timeout``. Read at
+#: exit, so ``collectord.client.EXIT_TIMEOUT = 30`` anywhere before then
+#: applies to every client of the process (the stytra drop-in's too). 5 s is
+#: ample for a daemon that is there (confirming a burst takes milliseconds)
+#: and covers the client's own recovery from a daemon restarting (a hello is
+#: retried after 2 s, an unconfirmed send after 2 s), yet a script run without
+#: a daemon ends within seconds instead of appearing to hang.
+EXIT_TIMEOUT = 5.0
+#: At most this long of a client's exit wait goes to saying ``bye``, once its
+#: messages are confirmed (without it the daemon's next stop waits for a
+#: client that is gone, for ``barrier_timeout``).
+BYE_TIMEOUT = 2.0
+
 
 class State(enum.Enum):
     OPEN = "open"
@@ -86,7 +118,10 @@ class Client:
     given they come from ``config`` (a path, or None for $COLLECTORD_CONFIG or
     the built-in defaults), as do the CURVE keys (``[security]``) needed to
     reach a daemon on another machine. ``buffer`` bounds how many unconfirmed messages
-    are kept for resending.
+    are kept for resending. ``exit_timeout`` bounds how long a client still
+    open when the interpreter exits waits for the daemon to confirm what it
+    holds (None: ``EXIT_TIMEOUT`` as it is at exit; 0: not at all); what is
+    not confirmed by then is logged as lost.
     """
 
     def __init__(
@@ -97,13 +132,15 @@ class Client:
         *,
         config: str | os.PathLike[str] | None = None,
         buffer: int = DEFAULT_BUFFER,
+        exit_timeout: float | None = None,
     ) -> None:
         self.name = check_name(name, where="client name")
+        if exit_timeout is not None and not (0 <= exit_timeout < math.inf):
+            raise ValueError(f"exit_timeout must be seconds >= 0, not {exit_timeout!r}")
         settings = config_module.load(config)
         self.data_endpoint = data or settings.data
         self.control_endpoint = control or settings.control
         self.session = secrets.token_hex(8)
-        self._state = State.OPEN
         self._shared = Shared()
         self._context: zmq.Context[Any] = zmq.Context()
         wake_address = f"inproc://collectord-wake-{self.session}"
@@ -137,19 +174,35 @@ class Client:
             max_message_bytes=settings.max_message_bytes,
             security=ClientSecurity.from_config(settings),
         )
+        self._conn = _Connection(
+            self.name,
+            self.session,
+            self.control_endpoint,
+            self._shared,
+            self._link,
+            self._wake,
+            self._context,
+            exit_timeout,
+        )
         self._link.start()
         self._link.ready.wait()
         if self._link.failure is not None:
-            self._state = State.CLOSED
+            self._conn.state = State.CLOSED
             self._wake.close()
             self._context.term()
             raise self._link.failure
+        _track(self._conn)
 
     # -- publishing (never blocks) -------------------------------------------------
 
     @property
     def state(self) -> State:
-        return self._state
+        return self._conn.state
+
+    @property
+    def exit_timeout(self) -> float | None:
+        """Seconds this client waits at interpreter exit if still open (None: ``EXIT_TIMEOUT``)."""
+        return self._conn.exit_timeout
 
     def set_params(
         self, node: str, values: Mapping[str, Any] | None = None, /, **kwargs: Any
@@ -229,12 +282,9 @@ class Client:
         return max(1, self._link.limits.body // row_bytes)
 
     def _check_open(self) -> None:
-        if self._state is not State.OPEN:
-            raise ClientClosedError(f"client {self.name!r} is {self._state.value}")
-
-    def _flush_streams(self) -> None:
-        for stream in list(self._shared.streams):
-            stream.flush()
+        state = self._conn.state
+        if state is not State.OPEN:
+            raise ClientClosedError(f"client {self.name!r} is {state.value}")
 
     def _publish(self, kind: Kind, body: bytes, raw: Any = None, closing_ok: bool = False) -> int:
         limits = self._link.limits
@@ -244,9 +294,11 @@ class Client:
                 f"the message is {size} bytes; the daemon accepts at most {limits.body}"
             )
         shared = self._shared
+        conn = self._conn
         with shared.lock:
-            if self._state is not State.OPEN and not (closing_ok and self._state is State.CLOSING):
-                raise ClientClosedError(f"client {self.name!r} is {self._state.value}")
+            state = conn.state
+            if state is not State.OPEN and not (closing_ok and state is State.CLOSING):
+                raise ClientClosedError(f"client {self.name!r} is {state.value}")
             shared.seq += 1
             seq = shared.seq
             if raw is None:
@@ -254,44 +306,20 @@ class Client:
             else:
                 shared.outbox.add_block(seq, body, raw)
             if shared.sleeping:
-                self._wake_link()
+                conn.wake_link()
         return seq
-
-    def _wake_link(self) -> None:
-        """Wake the I/O thread if it sleeps; call with the lock held."""
-        if self._shared.sleeping:
-            self._shared.sleeping = False
-            self._wake.send(b"", zmq.NOBLOCK)
 
     # -- requests (block the caller, up to ``timeout``) ----------------------------
 
     def _request(self, command: Command, fields: dict[str, Any], timeout: float) -> dict[str, Any]:
-        future: Future[dict[str, Any]] = Future()
-        with self._shared.lock:
-            if self._state is State.CLOSED:
-                raise ClientClosedError(f"client {self.name!r} is closed")
-            self._shared.requests.append(Request(command, fields, future))
-            self._wake_link()
-        try:
-            return future.result(timeout)
-        except FutureTimeout:
-            raise DaemonTimeout(
-                f"no answer to {command.value!r} from the daemon at {self.control_endpoint} "
-                f"within {timeout} s: is `collectord run` running there?"
-            ) from None
+        return self._conn.request(command, fields, timeout)
 
     def sync(self, timeout: float = 10.0) -> None:
         """Return once the daemon has journaled every message this client sent.
 
         Rows appended to streams are sent first.
         """
-        if self._state is State.CLOSED:
-            raise ClientClosedError(f"client {self.name!r} is closed")
-        self._flush_streams()
-        seq = self._shared.seq
-        if self._link.acked >= seq:
-            return  # the daemon already confirmed every message (journaled)
-        self._request(Command.SYNC, {"session": self.session, "seq": seq}, timeout)
+        self._conn.sync(timeout)
 
     def stop(self, reason: str = "", timeout: float = 30.0) -> str:
         """End the experiment; return the path of its saved metadata file.
@@ -299,7 +327,7 @@ class Client:
         The daemon first waits for everything this client and every other
         connected client has sent (its stop barrier).
         """
-        self._flush_streams()
+        self._conn.flush_streams()
         fields = {
             "reason": reason or f"stop() from {self.name}",
             "session": self.session,
@@ -319,9 +347,7 @@ class Client:
     @property
     def unconfirmed(self) -> int:
         """Messages sent but not yet confirmed by the daemon (approximate)."""
-        with self._shared.lock:  # publishing threads append to the outbox
-            waiting = len(self._shared.outbox)
-        return len(self._link.unacked) + waiting
+        return self._conn.unconfirmed()
 
     @property
     def overflowed(self) -> int:
@@ -334,28 +360,10 @@ class Client:
         """Deliver everything sent, say goodbye, and release the sockets.
 
         Raises ``DaemonTimeout`` if the daemon did not confirm delivery in
-        ``timeout`` seconds; the client is closed all the same.
+        ``timeout`` seconds; the client is closed all the same. A client still
+        open when the interpreter exits is closed then (see ``exit_timeout``).
         """
-        with self._shared.lock:
-            if self._state is not State.OPEN:
-                return
-            self._state = State.CLOSING
-        try:
-            self.sync(timeout)
-            try:
-                # Best effort: without it the daemon only waits for this client at
-                # its next stop for barrier_timeout; everything sent is delivered.
-                self._request(Command.BYE, {"session": self.session}, min(timeout, 2.0))
-            except DaemonTimeout:
-                log.info("no answer to bye; closing anyway (all messages were confirmed)")
-        finally:
-            with self._shared.lock:
-                self._shared.closing = True
-                self._wake_link()
-                self._state = State.CLOSED
-            self._wake.close(linger=0)
-            if self._link.finished.wait(timeout):
-                self._context.term()
+        self._conn.close(timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -377,4 +385,281 @@ class Client:
             log.error("closing after %s: %s", type(exc).__name__, failure)
 
     def __repr__(self) -> str:
-        return f"<Client {self.name!r} {self._state.value} session={self.session}>"
+        return f"<Client {self.name!r} {self._conn.state.value} session={self.session}>"
+
+
+class _Connection:
+    """A client's delivery machinery, without the ``Client``: what exit handling holds.
+
+    It has everything that delivering and closing need (the queue shared with
+    the I/O thread, the thread, the sockets, the lifecycle state), so that
+    ``Client.close()`` and the exit handler run the same steps, and so that the
+    exit handler never holds a ``Client``: a client dropped while open is
+    collected as before (its I/O thread already kept all of this alive), and
+    what it published is still delivered at exit.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        session: str,
+        control_endpoint: str,
+        shared: Shared,
+        link: Link,
+        wake: zmq.Socket[Any],
+        context: zmq.Context[Any],
+        exit_timeout: float | None,
+    ) -> None:
+        self.name = name
+        self.session = session
+        self.control_endpoint = control_endpoint
+        self.shared = shared
+        self.link = link
+        self.wake = wake
+        self.context = context
+        self.exit_timeout = exit_timeout
+        self.state = State.OPEN  # changed with shared.lock held
+        #: A forked child inherits this object but not the I/O thread behind it.
+        self.pid = os.getpid()
+
+    # -- requests --------------------------------------------------------------------
+
+    def wake_link(self) -> None:
+        """Wake the I/O thread if it sleeps; call with the lock held."""
+        if self.shared.sleeping:
+            self.shared.sleeping = False
+            self.wake.send(b"", zmq.NOBLOCK)
+
+    def submit(self, command: Command, fields: dict[str, Any]) -> Future[dict[str, Any]]:
+        """Hand a request to the I/O thread; its answer completes the future."""
+        future: Future[dict[str, Any]] = Future()
+        with self.shared.lock:
+            if self.state is State.CLOSED:
+                raise ClientClosedError(f"client {self.name!r} is closed")
+            self.shared.requests.append(Request(command, fields, future))
+            self.wake_link()
+        return future
+
+    def request(self, command: Command, fields: dict[str, Any], timeout: float) -> dict[str, Any]:
+        future = self.submit(command, fields)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            raise DaemonTimeout(
+                f"no answer to {command.value!r} from the daemon at {self.control_endpoint} "
+                f"within {timeout} s: is `collectord run` running there?"
+            ) from None
+
+    def flush_streams(self) -> None:
+        for stream in list(self.shared.streams):
+            stream.flush()
+
+    def sync_future(self) -> Future[dict[str, Any]] | None:
+        """Send the streams' rows and ask for a sync: None if all is confirmed already."""
+        if self.state is State.CLOSED:
+            raise ClientClosedError(f"client {self.name!r} is closed")
+        self.flush_streams()
+        seq = self.shared.seq
+        if self.link.acked >= seq:
+            return None  # the daemon already confirmed every message (journaled)
+        return self.submit(Command.SYNC, {"session": self.session, "seq": seq})
+
+    def sync(self, timeout: float) -> None:
+        future = self.sync_future()
+        if future is None:
+            return
+        try:
+            future.result(timeout)
+        except FutureTimeout:
+            raise DaemonTimeout(
+                f"no answer to 'sync' from the daemon at {self.control_endpoint} "
+                f"within {timeout} s: is `collectord run` running there?"
+            ) from None
+
+    def unconfirmed(self) -> int:
+        with self.shared.lock:  # publishing threads append to the outbox
+            waiting = len(self.shared.outbox)
+        return len(self.link.unacked) + waiting
+
+    # -- closing -----------------------------------------------------------------------
+
+    def begin_close(self) -> bool:
+        """OPEN to CLOSING: no more publishing (stream rows excepted). False if not open."""
+        with self.shared.lock:
+            if self.state is not State.OPEN:
+                return False
+            self.state = State.CLOSING
+        return True
+
+    def finish(self, timeout: float) -> None:
+        """Stop the I/O thread and release the sockets; whatever is unconfirmed stays lost."""
+        with self.shared.lock:
+            self.shared.closing = True
+            self.wake_link()
+            self.state = State.CLOSED
+        _untrack(self)
+        self.wake.close(linger=0)
+        if self.link.finished.wait(timeout):
+            self.context.term()
+
+    def close(self, timeout: float) -> None:
+        """``Client.close``: deliver, say bye, finish."""
+        if not self.begin_close():
+            return
+        try:
+            self.sync(timeout)
+            try:
+                # Best effort: without it the daemon only waits for this client at
+                # its next stop for barrier_timeout; everything sent is delivered.
+                self.request(Command.BYE, {"session": self.session}, min(timeout, BYE_TIMEOUT))
+            except DaemonTimeout:
+                log.info("no answer to bye; closing anyway (all messages were confirmed)")
+        finally:
+            self.finish(timeout)
+
+    def exit_wait(self) -> float:
+        """Seconds to wait at exit: the client's ``exit_timeout``, or ``EXIT_TIMEOUT`` now."""
+        return EXIT_TIMEOUT if self.exit_timeout is None else self.exit_timeout
+
+
+# -- closing at interpreter exit -------------------------------------------------------
+#
+# The model is logging's: one handler registered with atexit at import, which
+# closes what is still open. It runs after the main thread has ended (and after
+# every non-daemon thread has been joined) but while daemon threads, among them
+# every client's I/O thread and every mirror's thread, still run; they are
+# stopped abruptly only after the exit handlers. It starts no thread: at exit,
+# Python 3.12 and later may refuse to start one.
+
+#: Seconds the exit handler gives an I/O thread to stop once told to.
+_FINISH_TIMEOUT = 1.0
+
+_exit_lock = threading.Lock()
+#: Connections of this process's clients not yet closed (their Client may be gone).
+_open: set[_Connection] = set()
+#: Objects closed at exit before the clients deliver, held weakly (``close_first_at_exit``).
+_close_first: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _track(connection: _Connection) -> None:
+    with _exit_lock:
+        _open.add(connection)
+
+
+def _untrack(connection: _Connection) -> None:
+    with _exit_lock:
+        _open.discard(connection)
+
+
+def close_first_at_exit(closer: Any) -> None:
+    """Have ``closer.close()`` run at interpreter exit before the clients deliver.
+
+    For what publishes through a client (``TreeMirror``): its last changes
+    must be handed to the client before the client's messages are delivered
+    and the client closed. ``closer`` is held weakly: being registered never
+    keeps it alive.
+    """
+    with _exit_lock:
+        _close_first.add(closer)
+
+
+def _close_at_exit() -> None:
+    """Deliver what every client of this process still open holds, then close them.
+
+    Every client waits at most its ``exit_timeout`` (``EXIT_TIMEOUT``), all at
+    once: every sync is asked for before any answer is awaited, so the exit
+    takes at most the longest timeout, not their sum. What a client could not
+    deliver is logged: its messages are lost when the process ends.
+    """
+    with _exit_lock:
+        closers = list(_close_first)
+    for closer in closers:
+        try:
+            closer.close()
+        except Exception:
+            log.exception("could not close %r at exit", closer)
+    with _exit_lock:
+        # A forked child inherits its parent's connections but not their threads.
+        connections = [c for c in _open if c.pid == os.getpid()]
+    started = time.monotonic()
+    closing: list[tuple[_Connection, Future[dict[str, Any]] | None, float]] = []
+    for connection in connections:
+        if not connection.begin_close():
+            continue  # being closed by another thread
+        deadline = started + connection.exit_wait()
+        if connection.link.finished.is_set():  # its I/O thread failed: nobody to wait for
+            stopped = connection.link.failure or ClientClosedError("its I/O thread stopped")
+            future: Future[dict[str, Any]] | None = _failed(stopped)
+        else:
+            try:
+                future = connection.sync_future()
+            except CollectordError as exc:  # a stream's rows could not be queued
+                future = _failed(exc)
+        closing.append((connection, future, deadline))
+    failures: dict[_Connection, str] = {}
+    try:
+        byes: list[tuple[_Connection, Future[dict[str, Any]], float]] = []
+        for connection, future, deadline in closing:
+            failure = _outcome(future, deadline)
+            if failure is None:
+                bye = connection.submit(Command.BYE, {"session": connection.session})
+                byes.append((connection, bye, min(deadline, time.monotonic() + BYE_TIMEOUT)))
+            else:
+                failures[connection] = failure
+        for _connection, bye, deadline in byes:
+            _outcome(bye, deadline)  # best effort, as in close()
+    except KeyboardInterrupt:
+        log.warning("collectord: exit interrupted; not waiting for the daemon any longer")
+        for connection, _future, _deadline in closing:
+            failures.setdefault(connection, "the exit was interrupted")
+    finally:
+        for connection, _future, _deadline in closing:
+            connection.finish(_FINISH_TIMEOUT)
+        # Counted once the I/O threads have stopped: nothing moves any more.
+        for connection, failure in failures.items():
+            _report(connection, failure)
+
+
+def _failed(exc: BaseException) -> Future[dict[str, Any]]:
+    future: Future[dict[str, Any]] = Future()
+    future.set_exception(exc)
+    return future
+
+
+def _outcome(future: Future[dict[str, Any]] | None, deadline: float) -> str | None:
+    """Wait for ``future`` until ``deadline``: None if it succeeded, else why not."""
+    if future is None:
+        return None
+    try:
+        future.result(max(0.0, deadline - time.monotonic()))
+    except FutureTimeout:
+        return "timeout"
+    except Exception as exc:  # the I/O thread failed, or the daemon refused
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _report(connection: _Connection, failure: str) -> None:
+    """Log how many of ``connection``'s messages the daemon never confirmed."""
+    lost = connection.unconfirmed()
+    if not lost:
+        return  # confirmed after all, by the time we looked
+    if failure == "timeout":
+        failure = (
+            f"the daemon at {connection.control_endpoint} did not confirm them within "
+            f"{connection.exit_wait():g} s of exit (Client(exit_timeout=...) or "
+            "collectord.client.EXIT_TIMEOUT waits longer)"
+        )
+    dropped = connection.link.overflowed
+    earlier = f"; {dropped} more were dropped earlier, the buffer being full" if dropped else ""
+    log.error(
+        "collectord client %r: %d message%s not delivered: %s%s",
+        connection.name,
+        lost,
+        "" if lost == 1 else "s",
+        failure,
+        earlier,
+    )
+
+
+atexit.register(_close_at_exit)

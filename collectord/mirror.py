@@ -12,20 +12,30 @@
     mirror.close()                                       # publish what is left, stop
 
 **Attach.** The constructor restores the tree from the daemon's last config
-(lightparam's ``ParameterTree.deserialize`` does the work: ``loadable=False``
+(as lightparam's ``ParameterTree.deserialize``: ``loadable=False``
 parameters are skipped, entries for nodes the process does not have are
-ignored with a warning), then publishes every node whole, one ``set_params``
-per node, and the parameters' documentation (below).
+ignored with a warning; but each parameter on its own, so that one that
+cannot be restored stops nothing, and arrays compared as arrays), then
+publishes every node whole, one ``set_params`` per node, and the parameters'
+documentation (below), and waits until the daemon has them.
 
 **Changes.** The mirror keeps a copy of what it last sent and publishes the
-parameters whose value differs, one ``set_params`` per node that changed. It
-deliberately does not use lightparam's ``changed`` flags: clearing them with
-``acknowledge_changes()`` would steal changes from other code that reads them
-(stytra's experiment forwards camera changes to its camera process with
-``changed_values()`` and ``acknowledge_changes()``), and a value assigned
-through ``param.value`` or ``params.values`` never sets them. Comparing a
-tree of a hundred parameters takes about 0.15 ms (holding the GIL that long,
-once per period).
+parameters whose value differs, one ``set_params`` per node that changed.
+Only a node it has not seen before goes whole. Several processes may mirror
+the same node (two stytra instances on one daemon): each publishes what it
+changed, so a value one sets stands until one changes it again. That is why
+a node goes whole as early as possible (at attach, at ``restore()``, or the
+first period after it is added), never with a later change: a whole node
+published late carries the values the process started with over what
+another process set in between.
+
+The mirror deliberately does not use lightparam's ``changed`` flags: clearing
+them with ``acknowledge_changes()`` would steal changes from other code that
+reads them (stytra's experiment forwards camera changes to its camera process
+with ``changed_values()`` and ``acknowledge_changes()``), and a value
+assigned through ``param.value`` or ``params.values`` never sets them.
+Comparing a tree of a hundred parameters takes about 0.15 ms (holding the GIL
+that long, once per period).
 
 **Threads.** With ``period`` set, a background thread calls
 ``publish_changes()`` every ``period`` seconds, so the process's own loop
@@ -48,13 +58,14 @@ stop, which would make the next experiment begin at that moment: its folder
 named after the previous stop, and saved at shutdown even if nothing ran.)
 
 **Restored types.** The last config is JSON, so a tuple comes back as a list
-and a datetime as text. Before deserializing, a restored value takes the type
+and a datetime as text. Before restoring, a restored value takes the type
 of the parameter's current value where that is unambiguous: a list becomes a
 tuple or a numpy array, ISO text a datetime, date or time, text a path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import logging
@@ -69,11 +80,11 @@ import numpy as np
 from lightparam import ParameterTree, Parametrized, visit_dict
 
 from . import codec
-from .client import Client
+from .client import Client, close_first_at_exit
 from .errors import ClientClosedError, InvalidPathError, RequestError
 from .paths import check_name, parse_path
 
-__all__ = ["DEFAULT_INFO_PATH", "SkippedParameterWarning", "TreeMirror"]
+__all__ = ["DEFAULT_INFO_PATH", "RestoreWarning", "SkippedParameterWarning", "TreeMirror"]
 
 log = logging.getLogger("collectord.mirror")
 
@@ -83,6 +94,10 @@ DEFAULT_INFO_PATH = "param_info"
 
 class SkippedParameterWarning(UserWarning):
     """A parameter or node could not be mirrored and was left out."""
+
+
+class RestoreWarning(UserWarning):
+    """A parameter could not be restored: it keeps its value, unpublished until it changes."""
 
 
 #: What a mirror follows: a tree, or Parametrized objects to put in one.
@@ -96,9 +111,14 @@ class TreeMirror:
     one ``Parametrized`` or several. ``period`` is the interval of the
     background thread in seconds; None means no thread (call
     ``publish_changes()`` yourself). ``restore`` restores the tree from the
-    last config before anything is published. ``info_path`` is the top-level
-    name under which the parameters' documentation is saved (None: not sent).
-    ``timeout`` bounds each request the mirror makes of the daemon.
+    last config before anything is published. With ``wait_for_restore``
+    (and ``restore=False``) nothing is published yet, and the thread waits
+    until ``restore()`` or a publish call has run: for a tree still being
+    built, whose defaults must not reach the daemon ahead of the values
+    saved for them (the stytra drop-in: stytra makes its nodes, then calls
+    ``restore_from_saved()``). ``info_path`` is the top-level name under which
+    the parameters' documentation is saved (None: not sent). ``timeout``
+    bounds each request the mirror makes of the daemon.
 
     The mirror does not own the client: ``close()`` leaves it open.
     """
@@ -110,6 +130,7 @@ class TreeMirror:
         *,
         period: float | None = 1.0,
         restore: bool = True,
+        wait_for_restore: bool = False,
         info_path: str | None = DEFAULT_INFO_PATH,
         timeout: float = 10.0,
     ) -> None:
@@ -125,18 +146,29 @@ class TreeMirror:
         self._lock = threading.RLock()
         #: node -> parameter -> the value last sent (a private copy).
         self._sent: dict[str, dict[str, Any]] = {}
+        #: node -> parameter -> the value it kept when its restore failed (a
+        #: private copy): not published while it holds that value, so that it
+        #: never replaces the saved one.
+        self._held: dict[str, dict[str, Any]] = {}
         #: Nodes whose name cannot be a tree path, reported once.
         self._refused_nodes: set[str] = set()
+        #: Whether the thread publishes: once attached (restored or published).
+        self._started = False
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         if restore:
-            self.restore()
-        self.publish_all()
+            self.restore()  # then publishes every node whole
+        elif not wait_for_restore:
+            self.publish_all()
         if period is not None:
             self._thread = threading.Thread(
                 target=self._follow, name=f"collectord-mirror-{client.name}", daemon=True
             )
             self._thread.start()
+        # A process that ends without close() (stytra never closes its
+        # collector) still publishes its last changes, before its client
+        # delivers what it holds at exit.
+        close_first_at_exit(self)
 
     # -- restoring ---------------------------------------------------------------------
 
@@ -165,16 +197,41 @@ class TreeMirror:
         return saved
 
     def restore(self, saved: Mapping[str, Any] | None = None) -> None:
-        """Restore the tree from ``saved``, by default the daemon's last config.
+        """Restore the tree from ``saved`` (by default the daemon's last config), then publish.
 
-        lightparam's ``deserialize`` applies the values: ``loadable=False``
+        As lightparam's ``ParameterTree.deserialize``: ``loadable=False``
         parameters keep their value, and an entry naming a node or parameter
-        the tree does not have is ignored with a ``UserWarning``.
+        the tree does not have is ignored with a ``UserWarning``. Unlike it,
+        each parameter is restored on its own, and a numpy array is compared
+        as an array (lightparam's ``!=`` raised for two elements or more, and
+        the restore stopped there). A parameter whose restore fails (its
+        ``Parametrized`` refuses the value) keeps its value, and a
+        ``RestoreWarning`` names it; that value is not published until it
+        changes, so it never replaces the saved value at the daemon, nor, at
+        the next stop, in the last config.
+
+        What the restore changed is published at once (nodes seen for the
+        first time whole), and this returns once the daemon has it. Published
+        with some later change instead, or still on its way, these values
+        would overwrite what another process sets on the same nodes meanwhile
+        (the daemon applies messages from different processes as they
+        arrive). Needs the daemon: ``DaemonTimeout`` after ``timeout``.
         """
         if saved is None:
             saved = self.saved_values()
         with self._lock:
-            self.tree.deserialize(_typed_like(self.tree, saved))
+            for node, name, error in _restore(self.tree, _typed_like(self.tree, saved)):
+                kept = self.tree.tracked[node].params.values[name]
+                self._held.setdefault(node, {})[name] = _private_copy(kept)
+                warnings.warn(
+                    f"node {node!r}: parameter {name!r} was not restored "
+                    f"({type(error).__name__}: {error}); it keeps {_short(kept)}, which is "
+                    "not published until it changes, so the saved value stays",
+                    RestoreWarning,
+                    stacklevel=2,
+                )
+            self.publish_changes()
+        self.client.sync(self.timeout)
 
     # -- publishing --------------------------------------------------------------------
 
@@ -190,6 +247,11 @@ class TreeMirror:
         A node seen for the first time is published whole (an empty node as an
         empty group, as stytra saves it), with its parameters' documentation.
         """
+        with self._lock:
+            self._started = True
+            return self._publish_changes()
+
+    def _publish_changes(self) -> int:
         published = 0
         with self._lock:
             tracked = self._tracked()
@@ -223,7 +285,9 @@ class TreeMirror:
         assert self.period is not None
         while not self._closed.wait(self.period):
             try:
-                self.publish_changes()
+                with self._lock:
+                    if self._started:  # else the tree is still being built
+                        self._publish_changes()
             except ClientClosedError:
                 return
             except Exception:
@@ -271,9 +335,14 @@ class TreeMirror:
         """Publish the node's changed parameters (all of them if it is new)."""
         new_node = node not in self._sent
         sent = self._sent.setdefault(node, {})
+        held = self._held.get(node, {})
         changed: dict[str, Any] = {}
         first_seen: list[str] = []
         for name, value in dict(parametrized.params.values).items():
+            if name in held:
+                if _same(held[name], value):
+                    continue  # not restored: the saved value stays
+                del held[name]  # the process set it: it is its own now
             if name in sent and _same(sent[name], value):
                 continue
             if name not in sent:
@@ -363,6 +432,79 @@ def _same(old: Any, new: Any) -> bool:
         return bool(old == new)
     except Exception:
         return False
+
+
+def _restore(tree: ParameterTree, saved: Mapping[str, Any]) -> list[tuple[str, str, Exception]]:
+    """Restore ``saved`` into the tree's parameters; return those that failed, and why.
+
+    lightparam's ``ParameterTree.deserialize``, except that one failure stops
+    nothing: each parameter is set on its own, and a node's change signal
+    (``block_signal`` of lightparam's Qt classes) is blocked once per node
+    and unblocked whatever happens.
+    """
+    nodes: dict[str, dict[str, tuple[Any, Any]]] = {}
+    for path, value in visit_dict(dict(saved)):
+        node, name = "/".join(path[:-1]), path[-1]
+        parametrized = tree.tracked.get(node)
+        param = None if parametrized is None else parametrized.params.items().get(name)
+        if param is None:
+            warnings.warn(  # lightparam's words, which users filter on
+                f"Trying to restore {path}, but it is not present in the parameter tree",
+                stacklevel=4,
+            )
+        elif param.loadable and name != "loadable":  # as lightparam: never "loadable"
+            nodes.setdefault(node, {})[name] = (param, value)
+    failures: list[tuple[str, str, Exception]] = []
+    for node, values in nodes.items():
+        parametrized = tree.tracked[node]
+        blocked = getattr(parametrized, "block_signal", False)
+        _set_block_signal(parametrized, True)
+        try:
+            for name, (param, value) in values.items():
+                try:
+                    _assign(parametrized, param, name, value)
+                except Exception as exc:  # the Parametrized refused the value
+                    failures.append((node, name, exc))
+        finally:
+            _set_block_signal(parametrized, blocked)
+    return failures
+
+
+def _set_block_signal(parametrized: Any, value: bool) -> None:
+    with contextlib.suppress(AttributeError):  # as lightparam: a node may refuse it
+        parametrized.block_signal = value
+
+
+def _assign(parametrized: Any, param: Any, name: str, value: Any) -> None:
+    """``setattr(parametrized, name, value)``, as lightparam restores, for arrays too.
+
+    lightparam's ``Parametrized.__setattr__`` stores the value and then asks
+    ``old != value`` whether to flag a change. For numpy arrays of two or
+    more elements that raises ("truth value ... is ambiguous") after the
+    value is in; the change is then flagged by comparing arrays as arrays.
+    Going through ``setattr`` keeps what subclasses do on assignment.
+    """
+    old = param.value
+    try:
+        setattr(parametrized, name, value)
+    except ValueError:
+        if param.value is not value:
+            raise  # not lightparam's comparison: the value was refused
+        if not _same(old, value):
+            param.changed = True
+
+
+def _private_copy(value: Any) -> Any:
+    """A copy that mutating ``value`` in place leaves alone (the value itself if none)."""
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _typed_like(tree: ParameterTree, saved: Mapping[str, Any]) -> dict[str, Any]:

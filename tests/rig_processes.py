@@ -48,3 +48,24 @@ def publish_sync_and_hang(name: str, data: str, control: str, count: int, done: 
     client.sync()
     done.set()
     time.sleep(600)
+
+
+def stytra_changing_exposure(
+    data: str, control: str, ready: Any, go: Any, done: Any, release: Any
+) -> None:
+    """A stytra collector with camera_params that sets exposure to 9.0 when told."""
+    from lightparam import Param, Parametrized
+
+    from collectord.compat.stytra import DataCollector
+
+    with DataCollector(name="stytra-a", data=data, control=control, period=None) as dc:
+        camera = Parametrized(
+            "camera_params", dc, params=dict(exposure=Param(1.0), gain=Param(2.0))
+        )
+        dc.restore_from_saved()
+        ready.set()
+        go.wait(120)
+        camera.exposure = 9.0
+        dc.save_config_file()  # the daemon has it
+        done.set()
+        release.wait(120)

@@ -159,3 +159,11 @@ def test_an_overflowing_buffer_is_counted_and_reported(make_daemon, ipc, figures
 def test_a_bad_endpoint_fails_at_once() -> None:
     with pytest.raises(TransportError, match="bogus"):
         Client("camera", "bogus://x", "tcp://127.0.0.1:1")
+
+
+def test_exit_timeout_is_checked_at_once(ipc) -> None:
+    with pytest.raises(ValueError, match="exit_timeout"):
+        Client("early", ipc("data"), ipc("control"), exit_timeout=-1)
+    client = Client("early", ipc("data"), ipc("control"), exit_timeout=0)
+    assert client.exit_timeout == 0
+    client.close(timeout=0.1)  # nothing sent: nothing to wait for

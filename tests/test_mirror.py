@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import DaemonProcess, wait_for
 from lightparam import Param, ParameterTree, Parametrized
@@ -303,6 +304,54 @@ def test_parametrized_objects_and_nodes_added_later(daemon: DaemonProcess) -> No
     assert set(saved) == {"camera_params", "general", "stimulus", "param_info", "collectord"}
     assert saved["stimulus"]["protocol"]["flashes"] == {"n_repeats": 5}
     assert saved["param_info"]["stimulus"]["protocol"]["flashes"]["n_repeats"]["loadable"]
+
+
+def scan_rig() -> tuple[ParameterTree, Parametrized, Parametrized]:
+    """An array parameter, a scalar after it, and a node after that one.
+
+    The last config's keys are sorted, so ``imaging/scan/offsets`` is restored
+    before ``imaging/scan/resolution`` and before ``stimulus/protocol``.
+    """
+    tree = ParameterTree()
+    scan = Parametrized(
+        "imaging/scan", tree, params=dict(offsets=Param(np.zeros(3)), resolution=Param(512))
+    )
+    protocol = Parametrized("stimulus/protocol", tree, params=dict(n_repeats=Param(0)))
+    return tree, scan, protocol
+
+
+def test_an_array_parameter_is_restored_and_so_is_everything_after_it(
+    daemon: DaemonProcess,
+) -> None:
+    """lightparam compares a restored value with ``!=``: an array of two or more
+    elements made that raise, and the restore stopped there."""
+    tree, scan, protocol = scan_rig()
+    with client_for(daemon) as client:
+        mirror = TreeMirror(client, tree, period=None, restore=False)
+        # lightparam's own assignment (scan.offsets = ...) raises for arrays too.
+        scan.params["offsets"].value = np.array([1.5, 2.5, 3.5])
+        scan.resolution = 1024
+        protocol.n_repeats = 42
+        mirror.stop()
+        mirror.close()
+
+    tree, scan, protocol = scan_rig()
+    scan.params.acknowledge_changes()
+    with client_for(daemon) as client:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            mirror = TreeMirror(client, tree, period=None)
+        assert scan.offsets.dtype == np.float64
+        assert scan.offsets.tolist() == [1.5, 2.5, 3.5]
+        assert scan.params["offsets"].changed  # as lightparam flags a restored change
+        assert scan.resolution == 1024
+        assert protocol.n_repeats == 42
+        saved = load_json(mirror.stop())
+        mirror.close()
+    last = load_json(daemon.output / "last_config.json")
+    for content in (saved, last):
+        assert content["imaging"]["scan"] == {"offsets": [1.5, 2.5, 3.5], "resolution": 1024}
+        assert content["stimulus"]["protocol"] == {"n_repeats": 42}
 
 
 def test_the_example_camera_is_restored_by_its_next_run(

@@ -5,17 +5,22 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import multiprocessing
 import pathlib
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
+import rig_processes
 from conftest import DaemonProcess
 from lightparam import Param, Parametrized
 
 from collectord import ConfigError, load_json
 from collectord.compat.stytra import DataCollector, StaticDataWarning
+from collectord.mirror import RestoreWarning
 
 #: stytra's own metadata file (stytra 0.8.4), when the shared reference folder is there.
 REFERENCE = (
@@ -407,3 +412,113 @@ def test_instances_are_separate_daemons(
 
     with pytest.raises(ConfigError, match="COLLECTORD_CONFIG_2"):
         DataCollector(instance_number=2)
+
+
+class Camera(Parametrized):
+    """Camera settings whose exposure the camera may refuse (raising), as hardware does."""
+
+    def __init__(self, tree: DataCollector) -> None:
+        super().__init__("camera_params", tree=tree)
+        self.exposure = Param(1.0, unit="ms")
+        self.roi = Param(np.zeros(4, dtype=np.int64), unit="px")
+        self.refusing = False
+
+    def __setattr__(self, item: str, value: Any) -> None:
+        if item == "exposure" and getattr(self, "refusing", False):
+            raise RuntimeError("the camera refuses this exposure")
+        super().__setattr__(item, value)
+
+
+def test_a_failed_restore_never_publishes_defaults_over_saved_values(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    """One parameter that cannot be restored neither stops the nodes after it
+    nor sends its unrestored default over the saved value."""
+    with collector(daemon, tmp_path, period=None) as dc:
+        camera = Camera(dc)
+        protocol = Parametrized("stimulus/protocol", dc, params=dict(n_repeats=Param(0)))
+        camera.exposure = 42.0
+        camera.params["roi"].value = np.array([10, 20, 300, 400])
+        protocol.n_repeats = 42
+        dc.save()
+
+    with collector(daemon, tmp_path, period=None) as dc:
+        camera = Camera(dc)
+        camera.refusing = True
+        protocol = Parametrized("stimulus/protocol", dc, params=dict(n_repeats=Param(0)))
+        with pytest.warns(RestoreWarning, match=r"camera_params.*exposure.*refuses") as caught:
+            dc.restore_from_saved()
+        assert len(caught) == 1
+        assert camera.exposure == 1.0  # not restored
+        assert camera.roi.tolist() == [10, 20, 300, 400]  # an array, restored
+        assert protocol.n_repeats == 42  # a node after the failure, restored
+        saved = load_json(dc.save())
+        # Once the process sets it itself, it is published like any change.
+        camera.refusing = False
+        camera.exposure = 5.0
+        again = load_json(dc.save())
+    assert saved["camera_params"] == {"exposure": 42.0, "roi": [10, 20, 300, 400]}
+    assert saved["stimulus"]["protocol"] == {"n_repeats": 42}
+    assert again["camera_params"]["exposure"] == 5.0
+
+
+def test_nothing_is_published_before_restore_from_saved(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    """stytra makes its nodes, then restores them: their defaults in between
+    must not reach the daemon, where they would stand in for the saved values."""
+
+    def messages(dc: DataCollector) -> int:
+        dc.client.sync()
+        status = daemon.status()["sources"]
+        return sum(s["messages"]["messages"] for s in status if s["session"] == dc.client.session)
+
+    with collector(daemon, tmp_path, period=0.01) as dc:
+        Parametrized("camera_params", dc, params=dict(exposure=Param(1.0)))
+        rounds = threading.Semaphore(0)
+        wait = dc.mirror._closed.wait
+
+        def counted(timeout: float | None = None) -> bool:
+            rounds.release()
+            return wait(timeout)
+
+        dc.mirror._closed.wait = counted  # type: ignore[method-assign]
+        for _ in range(3):  # the thread has gone round at least twice since
+            assert rounds.acquire(timeout=30)
+        assert messages(dc) == 0
+        dc.restore_from_saved()
+        assert messages(dc) == 2  # the node, and its documentation
+
+
+def test_a_second_collector_does_not_revert_what_the_first_changed(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    """Two stytra processes on one daemon, both with camera_params.
+
+    The other process (A) changes exposure after this one (B) has restored
+    its nodes; B then changes gain and saves. B publishes what it changed,
+    not its whole node, so A's exposure stands.
+    """
+    spawn = multiprocessing.get_context("spawn")
+    ready, go, done, release = (spawn.Event() for _ in range(4))
+    other = spawn.Process(
+        target=rig_processes.stytra_changing_exposure,
+        args=(daemon.data, daemon.control, ready, go, done, release),
+    )
+    other.start()
+    try:
+        assert ready.wait(120), "the other collector did not start"
+        with collector(daemon, tmp_path, name="stytra-b", period=None) as dc:
+            camera = Parametrized(
+                "camera_params", dc, params=dict(exposure=Param(1.0), gain=Param(2.0))
+            )
+            dc.restore_from_saved()
+            go.set()
+            assert done.wait(120), "the other collector did not change exposure"
+            camera.gain = 3.0
+            saved = load_json(dc.save())
+    finally:
+        release.set()
+        other.join(60)
+    assert other.exitcode == 0
+    assert saved["camera_params"] == {"exposure": 9.0, "gain": 3.0}

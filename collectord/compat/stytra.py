@@ -9,8 +9,11 @@ The experiment code does not change: ``Parametrized(..., tree=dc)`` registers
 its nodes, ``restore_from_saved()`` restores them, ``add_static_data(value,
 "stimulus/log")`` records what happened, and ``save(path)`` saves. The class
 is a lightparam ``ParameterTree``, mirrored into the daemon by a
-``TreeMirror`` (a thread publishes parameter changes every ``period``
-seconds, so they reach the daemon even if the process dies before saving).
+``TreeMirror``: from ``restore_from_saved()`` on (or the first save), a
+thread publishes parameter changes every ``period`` seconds, so they reach
+the daemon even if the process dies before saving. A process that just ends
+(stytra never calls ``close()``) publishes its last changes and delivers
+everything at exit, within ``exit_timeout``.
 
 What each stytra call does here:
 
@@ -21,8 +24,14 @@ What each stytra call does here:
   ``program_version/arguments`` does not lose the whole save. Non-text dict
   keys become text, as stytra's ``json.dump`` made them.
 * ``restore_from_saved()``: the daemon's last config for the categories of the
-  registered nodes, over ``extra_settings``, restored with lightparam's
-  ``deserialize`` (``loadable=False`` skipped, unknown entries warned about).
+  registered nodes, over ``extra_settings``, restored as lightparam's
+  ``deserialize`` does (``loadable=False`` skipped, unknown entries warned
+  about) but parameter by parameter (``TreeMirror.restore``): a parameter
+  that cannot be restored is named in a ``RestoreWarning`` and stops
+  nothing, and its unrestored value is never published over the saved one.
+  The nodes are then published whole, once, and it returns when the daemon
+  has them; from then on only what changes is published, so another
+  process's collector on the same nodes is not overwritten.
 * ``save(output_path)``: publishes the parameters and stops the experiment:
   the daemon writes the metadata file and the last config. A byte-identical
   copy of the metadata goes to ``output_path`` if one is given (stytra's
@@ -104,8 +113,12 @@ class DataCollector(ParameterTree):
     only: the daemon chooses where files go). collectord's: ``client`` (a
     ``Client`` to use; otherwise one named ``name`` is made from ``data``,
     ``control`` and ``config``, and closed by ``close()``), ``period`` (how
-    often parameter changes are published, None: only when saving),
-    ``info_path`` (where parameter documentation goes) and ``timeout``.
+    often parameter changes are published, None: only when restoring, saving
+    and at exit),
+    ``info_path`` (where parameter documentation goes), ``timeout``, and
+    ``exit_timeout`` (for the client it makes: how long the process waits at
+    exit to deliver what it holds, since stytra never calls ``close()``;
+    None: ``collectord.client.EXIT_TIMEOUT``).
     """
 
     def __init__(
@@ -122,6 +135,7 @@ class DataCollector(ParameterTree):
         period: float | None = 1.0,
         info_path: str | None = DEFAULT_INFO_PATH,
         timeout: float = 10.0,
+        exit_timeout: float | None = None,
     ) -> None:
         super().__init__()
         self.instance_number = instance_number
@@ -134,11 +148,20 @@ class DataCollector(ParameterTree):
         if client is None:
             if not (data and control):
                 config = instance_config(instance_number, config)
-            client = Client(name, data, control, config=config)
+            client = Client(name, data, control, config=config, exit_timeout=exit_timeout)
         self.client = client
         self._rejected = 0
+        # stytra makes its nodes after this, then calls restore_from_saved():
+        # until then the mirror publishes nothing, so that no default goes out
+        # ahead of the value saved for it, nor over what another process set.
         self.mirror = TreeMirror(
-            client, self, period=period, restore=False, info_path=info_path, timeout=timeout
+            client,
+            self,
+            period=period,
+            restore=False,
+            wait_for_restore=True,
+            info_path=info_path,
+            timeout=timeout,
         )
         for entry in data_tuples_list:
             self.add_static_data(*entry)
@@ -160,7 +183,11 @@ class DataCollector(ParameterTree):
         self.log_data_dict[name] = value
 
     def restore_from_saved(self) -> None:
-        """Restore the registered nodes from the daemon's last config."""
+        """Restore the registered nodes from the daemon's last config, then publish them.
+
+        stytra calls this once its nodes are made: it is when the mirror takes
+        them in (see ``TreeMirror.restore``).
+        """
         saved = _merged(self.extra_settings, self.mirror.saved_values())
         self.last_metadata = saved
         self.mirror.restore(saved)
