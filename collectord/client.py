@@ -340,6 +340,24 @@ class Client:
         parse_path(node)
         return dict(self._request(Command.RESTORE, {"node": node}, timeout)["values"])
 
+    def save_config(self, timeout: float = 10.0) -> str:
+        """Write the last config now, without ending the experiment; return its path.
+
+        Parameters this client sent are delivered first (the daemon applies
+        a client's messages in order), so the file holds them.
+        """
+        self.sync(timeout)
+        fields = {"session": self.session}
+        return str(self._request(Command.SAVE_CONFIG, fields, timeout)["last_config"])
+
+    def name_experiment(self, name: str, timeout: float = 10.0) -> None:
+        """Name the current experiment: its folder becomes ``YYMMDD/NAME``.
+
+        ``name`` follows the path rules for one name (no ``/``, ``..`` ...).
+        """
+        check_name(name, where="experiment name")
+        self._request(Command.NAME, {"name": name, "session": self.session}, timeout)
+
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The daemon's status, as ``collectord status --json`` prints it."""
         return self._request(Command.STATUS, {}, timeout)

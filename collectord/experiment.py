@@ -32,6 +32,8 @@ class Experiment:
     run_id: str
     started: dt.datetime
     first_message: dt.datetime | None = None
+    #: Given by a client (``name``): the experiment's folder and file names.
+    name: str | None = None
 
     @classmethod
     def begin(cls) -> Experiment:
@@ -44,8 +46,14 @@ class Experiment:
 
     @property
     def named_after(self) -> dt.datetime:
-        """The time the experiment's folder is named after: its first message."""
+        """The time the experiment's day folder is named after: its first message."""
         return self.first_message or self.started
+
+    @property
+    def folder_name(self) -> str:
+        """Its folder's name in the day folder: the client's name for it, or the
+        time of its first message."""
+        return self.name or f"{self.named_after:%H%M%S}"
 
 
 @dataclasses.dataclass
@@ -72,6 +80,7 @@ def provenance(
         "version": version,
         "protocol": PROTOCOL_VERSION,
         "run_id": experiment.run_id,
+        "name": experiment.name,
         "started": experiment.started.isoformat(),
         "first_message": experiment.first_message.isoformat()
         if experiment.first_message

@@ -66,6 +66,7 @@ class RecordType(str, enum.Enum):
     RESTART = "restart"  # the experiment was resumed after the daemon died
     STOP = "stop"  # the stop barrier passed: a journal ending with this is saved
     RESTORE = "restore"  # a process restored a node from the last config
+    NAME = "name"  # a client named the experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +114,7 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
     RecordType.REJECT: {"session": Field((str, types.NoneType), optional=True), "reason": _STR},
     RecordType.BYE: {"session": _STR},
     RecordType.RESTART: {"restart": Field((dict,))},
+    RecordType.NAME: {"name": _STR},
     RecordType.RESTORE: {
         "node": Field((list,)),  # the node's path, as names
         "values": Field((bytes,)),  # what was restored, packed with the value codec

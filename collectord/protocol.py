@@ -47,6 +47,8 @@ class Command(str, enum.Enum):
     STOP = "stop"
     STATUS = "status"
     RESTORE = "restore"
+    SAVE_CONFIG = "save_config"
+    NAME = "name"
 
 
 class Notice(str, enum.Enum):
@@ -154,6 +156,8 @@ REQUESTS: dict[Command, Schema] = {
     ),
     Command.STATUS: (),
     Command.RESTORE: (Field("node", (str,)),),
+    Command.SAVE_CONFIG: (Field("session", (str,), required=False),),
+    Command.NAME: (Field("name", (str,)), Field("session", (str,), required=False)),
 }
 
 NOTICE: Schema = (Field("v", (int,)), Field("notice", (str,)))

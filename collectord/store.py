@@ -69,17 +69,16 @@ def staged_runs(output: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-def write_metadata(staging: Path, named_after: dt.datetime, metadata: dict[str, Any]) -> Path:
-    """Write the metadata file into an experiment's staging folder."""
+def write_metadata(staging: Path, name: str, metadata: dict[str, Any]) -> Path:
+    """Write the metadata file (``NAME_metadata.json``) into an experiment's staging folder."""
     staging.mkdir(parents=True, exist_ok=True)
-    path = staging / f"{named_after:%H%M%S}{METADATA_SUFFIX}"
+    path = staging / f"{name}{METADATA_SUFFIX}"
     atomic_write(path, jsonio.dumps(metadata))
     return path
 
 
-def publish(output: Path, staging: Path, named_after: dt.datetime) -> Path:
-    """Rename a complete staging folder into place; return its new path."""
-    stamp = f"{named_after:%H%M%S}"
+def publish(output: Path, staging: Path, named_after: dt.datetime, stamp: str) -> Path:
+    """Rename a complete staging folder into place as ``DAY/stamp``; return its new path."""
     day = output / f"{named_after:%y%m%d}"
     day.mkdir(parents=True, exist_ok=True)
     target = day / stamp
@@ -108,7 +107,8 @@ def finish_publishing(output: Path, staging: Path) -> Path | None:
         return None
     account = jsonio.load_json(metadata[0]).get("collectord", {})
     named_after = dt.datetime.fromisoformat(account.get("first_message") or account["started"])
-    return publish(output, staging, named_after) / metadata[0].name
+    stamp = account.get("name") or f"{named_after:%H%M%S}"
+    return publish(output, staging, named_after, stamp) / metadata[0].name
 
 
 class OutputLock:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from collectord import Client, load_json
+from pathlib import Path
+
+import pytest
+
+from collectord import Client, InvalidPathError, RequestError, load_json
+from collectord.control import request
+from collectord.protocol import Command
 
 
 def test_an_experiment_holds_the_parameters_in_force_in_it(make_daemon) -> None:
@@ -66,3 +72,43 @@ def test_a_parameter_that_changes_shape_takes_its_new_shape(make_daemon) -> None
         saved = load_json(confused.stop())
     assert saved["cam3"]["roi"] == 5
     assert status["rejected"] == 1
+
+
+def test_save_config_writes_the_last_config_now_and_no_folder(make_daemon) -> None:
+    daemon = make_daemon()
+    with Client("gui", daemon.data, daemon.control) as gui:
+        gui.set_params("general/animal", species="Danio rerio", age=7)
+        written = gui.save_config()
+        assert load_json(written)["general"]["animal"] == {"species": "Danio rerio", "age": 7}
+        assert not list(daemon.output.glob("[0-9]*"))  # no experiment folder
+        gui.set_params("general/animal", age=8)  # the experiment goes on
+        gui.sync()
+    daemon.kill9()
+    restarted = make_daemon(data=daemon.data, control=daemon.control)
+    with Client("gui", restarted.data, restarted.control) as gui:
+        assert gui.restore("general/animal") == {"species": "Danio rerio", "age": 7}
+        saved = load_json(gui.stop())
+    assert saved["general"]["animal"] == {"species": "Danio rerio", "age": 8}
+
+
+def test_a_client_names_the_experiment_and_the_name_survives_a_crash(make_daemon) -> None:
+    daemon = make_daemon()
+    with Client("gui", daemon.data, daemon.control) as gui:
+        gui.add_data("stimulus/log", [1, 2])
+        gui.name_experiment("241124_103000_f3")
+        gui.sync()
+        daemon.kill9()
+        restarted = make_daemon(data=daemon.data, control=daemon.control)
+        path = Path(gui.stop())
+        with pytest.raises(InvalidPathError):
+            gui.name_experiment("../elsewhere")
+        with pytest.raises(RequestError) as refused:
+            request(restarted.control, Command.NAME, {"name": "../elsewhere"})
+        assert refused.value.code == "invalid_path"
+        unnamed = Path(gui.stop())
+    assert path.name == "241124_103000_f3_metadata.json"
+    assert path.parent.name == "241124_103000_f3"
+    assert path.parent.parent.parent == restarted.output
+    assert load_json(path)["collectord"]["name"] == "241124_103000_f3"
+    assert load_json(path)["stimulus"]["log"] == [1, 2]
+    assert load_json(unnamed)["collectord"]["name"] is None  # the next one has no name

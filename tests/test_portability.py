@@ -394,7 +394,7 @@ def test_fsync_dir_does_nothing_where_a_folder_cannot_be_opened(
     staging.mkdir(parents=True)
     import datetime as dt
 
-    target = publish(tmp_path / "out", staging, dt.datetime(2024, 3, 1, 14, 5, 9))
+    target = publish(tmp_path / "out", staging, dt.datetime(2024, 3, 1, 14, 5, 9), "140509")
     assert target == tmp_path / "out" / "240301" / "140509" and target.is_dir()
 
 

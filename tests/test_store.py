@@ -72,9 +72,9 @@ def test_failed_atomic_write_keeps_the_old_file_and_cleans_up(
 def stage_and_publish(output: Path, run_id: str, started: dt.datetime, metadata: dict) -> Path:
     """What the daemon does at a stop: metadata into staging, then the rename."""
     staging = staging_dir(output, run_id)
-    written = write_metadata(staging, started, metadata)
+    written = write_metadata(staging, f"{started:%H%M%S}", metadata)
     assert written == staging / f"{started:%H%M%S}{METADATA_SUFFIX}"
-    return publish(output, staging, started) / written.name
+    return publish(output, staging, started, f"{started:%H%M%S}") / written.name
 
 
 def test_publish_creates_day_and_time_folders(tmp_path: Path) -> None:
@@ -94,9 +94,9 @@ def test_publish_leaves_no_staging_or_temporary_files(tmp_path: Path) -> None:
 
 def test_publish_moves_the_whole_staging_folder(tmp_path: Path) -> None:
     staging = staging_dir(tmp_path, "run-1")
-    write_metadata(staging, STARTED, {"a": 1})
+    write_metadata(staging, f"{STARTED:%H%M%S}", {"a": 1})
     (staging / "stream.npy").write_bytes(b"rows")
-    target = publish(tmp_path, staging, STARTED)
+    target = publish(tmp_path, staging, STARTED, f"{STARTED:%H%M%S}")
     assert sorted(os.listdir(target)) == ["140509_metadata.json", "stream.npy"]
     assert (target / "stream.npy").read_bytes() == b"rows"
 
@@ -140,7 +140,7 @@ def test_finish_publishing_completes_a_save_cut_short(tmp_path: Path) -> None:
     # Named after the first message, as the daemon names it, not the start.
     account = {"started": "2024-03-01T09:00:00", "first_message": STARTED.isoformat()}
     metadata = {"a": 1, "collectord": account}
-    write_metadata(staging, STARTED, metadata)
+    write_metadata(staging, f"{STARTED:%H%M%S}", metadata)
     path = finish_publishing(tmp_path, staging)
     assert path == tmp_path / "240301" / "140509" / "140509_metadata.json"
     assert load_json(path) == metadata
@@ -151,7 +151,7 @@ def test_finish_publishing_leaves_a_running_experiment_alone(tmp_path: Path) -> 
     staging = staging_dir(tmp_path, "run-1")
     staging.mkdir(parents=True)
     assert finish_publishing(tmp_path, staging) is None  # no metadata yet
-    write_metadata(staging, STARTED, {"collectord": {"started": STARTED.isoformat()}})
+    write_metadata(staging, f"{STARTED:%H%M%S}", {"collectord": {"started": STARTED.isoformat()}})
     (staging / "journal").write_bytes(b"")
     assert finish_publishing(tmp_path, staging) is None  # journal still there
     assert staged_runs(tmp_path) == [staging]

@@ -7,9 +7,10 @@ own, iteration after iteration ``i = 0, 1, 2, ...``:
 * ``add_data(f"{name}/values/v{i}", i)``,
 * row ``(i, 2 i)`` of the stream ``f"{name}/rows"``,
 
-until it is told to finish. Then it writes the highest ``i`` it published to
-its result file, closes the client (which delivers everything) and writes the
-file again with how the close went. Meanwhile it obeys ``("stop", id)``
+until it is told to finish (``ready`` is set once it published ``i = 0``).
+Then it writes the highest ``i`` it published to its result file, closes the
+client (which delivers everything) and writes the file again with how the
+close went. Meanwhile it obeys ``("stop", id)``
 commands: a ``client.stop()`` in a thread of its own (publishing goes on),
 whose outcome is put on ``replies`` as ``(id, ok, detail)``.
 """
@@ -42,6 +43,7 @@ def publish(
     control: str,
     result_file: str,
     seed: int,
+    ready: Any,
     finish: Any,
     commands: Any,
     replies: Any,
@@ -71,6 +73,8 @@ def publish(
         client.set_params(node, n=i)
         client.add_data(f"{name}/values/v{i}", i)
         rows.append((i, 2.0 * i))
+        if i == 0:
+            ready.set()  # published (held by the client until the daemon confirms it)
         if not commands.empty():
             try:
                 command, request_id = commands.get_nowait()

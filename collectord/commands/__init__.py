@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import Command
-from . import bye, dropped, hello, restore, sent, status, stop, sync
+from . import bye, dropped, hello, name, restore, save_config, sent, status, stop, sync
 
 if TYPE_CHECKING:
     from ..daemon import Daemon, ReplyTo
@@ -29,4 +29,6 @@ COMMANDS: dict[Command, Handler] = {
     Command.STOP: stop.handle,
     Command.STATUS: status.handle,
     Command.RESTORE: restore.handle,
+    Command.SAVE_CONFIG: save_config.handle,
+    Command.NAME: name.handle,
 }

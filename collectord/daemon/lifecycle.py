@@ -59,6 +59,7 @@ from ..errors import UnreadableRecord
 from ..experiment import Experiment, StopRequest, now
 from ..faults import Fault, reached
 from ..journal import JOURNAL_NAME, Journal, RecordType
+from ..paths import check_name
 from ..protocol import Kind, ProtocolViolation
 from ..sources import Admit, Source
 from ..streamfiles import FILE_SUFFIXES, StreamFiles
@@ -311,6 +312,8 @@ class Lifecycle:
                 collector.restarts.append(record["restart"])
             elif kind is RecordType.REJECT:
                 collector.reject(record.get("session"), record["reason"])
+            elif kind is RecordType.NAME:
+                collector.experiment.name = record["name"]
             elif kind is RecordType.RESTORE:
                 collector.tree.restored(tuple(record["node"]), codec.unpack(record["values"]))
             # A STOP followed by more records is a save that failed and was
@@ -468,6 +471,19 @@ class Lifecycle:
             self.skip(source, fields["confirmed"])
         return source
 
+    def name(self, name: str) -> None:
+        """A client named the current experiment (its folder and file names)."""
+        self.collector.experiment.name = check_name(name, where="experiment name")
+        self._record(RecordType.NAME, name=name)
+
+    def save_config(self) -> Path:
+        """Write the last config now, the experiment going on (stytra's
+        ``save_config_file``): what a save would write there, no folder."""
+        config = self.collector.merged_config()
+        store.write_last_config(self.last_config_file, config)
+        self.collector.last_config = jsonio.loads(jsonio.dumps(config))
+        return self.last_config_file
+
     def restored(self, node: tuple[str, ...], values: dict[str, Any]) -> None:
         """A process restored ``values`` under ``node``: they are in force now."""
         self.collector.tree.restored(node, values)
@@ -523,7 +539,7 @@ class Lifecycle:
             reached(Fault.SAVE_STREAMS_FINISHED)
             metadata_file = store.write_metadata(
                 staging,
-                collector.experiment.named_after,
+                collector.experiment.folder_name,
                 collector.metadata(request, unconfirmed, stopped),
             )
             reached(Fault.SAVE_METADATA_WRITTEN)
@@ -546,7 +562,10 @@ class Lifecycle:
             collector.files.remove_converted()  # the journal no longer needs the .npy
         reached(Fault.SAVE_JOURNAL_DISCARDED)
         try:
-            path = store.publish(self.output, staging, collector.experiment.named_after)
+            experiment = collector.experiment
+            path = store.publish(
+                self.output, staging, experiment.named_after, experiment.folder_name
+            )
             path = path / metadata_file.name
             reached(Fault.SAVE_PUBLISHED)
         except OSError as exc:
