@@ -362,16 +362,15 @@ class Collector:
 
         ``follows`` names the experiment whose save this record completes: once
         it is on disk, that experiment counts as saved (``lifecycle.py``).
-        Parameters are packed with the value codec (they may hold arrays).
+        The parameters (``tree``: ``Tree.carried``) are packed with the value
+        codec: they may hold arrays.
         """
-        params, empty_groups = self.tree.param_leaves()
         return {
             "t": RecordType.BEGIN.value,
             "run_id": following.run_id,
             "started": following.started.isoformat(),
             "follows": follows,
-            "params": codec.pack([[list(path), value, owner] for path, value, owner in params]),
-            "groups": [list(path) for path in empty_groups],
+            "tree": codec.pack(self.tree.carried()),
             "sources": [s.snapshot() for s in self.sources.by_session.values() if not s.closed],
             "streams": [spec.snapshot() for spec in self.streams.values()],
         }
@@ -381,14 +380,14 @@ class Collector:
         self.experiment = Experiment(
             run_id=record["run_id"], started=dt.datetime.fromisoformat(record["started"])
         )
-        self.tree = Tree()
-        for path in record["groups"]:
-            self.tree.merge_params(tuple(path), {}, carried=True)
-        # [path, value, owner]; journals written before owners were kept hold pairs
-        for path, value, *owner in codec.unpack(record["params"]):
-            self.tree.merge_params(
-                tuple(path[:-1]), {path[-1]: value}, owner[0] if owner else None, carried=True
-            )
+        if "tree" in record:
+            self.tree = Tree.from_carried(codec.unpack_own(record["tree"]))
+        else:  # written before BEGIN held the tree whole: one [path, value] per parameter
+            self.tree = Tree()
+            for path in record["groups"]:
+                self.tree.merge_params(tuple(path), {}, carried=True)
+            for path, value in codec.unpack(record["params"]):
+                self.tree.merge_params(tuple(path[:-1]), {path[-1]: value}, carried=True)
         self.sources = Sources()
         for snapshot in record["sources"]:
             source = Source.from_snapshot(snapshot)

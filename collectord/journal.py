@@ -88,8 +88,11 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
     RecordType.BEGIN: {
         "run_id": _STR,
         "started": _STR,  # ISO 8601
-        "params": Field((bytes,)),  # packed with the value codec
-        "groups": Field((list,)),
+        # the carried parameters (Tree.carried), packed with the value codec
+        "tree": Field((bytes,), optional=True),
+        # before "tree": [path, value] per parameter, and the empty groups' paths
+        "params": Field((bytes,), optional=True),
+        "groups": Field((list,), optional=True),
         "sources": Field((list,)),  # Source snapshots
         "streams": Field((list,), optional=True),  # StreamSpec snapshots; replay defaults to none
         # the run whose save this BEGIN completes (absent before this field existed)

@@ -163,5 +163,8 @@ def read_last_config(path: Path) -> dict[str, Any]:
     return content
 
 
-def write_last_config(path: Path, config: dict[str, Any]) -> None:
-    atomic_write(path, jsonio.dumps(config))
+def write_last_config(path: Path, config: dict[str, Any]) -> bytes:
+    """Replace the last config; return what was written."""
+    written = jsonio.dumps(config)
+    atomic_write(path, written)
+    return written

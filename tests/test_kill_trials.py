@@ -14,15 +14,22 @@ iteration). While they publish, the trial does, at random moments, one of:
   to it, and its death at that point awaited; sometimes the next start has a
   fault point too (a save step, or ``open.replayed``), so that it dies while
   finishing the previous crash; then a clean restart;
-* SIGTERM (a save, exit 0), then a restart.
+* SIGTERM (a save, exit 0), then a restart; or SIGTERM cut by a ``kill -9``.
 
-At the end the publishers finish and close (delivering everything), a last
-stop saves, and SIGTERM ends the daemon (exit 0). Then, over every saved
-experiment: each value and each stream row a client published is in exactly
-one experiment (nothing lost, nothing doubled), rows in order; the constant a
-client set first is in every experiment from the first that holds a message
-of it; the counter never goes back; and no metadata shows a lost message, a
-gap or a rejection.
+Publishers start at random moments, and one may finish early. At the end the
+publishers finish and close (delivering everything), a last stop saves, and
+SIGTERM ends the daemon (exit 0). Then, over every saved experiment:
+
+* each value and each stream row a client published is in exactly one
+  experiment (nothing lost, nothing doubled), rows in order, and the
+  experiments count exactly the messages it numbered;
+* from the first experiment holding a message of a client, every experiment
+  that ended while it ran lists it as a source, and every experiment that
+  lists it holds the constant it set first (an experiment's metadata holds
+  the parameters in force in it: ``collectord/tree.py``); its counter never
+  goes back;
+* no metadata shows a lost message, a gap or a rejection; every stop that
+  answered named a metadata file that is there; no save is left half done.
 
 ``COLLECTORD_TRIALS=N`` runs seeds 0..N-1 (default 3);
 ``COLLECTORD_TRIAL_SEEDS=7,19`` runs those seeds; ``COLLECTORD_TRIAL_SECONDS``
@@ -543,16 +550,26 @@ def check(
             ):
                 seen_first = index
             settings = node.get("settings", {})
-            if seen_first is not None:
-                if settings.get("model") != trial_processes.MODEL:
-                    problems.append(f"{where}: {name}/settings/model is {settings.get('model')!r}")
-                n = settings.get("n", -1)
-                if n < counter:
-                    problems.append(f"{where}: {name}/settings/n went back from {counter} to {n}")
-                if held and n < max(held.values()):
-                    problems.append(f"{where}: {name}/settings/n = {n} < v{max(held.values())}")
-                counter = max(counter, n)
-        counts["experiments with " + name] = sum(1 for m in experiments if name in m)
+            if seen_first is None:
+                continue
+            # Its parameters are in force in every experiment it took part in,
+            # and it took part in every one that ended while it ran.
+            stopped = dt.datetime.fromisoformat(metadata["collectord"]["stopped"]).timestamp()
+            if not mine and stopped < result["finished_at"]:
+                problems.append(f"{where}: ended while {name} ran, and it is not a source")
+            if not mine:
+                continue
+            if settings.get("model") != trial_processes.MODEL:
+                problems.append(f"{where}: {name}/settings/model is {settings.get('model')!r}")
+            n = settings.get("n", -1)
+            if n < counter:
+                problems.append(f"{where}: {name}/settings/n went back from {counter} to {n}")
+            if held and n < max(held.values()):
+                problems.append(f"{where}: {name}/settings/n = {n} < v{max(held.values())}")
+            counter = max(counter, n)
+        counts["experiments with " + name] = sum(
+            1 for m in experiments if any(s["name"] == name for s in m["collectord"]["sources"])
+        )
         lost = [i for i in range(top + 1) if values[i] == 0]
         doubled = sorted(i for i, times in values.items() if times > 1)
         extra = sorted(i for i in values if not 0 <= i <= top)

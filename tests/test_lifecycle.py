@@ -286,13 +286,13 @@ def test_a_begin_record_missing_a_field_is_named_and_the_folder_stays_usable(
         client.close(timeout=0.1)
     path = _journal_of(daemon.output)
     records = journal.read(path).records
-    del records[0]["groups"]
+    del records[0]["run_id"]
     path.write_bytes(b"".join(journal.encode(record) for record in records))
     restarted = make_daemon(data=daemon.data, control=daemon.control)  # resumes, no crash
     assert restarted.status()["restarts"][0]["damage"]["problems"]
     saved = load_json(restarted.stop()["path"])
     assert saved["cam"]["note"] == "kept"
-    assert "groups" in str(saved["collectord"]["restarts"][0]["damage"])
+    assert "run_id" in str(saved["collectord"]["restarts"][0]["damage"])
     _the_folder_is_still_usable(restarted)
 
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collectord import codec
 from collectord.errors import InvalidPathError
 from collectord.paths import check_name
 from collectord.tree import Tree, TreeConflict, leaves, merge_config, subtree
@@ -452,9 +453,10 @@ def test_merge_config_does_not_mutate_inputs() -> None:
     old_copy, new_copy = copy.deepcopy(old), copy.deepcopy(new)
     merged = merge_config(old, new)
     assert old == old_copy and new == new_copy
-    # Nor is anything shared with the inputs, so later changes cannot leak back.
-    merged["camera"]["extra"]["deep"].append(4)
-    merged["lst"].append(0)
+    # Its groups are its own: changing them leaves the inputs alone. (Values
+    # are shared: a tree's values are replaced, never changed in place.)
+    merged["camera"]["extra"]["more"] = 1
+    merged["camera"]["added"] = 2
     assert old == old_copy and new == new_copy
 
 
@@ -587,3 +589,19 @@ def test_restored_values_are_in_force() -> None:
     assert tree.to_dict(in_force=nobody) == {
         "general": {"animal": {"species": "Danio rerio", "age": 7}, "empty": {}}
     }
+
+
+def test_the_carried_form_rebuilds_the_parameters_at_any_depth() -> None:
+    """A BEGIN record holds ``carried()``; a restart builds the tree from it."""
+    tree = Tree()
+    deep = tuple(f"n{i}" for i in range(31))  # the deepest node a path allows
+    tree.merge_params(deep, {"p": {"a dict": [1, {"value": 2}]}}, "s1")
+    tree.merge_params(("camera",), {"roi": {"x": 1}, "exposure": 4.0}, "s2")
+    tree.merge_params(("empty",), {})
+    tree.set_data(("stimulus", "log"), [1, 2])  # static data is not carried
+    packed = codec.pack(tree.carried())
+    rebuilt = Tree.from_carried(codec.unpack_own(packed))
+    assert rebuilt.to_dict() == tree.params()
+    assert rebuilt.carried() == tree.carried()  # owners too
+    # Everything rebuilt is carried over: a new shape wins over it.
+    rebuilt.merge_params(("camera", "roi", "x"), {"bits": 8})

@@ -479,9 +479,8 @@ class Lifecycle:
     def save_config(self) -> Path:
         """Write the last config now, the experiment going on (stytra's
         ``save_config_file``): what a save would write there, no folder."""
-        config = self.collector.merged_config()
-        store.write_last_config(self.last_config_file, config)
-        self.collector.last_config = jsonio.loads(jsonio.dumps(config))
+        written = store.write_last_config(self.last_config_file, self.collector.merged_config())
+        self.collector.last_config = jsonio.loads(written)
         return self.last_config_file
 
     def restored(self, node: tuple[str, ...], values: dict[str, Any]) -> None:
@@ -543,8 +542,7 @@ class Lifecycle:
                 collector.metadata(request, unconfirmed, stopped),
             )
             reached(Fault.SAVE_METADATA_WRITTEN)
-            config = collector.merged_config()
-            store.write_last_config(self.last_config_file, config)
+            written = store.write_last_config(self.last_config_file, collector.merged_config())
             reached(Fault.SAVE_LAST_CONFIG_WRITTEN)
             successor = (
                 self._begin(following, follows=collector.experiment.run_id) if begin_next else None
@@ -556,7 +554,7 @@ class Lifecycle:
             raise
         # Saved. Keep in memory what the file holds (arrays as lists, ...):
         # restore() gives the same answer before and after a restart.
-        config = jsonio.loads(jsonio.dumps(config))
+        config = jsonio.loads(written)
         old.discard()
         if collector.files is not None:
             collector.files.remove_converted()  # the journal no longer needs the .npy
