@@ -11,6 +11,7 @@ for the barrier, saves and exits; a second saves at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
@@ -63,6 +64,9 @@ class Daemon:
             self.durability.close()
             self.lock.release()
             raise
+        # What the start built (a big tree, perhaps) lives as long as the
+        # daemon: keep the collector from walking it again and again.
+        gc.freeze()
         self.barrier = Barrier(config.barrier_timeout)
         self.started_at = time.monotonic()
         self.endpoints: dict[str, str] = {}
