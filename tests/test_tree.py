@@ -370,8 +370,10 @@ def valid_name(name: str) -> bool:
 @given(st.lists(operations, min_size=5, max_size=30))
 def test_random_operations_match_the_model(ops: list[tuple[Any, ...]]) -> None:
     tree, model = Tree(), Model()
+    forks: list[tuple[Tree, dict[str, Any]]] = []
     for op in ops:
         before = copy.deepcopy(tree.to_dict())
+        forks.append((tree.fork(), before))  # what a save would read
         if op[0] == "merge":
             _, node, new_values = op
             expected_ok = all(map(valid_name, new_values)) and model.merge_params(node, new_values)
@@ -396,6 +398,8 @@ def test_random_operations_match_the_model(ops: list[tuple[Any, ...]]) -> None:
         assert tree.to_dict() == model.as_dict()
         assert tree.params() == model.params_only().as_dict()
         assert_no_leaf_under_leaf(model)
+    for forked, then in forks:  # whatever the tree did next, a fork stays as it was
+        assert forked.to_dict() == then
 
 
 def assert_no_leaf_under_leaf(model: Model) -> None:
