@@ -11,6 +11,7 @@ file is complete and the experiment's journal is gone.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,11 +38,16 @@ def _float_format(dtype: np.dtype[Any]) -> str:
 
 
 def to_csv(source: Path, target: Path, units: list[str] | None) -> None:
+    """The header row is written by the ``csv`` module, which quotes a name
+    holding a comma or a quote (a column ``x,y`` is written ``"x,y"``), so that
+    a CSV reader files every value under its column; numbers never need
+    quoting. Control characters, which many readers would trip on even
+    quoted, are refused in column names by the client and the daemon."""
     table = np.load(source, mmap_mode="r")
     names = list(table.dtype.names or ())
     column_dtype = table.dtype[0]
-    with open(target, "w", newline="") as file:
-        file.write(",".join(names) + "\n")
+    with open(target, "w", newline="", encoding="utf-8") as file:
+        csv.writer(file, lineterminator="\n").writerow(names)
         for chunk in _chunks(table):
             plain = chunk.view(column_dtype).reshape(len(chunk), len(names))
             np.savetxt(file, plain, fmt=_float_format(column_dtype), delimiter=",")

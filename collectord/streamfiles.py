@@ -28,6 +28,7 @@ import numpy as np
 
 from . import system
 from .paths import Path as TreePath
+from .paths import has_control_character
 
 log = logging.getLogger("collectord")
 
@@ -69,7 +70,15 @@ class StreamSpec:
             or not all(isinstance(c, str) and c for c in columns)
             or len(set(columns)) != len(columns)
         ):
-            raise StreamError("columns must be a non-empty list of distinct names")
+            raise StreamError(
+                f"columns must be a non-empty list of at most {MAX_COLUMNS} distinct names"
+            )
+        for column in columns:
+            # A control character would break the CSV header (a newline starts
+            # a new record) and any table a person reads; the Python client
+            # refuses such names too (``check_name``), a raw client may not.
+            if has_control_character(column):
+                raise StreamError(f"column name {column!r} contains a control or NUL character")
         try:
             dtype = np.dtype(body.get("dtype"))
         except TypeError as exc:

@@ -321,3 +321,37 @@ def test_extend_copies_so_the_caller_may_reuse_its_block_at_once(daemon: DaemonP
     assert descriptor["rows"] == blocks * rows + 1 == len(column)
     assert np.array_equal(column[:-1], np.repeat(np.arange(blocks, dtype=float), rows))
     assert [table[f"c{i:02d}"][-1] for i in range(20)] == list(np.arange(20.0))
+
+
+# -- csv headers and column names ----------------------------------------------------------
+
+
+def config_file(tmp_path: Path, fmt: str) -> Path:
+    config = tmp_path / f"{fmt}.toml"
+    config.write_text(f'[streams]\nstream_format = "{fmt}"\n')
+    return config
+
+
+def test_csv_headers_are_quoted(make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(extra=("--config", str(config_file(tmp_path, "csv"))))
+    columns = ["x,y", "z", 'note "q"', " spaced "]
+    rows = np.array([[1.5, 2.0, -3.25, 4.0], [5.0, 6.5, 7.0, 8.0]])
+    with Client("rig", daemon.data, daemon.control) as client:
+        client.stream("rig/table", columns, "f8").extend(rows)
+        path = Path(client.stop())
+    descriptor = load_json(path)["rig"]["table"]
+    with open(path.parent / descriptor["file"], newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == columns
+        read = [{name: float(value) for name, value in row.items()} for row in reader]
+    assert read == [dict(zip(columns, row, strict=True)) for row in rows.tolist()]
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "nul\x00", "tab\there", "bell\x07", "del\x7f", "\r"])
+def test_the_client_refuses_control_characters_in_column_names(
+    daemon: DaemonProcess, bad: str
+) -> None:
+    with Client("rig", daemon.data, daemon.control) as client:
+        with pytest.raises(InvalidPathError, match="column") as raised:
+            client.stream("rig/table", ["ok", bad], "f8")
+        assert repr(bad) in str(raised.value)
