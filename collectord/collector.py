@@ -311,11 +311,17 @@ class Collector:
         ``self.files`` keeps the finished files (for ``remove_converted``) until
         the next experiment attaches new ones, or ``reopen_streams`` undoes this.
         """
-        names = self.files.finish(fmt) if self.files is not None else {}
+        if self.files is None:
+            for path, spec in self.streams.items():
+                self.tree.set_data(path, spec.descriptor(spec.file_name(), fmt))
+            return
+        finished = self.files.finish(fmt)
         for path, spec in self.streams.items():
-            # No name: the file could not be created (logged), and has no rows.
-            name = names.get(path) if self.files is not None else spec.file_name()
-            self.tree.set_data(path, spec.descriptor(name, fmt))
+            kept = finished.get(path)
+            if kept is None:  # the file could not be created (logged), and has no rows
+                self.tree.set_data(path, spec.descriptor(None, fmt))
+            else:
+                self.tree.set_data(path, spec.descriptor(*kept))
 
     def reopen_streams(self, staging: Path) -> None:
         """After a failed save: the stream files of this experiment take blocks again."""

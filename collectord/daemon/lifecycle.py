@@ -37,6 +37,13 @@ and saves it (steps 2 to 4 may run twice; each replaces what it wrote).
 From 5 on the experiment is saved: a start finds the successor's BEGIN naming
 it and only does what is left of 6 and 7 (``_complete``). Either way the
 stopped experiment is saved once, and the next one holds what it inherited.
+
+A step that fails (rather than a crash) is the same: before 5, the save
+raises and the experiment goes on, to be saved by a later stop. From 5 on
+nothing raises, since a client told its stop failed would stop again and save
+a second experiment: the failure is logged, the next experiment goes on, and
+the folder waits in staging until a later save or the next start does what
+is left of 6 and 7 (``_put_in_place``).
 """
 
 from __future__ import annotations
@@ -132,6 +139,9 @@ class Lifecycle:
         self._replaying = False
         #: The journal ends with STOP (the stop barrier passed): it must be saved.
         self._stop_journaled: _JournaledStop | None = None
+        #: Staging folders of saved experiments whose steps 6 and 7 failed,
+        #: oldest first: completed at a later save or the next start.
+        self._held: list[Path] = []
 
     # -- opening an output folder ----------------------------------------------------
 
@@ -522,7 +532,10 @@ class Lifecycle:
 
         Returns what a ``stop`` reply carries. If a step before the next
         experiment begins fails, the experiment goes on as it was and the
-        error is raised; a later stop tries again.
+        error is raised; a later stop tries again. From step 5 on the
+        experiment is saved, and nothing raises: a client told that its stop
+        failed would stop again, and save a second experiment. What fails
+        then is logged and done later (``_put_in_place``, ``_go_on``).
         """
         with gc_paused():
             return self._save(request, unconfirmed, stopped, begin_next)
@@ -559,7 +572,11 @@ class Lifecycle:
                 collector.metadata(request, unconfirmed, stopped),
             )
             reached(Fault.SAVE_METADATA_WRITTEN)
-            written = store.write_last_config(self.last_config_file, collector.merged_config())
+            config = collector.merged_config()
+            store.write_last_config(self.last_config_file, config)
+            # Keep in memory what the file holds (arrays as lists, ...):
+            # restore() gives the same answer before and after a restart.
+            config = jsonio.loads(jsonio.dumps(config))
             reached(Fault.SAVE_LAST_CONFIG_WRITTEN)
             successor = (
                 self._begin(following, follows=collector.experiment.run_id) if begin_next else None
@@ -569,46 +586,112 @@ class Lifecycle:
             collector.reopen_streams(staging)  # the experiment goes on, nothing lost
             self.durability.files = collector.files
             raise
-        # Saved. Keep in memory what the file holds (arrays as lists, ...):
-        # restore() gives the same answer before and after a restart.
-        config = jsonio.loads(written)
-        old.discard()
-        if collector.files is not None:
-            collector.files.remove_converted()  # the journal no longer needs the .npy
-        reached(Fault.SAVE_JOURNAL_DISCARDED)
-        try:
-            experiment = collector.experiment
-            path = store.publish(
-                self.output, staging, experiment.named_after, experiment.folder_name
-            )
-            path = path / metadata_file.name
-            reached(Fault.SAVE_PUBLISHED)
-        except OSError as exc:
-            # Everything is on disk; only the rename is missing, and the next
-            # start (``_complete``) does it.
-            log.error(
-                "could not move %s into place: %s; it will be at the next start", staging, exc
-            )
-            path = metadata_file
-        result = {
-            "run_id": collector.experiment.run_id,
-            "path": str(path),
-            "last_config": str(self.last_config_file),
-            "unconfirmed": unconfirmed,
-        }
+        # Saved (without a successor, ``collectord recover``, once the journal
+        # is deleted): from here on nothing raises.
+        self.last_error = None
+        run_id = collector.experiment.run_id
+        path = self._put_in_place(staging, old, metadata_file, keep_journal=successor is None)
         log.info("saved %s", path)
         self._stop_journaled = None
         self.saved_count += 1
         self.last_saved = path
-        self.last_error = None
         if successor is None:
             self.durability.journal = self.durability.files = None
         else:
+            self._go_on(config, following, successor)
+        return {
+            "run_id": run_id,
+            "path": str(path),
+            "last_config": str(self.last_config_file),
+            "unconfirmed": unconfirmed,
+        }
+
+    def _put_in_place(
+        self, staging: Path, old: Journal, metadata_file: Path, *, keep_journal: bool
+    ) -> Path:
+        """Steps 6 and 7 of a save past step 5; return where the metadata file is.
+
+        A step that fails is logged, and the folder waits in staging (with
+        what the failure left: its journal, converted ``.npy`` files) until
+        ``_complete`` finishes it, at a later save (``_complete_held``) or the
+        next start. A journal that cannot be deleted holds back the later
+        saves' journals too: each experiment's successor names it in its BEGIN
+        record, and were that successor's journal deleted first, the next
+        start would find a journal ending in STOP that nothing names, and save
+        that experiment a second time.
+
+        ``keep_journal`` (no successor: ``collectord recover``): deleting the
+        journal is what saves the experiment, so that failure still raises.
+        """
+        self._complete_held()
+        waiting = [held for held in self._held if (held / JOURNAL_NAME).exists()]
+        if waiting:
+            try:
+                old.close()
+            except OSError as exc:
+                log.error("could not close the journal of %s: %s", staging.name, exc)
+            earlier = waiting[0].name
+            return self._hold(staging, metadata_file, f"be completed before {earlier}")
+        try:
+            old.discard()
+        except Exception as exc:
+            if keep_journal:
+                raise
+            return self._hold(staging, metadata_file, f"delete its journal: {exc}")
+        try:
+            if self.collector.files is not None:
+                self.collector.files.remove_converted()  # the journal no longer needs them
+        except Exception as exc:
+            return self._hold(staging, metadata_file, f"delete the .npy files converted: {exc}")
+        reached(Fault.SAVE_JOURNAL_DISCARDED)
+        try:
+            experiment = self.collector.experiment
+            published = store.publish(
+                self.output, staging, experiment.named_after, experiment.folder_name
+            )
+        except Exception as exc:
+            return self._hold(staging, metadata_file, f"move it into place: {exc}")
+        reached(Fault.SAVE_PUBLISHED)
+        return published / metadata_file.name
+
+    def _hold(self, staging: Path, metadata_file: Path, failed: str) -> Path:
+        """Keep a saved experiment in staging for ``_complete``; say so."""
+        self.last_error = f"saved {staging.name}, but could not {failed}"
+        log.error(
+            "%s; it waits in staging, to be completed at the next save or start",
+            self.last_error,
+        )
+        self._held.append(staging)
+        return metadata_file
+
+    def _complete_held(self) -> None:
+        """Try again what failed of steps 6 and 7 of earlier saves, oldest first."""
+        while self._held:
+            try:
+                self._complete(self._held[0])
+            except Exception as exc:
+                self.last_error = f"cannot complete the save of {self._held[0].name} yet: {exc}"
+                log.error("%s", self.last_error)
+                return
+            self._held.pop(0)
+
+    def _go_on(self, config: dict[str, Any], following: Experiment, successor: Journal) -> None:
+        """The next experiment takes over, whatever fails: records go to its journal.
+
+        A stream file that cannot be opened now is created with the stream's
+        first block (``StreamFiles.write``), as after a full disk.
+        """
+        collector = self.collector
+        self.durability.journal = successor
+        files = StreamFiles(successor.path.parent)
+        try:
             collector.next_experiment(config, following)
-            collector.attach_files(StreamFiles(successor.path.parent))
-            self.durability.journal = successor
-            self.durability.files = collector.files
-        return result
+            collector.attach_files(files)
+        except Exception as exc:  # a bug: logged with its traceback, and gone on from
+            log.error("beginning %s: %r; it goes on", following.run_id, exc, exc_info=True)
+            collector.experiment = following  # its journal's name, which a save uses
+        collector.files = files
+        self.durability.files = files
 
     @property
     def has_news(self) -> bool:
