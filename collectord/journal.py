@@ -463,6 +463,17 @@ class Journal:
         self.flush()
         os.close(self._fd)
 
+    def write_first(self, record: dict[str, Any]) -> None:
+        """Write the first record (a BEGIN) and fsync it; from another thread
+        too, while records appended meanwhile wait in the buffer."""
+        assert self._size == 0, "the first record comes first"
+        self.write_out(bytearray(encode(record)))
+
+    def abandon(self) -> None:
+        """Close without writing what is buffered: its BEGIN never came, so
+        nothing of it was confirmed (the clients still hold it)."""
+        os.close(self._fd)
+
     def discard(self) -> None:
         """Close and delete: the experiment it covers is saved."""
         os.close(self._fd)

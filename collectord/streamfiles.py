@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -331,6 +332,9 @@ class StreamFiles:
         #: Declared streams whose file could not be created yet (a full disk).
         self.unopened: dict[TreePath, StreamSpec] = {}
         self.converted: list[Path] = []
+        #: Files finished, and what each stream kept, so far (``finish``).
+        self._finished: dict[TreePath, tuple[Path, list[str] | None]] = {}
+        self._kept: dict[TreePath, Finished] = {}
         self.unsynced = 0  # bytes written since the last sync or take_dirty
 
     def open(self, spec: StreamSpec) -> None:
@@ -399,21 +403,31 @@ class StreamFiles:
                 self._open(spec)  # a stream without rows still gets its (empty) file
             except OSError as exc:
                 log.error("%s has no file: %s", spec.file_name(), exc)
-        finished = {path: stream.finish() for path, stream in self.files.items()}
-        kept = {}
-        for path, npy in finished.items():
+        # A save that failed part-way calls this again: what is done stays done.
+        for path, stream in list(self.files.items()):
+            self._finished[path] = (stream.finish(), stream.spec.units)
+            del self.files[path]
+        for path, (npy, units) in self._finished.items():
+            if path in self._kept:
+                continue
             try:
-                file = convert(npy, fmt, self.files[path].spec.units)
+                file = convert(npy, fmt, units)
             except Exception as exc:
                 why = f"could not write {fmt}: {type(exc).__name__}: {exc}"
                 log.error("%s: %s; kept as npy", npy, why)
-                kept[path] = Finished(npy.relative_to(self.staging).as_posix(), "npy", why)
+                self._kept[path] = Finished(npy.relative_to(self.staging).as_posix(), "npy", why)
                 continue
             if file != npy:
                 self.converted.append(npy)
-            kept[path] = Finished(file.relative_to(self.staging).as_posix(), fmt, None)
-        self.files = {}
-        return kept
+            self._kept[path] = Finished(file.relative_to(self.staging).as_posix(), fmt, None)
+        return dict(self._kept)
+
+    def keep_specs(self, specs: Mapping[TreePath, StreamSpec]) -> None:
+        """Count rows in ``specs`` (copies) from now on: the declared streams go
+        on into the next experiment while these files are finished."""
+        for path, stream in self.files.items():
+            stream.spec = specs[path]
+        self.unopened = {path: specs[path] for path in self.unopened}
 
     def remove_converted(self) -> None:
         """Delete the ``.npy`` files of converted streams: the journal is gone."""

@@ -30,7 +30,7 @@ from collectord.config import Config
 from collectord.control import request
 from collectord.daemon import Daemon
 from collectord.experiment import StopRequest
-from collectord.faults import ENV, SAVE_STEPS, Fault
+from collectord.faults import ENV, PAUSE_ENV, SAVE_STEPS, Fault
 from collectord.journal import JOURNAL_NAME
 from collectord.protocol import PROTOCOL_VERSION, Command
 from collectord.streamfiles import StreamFiles
@@ -347,10 +347,9 @@ def test_a_failure_after_the_next_experiment_began_is_logged_not_raised(
     """The stop is answered with the saved experiment, later stops save theirs,
     and a restart completes what was left: every experiment is published once.
 
-    A journal that cannot be deleted keeps its folder in staging, and the
-    experiments after it wait there too: each journal's successor names it,
-    and the chain must hold until the first is complete (else a start would
-    save that one again)."""
+    A journal that cannot be deleted keeps its folder in staging, marked
+    saved, for the next start to complete (else a start would save that
+    experiment again from its journal)."""
     output = tmp_path / "out"
     config = Config(output=str(output), stream_format="csv")
     daemon = Daemon(config)
@@ -438,3 +437,46 @@ def test_a_failure_after_the_next_experiment_began_is_logged_not_raised(
             assert [float(line["t"]) for line in csv.DictReader(handle)] == rows
     # Only the running experiment, begun by the last save, is left in staging.
     assert len(list((output / ".collectord" / "staging").iterdir())) == 1
+
+
+# -- 6. the daemon goes on while it saves ----------------------------------------------
+
+
+def test_the_daemon_answers_and_takes_messages_while_it_saves(make_daemon, tmp_path) -> None:
+    """A save held at a step (a pause point) does not hold the daemon: status is
+    answered, with the save's progress, and what arrives meanwhile belongs to
+    the next experiment."""
+    gate = tmp_path / "go-on"
+    daemon = make_daemon(env={PAUSE_ENV: f"{Fault.SAVE_METADATA_WRITTEN.value}={gate}"})
+    with Client("cam", daemon.data, daemon.control) as client:
+        frames = client.stream("cam/frames", ["i"], "i8")
+        client.set_params("cam/settings", exposure=4.0)
+        for i in range(100):
+            frames.append([i])
+        client.add_data("cam/note", "before")
+        client.sync()
+        replies: list[str] = []
+        stopping = threading.Thread(target=lambda: replies.append(client.stop(timeout=120)))
+        stopping.start()
+        status = wait_for(
+            lambda: (
+                (s := daemon.status())["saving"] and "metadata" not in s["saving"]["step"] and s
+            ),
+            what="the save to be held after its metadata",
+        )
+        assert status["saving"]["run_id"] != status["run_id"]  # the next one runs
+        client.add_data("cam/note", "during")
+        client.set_params("cam/settings", exposure=5.0)
+        for i in range(100, 150):
+            frames.append([i])
+        client.sync(timeout=60)  # confirmed while the save is held
+        assert not replies
+        gate.touch()
+        stopping.join(120)
+        after_path = Path(client.stop())
+    before, after = load_json(replies[0]), load_json(after_path)
+    before["_path"], after["_path"] = Path(replies[0]), after_path
+    assert before["cam"]["note"] == "before" and before["cam"]["settings"]["exposure"] == 4.0
+    assert stream_rows(before, "cam", "frames")["i"].tolist() == list(range(100))
+    assert after["cam"]["note"] == "during" and after["cam"]["settings"]["exposure"] == 5.0
+    assert stream_rows(after, "cam", "frames")["i"].tolist() == list(range(100, 150))
