@@ -202,19 +202,66 @@ class Source:
 UNIDENTIFIED = "(unidentified)"
 
 
+#: Sessions the daemon holds at most. A peer that invents session ids (broken
+#: or hostile) must not grow the daemon without end: a new session beyond
+#: this is refused, and counted as unidentified.
+MAX_SESSIONS = 10_000
+#: Sessions one control connection may introduce (a client's DEALER carries
+#: one: its routing id is its session).
+MAX_SESSIONS_PER_PEER = 64
+#: Forgotten sessions whose last sequence number is remembered, so that one
+#: coming back after a long absence shows no false gap.
+MAX_REMEMBERED = 100_000
+
+
+class TooManySessions(ValueError):
+    """A new session beyond what the daemon holds; the text says which bound."""
+
+
 class Sources:
-    """All sessions the daemon has heard from, by session id."""
+    """All sessions the daemon holds, by session id, and what it has forgotten.
+
+    A session is forgotten once the experiment it last took part in is saved,
+    if it said ``bye``, or is gone (a notice could not reach it) and the daemon
+    awaits nothing of it (no open gap). Its counts go on in ``forgotten``.
+    """
 
     def __init__(self) -> None:
         self.by_session: dict[str, Source] = {}
         self.unidentified = Source(session="-", name=UNIDENTIFIED)
+        #: Totals of the sessions forgotten, over the daemon's life.
+        self.forgotten = Counts()
+        self.forgotten_sessions = 0
+        self._remembered: collections.OrderedDict[str, int] = collections.OrderedDict()
+        #: Sessions introduced by each control connection (routing id), and back.
+        self._by_peer: dict[bytes, set[str]] = {}
+        self._peer_of: dict[str, bytes] = {}
 
     def get(self, session: str, name: str) -> Source:
-        """The source for ``session``, created on first sight (hello or data)."""
+        """The source for ``session``, created on first sight (hello or data).
+
+        Raises ``TooManySessions`` for a new one beyond ``MAX_SESSIONS``.
+        """
         source = self.by_session.get(session)
         if source is None:
+            if len(self.by_session) >= MAX_SESSIONS:
+                raise TooManySessions(
+                    f"session {session!r} is new, and the daemon holds {MAX_SESSIONS} already"
+                )
             source = self.by_session[session] = Source(session=session, name=name)
+            source.received = self._remembered.pop(session, 0)
         return source
+
+    def introduce(self, peer: bytes, session: str) -> None:
+        """``peer`` (a control connection) introduces ``session``; raises
+        ``TooManySessions`` beyond ``MAX_SESSIONS_PER_PEER`` of its own."""
+        mine = self._by_peer.setdefault(peer, set())
+        if session not in mine and len(mine) >= MAX_SESSIONS_PER_PEER:
+            raise TooManySessions(
+                f"one connection may introduce at most {MAX_SESSIONS_PER_PEER} sessions"
+            )
+        mine.add(session)
+        self._peer_of[session] = peer
 
     def open_sessions(self) -> list[Source]:
         """Sessions that said hello and not bye, reachable or not."""
@@ -229,8 +276,29 @@ class Sources:
         ]
 
     def new_run(self) -> None:
-        """Reset the per-experiment counts; forget sessions that said bye."""
-        self.by_session = {k: s for k, s in self.by_session.items() if not s.closed}
-        for source in self.by_session.values():
+        """Reset the per-experiment counts; forget the sessions that are done."""
+        kept = {}
+        for session, source in self.by_session.items():
+            gone = not source.reachable and not source.from_journal and source.gap_since is None
+            if source.closed or gone:
+                self._forget(source)
+            else:
+                kept[session] = source
+        self.by_session = kept
+        for source in kept.values():
             source.new_run()
         self.unidentified.new_run()
+
+    def _forget(self, source: Source) -> None:
+        self.forgotten_sessions += 1
+        for field in dataclasses.fields(Counts):
+            total = getattr(self.forgotten, field.name) + getattr(source.total, field.name)
+            setattr(self.forgotten, field.name, total)
+        self._remembered[source.session] = source.received
+        while len(self._remembered) > MAX_REMEMBERED:
+            self._remembered.popitem(last=False)
+        peer = self._peer_of.pop(source.session, None)
+        if peer is not None:
+            self._by_peer[peer].discard(source.session)
+            if not self._by_peer[peer]:
+                del self._by_peer[peer]

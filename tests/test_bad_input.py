@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from collectord import Client, MessageTooLargeError, load_json
 from collectord.protocol import Command
+from collectord.sources import MAX_SESSIONS_PER_PEER
 
 
 def header(seq: int, kind: str = "params", session: str = "raw0001", **extra) -> bytes:
@@ -388,3 +389,40 @@ def test_a_stream_declaration_with_a_control_character_in_a_column_is_refused(
     assert sorted(saved["raw"]) == ["good"]
     assert saved["raw"]["good"]["rows"] == 1
     assert daemon.process.poll() is None
+
+
+def test_sessions_are_bounded_and_forgotten_once_done(daemon: DaemonProcess) -> None:
+    """One connection inventing sessions gets a bounded number; sessions gone
+    (or that said bye) are forgotten once their experiment is saved, their
+    counts kept."""
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(daemon.control)
+    hello = {"name": "flood", "host": "h", "pid": 1, "program": "p", "versions": {}}
+    try:
+        codes = []
+        for index in range(MAX_SESSIONS_PER_PEER + 36):
+            message = {"v": 1, "cmd": "hello", "id": index + 1, "session": f"s{index:04d}"}
+            sock.send_multipart([b"", msgpack.packb({**message, **hello})])
+            assert sock.poll(30_000), "no reply"
+            reply = msgpack.unpackb(sock.recv_multipart()[-1])
+            codes.append("ok" if reply["ok"] else reply["error"]["code"])
+            if not reply["ok"]:
+                assert "sessions" in reply["error"]["message"]
+    finally:
+        sock.close()
+        context.term()
+    assert codes == ["ok"] * MAX_SESSIONS_PER_PEER + ["bad_request"] * 36
+    with Client("camera", daemon.data, daemon.control) as camera:
+        camera.set_params("camera", exposure=1.0)
+        with Client("gui", daemon.data, daemon.control) as gui:
+            gui.add_data("log", [1])
+        status = daemon.status()
+        assert len(status["sources"]) == MAX_SESSIONS_PER_PEER + 2
+        camera.stop()  # the flood's sessions cannot be reached: gone
+        status = camera.status()
+        # Kept: the camera, still connected. Forgotten: the flood and the gui.
+        assert [source["name"] for source in status["sources"]] == ["camera"]
+        assert status["forgotten"]["sessions"] == MAX_SESSIONS_PER_PEER + 1
+        assert status["forgotten"]["messages"]["messages"] == 1  # the gui's

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from collectord import sources as sources_module
 from collectord.sources import (
     GAP_TIMEOUT,
     MAX_GAPS,
@@ -10,6 +13,7 @@ from collectord.sources import (
     Counts,
     Source,
     Sources,
+    TooManySessions,
 )
 
 T0 = 1000.0
@@ -291,3 +295,27 @@ def test_snapshot_restores_identity_and_sequence_but_not_counts() -> None:
     assert restored.versions == {"collectord": "1.0"} and restored.introduced
     assert restored.total == Counts()
     assert restored.admit(6, T0) is Admit.NEW
+
+
+def test_new_sessions_beyond_the_bound_are_refused(monkeypatch) -> None:
+    monkeypatch.setattr(sources_module, "MAX_SESSIONS", 3)
+    sources = Sources()
+    for session in ("a", "b", "c"):
+        sources.get(session, "x")
+    with pytest.raises(TooManySessions, match="'d' is new"):
+        sources.get("d", "x")
+    assert sources.get("a", "x").session == "a"  # known ones still come through
+
+
+def test_a_forgotten_session_coming_back_shows_no_false_gap() -> None:
+    sources = Sources()
+    source = sources.get("s1", "cam")
+    source.admit_range(1, 40, 0.0)
+    source.applied(40)
+    source.closed = True  # said bye
+    sources.new_run()
+    assert "s1" not in sources.by_session
+    assert sources.forgotten_sessions == 1 and sources.forgotten.messages == 40
+    back = sources.get("s1", "cam")  # the same session again, much later
+    assert back.received == 40
+    assert back.admit_range(41, 41, 0.0)[0] is Admit.NEW

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..errors import InvalidPathError
 from ..protocol import PROTOCOL_VERSION, CommandError, ErrorCode
+from ..sources import TooManySessions
 
 if TYPE_CHECKING:
     from ..daemon import Daemon, ReplyTo
@@ -34,8 +35,9 @@ if TYPE_CHECKING:
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dict[str, Any]:
     try:
+        daemon.lifecycle.collector.sources.introduce(reply_to.envelope[0], request["session"])
         source = daemon.lifecycle.hello(request["session"], request)
-    except InvalidPathError as exc:
+    except (InvalidPathError, TooManySessions) as exc:
         raise CommandError(ErrorCode.BAD_REQUEST, str(exc)) from None
     return {
         "daemon": __version__,

@@ -58,4 +58,8 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
             "recent_rejections": list(unidentified.reasons),
         },
         "rejected": unidentified.total.rejected + sum(s.total.rejected for s in sources),
+        "forgotten": {
+            "sessions": collector.sources.forgotten_sessions,
+            "messages": collector.sources.forgotten.as_dict(),
+        },
     }

@@ -72,7 +72,7 @@ from ..faults import Fault, reached
 from ..journal import JOURNAL_NAME, Journal, RecordType
 from ..paths import check_name
 from ..protocol import Kind, ProtocolViolation
-from ..sources import Admit, Source
+from ..sources import Admit, Source, TooManySessions
 from ..streamfiles import FILE_SUFFIXES, StreamFiles
 from . import saving
 from .durability import Durability
@@ -378,10 +378,10 @@ class Lifecycle:
         """
         try:
             header = decode_header(frames)
-        except (codec.DecodeError, ProtocolViolation) as exc:
+            source = self.collector.sources.get(header["session"], header["source"])
+        except (codec.DecodeError, ProtocolViolation, TooManySessions) as exc:
             self.reject(None, f"data message: {exc}")
             return Received.UNREADABLE, None
-        source = self.collector.sources.get(header["session"], header["source"])
         first = header["seq"]
         last = first + message_count(header) - 1
         verdict, seen = source.admit_range(first, last, at)
@@ -575,7 +575,6 @@ class Lifecycle:
                 return job
             following = Experiment.begin()
             successor = Journal(store.staging_dir(self.output, following.run_id) / JOURNAL_NAME)
-            job.successor = Successor(successor, collector.begin_record(following, job.run_id))
             files = StreamFiles(successor.path.parent)
             try:
                 collector.next_experiment(collector.last_config, following)
@@ -583,6 +582,8 @@ class Lifecycle:
             except Exception as exc:  # a bug: logged, and gone on from
                 log.error("beginning %s: %r; it goes on", following.run_id, exc, exc_info=True)
                 collector.experiment = following  # its journal's name, which a save uses
+            # Taken after the sessions that are done were forgotten (new_run).
+            job.successor = Successor(successor, collector.begin_record(following, job.run_id))
             # Whatever failed, blocks go to the next experiment's files (a stream
             # whose file is not open gets it with its first block).
             collector.files = files
