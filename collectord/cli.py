@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -262,17 +263,51 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    result = request(
-        settings.control,
-        Command.STOP,
-        {"reason": args.reason},
-        args.timeout,
-        ClientSecurity.from_config(settings),
-    )
+    security = ClientSecurity.from_config(settings)
+    outcome: dict[str, Any] = {}
+
+    def stop() -> None:
+        try:
+            outcome["result"] = request(
+                settings.control, Command.STOP, {"reason": args.reason}, args.timeout, security
+            )
+        except CollectordError as exc:
+            outcome["error"] = exc
+
+    stopping = threading.Thread(target=stop, daemon=True)
+    stopping.start()
+    _show_progress(stopping, settings.control, security)
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
     print(result["path"])
     if result.get("unconfirmed"):
         print("unconfirmed: " + ", ".join(result["unconfirmed"]), file=sys.stderr)
     return 0
+
+
+#: A stop that takes longer than this shows the save's progress on stderr.
+PROGRESS_AFTER = 1.0
+
+
+def _show_progress(stopping: threading.Thread, control: str, security: Any) -> None:
+    """While ``stopping`` waits for its reply, show the save's step now and then."""
+    stopping.join(PROGRESS_AFTER)
+    shown = None
+    while stopping.is_alive():
+        try:
+            saving = request(control, Command.STATUS, {}, 2.0, security).get("saving")
+        except CollectordError:
+            saving = None
+        line = (
+            f"saving {saving['run_id']}: {saving['step']} ({saving['seconds']:.0f} s)"
+            if saving
+            else "waiting for the clients' last messages (the stop barrier)"
+        )
+        if line != shown:
+            print(line, file=sys.stderr, flush=True)
+            shown = line
+        stopping.join(0.5)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -299,6 +334,11 @@ def format_status(status: dict[str, Any]) -> str:
         f"  saved    {status['saved_experiments']} experiment(s); last: "
         f"{status['last_saved'] or '-'}",
     ]
+    if status.get("saving"):
+        saving = status["saving"]
+        lines.append(
+            f"  saving   {saving['run_id']}: {saving['step']} ({saving['seconds']:.1f} s)"
+        )
     if status.get("last_error"):
         lines.append(f"  ERROR    {status['last_error']}")
     lines.append(f"  rejected {status['rejected']} message(s)")

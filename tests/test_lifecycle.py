@@ -480,3 +480,33 @@ def test_the_daemon_answers_and_takes_messages_while_it_saves(make_daemon, tmp_p
     assert stream_rows(before, "cam", "frames")["i"].tolist() == list(range(100))
     assert after["cam"]["note"] == "during" and after["cam"]["settings"]["exposure"] == 5.0
     assert stream_rows(after, "cam", "frames")["i"].tolist() == list(range(100, 150))
+
+
+def test_collectord_stop_shows_the_progress_of_a_long_save(make_daemon, tmp_path) -> None:
+    gate = tmp_path / "go-on"
+    daemon = make_daemon(env={PAUSE_ENV: f"{Fault.SAVE_LAST_CONFIG_WRITTEN.value}={gate}"})
+    with Client("cam", daemon.data, daemon.control) as client:
+        client.set_params("cam/settings", exposure=4.0)
+        client.sync()
+        stop = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "collectord",
+                "stop",
+                "--control",
+                daemon.control,
+                "--timeout",
+                "120",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert stop.stderr is not None
+        line = stop.stderr.readline()  # shown once the save has taken a second
+        assert line.startswith("saving ") and "the last config" in line, line
+        gate.touch()
+        out, err = stop.communicate(timeout=120)
+    assert stop.returncode == 0, err
+    assert load_json(out.strip())["cam"]["settings"] == {"exposure": 4.0}

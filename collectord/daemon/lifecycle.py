@@ -80,6 +80,8 @@ from .saving import SaveJob, Successor
 
 log = logging.getLogger("collectord")
 
+#: A long replay says how far it has got this often, in seconds.
+REPLAY_PROGRESS_EVERY = 2.0
 #: Rejections logged per message (a hostile batch can hold thousands; all count).
 LOGGED_REJECTIONS = 3
 #: Write errors that room on the disk will cure: a block refused for one of
@@ -255,7 +257,18 @@ class Lifecycle:
         self._replaying = True
         began = False
         kept = []
+        size = max(1, scan.intact)
+        shown_at = time.monotonic()
         for index, record in enumerate(scan.records):
+            if time.monotonic() - shown_at > REPLAY_PROGRESS_EVERY:
+                shown_at = time.monotonic()
+                log.info(
+                    "replaying %s: %.0f%% (%d of %d records)",
+                    path,
+                    100 * scan.offsets[index] / size,
+                    index,
+                    len(scan.records),
+                )
             where = f"{path}: record {index + 1} (byte {scan.offsets[index]})"
             try:
                 kind = journal.check(record)
