@@ -34,7 +34,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--control",
         metavar="ENDPOINT",
         help="the daemon's control endpoint "
-        "(default from the configuration: tcp://127.0.0.1:5556)",
+        f"(default from the configuration: {config_module.Config().control})",
     )
 
 
@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--data",
         metavar="ENDPOINT",
-        help="data endpoint to bind (default tcp://127.0.0.1:5555; port * lets the system choose)",
+        help=f"data endpoint to bind (default {config_module.Config().data}; "
+        "port * lets the system choose)",
     )
     run.add_argument("--output", metavar="DIR", help="folder for experiment folders")
     run.add_argument(
