@@ -194,7 +194,7 @@ class DataCollector(ParameterTree):
             data = data or settings.data
             control = control or settings.control
             status = self._find_daemon(settings, config, data, control, start_daemon)
-            if status is not None:
+            if status is not None and status.get("last_config"):
                 last_config = Path(status["last_config"])
             client = Client(name, data, control, config=config, exit_timeout=exit_timeout)
         self.client = client
