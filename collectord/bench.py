@@ -32,11 +32,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import re
 import statistics
 import subprocess
-import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,9 +47,15 @@ import zmq
 
 from . import __version__, system
 from .client import Client
+from .control import request
+from .daemon.process import spawn
+from .protocol import Command
 
 BLOCK = (1000, 20)
 TARGETS = {"params": 0.7, "append": 2.0, "extend": 0.5}
+#: Upper bounds for a big tree: stop to saved, as a ratio to its serialisation
+#: ceiling; a restart on a folder of a million parameters, in seconds.
+TREE_TARGETS = {"save": 2.0, "restart_s_at_1M": 2.0}
 
 
 # -- raw ceilings (the receiver runs in its own process, as the daemon does) -----------
@@ -149,43 +154,98 @@ def _quiet_disk() -> None:
 
 
 class _Daemon:
-    def __init__(self) -> None:
-        self.folder = tempfile.TemporaryDirectory(prefix="collectord-bench-")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "collectord",
-                "run",
-                "--output",
-                self.folder.name,
-                "--data",
-                "tcp://127.0.0.1:*",
-                "--control",
-                "tcp://127.0.0.1:*",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        match = re.search(r"data=(\S+) control=(\S+)", self.process.stdout.readline())
-        if not match:
-            raise RuntimeError("the daemon did not start")
-        self.data, self.control = match.group(1), match.group(2)
+    def __init__(self, folder: tempfile.TemporaryDirectory[str] | None = None) -> None:
+        self.folder = folder or tempfile.TemporaryDirectory(prefix="collectord-bench-")
+        ports = ["--data", "tcp://127.0.0.1:*", "--control", "tcp://127.0.0.1:*"]
+        spawned = spawn(["--output", self.folder.name, *ports], stderr=subprocess.DEVNULL)
+        self.process, self.data, self.control = spawned.process, spawned.data, spawned.control
 
     def peak_mb(self) -> float | None:
         """The daemon's peak memory so far, where the system shows it while it runs."""
         return system.peak_memory_mb(self.process.pid)
 
-    def close(self) -> float | None:
+    def close(self, keep_folder: bool = False) -> float | None:
         """Stop the daemon; its peak memory, where the system tells it at the end."""
         self.process.kill()
         peak = system.reap_peak_memory_mb(self.process)
         assert self.process.stdout is not None
         self.process.stdout.close()
-        self.folder.cleanup()
+        if not keep_folder:
+            self.folder.cleanup()
         return peak
+
+
+# -- a big tree: save and restart ---------------------------------------------------------
+
+
+def _big_tree(parameters: int) -> dict[str, dict[str, float]]:
+    """``parameters`` parameters, 100 to a node, as a client sets them."""
+    return {
+        f"rig/node{node:06d}": {f"p{i:02d}": node + i / 100 for i in range(100)}
+        for node in range(max(1, parameters // 100))
+    }
+
+
+def serialisation_ceiling(tree: dict[str, Any], folder: Path) -> float:
+    """Seconds for ``json.dumps`` + write + fsync + rename of ``tree``: the least
+    any save of it costs."""
+    target = folder / "ceiling.json"
+    started = time.perf_counter()
+    data = json.dumps(tree, sort_keys=True).encode()
+    with open(folder / "ceiling.tmp", "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(folder / "ceiling.tmp", target)
+    took = time.perf_counter() - started
+    target.unlink()
+    return took
+
+
+def big_tree(parameters: int) -> dict[str, float]:
+    """Stop to saved for a tree of ``parameters`` parameters, the longest wait
+    for ``status`` meanwhile, and a restart on the folder it leaves."""
+    nodes = _big_tree(parameters)
+    daemon = _Daemon()
+    try:
+        with Client("bench-tree", daemon.data, daemon.control) as client:
+            for node, values in nodes.items():
+                client.set_params(node, values)
+            client.sync(timeout=600)
+            nested: dict[str, Any] = {"rig": {k.split("/")[1]: v for k, v in nodes.items()}}
+            _quiet_disk()
+            ceiling = serialisation_ceiling(nested, Path(daemon.folder.name))
+            latencies: list[float] = []
+            saving = threading.Event()
+
+            def ask_status() -> None:
+                while not saving.is_set():
+                    asked = time.perf_counter()
+                    request(daemon.control, Command.STATUS, {}, timeout=120)
+                    latencies.append(time.perf_counter() - asked)
+
+            _quiet_disk()
+            prober = threading.Thread(target=ask_status)
+            prober.start()
+            started = time.perf_counter()
+            client.stop(timeout=600)
+            save = time.perf_counter() - started
+            saving.set()
+            prober.join()
+        daemon.close(keep_folder=True)
+        _quiet_disk()
+        started = time.perf_counter()
+        daemon = _Daemon(daemon.folder)
+        restart = time.perf_counter() - started
+    finally:
+        daemon.close()
+    return {
+        "parameters": parameters,
+        "save_s": save,
+        "ceiling_s": ceiling,
+        "status_max_s": max(latencies) if latencies else 0.0,
+        "restart_s": restart,
+    }
 
 
 def collectord_params(client: Client, count: int) -> tuple[float, float]:
@@ -222,7 +282,7 @@ def collectord_extend(client: Client, megabytes: float, name: str) -> float:
     return count * block.nbytes / (time.perf_counter() - started)
 
 
-def run(repeat: int, messages: int, rows: int, stream_mb: float) -> dict[str, Any]:
+def run(repeat: int, messages: int, rows: int, stream_mb: float, tree: int = 0) -> dict[str, Any]:
     samples: dict[str, list[float]] = {
         key: []
         for key in (
@@ -271,6 +331,7 @@ def run(repeat: int, messages: int, rows: int, stream_mb: float) -> dict[str, An
         at_end = daemon.close()
     if peak is None:  # no /proc: the peak the system reports once the daemon has ended
         peak = at_end
+    trees = [big_tree(tree) for _ in range(repeat)] if tree else []
 
     ratios = {
         "params": median["params_per_s"] / median["raw_messages_per_s"],
@@ -291,6 +352,21 @@ def run(repeat: int, messages: int, rows: int, stream_mb: float) -> dict[str, An
             "daemon_peak_mb": peak,
             "extend_bytes_per_s": long_extend,
         },
+        "tree": _tree_medians(trees),
+    }
+
+
+def _tree_medians(trees: list[dict[str, float]]) -> dict[str, Any] | None:
+    if not trees:
+        return None
+    keys = ("save_s", "ceiling_s", "status_max_s", "restart_s")
+    median = {key: statistics.median(t[key] for t in trees) for key in keys}
+    return {
+        "parameters": trees[0]["parameters"],
+        **median,
+        "save_ratio": statistics.median(t["save_s"] / t["ceiling_s"] for t in trees),
+        "samples": trees,
+        "targets": TREE_TARGETS,
     }
 
 
@@ -326,10 +402,24 @@ def report(result: dict[str, Any]) -> str:
         f"  extend, {memory['stream_mb']:.0f} MB in one go      "
         f"{memory['extend_bytes_per_s'] / 1e6:>8,.0f} MB/s    (the disk's sustained speed shows)",
     ]
+    tree = result.get("tree")
+    if tree:
+        verdict_save = "meets" if tree["save_ratio"] <= TREE_TARGETS["save"] else "ABOVE"
+        lines += [
+            f"  tree of {tree['parameters']:,} parameters:",
+            f"    json + write + fsync + rename {tree['ceiling_s']:>10.3f} s    (ceiling)",
+            f"    stop to saved                 {tree['save_s']:>10.3f} s    "
+            f"x{tree['save_ratio']:.2f} (target at most x{TREE_TARGETS['save']}: {verdict_save})",
+            f"    longest status during it      {tree['status_max_s']:>10.3f} s",
+            f"    restart on its folder         {tree['restart_s']:>10.3f} s    "
+            f"(target under {TREE_TARGETS['restart_s_at_1M']} s at 1,000,000)",
+        ]
     return "\n".join(lines)
 
 
-def main(repeat: int, messages: int, rows: int, stream_mb: float, as_json: bool) -> int:
-    result = run(repeat, messages, rows, stream_mb)
+def main(
+    repeat: int, messages: int, rows: int, stream_mb: float, as_json: bool, tree: int = 0
+) -> int:
+    result = run(repeat, messages, rows, stream_mb, tree)
     print(json.dumps(result, indent=2) if as_json else report(result))
     return 0

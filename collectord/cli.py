@@ -179,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=250.0,
         help="stream data for the memory measurement (MB)",
     )
+    bench.add_argument(
+        "--tree",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="parameters of the big tree whose save and restart are timed (0: skip; "
+        "default: %(default)s)",
+    )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     demo = _command(
@@ -346,7 +354,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
-    return bench_main(args.repeat, args.messages, args.rows, args.stream_mb, args.json)
+    return bench_main(args.repeat, args.messages, args.rows, args.stream_mb, args.json, args.tree)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -254,6 +254,16 @@ def unpack(frame: bytes) -> Any:
     return check_decoded(obj)
 
 
+def unpack_own(frame: bytes) -> Any:
+    """Decode what the daemon packed itself (its journal, checked by CRC).
+
+    Values in it were checked when they arrived; what holds them may nest
+    them deeper than a message may (the tree of a BEGIN record), so no depth
+    is checked here.
+    """
+    return msgpack.unpackb(frame, **_UNPACK_OPTIONS)
+
+
 def unpack_many(payload: bytes, count: int) -> list[Any]:
     """Split a batch's payload into exactly ``count`` values, not yet checked.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import __version__, codec, experiment
@@ -305,42 +304,27 @@ class Collector:
 
     # -- experiments -------------------------------------------------------------------
 
-    def finish_streams(self, fmt: str) -> None:
-        """Finish the stream files and put their descriptors into the tree.
-
-        ``self.files`` keeps the finished files (for ``remove_converted``) until
-        the next experiment attaches new ones, or ``reopen_streams`` undoes this.
-        """
-        names = self.files.finish(fmt) if self.files is not None else {}
-        for path, spec in self.streams.items():
-            # No name: the file could not be created (logged), and has no rows.
-            name = names.get(path) if self.files is not None else spec.file_name()
-            self.tree.set_data(path, spec.descriptor(name, fmt))
-
-    def reopen_streams(self, staging: Path) -> None:
-        """After a failed save: the stream files of this experiment take blocks again."""
-        files = StreamFiles(staging, replaying=True)
-        for spec in self.streams.values():
-            files.open(spec)
-        files.end_replay()
-        self.files = files
-
     def attach_files(self, files: StreamFiles) -> None:
         """Write blocks into ``files`` from now on; open a file for every stream."""
         self.files = files
         for spec in self.streams.values():
             files.open(spec)
 
-    def metadata(
+    def account(
         self, stop: StopRequest, unconfirmed: list[str], stopped: dt.datetime
     ) -> dict[str, Any]:
+        """collectord's own account of the current experiment, for its metadata."""
         account = experiment.provenance(
             self.experiment, self.sources, stop, stopped, unconfirmed, __version__
         )
         if self.restarts:
             account["restarts"] = self.restarts
-        took_part = {source.session for source in self.sources.active_in_run()}
-        return experiment.metadata(self.tree.to_dict(in_force=took_part.__contains__), account)
+        return account
+
+    def in_force(self) -> frozenset[str]:
+        """Sessions whose carried-over parameters are in force in the current
+        experiment: those that took part in it (tree.py)."""
+        return frozenset(source.session for source in self.sources.active_in_run())
 
     def merged_config(self) -> dict[str, Any]:
         return merge_config(self.last_config, self.tree.params())
@@ -358,20 +342,17 @@ class Collector:
 
     def begin_record(self, following: Experiment, follows: str | None) -> dict[str, Any]:
         """The first record of ``following``'s journal: all a replay needs that no
-        message carries, taken from this state (which ``following`` inherits).
+        message carries, taken from this state (which ``following`` inherits),
+        but for its ``tree``: ``Tree.carried`` packed with the value codec (a
+        save adds it in its own thread, from a fork of the tree).
 
-        ``follows`` names the experiment whose save this record completes: once
-        it is on disk, that experiment counts as saved (``lifecycle.py``).
-        Parameters are packed with the value codec (they may hold arrays).
+        ``follows`` names the experiment stopped before it, for the reader.
         """
-        params, empty_groups = self.tree.param_leaves()
         return {
             "t": RecordType.BEGIN.value,
             "run_id": following.run_id,
             "started": following.started.isoformat(),
             "follows": follows,
-            "params": codec.pack([[list(path), value, owner] for path, value, owner in params]),
-            "groups": [list(path) for path in empty_groups],
             "sources": [s.snapshot() for s in self.sources.by_session.values() if not s.closed],
             "streams": [spec.snapshot() for spec in self.streams.values()],
         }
@@ -381,14 +362,14 @@ class Collector:
         self.experiment = Experiment(
             run_id=record["run_id"], started=dt.datetime.fromisoformat(record["started"])
         )
-        self.tree = Tree()
-        for path in record["groups"]:
-            self.tree.merge_params(tuple(path), {}, carried=True)
-        # [path, value, owner]; journals written before owners were kept hold pairs
-        for path, value, *owner in codec.unpack(record["params"]):
-            self.tree.merge_params(
-                tuple(path[:-1]), {path[-1]: value}, owner[0] if owner else None, carried=True
-            )
+        if "tree" in record:
+            self.tree = Tree.from_carried(codec.unpack_own(record["tree"]))
+        else:  # written before BEGIN held the tree whole: one [path, value] per parameter
+            self.tree = Tree()
+            for path in record["groups"]:
+                self.tree.merge_params(tuple(path), {}, carried=True)
+            for path, value in codec.unpack(record["params"]):
+                self.tree.merge_params(tuple(path[:-1]), {path[-1]: value}, carried=True)
         self.sources = Sources()
         for snapshot in record["sources"]:
             source = Source.from_snapshot(snapshot)

@@ -6,6 +6,10 @@ A step of the experiment's lifecycle that must survive a crash calls
 point is reached), the process kills itself there with SIGKILL, as ``kill -9``
 or a power cut would: no ``finally`` runs, nothing is flushed. The tests start
 real daemons with it set, once for every point (``tests/test_lifecycle.py``).
+
+``COLLECTORD_PAUSE=<name>=<file>`` makes the point wait instead, until
+``<file>`` exists: a test holds a save there to see what the daemon does
+meanwhile, and lets it go on by creating the file.
 """
 
 from __future__ import annotations
@@ -13,16 +17,18 @@ from __future__ import annotations
 import enum
 import os
 import signal
+import time
 
 
 class Fault(str, enum.Enum):
     """Every fault point, in the order a save (then a start) reaches them."""
 
     SAVE_STOP_JOURNALED = "save.stop_journaled"  # STOP record and everything before it fsynced
+    SAVE_NEXT_BEGUN = "save.next_begun"  # the next experiment's BEGIN record fsynced
     SAVE_STREAMS_FINISHED = "save.streams_finished"  # stream files finished and converted
     SAVE_METADATA_WRITTEN = "save.metadata_written"  # metadata file in the staging folder
     SAVE_LAST_CONFIG_WRITTEN = "save.last_config_written"
-    SAVE_NEXT_BEGUN = "save.next_begun"  # the next experiment's BEGIN record fsynced
+    SAVE_MARKED = "save.marked"  # the staging folder marked saved
     SAVE_JOURNAL_DISCARDED = "save.journal_discarded"
     SAVE_PUBLISHED = "save.published"  # the experiment folder renamed into place
     OPEN_REPLAYED = "open.replayed"  # a journal replayed at start, before it is reopened
@@ -32,11 +38,21 @@ class Fault(str, enum.Enum):
 SAVE_STEPS = tuple(fault for fault in Fault if fault.value.startswith("save."))
 
 ENV = "COLLECTORD_FAULT"
+PAUSE_ENV = "COLLECTORD_PAUSE"
+#: A paused point goes on by itself after this long (a test that forgot it).
+PAUSE_LIMIT = 120.0
 _hits: dict[Fault, int] = {}
 
 
 def reached(point: Fault) -> None:
-    """Die here, like ``kill -9``, if the environment names this point."""
+    """Die here, like ``kill -9``, or wait, if the environment names this point."""
+    paused = os.environ.get(PAUSE_ENV)
+    if paused:
+        name, _, gate = paused.partition("=")
+        if name == point.value:
+            deadline = time.monotonic() + PAUSE_LIMIT
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.01)
     wanted = os.environ.get(ENV)
     if not wanted:
         return

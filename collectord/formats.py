@@ -11,6 +11,7 @@ file is complete and the experiment's journal is gone.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+from .streamfiles import load
 
 CHUNK_ROWS = 65536
 
@@ -37,11 +39,16 @@ def _float_format(dtype: np.dtype[Any]) -> str:
 
 
 def to_csv(source: Path, target: Path, units: list[str] | None) -> None:
-    table = np.load(source, mmap_mode="r")
+    """The header row is written by the ``csv`` module, which quotes a name
+    holding a comma or a quote (a column ``x,y`` is written ``"x,y"``), so that
+    a CSV reader files every value under its column; numbers never need
+    quoting. Control characters, which many readers would trip on even
+    quoted, are refused in column names by the client and the daemon."""
+    table = load(source)
     names = list(table.dtype.names or ())
     column_dtype = table.dtype[0]
-    with open(target, "w", newline="") as file:
-        file.write(",".join(names) + "\n")
+    with open(target, "w", newline="", encoding="utf-8") as file:
+        csv.writer(file, lineterminator="\n").writerow(names)
         for chunk in _chunks(table):
             plain = chunk.view(column_dtype).reshape(len(chunk), len(names))
             np.savetxt(file, plain, fmt=_float_format(column_dtype), delimiter=",")
@@ -54,7 +61,7 @@ def to_hdf5(source: Path, target: Path, units: list[str] | None) -> None:
         import h5py
     except ImportError:
         raise ConfigError("the hdf5 format needs h5py: pip install 'collectord[hdf5]'") from None
-    table = np.load(source, mmap_mode="r")
+    table = load(source)
     with h5py.File(target, "w") as file:
         dataset = file.create_dataset("data", shape=table.shape, dtype=table.dtype, chunks=True)
         dataset.attrs["columns"] = list(table.dtype.names or ())
@@ -71,7 +78,7 @@ def _arrow(source: Path, target: Path, units: list[str] | None, kind: str) -> No
         raise ConfigError(
             f"the {kind} format needs pyarrow: pip install 'collectord[arrow]'"
         ) from None
-    table = np.load(source, mmap_mode="r")
+    table = load(source)
     names = list(table.dtype.names or ())
     metadata = {"units": ",".join(units)} if units is not None else None
     schema = pa.schema(
@@ -105,13 +112,20 @@ def convert(npy_file: Path, fmt: str, units: list[str] | None) -> Path:
     """Write a finished ``.npy`` stream file as ``fmt``; return the file to keep.
 
     The ``.npy`` file stays: until the experiment's journal is deleted it is the
-    data the journal vouches for (``saving.py`` removes it after that).
+    data the journal vouches for (``StreamFiles.remove_converted`` removes it after
+    that). A conversion that fails leaves no partial file, and raises.
     """
     suffix, converter = FORMATS[fmt]
     if converter is None:
         return npy_file
     target = npy_file.with_suffix(suffix)
-    converter(npy_file, target, units)
+    try:
+        converter(npy_file, target, units)
+    except BaseException:
+        # A partial file must not pass for a converted one: a start that
+        # completes a save deletes a .npy file that has a converted sibling.
+        target.unlink(missing_ok=True)
+        raise
     return target
 
 

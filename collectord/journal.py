@@ -88,8 +88,11 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
     RecordType.BEGIN: {
         "run_id": _STR,
         "started": _STR,  # ISO 8601
-        "params": Field((bytes,)),  # packed with the value codec
-        "groups": Field((list,)),
+        # the carried parameters (Tree.carried), packed with the value codec
+        "tree": Field((bytes,), optional=True),
+        # before "tree": [path, value] per parameter, and the empty groups' paths
+        "params": Field((bytes,), optional=True),
+        "groups": Field((list,), optional=True),
         "sources": Field((list,)),  # Source snapshots
         "streams": Field((list,), optional=True),  # StreamSpec snapshots; replay defaults to none
         # the run whose save this BEGIN completes (absent before this field existed)
@@ -458,6 +461,17 @@ class Journal:
 
     def close(self) -> None:
         self.flush()
+        os.close(self._fd)
+
+    def write_first(self, record: dict[str, Any]) -> None:
+        """Write the first record (a BEGIN) and fsync it; from another thread
+        too, while records appended meanwhile wait in the buffer."""
+        assert self._size == 0, "the first record comes first"
+        self.write_out(bytearray(encode(record)))
+
+    def abandon(self) -> None:
+        """Close without writing what is buffered: its BEGIN never came, so
+        nothing of it was confirmed (the clients still hold it)."""
         os.close(self._fd)
 
     def discard(self) -> None:

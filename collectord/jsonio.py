@@ -70,9 +70,26 @@ def from_json(value: Any) -> Any:
     return value
 
 
+def _tagged(value: Any) -> Any:
+    """``json``'s hook for what it cannot write itself: ``to_json`` of it."""
+    if isinstance(value, bytes | bytearray | memoryview | np.ndarray | np.generic):
+        return to_json(value)
+    raise TypeError(f"{type(value).__name__} is not a tree value")
+
+
 def dumps(tree: dict[str, Any]) -> bytes:
-    """Serialize a tree as strict JSON, keys sorted as stytra does."""
-    text = json.dumps(to_json(tree), allow_nan=False, sort_keys=True)
+    """Serialize a tree as strict JSON, keys sorted as stytra does.
+
+    ``json`` writes the tree in C, calling back only for bytes and numpy
+    values; a non-finite float anywhere makes it refuse (``allow_nan``), and
+    only then is the whole tree tagged in Python first. The result is the
+    same either way (``tests/test_jsonio.py``); the first way is several
+    times faster on a big tree.
+    """
+    try:
+        text = json.dumps(tree, allow_nan=False, sort_keys=True, default=_tagged)
+    except ValueError:
+        text = json.dumps(to_json(tree), allow_nan=False, sort_keys=True)
     return (text + "\n").encode("utf-8")
 
 

@@ -56,9 +56,7 @@ def _check_name(name: object, where: str) -> None:
         raise InvalidPathError(f"{where} {name!r} is not allowed")
     if "/" in name or "\\" in name:
         raise InvalidPathError(f"{where} {name!r} contains a path separator")
-    # isprintable() is false for every control character (and some others, which
-    # the slower check then lets through): the common case costs one C call.
-    if not name.isprintable() and any(unicodedata.category(c) == "Cc" for c in name):
+    if has_control_character(name):
         raise InvalidPathError(f"{where} {name!r} contains a control or NUL character")
     if name.startswith("$"):
         raise InvalidPathError(
@@ -72,6 +70,14 @@ def _check_name(name: object, where: str) -> None:
         ) from None
     if len(encoded) > MAX_NAME_BYTES:
         raise InvalidPathError(f"{where} is longer than {MAX_NAME_BYTES} bytes")
+
+
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a control character (Unicode category Cc: NUL,
+    the C0 controls, DEL and the C1 controls), which no name may hold."""
+    # isprintable() is false for every control character (and some others, which
+    # the slower check then lets through): the common case costs one C call.
+    return not text.isprintable() and any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def parse_path(path: object) -> Path:

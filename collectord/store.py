@@ -143,8 +143,11 @@ class OutputLock:
 def read_last_config(path: Path) -> dict[str, Any]:
     """The last config's contents, or {} if there is none yet.
 
-    A file that cannot be parsed is moved aside (``<name>.unreadable-<time>``)
-    rather than overwritten, so a person can still look at it.
+    A file that cannot be used is moved aside (``<name>.unreadable-<time>``)
+    rather than overwritten at the next save, so a person can still look at
+    it: one that cannot be parsed, and one that parses to something other
+    than an object (a list, a number: not what collectord writes, so most
+    likely a file a person or another program put there, worth keeping).
     """
     try:
         content = jsonio.load_json(path)
@@ -153,15 +156,23 @@ def read_last_config(path: Path) -> dict[str, Any]:
     except IsADirectoryError:
         raise ConfigError(f"the last-config path {path} is a folder") from None
     except (OSError, ValueError, RecursionError) as exc:
-        aside = path.with_name(f"{path.name}.unreadable-{dt.datetime.now():%Y%m%dT%H%M%S.%f}")
-        log.error("last config %s is unreadable (%s); moved to %s", path, exc, aside)
-        os.replace(path, aside)
+        _move_aside(path, f"is unreadable ({exc})")
         return {}
     if not isinstance(content, dict):
-        log.error("last config %s does not hold a JSON object; ignored", path)
+        held = "null" if content is None else type(content).__name__
+        _move_aside(path, f"holds a JSON {held}, not an object")
         return {}
     return content
 
 
-def write_last_config(path: Path, config: dict[str, Any]) -> None:
-    atomic_write(path, jsonio.dumps(config))
+def _move_aside(path: Path, why: str) -> None:
+    aside = path.with_name(f"{path.name}.unreadable-{dt.datetime.now():%Y%m%dT%H%M%S.%f}")
+    log.error("last config %s %s; moved to %s", path, why, aside)
+    os.replace(path, aside)
+
+
+def write_last_config(path: Path, config: dict[str, Any]) -> bytes:
+    """Replace the last config; return what was written."""
+    written = jsonio.dumps(config)
+    atomic_write(path, written)
+    return written

@@ -11,7 +11,8 @@ column, so ``numpy.load`` alone reads it with the column names. numpy pads the
 header so that the row count can grow to 21 digits in place; the header is
 written with 0 rows and rewritten with the real count when the experiment is
 saved (or recovered: rows beyond the journal's last block are cut off first).
-Other formats (CSV, HDF5, Parquet/Feather) are converted from it at the end.
+Other formats (CSV, HDF5, Parquet/Feather) are converted from it at the end;
+a stream that a format cannot hold keeps its ``.npy`` file instead.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import io
 import logging
 import os
+import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import system
 from .paths import Path as TreePath
+from .paths import has_control_character
 
 log = logging.getLogger("collectord")
 
@@ -69,7 +74,15 @@ class StreamSpec:
             or not all(isinstance(c, str) and c for c in columns)
             or len(set(columns)) != len(columns)
         ):
-            raise StreamError("columns must be a non-empty list of distinct names")
+            raise StreamError(
+                f"columns must be a non-empty list of at most {MAX_COLUMNS} distinct names"
+            )
+        for column in columns:
+            # A control character would break the CSV header (a newline starts
+            # a new record) and any table a person reads; the Python client
+            # refuses such names too (``check_name``), a raw client may not.
+            if has_control_character(column):
+                raise StreamError(f"column name {column!r} contains a control or NUL character")
         try:
             dtype = np.dtype(body.get("dtype"))
         except TypeError as exc:
@@ -114,8 +127,14 @@ class StreamSpec:
         """
         return "streams/" + "/".join(self.path) + ".npy"
 
-    def descriptor(self, file_name: str | None, fmt: str) -> dict[str, Any]:
-        """What the tree holds at the stream's path in the saved metadata."""
+    def descriptor(
+        self, file_name: str | None, fmt: str, conversion_failed: str | None = None
+    ) -> dict[str, Any]:
+        """What the tree holds at the stream's path in the saved metadata.
+
+        ``conversion_failed``: why the file is not in the configured format
+        (``fmt`` is then ``npy``, the file it was to be converted from).
+        """
         described: dict[str, Any] = {
             "file": file_name,
             "format": fmt,
@@ -126,6 +145,8 @@ class StreamSpec:
         }
         if self.units is not None:
             described["units"] = self.units
+        if conversion_failed is not None:
+            described["conversion_failed"] = conversion_failed
         return described
 
     def snapshot(self) -> dict[str, Any]:
@@ -140,18 +161,59 @@ class StreamSpec:
 
 
 def _header(spec: StreamSpec, rows: int) -> bytes:
-    import io
+    """The ``.npy`` header of ``spec``'s file holding ``rows`` rows, as ``numpy.save``
+    would write it.
 
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buffer,
-        {
-            "descr": np.lib.format.dtype_to_descr(spec.row_dtype),
-            "fortran_order": False,
-            "shape": (rows,),
-        },
-    )
-    return buffer.getvalue()
+    The file is written with 0 rows and the header rewritten in place with the
+    real count at the save, so both must have the same length. numpy pads the
+    header text so that the row count can grow to ``GROWTH_AXIS_MAX_DIGITS``
+    (21) digits: the text is as long for 0 rows as for any real count, so the
+    same version is chosen for both and the headers are as long.
+
+    The version is the oldest that holds the header, as numpy picks it: 1.0
+    has a 2-byte length (64 KiB), too little for a wide stream (4096 columns
+    with 6-character names take about 76 KiB), which gets 2.0 (a 4-byte
+    length; numpy >= 1.9 reads it). Both are Latin-1; a column name beyond
+    Latin-1 (``θ``) needs 3.0, the same with UTF-8 (numpy >= 1.17).
+    """
+    fields = {
+        "descr": np.lib.format.dtype_to_descr(spec.row_dtype),
+        "fortran_order": False,
+        "shape": (rows,),
+    }
+    for write in (np.lib.format.write_array_header_1_0, np.lib.format.write_array_header_2_0):
+        buffer = io.BytesIO()
+        try:
+            write(buffer, fields)
+        except ValueError:  # over 64 KiB for 1.0; UnicodeEncodeError: not Latin-1
+            continue
+        return buffer.getvalue()
+    return _header_3_0(fields)
+
+
+def _header_3_0(fields: dict[str, Any]) -> bytes:
+    """A version 3.0 header, which ``numpy.lib.format`` has no public writer for:
+    its documented layout (2.0's, the text in UTF-8), padded as numpy pads it
+    (a test compares it with ``numpy.save``'s, byte for byte)."""
+    layout = np.lib.format
+    text = "{" + "".join(f"{key!r}: {value!r}, " for key, value in sorted(fields.items())) + "}"
+    text += " " * (layout.GROWTH_AXIS_MAX_DIGITS - len(repr(fields["shape"][0])))
+    encoded = text.encode("utf-8")
+    length = len(encoded) + 1  # and the newline that ends it
+    padding = -(layout.MAGIC_LEN + 4 + length) % layout.ARRAY_ALIGN
+    prefix = layout.magic(3, 0) + struct.pack("<I", length + padding)
+    return prefix + encoded + b" " * padding + b"\n"
+
+
+#: ``numpy.load`` refuses a header over 10000 bytes (about 500 columns) unless
+#: given a larger ``max_header_size``: a guard against untrusted files. A
+#: stream file's header is the daemon's own, from a declaration it checked.
+HEADER_LIMIT = 1 << 32
+
+
+def load(path: Path) -> np.ndarray[Any, Any]:
+    """A finished stream file, memory-mapped, however wide its header."""
+    return np.load(path, mmap_mode="r", max_header_size=HEADER_LIMIT)
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
@@ -245,6 +307,15 @@ class StreamFile:
         os.close(self._fd)
 
 
+class Finished(NamedTuple):
+    """What a finished stream kept: its file (relative to the staging folder),
+    the file's format, and why it is not in the configured one (or None)."""
+
+    file: str
+    format: str
+    conversion_failed: str | None
+
+
 class StreamFiles:
     """The open stream files of the current experiment, in its staging folder.
 
@@ -261,6 +332,9 @@ class StreamFiles:
         #: Declared streams whose file could not be created yet (a full disk).
         self.unopened: dict[TreePath, StreamSpec] = {}
         self.converted: list[Path] = []
+        #: Files finished, and what each stream kept, so far (``finish``).
+        self._finished: dict[TreePath, tuple[Path, list[str] | None]] = {}
+        self._kept: dict[TreePath, Finished] = {}
         self.unsynced = 0  # bytes written since the last sync or take_dirty
 
     def open(self, spec: StreamSpec) -> None:
@@ -313,10 +387,14 @@ class StreamFiles:
         self.unsynced = 0
         return dirty
 
-    def finish(self, fmt: str) -> dict[TreePath, str]:
-        """Finish every file and convert it to ``fmt``; return names relative to staging.
+    def finish(self, fmt: str) -> dict[TreePath, Finished]:
+        """Finish every file and convert it to ``fmt``; say what each stream kept.
 
         The ``.npy`` files of converted streams stay until ``remove_converted``.
+        A conversion that fails (HDF5 cannot hold a compound type of about a
+        thousand columns or more) keeps the ``.npy`` file as the stream's file,
+        and says why: the rows are all there, in a format numpy reads, and the
+        save goes on rather than failing at every stop.
         """
         from .formats import convert
 
@@ -325,15 +403,31 @@ class StreamFiles:
                 self._open(spec)  # a stream without rows still gets its (empty) file
             except OSError as exc:
                 log.error("%s has no file: %s", spec.file_name(), exc)
-        finished = {path: stream.finish() for path, stream in self.files.items()}
-        names = {}
-        for path, npy in finished.items():
-            kept = convert(npy, fmt, self.files[path].spec.units)
-            if kept != npy:
+        # A save that failed part-way calls this again: what is done stays done.
+        for path, stream in list(self.files.items()):
+            self._finished[path] = (stream.finish(), stream.spec.units)
+            del self.files[path]
+        for path, (npy, units) in self._finished.items():
+            if path in self._kept:
+                continue
+            try:
+                file = convert(npy, fmt, units)
+            except Exception as exc:
+                why = f"could not write {fmt}: {type(exc).__name__}: {exc}"
+                log.error("%s: %s; kept as npy", npy, why)
+                self._kept[path] = Finished(npy.relative_to(self.staging).as_posix(), "npy", why)
+                continue
+            if file != npy:
                 self.converted.append(npy)
-            names[path] = kept.relative_to(self.staging).as_posix()
-        self.files = {}
-        return names
+            self._kept[path] = Finished(file.relative_to(self.staging).as_posix(), fmt, None)
+        return dict(self._kept)
+
+    def keep_specs(self, specs: Mapping[TreePath, StreamSpec]) -> None:
+        """Count rows in ``specs`` (copies) from now on: the declared streams go
+        on into the next experiment while these files are finished."""
+        for path, stream in self.files.items():
+            stream.spec = specs[path]
+        self.unopened = {path: specs[path] for path in self.unopened}
 
     def remove_converted(self) -> None:
         """Delete the ``.npy`` files of converted streams: the journal is gone."""

@@ -31,7 +31,6 @@ overwrite others. Pure logic: no sockets, no files.
 
 from __future__ import annotations
 
-import copy
 import enum
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -49,39 +48,53 @@ class LeafKind(enum.Enum):
 
 
 class _Leaf:
-    __slots__ = ("fresh", "kind", "owner", "value")
+    """One value of the tree. Never changed once made: a new value is a new
+    leaf, so a tree forked for a save (``Tree.fork``) shares leaves safely."""
 
-    def __init__(self, kind: LeafKind, value: Any, owner: str | None, fresh: bool) -> None:
+    __slots__ = ("gen", "kind", "owner", "value")
+
+    def __init__(self, kind: LeafKind, value: Any, owner: str | None, gen: int) -> None:
         self.kind = kind
         self.value = value
         self.owner = owner  # the session that set it (None: unknown)
-        self.fresh = fresh  # set in the current experiment
-
-    @property
-    def carried(self) -> bool:
-        """A parameter from an earlier experiment: new shapes replace it."""
-        return self.kind is LeafKind.PARAM and not self.fresh
+        self.gen = gen  # the experiment (Tree.generation) that set it
 
 
 class _Group(dict):  # type: ignore[type-arg]
-    """A group of the tree: a dict that knows whether this experiment made it."""
+    """A group of the tree: a dict that knows which experiment made it."""
 
-    __slots__ = ("fresh",)
+    __slots__ = ("gen",)
 
-    def __init__(self, fresh: bool) -> None:
+    def __init__(self, gen: int) -> None:
         super().__init__()
-        self.fresh = fresh
+        self.gen = gen
 
 
 #: Decides whether a carried-over parameter is in force: gets its owner.
 InForce = Callable[[str | None], bool]
 
+_PARAM = LeafKind.PARAM
+_DATA = LeafKind.DATA
+
 
 class Tree:
-    """The nested tree of one daemon, across experiments."""
+    """The nested tree of one daemon, across experiments.
+
+    Experiments are numbered (``generation``); a leaf or group made in the
+    current one is *fresh*, anything older is carried over.
+    """
 
     def __init__(self) -> None:
-        self._root: dict[str, Any] = _Group(fresh=False)
+        self.generation = 1
+        self._root: dict[str, Any] = _Group(0)
+        #: Where static data was set in this experiment (some may be gone).
+        self._data: list[Path] = []
+
+    def _carried(self, child: Any) -> bool:
+        """Whether ``child`` (a leaf or group) holds nothing of this experiment."""
+        if type(child) is _Leaf:
+            return child.kind is _PARAM and child.gen < self.generation
+        return _carried_only(child, self.generation)
 
     def _clear_way(self, path: Path, kind: LeafKind | None) -> list[tuple[dict[str, Any], str]]:
         """What must go for ``path`` to hold a leaf of ``kind`` (None: a group).
@@ -96,34 +109,37 @@ class Tree:
             if child is None:
                 return []
             last = depth == len(path) - 1
-            if isinstance(child, _Leaf):
+            if type(child) is _Leaf:
                 if last and kind is not None:
-                    if child.kind is kind or child.carried:
-                        return [] if child.kind is kind else [(branch, name)]
-                    wanted = "static data" if kind is LeafKind.DATA else "a parameter"
+                    if child.kind is kind:
+                        return []
+                    if self._carried(child):
+                        return [(branch, name)]
+                    wanted = "static data" if kind is _DATA else "a parameter"
                     raise TreeConflict(
                         f"{join_path(path)!r} holds {child.kind.value}, not {wanted}"
                     )
-                if child.carried:
+                if self._carried(child):
                     return [(branch, name)]
                 where = join_path(path[: depth + 1])
                 raise TreeConflict(
                     f"{where!r} holds {child.kind.value}, so {join_path(path)!r} cannot be a group"
                 )
             if last and kind is not None:
-                if _carried_only(child):
+                if self._carried(child):
                     return [(branch, name)]
                 raise TreeConflict(f"{join_path(path)!r} is a group, it cannot become a value")
             branch = child
         return []
 
-    def _group(self, node: Path, fresh: bool = True) -> dict[str, Any]:
-        """The group at ``node``, created if absent (the way must be clear)."""
+    def _group(self, node: Path, gen: int) -> dict[str, Any]:
+        """The group at ``node``, created (in experiment ``gen``) if absent;
+        the way must be clear."""
         branch = self._root
         for name in node:
             child = branch.get(name)
-            if not isinstance(child, dict):
-                child = branch[name] = _Group(fresh)
+            if type(child) is _Leaf or child is None:
+                child = branch[name] = _Group(gen)
             branch = child
         return branch
 
@@ -147,28 +163,22 @@ class Tree:
             if current is None:
                 # Names already in the tree were checked when they came in.
                 check_name(name, where=lambda: f"parameter name under {join_path(node)!r}")
-            if current is not None and not (
-                type(current) is _Leaf and current.kind is LeafKind.PARAM
-            ):
-                removals += self._clear_way((*node, name), LeafKind.PARAM)
+            elif not (type(current) is _Leaf and current.kind is _PARAM):
+                removals += self._clear_way((*node, name), _PARAM)
         for parent, name in removals:
             del parent[name]
-        fresh = not carried
-        branch = self._group(node, fresh)
-        if fresh and not values and isinstance(branch, _Group):
-            branch.fresh = True  # the node is declared in this experiment
+        gen = 0 if carried else self.generation
+        branch = self._group(node, gen)
+        if not values and not carried and isinstance(branch, _Group):
+            branch.gen = gen  # the node is declared in this experiment
         for name, value in values.items():
-            current = branch.get(name)
-            if current is None:
-                branch[name] = _Leaf(LeafKind.PARAM, value, owner, fresh)
-            else:
-                current.value, current.owner, current.fresh = value, owner, fresh
+            branch[name] = _Leaf(_PARAM, value, owner, gen)
 
     def _existing_group(self, node: Path) -> dict[str, Any] | None:
         branch = self._root
         for name in node:
             child = branch.get(name)
-            if not isinstance(child, dict):
+            if child is None or type(child) is _Leaf:
                 return None
             branch = child
         return branch
@@ -182,29 +192,62 @@ class Tree:
         """
         for path, value in leaves(values, node):
             try:
-                removals = self._clear_way(path, LeafKind.PARAM)
+                removals = self._clear_way(path, _PARAM)
             except TreeConflict:
                 continue  # something of this experiment is there: it wins
             if removals:
                 continue  # the tree's own (carried) shape stays
-            current = self._existing_group(path[:-1])
-            leaf = current.get(path[-1]) if current is not None else None
-            if isinstance(leaf, _Leaf):
-                leaf.fresh = True
+            parent = self._existing_group(path[:-1])
+            leaf = parent.get(path[-1]) if parent is not None else None
+            if type(leaf) is _Leaf:
+                assert parent is not None
+                parent[path[-1]] = _Leaf(_PARAM, leaf.value, leaf.owner, self.generation)
             elif isinstance(value, dict):
-                self._group(path)  # a group with no parameters (made fresh)
+                self._group(path, self.generation)  # a group with no parameters
             else:
-                self._group(path[:-1])[path[-1]] = _Leaf(LeafKind.PARAM, value, None, True)
+                group = self._group(path[:-1], self.generation)
+                group[path[-1]] = _Leaf(_PARAM, value, None, self.generation)
 
     def set_data(self, path: Path, value: Any) -> None:
         """Set static data at ``path``, replacing earlier static data there."""
-        for parent, name in self._clear_way(path, LeafKind.DATA):
+        for parent, name in self._clear_way(path, _DATA):
             del parent[name]
-        self._group(path[:-1])[path[-1]] = _Leaf(LeafKind.DATA, value, None, True)
+        self._group(path[:-1], self.generation)[path[-1]] = _Leaf(
+            _DATA, value, None, self.generation
+        )
+        self._data.append(path)
 
     def next_experiment(self) -> None:
-        """A new experiment starts: static data goes, parameters are carried over."""
-        _carry_over(self._root)
+        """A new experiment starts: static data goes, parameters are carried over.
+
+        Costs what this experiment's static data costs, not what the tree holds.
+        """
+        for path in self._data:
+            chain = [self._root]
+            for name in path[:-1]:
+                child = chain[-1].get(name)
+                if child is None or type(child) is _Leaf:
+                    break
+                chain.append(child)
+            else:
+                leaf = chain[-1].get(path[-1])
+                if type(leaf) is _Leaf and leaf.kind is _DATA:
+                    del chain[-1][path[-1]]
+                    # Groups this emptied go too; a group declared empty stays.
+                    for depth in range(len(chain) - 1, 0, -1):
+                        if chain[depth]:
+                            break
+                        del chain[depth - 1][path[depth - 1]]
+        self._data = []
+        self.generation += 1
+
+    def fork(self) -> Tree:
+        """A copy of this tree as it is now, for a save to read while this one
+        goes on: its groups are copied, its leaves (never changed) shared."""
+        forked = Tree()
+        forked.generation = self.generation
+        forked._root = _copy_groups(self._root)
+        return forked
 
     def to_dict(self, in_force: InForce | None = None) -> dict[str, Any]:
         """Parameters and static data as nested plain dicts (shared values).
@@ -212,103 +255,106 @@ class Tree:
         With ``in_force``, carried-over parameters whose owner it refuses are
         left out (an experiment's metadata; see the module docstring).
         """
-        if in_force is None:
-            return _export(self._root, keep={LeafKind.PARAM, LeafKind.DATA}, as_leaves=False)
-        return _export(
-            self._root,
-            keep={LeafKind.PARAM, LeafKind.DATA},
-            as_leaves=False,
-            keep_leaf=lambda leaf: leaf.fresh or in_force(leaf.owner),  # data is always fresh
-        )
+        return _export(self._root, True, in_force, self.generation)
 
     def params(self) -> dict[str, Any]:
         """Parameters only, as nested plain dicts: what the last config keeps."""
-        return _export(self._root, keep={LeafKind.PARAM}, as_leaves=False)
+        return _export(self._root, False, None, self.generation)
 
     def is_empty(self) -> bool:
         return not self._root
 
-    def param_leaves(self) -> tuple[list[tuple[Path, Any, str | None]], list[Path]]:
-        """Every parameter as (path, value, owner), and every empty group's path.
+    def carried(self) -> dict[str, Any]:
+        """The parameters as a new experiment inherits them, for its journal's
+        BEGIN record: groups as maps, each parameter as ``[value, owner]``.
 
-        Exactly what ``merge_params`` needs to rebuild the parameters: unlike
-        the nested dict of ``params()``, it tells a dict-valued parameter from
-        a group.
+        Unlike the nested dict of ``params()``, this tells a dict-valued
+        parameter from a group; ``from_carried`` builds the tree back.
         """
-        params: list[tuple[Path, Any, str | None]] = []
-        empty: list[Path] = []
+        return _carried(self._root)
 
-        def walk(branch: dict[str, Any], prefix: Path) -> None:
-            if not branch and prefix:
-                empty.append(prefix)
-            for name, child in branch.items():
-                if isinstance(child, _Leaf):
-                    if child.kind is LeafKind.PARAM:
-                        params.append(((*prefix, name), child.value, child.owner))
-                else:
-                    walk(child, (*prefix, name))
-
-        walk(self._root, ())
-        return params, empty
-
-
-def _leaves_of(branch: dict[str, Any]) -> Iterator[tuple[dict[str, Any], _Leaf]]:
-    for child in branch.values():
-        if isinstance(child, _Leaf):
-            yield branch, child
-        else:
-            yield from _leaves_of(child)
-
-
-def _carried_only(branch: dict[str, Any]) -> bool:
-    """Whether a group holds nothing of the current experiment."""
-    if getattr(branch, "fresh", False):
-        return False
-    return all(
-        child.carried if isinstance(child, _Leaf) else _carried_only(child)
-        for child in branch.values()
-    )
-
-
-def _carry_over(branch: dict[str, Any]) -> bool:
-    """Drop static data, mark what stays carried over; whether ``branch`` is left
-    with nothing although it held something (so that its parent drops it too)."""
-    if isinstance(branch, _Group):
-        branch.fresh = False
-    had = bool(branch)
-    for name, child in list(branch.items()):
-        if isinstance(child, _Leaf):
-            if child.kind is LeafKind.DATA:
-                del branch[name]
-            else:
-                child.fresh = False
-        elif _carry_over(child):
-            del branch[name]
-    return had and not branch
+    @classmethod
+    def from_carried(cls, carried: Mapping[str, Any]) -> Tree:
+        """The tree ``carried()`` describes, every parameter carried over."""
+        tree = cls()
+        tree._root = _build(carried)
+        return tree
 
 
 def _export(
-    branch: dict[str, Any],
-    keep: set[LeafKind],
-    as_leaves: bool,
-    keep_leaf: Callable[[_Leaf], bool] | None = None,
+    branch: dict[str, Any], data: bool, in_force: InForce | None, gen: int
 ) -> dict[str, Any]:
-    """Copy the tree's structure keeping leaves of the given kinds (and, with
-    ``keep_leaf``, those it accepts).
+    """Copy the tree's structure with its parameters, and its static data if
+    ``data``; with ``in_force``, only the parameters it accepts, or of
+    experiment ``gen``.
 
     Groups left empty by the filter are dropped; groups that were empty to
-    begin with (a node with no parameters yet) are kept.
+    begin with (a node with no parameters yet) are kept. Written for speed:
+    a save exports every leaf of trees of up to millions.
     """
     out: dict[str, Any] = {}
     for name, child in branch.items():
-        if isinstance(child, _Leaf):
-            if child.kind in keep and (keep_leaf is None or keep_leaf(child)):
-                out[name] = child if as_leaves else child.value
-        else:
-            sub = _export(child, keep, as_leaves, keep_leaf)
-            if sub or not child:
+        if type(child) is _Leaf:
+            if child.kind is _PARAM:
+                if in_force is None or child.gen == gen or in_force(child.owner):
+                    out[name] = child.value
+            elif data:
+                out[name] = child.value
+        elif child:
+            sub = _export(child, data, in_force, gen)
+            if sub:
                 out[name] = sub
+        else:
+            out[name] = {}
     return out
+
+
+def _carried(branch: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, child in branch.items():
+        if type(child) is _Leaf:
+            if child.kind is _PARAM:
+                out[name] = [child.value, child.owner]
+        elif child:
+            sub = _carried(child)
+            if sub:
+                out[name] = sub
+        else:
+            out[name] = {}
+    return out
+
+
+def _build(carried: Mapping[str, Any]) -> _Group:
+    group = _Group(0)
+    for name, child in carried.items():
+        if type(child) is dict:
+            group[name] = _build(child)
+        else:
+            value, owner = child
+            group[name] = _Leaf(_PARAM, value, owner, 0)
+    return group
+
+
+def _copy_groups(branch: dict[str, Any]) -> _Group:
+    copied = _Group(getattr(branch, "gen", 0))
+    copied.update(branch)
+    for name, child in branch.items():
+        if type(child) is not _Leaf:
+            copied[name] = _copy_groups(child)
+    return copied
+
+
+def _carried_only(branch: dict[str, Any], gen: int) -> bool:
+    """Whether a group holds nothing of experiment ``gen``."""
+    if getattr(branch, "gen", 0) == gen:
+        return False
+    for child in branch.values():
+        if type(child) is _Leaf:
+            if child.kind is not _PARAM or child.gen == gen:
+                return False
+        elif not _carried_only(child, gen):
+            return False
+    return True
 
 
 def leaves(tree: Mapping[str, Any], prefix: Path = ()) -> Iterator[tuple[Path, Any]]:
@@ -330,19 +376,21 @@ def merge_config(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     Every leaf of ``new`` wins; leaves of ``old`` that ``new`` does not mention
     are kept, so parameters of other experiment types survive (stytra's
     ``save_config_file``). Where a key changed from a value to a group or back,
-    the new shape wins instead of crashing the merge as stytra's does.
+    the new shape wins instead of crashing the merge as stytra's does. A group
+    of ``new`` with no parameters keeps what ``old`` has there.
+
+    Groups are copied, values shared: nothing in a tree's values is changed
+    in place (a new value replaces the old one).
     """
-    merged: dict[str, Any] = copy.deepcopy(dict(old))
-    for path, value in leaves(new):
-        if isinstance(value, dict) and not value and isinstance(subtree(merged, path), dict):
-            continue  # a group with no parameters this session keeps the old ones
-        branch = merged
-        for name in path[:-1]:
-            child = branch.get(name)
-            if not isinstance(child, dict):
-                child = branch[name] = {}
-            branch = child
-        branch[path[-1]] = copy.deepcopy(value)
+    merged = dict(old)
+    for name, value in new.items():
+        before = merged.get(name)
+        if isinstance(value, dict) and isinstance(before, dict):
+            merged[name] = merge_config(before, value) if value else before
+        elif isinstance(value, dict):
+            merged[name] = merge_config({}, value)
+        else:
+            merged[name] = value
     return merged
 
 

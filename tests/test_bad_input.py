@@ -352,3 +352,39 @@ def test_a_batch_claiming_more_messages_than_it_can_hold_is_refused_whole(
 
     wait_for(lambda: applied() == 3, what="the good batch")  # it came last
     assert daemon.status()["unidentified"]["rejected"] == 2
+
+
+def test_a_stream_declaration_with_a_control_character_in_a_column_is_refused(
+    daemon: DaemonProcess, publisher
+) -> None:
+    """Such a name would break a CSV header or a reader's table; a raw client
+    can send it, so the daemon refuses it too, naming the column."""
+    bad_columns = ["line\nbreak", "nul\x00", "bell\x07", "del\x7f"]
+    for seq, bad in enumerate(bad_columns, start=1):
+        body = {"path": f"raw/s{seq}", "columns": ["ok", bad], "dtype": "<f8"}
+        publisher.send_multipart([header(seq, kind="stream"), msgpack.packb(body)])
+    good = {"path": "raw/good", "columns": ["ok", "fine"], "dtype": "<f8"}
+    seq = len(bad_columns) + 1
+    publisher.send_multipart([header(seq, kind="stream"), msgpack.packb(good)])
+    rows = np.array([[1.0, 2.0]])
+    block = msgpack.packb({"path": "raw/good", "rows": 1})
+    publisher.send_multipart([header(seq + 1, kind="block"), block, rows.tobytes()])
+
+    def raw() -> dict:
+        found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
+        return found[0] if found else {}
+
+    def handled() -> int:
+        counts = raw().get("messages", {})
+        return counts.get("messages", 0) + counts.get("rejected", 0)
+
+    wait_for(lambda: handled() == seq + 1, what="every message")
+    source = raw()
+    assert source["messages"]["rejected"] == len(bad_columns)
+    assert source["messages"]["messages"] == 2  # the good stream and its block
+    for bad in bad_columns:
+        assert any(repr(bad) in reason for reason in source["recent_rejections"]), bad
+    saved = load_json(daemon.stop()["path"])
+    assert sorted(saved["raw"]) == ["good"]
+    assert saved["raw"]["good"]["rows"] == 1
+    assert daemon.process.poll() is None

@@ -174,6 +174,23 @@ def test_last_config_merges_across_experiments_and_survives_restart(
         assert client.restore("nothing/here") == {}
 
 
+@pytest.mark.parametrize("content", [b"[1, 2]", b"3", b'"text"', b"null"])
+def test_a_last_config_that_is_not_an_object_is_moved_aside_not_overwritten(
+    make_daemon, tmp_path: pathlib.Path, content: bytes
+) -> None:
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "last_config.json").write_bytes(content)
+    daemon = make_daemon(output)
+    with client_for(daemon, "rig") as client:
+        assert client.restore("camera") == {}
+        client.set_params("camera/settings", exposure=3.0)
+        client.stop()
+    (aside,) = output.glob("last_config.json.unreadable-*")
+    assert aside.read_bytes() == content
+    assert load_json(output / "last_config.json") == {"camera": {"settings": {"exposure": 3.0}}}
+
+
 def test_a_client_shared_between_threads(daemon: DaemonProcess) -> None:
     with client_for(daemon, "shared") as client:
 

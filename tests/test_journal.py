@@ -370,6 +370,8 @@ def written(tmp_path_factory) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         lifecycle.hello("s1", {**introduced, "confirmed": 5})  # a gap: 4 and 5 are lost
         lifecycle.reject("s1", "a control request was refused")
         lifecycle.reject(None, "a request from a session not known")
+        lifecycle.name("fish-3")
+        lifecycle.restored(("cam",), {"gain": 2})
         lifecycle.bye("s1")
         daemon.durability.make_durable({})
         assert daemon.durability.journal is not None

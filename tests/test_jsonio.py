@@ -54,6 +54,28 @@ def test_dumps_writes_strict_json(tree: dict[str, Any]) -> None:
     strict_loads(dumps(tree))
 
 
+numpy_values = st.sampled_from(
+    [
+        np.array([1.5, np.nan, -np.inf], dtype=np.float32),
+        np.arange(6, dtype=np.int16).reshape(2, 3),
+        np.array(["2024-01-02T03:04:05"], dtype="datetime64[s]"),
+        np.uint64(2**64 - 1),
+        np.float32(0.25),
+        np.bool_(True),
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(trees, st.lists(numpy_values, max_size=3))
+def test_the_fast_way_writes_what_tagging_first_writes(tree: dict[str, Any], arrays) -> None:
+    """``dumps`` lets ``json`` write in C and tags only what it calls back for;
+    its bytes are those of tagging the whole tree first."""
+    tree = {**tree, "arrays": arrays}
+    tagged_first = json.dumps(to_json(tree), allow_nan=False, sort_keys=True) + "\n"
+    assert dumps(tree) == tagged_first.encode()
+
+
 @settings(max_examples=200, deadline=None)
 @given(trees)
 def test_loads_undoes_dumps(tree: dict[str, Any]) -> None:

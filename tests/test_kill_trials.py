@@ -6,23 +6,32 @@ constant set as parameters, one static value and one stream row per
 iteration). While they publish, the trial does, at random moments, one of:
 
 * ``kill -9`` of the daemon, then a restart on the same endpoints (sometimes
-  ``collectord recover`` first, or a restart with ``--no-resume``);
+  ``collectord recover`` first, or a restart with ``--no-resume``, or a start
+  killed at a random moment before the restart);
 * a stop, from the control endpoint or from a client's ``stop()``, sometimes
   followed at once by a ``kill -9``;
 * a daemon taken down (``kill -9`` or SIGTERM) and started again with a fault
   point of a save set (``faults.SAVE_STEPS``, sometimes ``@2``), a stop sent
   to it, and its death at that point awaited; sometimes the next start has a
   fault point too (a save step, or ``open.replayed``), so that it dies while
-  finishing the previous crash; then a clean restart;
-* SIGTERM (a save, exit 0), then a restart.
+  finishing the previous crash, or is killed at a random moment of its start;
+  then a clean restart;
+* SIGTERM (a save, exit 0), then a restart; or SIGTERM cut by a ``kill -9``.
 
-At the end the publishers finish and close (delivering everything), a last
-stop saves, and SIGTERM ends the daemon (exit 0). Then, over every saved
-experiment: each value and each stream row a client published is in exactly
-one experiment (nothing lost, nothing doubled), rows in order; the constant a
-client set first is in every experiment from the first that holds a message
-of it; the counter never goes back; and no metadata shows a lost message, a
-gap or a rejection.
+Publishers start at random moments, and one may finish early. At the end the
+publishers finish and close (delivering everything), a last stop saves, and
+SIGTERM ends the daemon (exit 0). Then, over every saved experiment:
+
+* each value and each stream row a client published is in exactly one
+  experiment (nothing lost, nothing doubled), rows in order, and the
+  experiments count exactly the messages it numbered;
+* from the first experiment holding a message of a client, every experiment
+  that ended while it ran lists it as a source, and every experiment that
+  lists it holds the constant it set first (an experiment's metadata holds
+  the parameters in force in it: ``collectord/tree.py``); its counter never
+  goes back;
+* no metadata shows a lost message, a gap or a rejection; every stop that
+  answered named a metadata file that is there; no save is left half done.
 
 ``COLLECTORD_TRIALS=N`` runs seeds 0..N-1 (default 3);
 ``COLLECTORD_TRIAL_SEEDS=7,19`` runs those seeds; ``COLLECTORD_TRIAL_SECONDS``
@@ -54,11 +63,13 @@ import trial_processes
 import zmq
 from conftest import DaemonProcess, wait_for
 
-from collectord import codec, faults, load_json
+from collectord import Client, codec, faults, load_json
 from collectord.protocol import PROTOCOL_VERSION
 
 CLIENTS = ("cam", "tracking", "stimulus")
 READY = re.compile(r"listening: data=(\S+) control=(\S+)")
+#: Fault points of a start (``open.*``): a daemon dies there replaying a journal.
+OPEN_FAULTS = tuple(fault for fault in faults.Fault if fault.value.startswith("open."))
 
 
 def _seeds() -> list[int]:
@@ -126,24 +137,26 @@ class Faulty:
     started: bool  # False: it died at the fault point while opening the folder
 
 
+def daemon_command(output: Path, data: str, control: str) -> list[str]:
+    endpoints = ["--data", data, "--control", control]
+    return [sys.executable, "-m", "collectord", "run", "--output", str(output), *endpoints]
+
+
+def _dies_within(process: subprocess.Popen[Any], seconds: float) -> bool:
+    try:
+        process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
 def start_faulty(output: Path, data: str, control: str, fault: str, log: Path) -> Faulty:
     """``collectord run`` with ``COLLECTORD_FAULT=fault``: it listens, or dies opening."""
     with open(log, "a") as stderr:
         stderr.write(f"--- trial: starting a daemon with {faults.ENV}={fault}\n")
         stderr.flush()
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "collectord",
-                "run",
-                "--output",
-                str(output),
-                "--data",
-                data,
-                "--control",
-                control,
-            ],
+            daemon_command(output, data, control),
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -175,6 +188,7 @@ class Publisher:
 class Tally:
     actions: list[str] = dataclasses.field(default_factory=list)
     kills: int = 0  # plain kill -9 by the trial
+    start_kills: int = 0  # kill -9 at a random moment of a start
     fault_kills: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     open_fault_kills: collections.Counter[str] = dataclasses.field(
         default_factory=collections.Counter
@@ -305,6 +319,8 @@ class Trial:
 
     def _kill(self) -> None:
         self.kill()
+        if self.rng.random() < 0.2:
+            self.killed_start()
         self.restart("kill -9")
 
     def _term(self) -> None:
@@ -357,34 +373,59 @@ class Trial:
         chain = 0
         while True:
             chain += 1
-            if chain > 1 and self.rng.random() < 0.4:
-                step = faults.Fault.OPEN_REPLAYED
+            if chain > 1 and self.rng.random() < 0.25:
+                self.killed_start()
             else:
-                step = self.rng.choice(faults.SAVE_STEPS)
-            nth = 2 if self.rng.random() < 0.2 else 1
-            fault = step.value if nth == 1 else f"{step.value}@{nth}"
-            faulty = start_faulty(self.output, self.data, self.control, fault, self.log)
-            self.faulty.append(faulty.process)
-            if not faulty.started:
-                self.tally.open_fault_kills[step.value] += 1
-                self.note(f"died at {fault} while opening the folder")
-            elif step is faults.Fault.OPEN_REPLAYED:
-                # Nothing to replay: it runs; it is killed as any daemon.
-                faulty.process.kill()
-                faulty.process.wait(30)
-                self.tally.kills += 1
-                self.note(f"started with {fault} (nothing to replay); kill -9")
-            else:
-                saves = 0
-                while stop_or_death(self.control, faulty.process) is not None:
-                    saves += 1  # @2: this save was the first; the next one dies
-                    assert saves < nth, f"a daemon with {fault} saved {saves} times"
-                assert faulty.process.wait(60) == -signal.SIGKILL
-                self.tally.fault_kills[step.value] += 1
-                self.note(f"died at {fault} in a save ({saves} saved before)")
-            if chain >= 3 or self.rng.random() < 0.75:
+                self.faulty_start(first=chain == 1)
+            if chain >= 3 or self.rng.random() < 0.7:
                 break
-        self.restart(f"fault {fault}")
+        self.restart("a fault")
+
+    def faulty_start(self, *, first: bool) -> None:
+        """A daemon with a fault point set dies at it: opening, or in a save asked of it."""
+        if not first and self.rng.random() < 0.4:
+            step = self.rng.choice(OPEN_FAULTS)  # dies replaying what the last one left
+        else:
+            step = self.rng.choice(faults.SAVE_STEPS)
+        nth = 2 if self.rng.random() < 0.2 else 1
+        fault = step.value if nth == 1 else f"{step.value}@{nth}"
+        faulty = start_faulty(self.output, self.data, self.control, fault, self.log)
+        self.faulty.append(faulty.process)
+        if not faulty.started:
+            self.tally.open_fault_kills[step.value] += 1
+            self.note(f"died at {fault} while opening the folder")
+        elif step in OPEN_FAULTS:  # nothing to replay: it runs, and is killed as any daemon
+            faulty.process.kill()
+            faulty.process.wait(30)
+            self.tally.kills += 1
+            self.note(f"started with {fault} (nothing to replay); kill -9")
+        else:
+            stops = 0
+            while not _dies_within(faulty.process, 0.5 if stops else 0.0):
+                assert stops <= nth + 2, f"a daemon with {fault} lives on after {stops} stops"
+                if stop_or_death(self.control, faulty.process) is not None:
+                    stops += 1  # saved (@2), or its save goes on after the reply
+            assert faulty.process.wait(60) == -signal.SIGKILL
+            self.tally.fault_kills[step.value] += 1
+            self.note(f"died at {fault} in a save ({stops} stops answered)")
+
+    def killed_start(self) -> None:
+        """A daemon killed at a random moment of its start: before, in or after opening."""
+        with open(self.log, "a") as stderr:
+            stderr.write("--- trial: starting a daemon to kill it at a random moment\n")
+            stderr.flush()
+            process = subprocess.Popen(
+                daemon_command(self.output, self.data, self.control),
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                text=True,
+            )
+        self.faulty.append(process)
+        time.sleep(self.rng.uniform(0.2, 1.0))  # when: the randomness, not a synchronisation
+        process.kill()
+        process.wait(30)
+        self.tally.start_kills += 1
+        self.note("a start killed at a random moment")
 
     # -- the run --
 
@@ -543,16 +584,26 @@ def check(
             ):
                 seen_first = index
             settings = node.get("settings", {})
-            if seen_first is not None:
-                if settings.get("model") != trial_processes.MODEL:
-                    problems.append(f"{where}: {name}/settings/model is {settings.get('model')!r}")
-                n = settings.get("n", -1)
-                if n < counter:
-                    problems.append(f"{where}: {name}/settings/n went back from {counter} to {n}")
-                if held and n < max(held.values()):
-                    problems.append(f"{where}: {name}/settings/n = {n} < v{max(held.values())}")
-                counter = max(counter, n)
-        counts["experiments with " + name] = sum(1 for m in experiments if name in m)
+            if seen_first is None:
+                continue
+            # Its parameters are in force in every experiment it took part in,
+            # and it took part in every one that ended while it ran.
+            stopped = dt.datetime.fromisoformat(metadata["collectord"]["stopped"]).timestamp()
+            if not mine and stopped < result["finished_at"]:
+                problems.append(f"{where}: ended while {name} ran, and it is not a source")
+            if not mine:
+                continue
+            if settings.get("model") != trial_processes.MODEL:
+                problems.append(f"{where}: {name}/settings/model is {settings.get('model')!r}")
+            n = settings.get("n", -1)
+            if n < counter:
+                problems.append(f"{where}: {name}/settings/n went back from {counter} to {n}")
+            if held and n < max(held.values()):
+                problems.append(f"{where}: {name}/settings/n = {n} < v{max(held.values())}")
+            counter = max(counter, n)
+        counts["experiments with " + name] = sum(
+            1 for m in experiments if any(s["name"] == name for s in m["collectord"]["sources"])
+        )
         lost = [i for i in range(top + 1) if values[i] == 0]
         doubled = sorted(i for i, times in values.items() if times > 1)
         extra = sorted(i for i in values if not 0 <= i <= top)
@@ -628,8 +679,9 @@ def test_random_kills_stops_and_faults_lose_and_double_nothing(
     figures(
         seed=seed,
         trials=1,
-        actions=len(tally.actions),
+        actions=trial.acts,
         kills=tally.kills,
+        start_kills=tally.start_kills,
         fault_kills=dict(tally.fault_kills),
         open_fault_kills=dict(tally.open_fault_kills),
         stops=dict(tally.stops),
@@ -643,7 +695,7 @@ def test_random_kills_stops_and_faults_lose_and_double_nothing(
         **counts,
     )
     print(
-        f"seed {seed}: {len(tally.actions)} actions, {tally.kills} kills, "
+        f"seed {seed}: {trial.acts} actions, {tally.kills} kills, {tally.start_kills} in a start, "
         f"faults {dict(tally.fault_kills)}, at open {dict(tally.open_fault_kills)}, "
         f"stops {dict(tally.stops)}, {len(experiments)} experiments, {counts}"
     )
@@ -653,3 +705,30 @@ def test_random_kills_stops_and_faults_lose_and_double_nothing(
         + "\nproblems:\n  "
         + "\n  ".join(problems)
     )
+
+
+# -- found by the trials ------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bye is answered before its journal record is durable: a kill -9 in the next "
+    "journal_interval loses it, and the closed session comes back from the journal at every "
+    "restart; the first stop after each waits barrier_timeout for it and names it unconfirmed "
+    "(found by seed 27 of a 40-trial campaign)",
+)
+def test_a_client_closed_just_before_a_kill9_is_not_waited_for_after_restarts(
+    make_daemon, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"  # no fsync but for a sync: the window is wide open
+    config.write_text("[journal]\njournal_interval = 10.0\n[stop]\nbarrier_timeout = 1.0\n")
+    daemon = make_daemon(extra=("--config", str(config)))
+    client = Client("gone", daemon.data, daemon.control)
+    client.set_params("gone/settings", model=trial_processes.MODEL)
+    client.close(timeout=30)  # everything confirmed, and bye answered
+    unconfirmed = []
+    for _ in range(2):
+        daemon.kill9()
+        daemon = make_daemon(data=daemon.data, control=daemon.control, extra=daemon.extra)
+        unconfirmed.append(daemon.stop()["unconfirmed"])
+    assert unconfirmed == [[], []]

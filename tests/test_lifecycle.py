@@ -7,6 +7,8 @@ own (``collectord/faults.py``: SIGKILL, as ``kill -9``) or by the test.
 
 from __future__ import annotations
 
+import csv
+import errno
 import os
 import signal
 import subprocess
@@ -16,16 +18,22 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 import zmq
 from conftest import DaemonProcess, wait_for
 
-from collectord import Client, codec, journal, load_json
+from collectord import Client, codec, journal, load_json, store
+from collectord.collector import Collector
+from collectord.config import Config
 from collectord.control import request
-from collectord.faults import ENV, SAVE_STEPS, Fault
+from collectord.daemon import Daemon
+from collectord.experiment import StopRequest
+from collectord.faults import ENV, PAUSE_ENV, SAVE_STEPS, Fault
 from collectord.journal import JOURNAL_NAME
 from collectord.protocol import PROTOCOL_VERSION, Command
+from collectord.streamfiles import StreamFiles
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -286,13 +294,13 @@ def test_a_begin_record_missing_a_field_is_named_and_the_folder_stays_usable(
         client.close(timeout=0.1)
     path = _journal_of(daemon.output)
     records = journal.read(path).records
-    del records[0]["groups"]
+    del records[0]["run_id"]
     path.write_bytes(b"".join(journal.encode(record) for record in records))
     restarted = make_daemon(data=daemon.data, control=daemon.control)  # resumes, no crash
     assert restarted.status()["restarts"][0]["damage"]["problems"]
     saved = load_json(restarted.stop()["path"])
     assert saved["cam"]["note"] == "kept"
-    assert "groups" in str(saved["collectord"]["restarts"][0]["damage"])
+    assert "run_id" in str(saved["collectord"]["restarts"][0]["damage"])
     _the_folder_is_still_usable(restarted)
 
 
@@ -307,3 +315,168 @@ def _the_folder_is_still_usable(daemon: DaemonProcess) -> None:
         assert saved["later"]["ok"] is True
     finally:
         again.close()
+
+
+# -- 5. a step that fails once the experiment counts as saved ---------------------------
+
+#: What a failure is injected into, after step 5 of a save (the next experiment's
+#: journal begun): from there on the experiment is saved, whatever fails.
+AFTER_STEP_5 = [
+    "journal deleted",  # step 6
+    "converted .npy removed",
+    "moved into place",  # step 7
+    "next experiment's files opened",
+]
+
+
+def _frames(seq: int, kind: str, body: dict[str, Any], raw: bytes | None = None) -> list[bytes]:
+    header = {"v": 1, "kind": kind, "source": "cam", "session": "s1", "seq": seq, "resends": True}
+    frames = [msgpack.packb(header), msgpack.packb(body)]
+    return frames if raw is None else [*frames, raw]
+
+
+@pytest.mark.parametrize("until", ["once", "until the restart"])
+@pytest.mark.parametrize("where", AFTER_STEP_5)
+def test_a_failure_after_the_next_experiment_began_is_logged_not_raised(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+    until: str,
+) -> None:
+    """The stop is answered with the saved experiment, later stops save theirs,
+    and a restart completes what was left: every experiment is published once.
+
+    A journal that cannot be deleted keeps its folder in staging, marked
+    saved, for the next start to complete (else a start would save that
+    experiment again from its journal)."""
+    output = tmp_path / "out"
+    config = Config(output=str(output), stream_format="csv")
+    daemon = Daemon(config)
+    first_staging = daemon.durability.journal.path.parent
+    failures = []
+
+    def fail(what: str, error: type[Exception] = OSError) -> None:
+        if until == "once" and failures:
+            return
+        failures.append(what)
+        raise error(errno.EIO, f"injected: {what}")
+
+    if where == "journal deleted":
+        unlink = Path.unlink
+
+        def failing_unlink(self: Path, missing_ok: bool = False) -> None:
+            if self.name == JOURNAL_NAME and self.parent == first_staging:
+                fail(where)
+            unlink(self, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", failing_unlink)
+    elif where == "converted .npy removed":
+        remove = StreamFiles.remove_converted
+        monkeypatch.setattr(
+            StreamFiles, "remove_converted", lambda self: fail(where) or remove(self)
+        )
+    elif where == "moved into place":
+        publish = store.publish
+
+        def failing_publish(out: Path, staging: Path, named: Any, stamp: str) -> Path:
+            if staging == first_staging:
+                fail(where)
+            return publish(out, staging, named, stamp)
+
+        monkeypatch.setattr(store, "publish", failing_publish)
+    else:
+        attach = Collector.attach_files
+
+        def failing_attach(self: Collector, files: StreamFiles) -> None:
+            fail(where, ValueError)  # as a too-wide .npy header once did
+            attach(self, files)
+
+        monkeypatch.setattr(Collector, "attach_files", failing_attach)
+
+    seq = 0
+
+    def send(kind: str, body: dict[str, Any], raw: bytes | None = None) -> None:
+        nonlocal seq
+        seq += 1
+        daemon.on_data(_frames(seq, kind, body, raw))
+
+    def block(values: list[float]) -> None:
+        rows = np.array(values, dtype="<f8")[:, None]
+        send("block", {"path": "cam/frames", "rows": len(rows)}, rows.tobytes())
+
+    send("stream", {"path": "cam/frames", "columns": ["t"], "dtype": "<f8"})
+    block([0.0, 1.0, 2.0])
+    send("data", {"path": "cam/note", "value": "first"})
+    replies = []
+    for note, values in (("second", [3.0, 4.0]), ("third", [5.0])):
+        replies.append(daemon.lifecycle.save(StopRequest(by="test", reason=note), []))
+        send("data", {"path": "cam/note", "value": note})
+        block(values)
+    replies.append(daemon.lifecycle.save(StopRequest(by="test", reason="last"), []))
+    daemon._teardown()
+    assert failures
+    assert any("injected" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert len({reply["run_id"] for reply in replies}) == 3
+
+    monkeypatch.undo()
+    restarted = Daemon(config)  # completes whatever was left in staging
+    restarted._teardown()
+    saved = saved_experiments(output)
+    assert [m["cam"]["note"] for m in saved] == ["first", "second", "third"]
+    assert [m["collectord"]["run_id"] for m in saved] == [r["run_id"] for r in replies]
+    # None was saved again from its journal (which would mark it as recovered).
+    assert [m["collectord"].get("restarts") for m in saved] == [None] * 3
+    for metadata, rows in zip(saved, ([0.0, 1.0, 2.0], [3.0, 4.0], [5.0]), strict=True):
+        descriptor = metadata["cam"]["frames"]
+        assert descriptor["rows"] == len(rows)
+        assert [p.suffix for p in (metadata["_path"].parent / "streams" / "cam").iterdir()] == [
+            ".csv"
+        ]
+        with open(metadata["_path"].parent / descriptor["file"], newline="") as handle:
+            assert [float(line["t"]) for line in csv.DictReader(handle)] == rows
+    # Only the running experiment, begun by the last save, is left in staging.
+    assert len(list((output / ".collectord" / "staging").iterdir())) == 1
+
+
+# -- 6. the daemon goes on while it saves ----------------------------------------------
+
+
+def test_the_daemon_answers_and_takes_messages_while_it_saves(make_daemon, tmp_path) -> None:
+    """A save held at a step (a pause point) does not hold the daemon: status is
+    answered, with the save's progress, and what arrives meanwhile belongs to
+    the next experiment."""
+    gate = tmp_path / "go-on"
+    daemon = make_daemon(env={PAUSE_ENV: f"{Fault.SAVE_METADATA_WRITTEN.value}={gate}"})
+    with Client("cam", daemon.data, daemon.control) as client:
+        frames = client.stream("cam/frames", ["i"], "i8")
+        client.set_params("cam/settings", exposure=4.0)
+        for i in range(100):
+            frames.append([i])
+        client.add_data("cam/note", "before")
+        client.sync()
+        replies: list[str] = []
+        stopping = threading.Thread(target=lambda: replies.append(client.stop(timeout=120)))
+        stopping.start()
+        status = wait_for(
+            lambda: (
+                (s := daemon.status())["saving"] and "metadata" not in s["saving"]["step"] and s
+            ),
+            what="the save to be held after its metadata",
+        )
+        assert status["saving"]["run_id"] != status["run_id"]  # the next one runs
+        client.add_data("cam/note", "during")
+        client.set_params("cam/settings", exposure=5.0)
+        for i in range(100, 150):
+            frames.append([i])
+        client.sync(timeout=60)  # confirmed while the save is held
+        assert not replies
+        gate.touch()
+        stopping.join(120)
+        after_path = Path(client.stop())
+    before, after = load_json(replies[0]), load_json(after_path)
+    before["_path"], after["_path"] = Path(replies[0]), after_path
+    assert before["cam"]["note"] == "before" and before["cam"]["settings"]["exposure"] == 4.0
+    assert stream_rows(before, "cam", "frames")["i"].tolist() == list(range(100))
+    assert after["cam"]["note"] == "during" and after["cam"]["settings"]["exposure"] == 5.0
+    assert stream_rows(after, "cam", "frames")["i"].tolist() == list(range(100, 150))

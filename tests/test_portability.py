@@ -641,7 +641,9 @@ def test_peak_memory_of_a_running_process(
 def test_peak_memory_of_a_child_once_it_has_ended(grown: subprocess.Popen[str]) -> None:
     grown.kill()
     peak = system.reap_peak_memory_mb(grown)
-    assert peak is not None and 100 <= peak < 200
+    # At least what it touched. No upper bound: a forked child's peak counts
+    # the parent's memory before exec, and this parent is a long test run.
+    assert peak is not None and peak >= 100
     assert grown.returncode == -signal.SIGKILL
     assert system.reap_peak_memory_mb(grown) is None  # already waited for
 

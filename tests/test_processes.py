@@ -230,6 +230,8 @@ def test_bench_runs_and_reports_every_figure() -> None:
         "2000",
         "--stream-mb",
         "2",
+        "--tree",
+        "2000",
         "--json",
         timeout=300,
     )
@@ -238,6 +240,9 @@ def test_bench_runs_and_reports_every_figure() -> None:
     assert set(figures["ratios"]) == {"params", "append", "extend", "extend_to_disk"}
     assert all(value > 0 for value in figures["medians"].values())
     assert figures["memory"]["extend_bytes_per_s"] > 0
+    tree = figures["tree"]
+    assert tree["parameters"] == 2000
+    assert all(tree[key] > 0 for key in ("save_s", "ceiling_s", "status_max_s", "restart_s"))
 
 
 def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemon, tmp_path):

@@ -201,10 +201,13 @@ def test_unreadable_last_config_is_moved_aside(tmp_path: Path, content: bytes) -
 
 
 @pytest.mark.parametrize("content", [b"[1, 2]", b'"text"', b"null", b"3"])
-def test_last_config_that_is_not_an_object_is_ignored(tmp_path: Path, content: bytes) -> None:
+def test_last_config_that_is_not_an_object_is_moved_aside(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "last_config.json"
     path.write_bytes(content)
     assert read_last_config(path) == {}
+    assert not path.exists()
+    (aside,) = tmp_path.glob("last_config.json.unreadable-*")
+    assert aside.read_bytes() == content
 
 
 def test_last_config_nested_too_deep_is_moved_aside(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import multiprocessing
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,9 @@ import pytest
 import rig_processes
 from conftest import DaemonProcess, wait_for
 
-from collectord import Client, ClientClosedError, InvalidPathError, load_json
+from collectord import Client, ClientClosedError, InvalidPathError, load_json, streamfiles
+from collectord.formats import FORMATS
+from collectord.streamfiles import MAX_COLUMNS, StreamSpec
 
 
 def expected_rows(dtype: str, count: int) -> np.ndarray:
@@ -321,3 +325,162 @@ def test_extend_copies_so_the_caller_may_reuse_its_block_at_once(daemon: DaemonP
     assert descriptor["rows"] == blocks * rows + 1 == len(column)
     assert np.array_equal(column[:-1], np.repeat(np.arange(blocks, dtype=float), rows))
     assert [table[f"c{i:02d}"][-1] for i in range(20)] == list(np.arange(20.0))
+
+
+# -- wide streams -------------------------------------------------------------------------
+
+#: As many columns as a stream may have, with 6-character names: the ``.npy``
+#: header (about 76 KiB) needs version 2.0 of the format (1.0 holds 64 KiB).
+WIDE_COLUMNS = [f"c{i:05d}" for i in range(MAX_COLUMNS)]
+#: numpy.load refuses headers over 10000 bytes unless told otherwise.
+HEADER_LIMIT = 10**7
+
+
+def load_wide(file: Path) -> np.ndarray:
+    return np.load(file, max_header_size=HEADER_LIMIT)
+
+
+def wide_rows(count: int) -> np.ndarray:
+    return np.random.default_rng(11).normal(0, 1e3, size=(count, MAX_COLUMNS))
+
+
+@pytest.mark.parametrize(
+    ("columns", "version"),
+    [
+        (["x", "y"], 1),
+        (WIDE_COLUMNS, 2),  # over 64 KiB of header
+        (["θ", "x"], 3),  # a name beyond Latin-1
+        ([f"θ{i:05d}" for i in range(MAX_COLUMNS)], 3),
+    ],
+    ids=["narrow", "wide", "utf-8", "wide utf-8"],
+)
+def test_a_stream_files_header_is_numpys_and_keeps_its_length(columns, version: int) -> None:
+    """The header is rewritten in place with the real row count at the save:
+    it must be as long for 0 rows as for any count, and what numpy writes."""
+    spec = StreamSpec(("rig", "t"), columns, "<f8", None, "s", "rig")
+    empty = streamfiles._header(spec, 0)
+    assert np.lib.format.read_magic(io.BytesIO(empty)) == (version, 0)
+    assert len(streamfiles._header(spec, 10**20)) == len(empty)
+    for rows in (0, 3):
+        header = streamfiles._header(spec, rows)
+        data = np.arange(rows * len(columns), dtype="<f8").view(spec.row_dtype)
+        written = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "stored in format 2.0 / 3.0"
+            np.save(written, data)
+        assert written.getvalue() == header + data.tobytes()
+        loaded = np.load(io.BytesIO(header + data.tobytes()), max_header_size=HEADER_LIMIT)
+        assert loaded.dtype == spec.row_dtype and np.array_equal(loaded, data)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "csv", "hdf5", "parquet", "feather"])
+def test_a_stream_of_the_most_columns_round_trips(make_daemon, tmp_path: Path, fmt: str) -> None:
+    """hdf5 cannot hold a compound type this wide (HDF5 keeps a datatype in an
+    object header message of at most 64 KiB): the ``.npy`` file is kept instead,
+    and the descriptor says so."""
+    if fmt == "hdf5":
+        pytest.importorskip("h5py")
+    if fmt in ("parquet", "feather"):
+        pytest.importorskip("pyarrow")
+    daemon = make_daemon(extra=("--config", str(config_file(tmp_path, fmt))))
+    rows = wide_rows(5)
+    with Client("rig", daemon.data, daemon.control) as client:
+        stream = client.stream("rig/wide", WIDE_COLUMNS, "f8")
+        stream.extend(rows[:2])
+        for row in rows[2:]:
+            stream.append(row)
+        path = Path(client.stop())
+    status = daemon.status()
+    assert status["rejected"] == 0, status["sources"]
+    descriptor = load_json(path)["rig"]["wide"]
+    descriptor["_file"] = path.parent / descriptor["file"]
+    assert descriptor["rows"] == 5 and descriptor["columns"] == WIDE_COLUMNS
+    kept = "npy" if fmt == "hdf5" else fmt
+    assert descriptor["format"] == kept
+    assert descriptor["file"] == "streams/rig/wide" + FORMATS[kept][0]
+    assert [p.name for p in descriptor["_file"].parent.iterdir()] == [descriptor["_file"].name]
+    if fmt == "hdf5":
+        assert "hdf5" in descriptor["conversion_failed"]
+        assert "object header message is too large" in descriptor["conversion_failed"]
+    else:
+        assert "conversion_failed" not in descriptor
+    if kept == "npy":
+        table = load_wide(descriptor["_file"])
+        names, values = list(table.dtype.names), np.stack([table[n] for n in WIDE_COLUMNS], 1)
+    else:
+        names, values = read_back(descriptor, kept)
+    assert names == WIDE_COLUMNS
+    np.testing.assert_array_equal(values.astype("<f8"), rows)
+
+
+def test_every_stop_of_a_wide_stream_saves_one_experiment(daemon: DaemonProcess) -> None:
+    """Each stop (the last one with no new rows) publishes one experiment and
+    answers with it: a client never sees a failed save for a published one."""
+    rows = wide_rows(9)
+    parts = [rows[:4], rows[4:], rows[:0]]
+    saved = []
+    with Client("rig", daemon.data, daemon.control) as client:
+        stream = client.stream("rig/wide", WIDE_COLUMNS, "f8")
+        for part in parts:
+            if len(part):
+                stream.extend(part)
+            saved.append(Path(client.stop()))
+        status = daemon.status()
+    assert status["rejected"] == 0, status["sources"]
+    assert status["saved_experiments"] == 3
+    published = sorted(daemon.output.glob("[0-9]*/*/*_metadata.json"))
+    assert sorted(saved) == published
+    for path, part in zip(saved, parts, strict=True):
+        descriptor = load_json(path)["rig"]["wide"]
+        table = load_wide(path.parent / descriptor["file"])
+        assert descriptor["rows"] == len(part) == len(table)
+        assert list(table.dtype.names) == WIDE_COLUMNS
+        np.testing.assert_array_equal(table.view("<f8").reshape(len(part), MAX_COLUMNS), part)
+
+
+def test_column_names_beyond_latin1_round_trip(daemon: DaemonProcess) -> None:
+    """A name outside Latin-1 needs version 3.0 of the ``.npy`` format (a UTF-8 header)."""
+    columns = ["θ", "Δt", "ω_tail", "x"]
+    rows = np.arange(12.0).reshape(3, 4)
+    with Client("rig", daemon.data, daemon.control) as client:
+        client.stream("rig/angles", columns, "f8").extend(rows)
+        path = Path(client.stop())
+    assert daemon.status()["rejected"] == 0
+    descriptor = load_json(path)["rig"]["angles"]
+    table = np.load(path.parent / descriptor["file"])
+    assert list(table.dtype.names) == columns and descriptor["rows"] == 3
+    np.testing.assert_array_equal(np.stack([table[name] for name in columns], 1), rows)
+
+
+# -- csv headers and column names ----------------------------------------------------------
+
+
+def config_file(tmp_path: Path, fmt: str) -> Path:
+    config = tmp_path / f"{fmt}.toml"
+    config.write_text(f'[streams]\nstream_format = "{fmt}"\n')
+    return config
+
+
+def test_csv_headers_are_quoted(make_daemon, tmp_path: Path) -> None:
+    daemon = make_daemon(extra=("--config", str(config_file(tmp_path, "csv"))))
+    columns = ["x,y", "z", 'note "q"', " spaced "]
+    rows = np.array([[1.5, 2.0, -3.25, 4.0], [5.0, 6.5, 7.0, 8.0]])
+    with Client("rig", daemon.data, daemon.control) as client:
+        client.stream("rig/table", columns, "f8").extend(rows)
+        path = Path(client.stop())
+    descriptor = load_json(path)["rig"]["table"]
+    with open(path.parent / descriptor["file"], newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == columns
+        read = [{name: float(value) for name, value in row.items()} for row in reader]
+    assert read == [dict(zip(columns, row, strict=True)) for row in rows.tolist()]
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "nul\x00", "tab\there", "bell\x07", "del\x7f", "\r"])
+def test_the_client_refuses_control_characters_in_column_names(
+    daemon: DaemonProcess, bad: str
+) -> None:
+    with Client("rig", daemon.data, daemon.control) as client:
+        with pytest.raises(InvalidPathError, match="column") as raised:
+            client.stream("rig/table", ["ok", bad], "f8")
+        assert repr(bad) in str(raised.value)

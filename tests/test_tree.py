@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collectord import codec
 from collectord.errors import InvalidPathError
 from collectord.paths import check_name
 from collectord.tree import Tree, TreeConflict, leaves, merge_config, subtree
@@ -369,8 +370,10 @@ def valid_name(name: str) -> bool:
 @given(st.lists(operations, min_size=5, max_size=30))
 def test_random_operations_match_the_model(ops: list[tuple[Any, ...]]) -> None:
     tree, model = Tree(), Model()
+    forks: list[tuple[Tree, dict[str, Any]]] = []
     for op in ops:
         before = copy.deepcopy(tree.to_dict())
+        forks.append((tree.fork(), before))  # what a save would read
         if op[0] == "merge":
             _, node, new_values = op
             expected_ok = all(map(valid_name, new_values)) and model.merge_params(node, new_values)
@@ -395,6 +398,8 @@ def test_random_operations_match_the_model(ops: list[tuple[Any, ...]]) -> None:
         assert tree.to_dict() == model.as_dict()
         assert tree.params() == model.params_only().as_dict()
         assert_no_leaf_under_leaf(model)
+    for forked, then in forks:  # whatever the tree did next, a fork stays as it was
+        assert forked.to_dict() == then
 
 
 def assert_no_leaf_under_leaf(model: Model) -> None:
@@ -452,9 +457,10 @@ def test_merge_config_does_not_mutate_inputs() -> None:
     old_copy, new_copy = copy.deepcopy(old), copy.deepcopy(new)
     merged = merge_config(old, new)
     assert old == old_copy and new == new_copy
-    # Nor is anything shared with the inputs, so later changes cannot leak back.
-    merged["camera"]["extra"]["deep"].append(4)
-    merged["lst"].append(0)
+    # Its groups are its own: changing them leaves the inputs alone. (Values
+    # are shared: a tree's values are replaced, never changed in place.)
+    merged["camera"]["extra"]["more"] = 1
+    merged["camera"]["added"] = 2
     assert old == old_copy and new == new_copy
 
 
@@ -587,3 +593,19 @@ def test_restored_values_are_in_force() -> None:
     assert tree.to_dict(in_force=nobody) == {
         "general": {"animal": {"species": "Danio rerio", "age": 7}, "empty": {}}
     }
+
+
+def test_the_carried_form_rebuilds_the_parameters_at_any_depth() -> None:
+    """A BEGIN record holds ``carried()``; a restart builds the tree from it."""
+    tree = Tree()
+    deep = tuple(f"n{i}" for i in range(31))  # the deepest node a path allows
+    tree.merge_params(deep, {"p": {"a dict": [1, {"value": 2}]}}, "s1")
+    tree.merge_params(("camera",), {"roi": {"x": 1}, "exposure": 4.0}, "s2")
+    tree.merge_params(("empty",), {})
+    tree.set_data(("stimulus", "log"), [1, 2])  # static data is not carried
+    packed = codec.pack(tree.carried())
+    rebuilt = Tree.from_carried(codec.unpack_own(packed))
+    assert rebuilt.to_dict() == tree.params()
+    assert rebuilt.carried() == tree.carried()  # owners too
+    # Everything rebuilt is carried over: a new shape wins over it.
+    rebuilt.merge_params(("camera", "roi", "x"), {"bits": 8})

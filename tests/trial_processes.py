@@ -92,7 +92,12 @@ def publish(
         else:
             time.sleep(rng.expovariate(rate))
     published = time.monotonic() - started
-    result: dict[str, Any] = {"name": name, "max_i": i, "seconds": published}
+    result: dict[str, Any] = {
+        "name": name,
+        "max_i": i,
+        "seconds": published,
+        "finished_at": time.time(),  # experiments stopped before ended while it ran
+    }
     _write(Path(result_file), result)
     try:
         client.close(timeout=close_timeout)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..daemon.saving import describe
 from ..protocol import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
         "run_started": current.started.isoformat(),
         "restarts": collector.restarts,
         "stop_pending": daemon.barrier.pending is not None,
+        "saving": describe(daemon.saver.job) if daemon.saver.job is not None else None,
         "saved_experiments": lifecycle.saved_count,
         "last_saved": str(lifecycle.last_saved) if lifecycle.last_saved else None,
         "last_error": lifecycle.last_error or daemon.durability.error,

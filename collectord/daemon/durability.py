@@ -48,6 +48,9 @@ class Durability:
         #: A failed journal write, shown in ``status`` until a flush succeeds.
         self.error: str | None = None
         self._flusher = Flusher()
+        #: The journal waits for its BEGIN record (written by a save in its
+        #: thread): until this says it is there, nothing is flushed.
+        self._held_until: Callable[[], bool] | None = None
         self._flushed_at = time.monotonic()
         self._retry_at = 0.0  # after a failed flush, the next waits until then
 
@@ -55,10 +58,22 @@ class Durability:
         assert self.journal is not None
         self.journal.append({"t": kind.value, **fields})
 
-    def switch(self, journal: Journal, files: StreamFiles | None) -> None:
-        """From now on records go to ``journal`` and blocks to ``files``."""
+    def switch(
+        self,
+        journal: Journal | None,
+        files: StreamFiles | None,
+        held_until: Callable[[], bool] | None = None,
+    ) -> None:
+        """From now on records go to ``journal`` and blocks to ``files``;
+        with ``held_until``, none is written until it says so."""
         self.settle()
-        self.journal, self.files = journal, files
+        self.journal, self.files, self._held_until = journal, files, held_until
+
+    @property
+    def held(self) -> bool:
+        if self._held_until is not None and self._held_until():
+            self._held_until = None
+        return self._held_until is not None
 
     # -- confirming --------------------------------------------------------------
 
@@ -92,7 +107,7 @@ class Durability:
 
     def make_durable(self, received: dict[str, int]) -> None:
         """fsync everything now, in this thread; confirm ``received``."""
-        assert self.journal is not None
+        assert self.journal is not None and not self.held
         self.settle()
         if self.files is not None:
             self.files.sync()  # block data first: the journal vouches for it
@@ -105,8 +120,7 @@ class Durability:
         done = self._flusher.finished()
         if done is not None:
             self._flushed(done)
-        if not self._flusher.busy and self._due():
-            assert self.journal is not None
+        if self.journal is not None and not self._flusher.busy and self._due():
             self._flusher.start(self.journal, self.files, received())
             self._flushed_at = time.monotonic()
 
@@ -128,7 +142,10 @@ class Durability:
             self.files.sync()
             self.files.close()
         if self.journal is not None:
-            self.journal.close()
+            if self.held:
+                self.journal.abandon()
+            else:
+                self.journal.close()
 
     def _flushed(self, flush: Flush) -> None:
         if flush.error is None:
@@ -147,7 +164,7 @@ class Durability:
 
     def _due(self) -> bool:
         assert self.journal is not None
-        if not self.journal.pending or time.monotonic() < self._retry_at:
+        if not self.journal.pending or time.monotonic() < self._retry_at or self.held:
             return False
         if any(self.pending_syncs.values()):
             return True

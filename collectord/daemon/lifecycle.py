@@ -13,43 +13,54 @@ daemon, a daemon starting on a folder a crashed one left, ``collectord run
 records go through the same ``receive``; a save from a stop, from a signal and
 from a recovery is the same ``save``.
 
-Two journal records make the boundaries safe against a crash at any moment:
+Two journal records and a mark make the boundaries safe against a crash at
+any moment:
 
 * BEGIN opens every experiment's journal. It carries the state the experiment
   inherits (parameters, sources with their last sequence numbers, streams), so
-  a crash never costs a live client its streams or a false gap, and
-  ``follows``: the run id of the experiment whose save it completes.
-* STOP is journaled when the stop barrier has passed, before any file is
-  written. A journal that ends with STOP is saved at the next start.
+  a crash never costs a live client its streams or a false gap.
+* STOP is journaled when the stop barrier has passed, before anything else of
+  the save. A journal that ends with STOP is saved at the next start.
+* ``saved``, a file in the experiment's staging folder, says its files are
+  written: only deleting its journal and renaming the folder are left.
 
-A save, step by step (each step a fault point, ``faults.py``)::
+A save (``begin_save``, then a ``SaveJob``: the steps are in ``saving.py``)::
 
-    1. STOP journaled; journal and stream files fsynced
-    2. stream files finished (and converted)        } in the experiment's
-    3. metadata file written                        } staging folder
-    4. last config replaced
-    5. the next experiment's journal begun: BEGIN, follows = this run
-    6. this experiment's journal deleted
-    7. its staging folder renamed into place
+    0. STOP journaled; journal and stream files fsynced; the tree forked;
+       the next experiment begun, its records held in memory   (this thread)
+    1. the next experiment's BEGIN written; its records may go to disk
+    2-4. stream files finished, metadata and last config written
+    5. marked saved
+    6-7. journal deleted, folder renamed into place           (the job's thread)
 
-A crash before 5 leaves a journal ending in STOP: the next start replays it
-and saves it (steps 2 to 4 may run twice; each replaces what it wrote).
-From 5 on the experiment is saved: a start finds the successor's BEGIN naming
-it and only does what is left of 6 and 7 (``_complete``). Either way the
-stopped experiment is saved once, and the next one holds what it inherited.
+The daemon takes messages for the next experiment from step 0 on, and answers
+requests throughout. A crash before 1 leaves a journal ending in STOP, and a
+successor without BEGIN, which goes (nothing of it was confirmed: clients
+send it again); a crash before 5 leaves the journal ending in STOP besides
+its successor. Either way the next start saves the stopped experiment from
+its journal, then resumes the newest. From 5 on, a start only does what is
+left of 6 and 7 (``_complete``). The stopped experiment is saved once, and
+the next one holds what it inherited.
+
+A step that fails (rather than a crash) is tried again by the saver until it
+succeeds, the daemon going on meanwhile; nothing from 5 on fails a save
+(a client told that its stop failed would stop again and save a second
+experiment): what fails there is logged, and the next start does it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
 import errno
+import gc
 import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +74,9 @@ from ..paths import check_name
 from ..protocol import Kind, ProtocolViolation
 from ..sources import Admit, Source
 from ..streamfiles import FILE_SUFFIXES, StreamFiles
+from . import saving
 from .durability import Durability
+from .saving import SaveJob, Successor
 
 log = logging.getLogger("collectord")
 
@@ -122,7 +135,7 @@ class Lifecycle:
         self.last_config_file = last_config_file
         self.stream_format = stream_format
         self.durability = durability
-        self.collector = Collector(store.read_last_config(last_config_file))
+        self.collector = Collector({})  # the last config is read by ``open``
         self.saved_count = 0
         self.last_saved: Path | None = None
         self.last_error: str | None = None
@@ -142,6 +155,10 @@ class Lifecycle:
         which case the next experiment begins inheriting its state. A journal
         whose last record is STOP is saved either way: its stop had passed.
         """
+        with gc_paused():
+            return self._open(start)
+
+    def _open(self, start: Start) -> Opened:
         opened = Opened()
         unfinished = self._finish_interrupted(opened)
         for run in unfinished[:-1]:
@@ -160,23 +177,22 @@ class Lifecycle:
             else:
                 opened.resumed = self.collector.experiment.run_id
         else:
-            self._begin(Experiment.begin(), follows=None)
+            self.collector.last_config = store.read_last_config(self.last_config_file)
+            self._begin_first()
         self.durability.durable = self._received()
         return opened
 
     def _finish_interrupted(self, opened: Opened) -> list[Path]:
-        """Complete saves that reached step 5; return the unfinished experiments.
+        """Complete saves that were marked saved; return the unfinished experiments.
 
-        A journal with no whole record is a BEGIN cut short (the save before
-        it had not reached step 5, so its own journal still ends with STOP):
-        its folder goes.
+        A journal with no whole record is a BEGIN that never came (the save
+        before it had not written it, so its own journal still ends with
+        STOP): its folder goes.
         """
-        runs = store.staged_runs(self.output)
-        successors = {_follows(run) for run in runs}
         unfinished = []
-        for run in runs:
+        for run in store.staged_runs(self.output):
             path = run / JOURNAL_NAME
-            if run.name in successors or not path.is_file():
+            if saving.is_saved(run) or not path.is_file():
                 published = self._complete(run)
                 if published is not None:
                     opened.saved.append(published)
@@ -193,7 +209,7 @@ class Lifecycle:
         return Lifecycle(self.output, self.last_config_file, self.stream_format, durability)
 
     def _complete(self, staging: Path) -> Path | None:
-        """Steps 6 and 7 of a save that got past step 5; the metadata path, if any."""
+        """Steps 6 and 7 of a save marked saved; the metadata path, if any."""
         (staging / JOURNAL_NAME).unlink(missing_ok=True)
         _remove_converted(staging)
         published = store.finish_publishing(self.output, staging)
@@ -324,25 +340,23 @@ class Lifecycle:
 
     # -- beginning ---------------------------------------------------------------------
 
-    def _begin(self, following: Experiment, follows: str | None) -> Journal:
-        """Write ``following``'s journal with its BEGIN record, fsynced; return it.
-
-        The BEGIN record carries the current state, which ``following`` inherits.
-        """
+    def _begin_first(self) -> None:
+        """Begin an experiment with nothing before it in this folder's staging
+        area: its BEGIN record carries the last config's nothing and the
+        current (empty) state."""
+        following = Experiment.begin()
         staging = store.staging_dir(self.output, following.run_id)
         opened = Journal(staging / JOURNAL_NAME)
         try:
-            opened.append(self.collector.begin_record(following, follows))
-            opened.flush()
+            begin = self.collector.begin_record(following, None)
+            opened.write_first({**begin, "tree": codec.pack(self.collector.tree.carried())})
         except BaseException:
             opened.discard()
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        if follows is None:  # the very first experiment of this folder
-            self.collector.experiment = following
-            self.collector.attach_files(StreamFiles(staging))
-            self.durability.switch(opened, self.collector.files)
-        return opened
+        self.collector.experiment = following
+        self.collector.attach_files(StreamFiles(staging))
+        self.durability.switch(opened, self.collector.files)
 
     # -- admitting ---------------------------------------------------------------------
 
@@ -479,9 +493,8 @@ class Lifecycle:
     def save_config(self) -> Path:
         """Write the last config now, the experiment going on (stytra's
         ``save_config_file``): what a save would write there, no folder."""
-        config = self.collector.merged_config()
-        store.write_last_config(self.last_config_file, config)
-        self.collector.last_config = jsonio.loads(jsonio.dumps(config))
+        written = store.write_last_config(self.last_config_file, self.collector.merged_config())
+        self.collector.last_config = jsonio.loads(written)
         return self.last_config_file
 
     def restored(self, node: tuple[str, ...], values: dict[str, Any]) -> None:
@@ -504,6 +517,91 @@ class Lifecycle:
 
     # -- saving ------------------------------------------------------------------------
 
+    def begin_save(
+        self,
+        request: StopRequest,
+        unconfirmed: list[str],
+        *,
+        stopped: dt.datetime | None = None,
+        begin_next: bool = True,
+    ) -> SaveJob:
+        """The daemon's part of a save: journal the stop, hand the stopped
+        experiment to a ``SaveJob``, and (``begin_next``) go on with the next.
+
+        The job then writes the files (``saving.py``), in the saver's thread
+        or, from ``save``, in this one. Costs a fork of the tree's groups, not
+        a walk of its values. Raises if the stop cannot be journaled; the
+        experiment then goes on as it was.
+        """
+        with gc_paused():
+            collector = self.collector
+            old = self.durability.journal
+            assert old is not None
+            journaled = self._stop_journaled
+            if journaled is None:
+                stopped = stopped or now()
+                self._record(
+                    RecordType.STOP,
+                    **dataclasses.asdict(request),
+                    unconfirmed=unconfirmed,
+                    stopped=stopped.isoformat(),
+                )
+            else:
+                request, unconfirmed = journaled.request, journaled.unconfirmed
+                stopped = journaled.stopped
+            assert stopped is not None
+            self.durability.make_durable(self._received())
+            reached(Fault.SAVE_STOP_JOURNALED)
+            streams = {path: dataclasses.replace(spec) for path, spec in collector.streams.items()}
+            if collector.files is not None:
+                collector.files.keep_specs(streams)  # the next experiment counts afresh
+            job = SaveJob(
+                experiment=collector.experiment,
+                tree=collector.tree.fork(),
+                in_force=collector.in_force(),
+                account=collector.account(request, unconfirmed, stopped),
+                streams=streams,
+                files=collector.files,
+                journal=old,
+                last_config=collector.last_config,
+                last_config_file=self.last_config_file,
+                output=self.output,
+                stream_format=self.stream_format,
+                successor=None,
+            )
+            self._stop_journaled = None
+            if not begin_next:
+                self.durability.switch(None, None)
+                return job
+            following = Experiment.begin()
+            successor = Journal(store.staging_dir(self.output, following.run_id) / JOURNAL_NAME)
+            job.successor = Successor(successor, collector.begin_record(following, job.run_id))
+            files = StreamFiles(successor.path.parent)
+            try:
+                collector.next_experiment(collector.last_config, following)
+                collector.attach_files(files)
+            except Exception as exc:  # a bug: logged, and gone on from
+                log.error("beginning %s: %r; it goes on", following.run_id, exc, exc_info=True)
+                collector.experiment = following  # its journal's name, which a save uses
+            # Whatever failed, blocks go to the next experiment's files (a stream
+            # whose file is not open gets it with its first block).
+            collector.files = files
+            self.durability.switch(
+                successor, collector.files, held_until=lambda: job.successor_written
+            )
+            return job
+
+    def finish_save(self, job: SaveJob) -> None:
+        """A job's run is over and the experiment saved: take what it wrote."""
+        if job.successor is not None:
+            # What restore() answers from now on: what the file holds (arrays
+            # as lists, ...), the same before and after a restart.
+            self.collector.last_config = job.saved_config()
+        self.saved_count += 1
+        self.last_saved = job.path
+        self.last_error = job.error
+        log.info("saved %s", job.path)
+
     def save(
         self,
         request: StopRequest,
@@ -512,87 +610,13 @@ class Lifecycle:
         stopped: dt.datetime | None = None,
         begin_next: bool = True,
     ) -> dict[str, Any]:
-        """Save the current experiment (the steps in the module docstring).
-
-        Returns what a ``stop`` reply carries. If a step before the next
-        experiment begins fails, the experiment goes on as it was and the
-        error is raised; a later stop tries again.
-        """
-        collector = self.collector
-        old = self.durability.journal
-        assert old is not None
-        staging = old.path.parent
-        if self._stop_journaled is None:
-            stopped = stopped or now()
-            self._record(
-                RecordType.STOP,
-                **dataclasses.asdict(request),
-                unconfirmed=unconfirmed,
-                stopped=stopped.isoformat(),
-            )
-        stopped = stopped or now()
-        self.durability.make_durable(self._received())
-        reached(Fault.SAVE_STOP_JOURNALED)
-        following = Experiment.begin()
-        try:
-            collector.finish_streams(self.stream_format)
-            reached(Fault.SAVE_STREAMS_FINISHED)
-            metadata_file = store.write_metadata(
-                staging,
-                collector.experiment.folder_name,
-                collector.metadata(request, unconfirmed, stopped),
-            )
-            reached(Fault.SAVE_METADATA_WRITTEN)
-            config = collector.merged_config()
-            store.write_last_config(self.last_config_file, config)
-            reached(Fault.SAVE_LAST_CONFIG_WRITTEN)
-            successor = (
-                self._begin(following, follows=collector.experiment.run_id) if begin_next else None
-            )
-            reached(Fault.SAVE_NEXT_BEGUN)
-        except BaseException:
-            collector.reopen_streams(staging)  # the experiment goes on, nothing lost
-            self.durability.files = collector.files
-            raise
-        # Saved. Keep in memory what the file holds (arrays as lists, ...):
-        # restore() gives the same answer before and after a restart.
-        config = jsonio.loads(jsonio.dumps(config))
-        old.discard()
-        if collector.files is not None:
-            collector.files.remove_converted()  # the journal no longer needs the .npy
-        reached(Fault.SAVE_JOURNAL_DISCARDED)
-        try:
-            experiment = collector.experiment
-            path = store.publish(
-                self.output, staging, experiment.named_after, experiment.folder_name
-            )
-            path = path / metadata_file.name
-            reached(Fault.SAVE_PUBLISHED)
-        except OSError as exc:
-            # Everything is on disk; only the rename is missing, and the next
-            # start (``_complete``) does it.
-            log.error(
-                "could not move %s into place: %s; it will be at the next start", staging, exc
-            )
-            path = metadata_file
-        result = {
-            "run_id": collector.experiment.run_id,
-            "path": str(path),
-            "last_config": str(self.last_config_file),
-            "unconfirmed": unconfirmed,
-        }
-        log.info("saved %s", path)
-        self._stop_journaled = None
-        self.saved_count += 1
-        self.last_saved = path
-        self.last_error = None
-        if successor is None:
-            self.durability.journal = self.durability.files = None
-        else:
-            collector.next_experiment(config, following)
-            collector.attach_files(StreamFiles(successor.path.parent))
-            self.durability.journal = successor
-            self.durability.files = collector.files
+        """Save the current experiment now, in this thread: ``begin_save``, the
+        job's steps, ``finish_save``. For a start (``open``) and for tests; the
+        daemon's loop runs the job in the saver's thread instead."""
+        job = self.begin_save(request, unconfirmed, stopped=stopped, begin_next=begin_next)
+        with gc_paused():
+            result = job.run()
+        self.finish_save(job)
         return result
 
     @property
@@ -601,13 +625,21 @@ class Lifecycle:
         return self.collector.experiment.first_message is not None
 
 
-def _follows(staging: Path) -> str | None:
-    """The run whose save the BEGIN record of ``staging``'s journal completes."""
-    begin = journal.first_record(staging / JOURNAL_NAME)
-    if begin is None or begin.get("t") != RecordType.BEGIN.value:
-        return None
-    follows = begin.get("follows")
-    return follows if isinstance(follows, str) else None
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a whole tree is built or walked.
+
+    A tree of a million parameters is millions of objects: each collection
+    the allocations trigger walks them all, which made a restart's replay
+    and a save several times slower. None of these structures holds a cycle.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclasses.dataclass

@@ -11,6 +11,7 @@ for the barrier, saves and exits; a second saves at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
@@ -26,10 +27,11 @@ from ..formats import check_available
 from ..protocol import ErrorCode, Notice, notice, reply_error, reply_ok
 from ..security import ServerSecurity
 from ..sources import Source
-from .barrier import Barrier
+from .barrier import Barrier, PendingStop
 from .control import ReplyTo, dispatch
 from .durability import Durability
 from .lifecycle import Lifecycle, Opened, Received, Start
+from .saving import SaveJob, Saver
 
 log = logging.getLogger("collectord")
 
@@ -63,7 +65,15 @@ class Daemon:
             self.durability.close()
             self.lock.release()
             raise
+        # What the start built (a big tree, perhaps) lives as long as the
+        # daemon: keep the collector from walking it again and again.
+        gc.freeze()
         self.barrier = Barrier(config.barrier_timeout)
+        self.saver = Saver()
+        #: The stop whose save runs: its replies wait for it.
+        self._stopping: PendingStop | None = None
+        #: A signal came while a save ran: exit once it is done.
+        self._exit_after_save = False
         self.started_at = time.monotonic()
         self.endpoints: dict[str, str] = {}
         self._signals: list[int] = []
@@ -88,7 +98,8 @@ class Daemon:
             while self._running:
                 # A running flush is looked at every millisecond: syncs wait for it.
                 busy = self.durability.busy
-                timeout = 1 if busy else 10 if self.barrier.pending else IDLE_TICK_MS
+                waiting = self.barrier.pending or self.saver.busy
+                timeout = 1 if busy else 10 if waiting else IDLE_TICK_MS
                 ready = dict(poller.poll(timeout))
                 if self._data in ready:
                     self._drain(self._data, self.on_data, copy=False)
@@ -102,6 +113,11 @@ class Daemon:
 
     def _teardown(self) -> None:
         self._close_sockets()
+        self.saver.wait()  # a save under way is finished (or fails) first
+        finished = self.saver.finished()
+        if finished is not None and not isinstance(finished[1], BaseException):
+            self.lifecycle.finish_save(finished[0])
+        self.saver.close()
         self.durability.close()
         self.lock.release()
 
@@ -173,6 +189,9 @@ class Daemon:
                 if self.barrier.pending is not None:
                     log.info("%s: exiting once the pending stop is saved", name)
                     self.barrier.pending.exit_after = True
+                elif self.saver.busy:
+                    log.info("%s: exiting once the save under way is done", name)
+                    self._exit_after_save = True
                 elif not self.lifecycle.has_news:
                     # Nothing to save. The journal stays: it carries the parameters
                     # and streams over to the daemon that starts next.
@@ -184,8 +203,22 @@ class Daemon:
             elif self.barrier.pending is not None:
                 log.warning("%s again: saving now without waiting for the barrier", name)
                 self.barrier.hurry()
+            elif self.saver.busy:
+                log.warning("%s again: exiting; the journal keeps what is not saved", name)
+                self._running = False
 
     def _save_when_ready(self) -> None:
+        """Take a finished save; start the next once its barrier has passed.
+
+        One save at a time: a stop that becomes ready meanwhile waits for the
+        running one (its experiment's messages go on arriving, into it).
+        """
+        finished = self.saver.finished()
+        if finished is not None:
+            self._saved(*finished)
+        self.saver.retry()
+        if self.saver.busy:
+            return
         ready = self.barrier.ready(self.lifecycle.collector.sources, self.notify)
         if ready is None:
             return
@@ -193,26 +226,44 @@ class Daemon:
         if unconfirmed:
             log.warning("saving without confirmation from %s", ", ".join(unconfirmed))
         try:
-            result = self.lifecycle.save(stop.request, unconfirmed)
-        except Exception as exc:  # disk full, permissions, or a bug: keep the data
+            job = self.lifecycle.begin_save(stop.request, unconfirmed)
+        except Exception as exc:  # the stop cannot be journaled: a full disk, say
             log.exception("save failed")
-            error = f"save failed: {type(exc).__name__}: {exc}"
-            self.lifecycle.last_error = error
-            log.error("%s; the experiment stays in memory and in its journal", error)
-            for reply_to in stop.replies:
-                self.send(
-                    reply_to.envelope,
-                    reply_error(reply_to.request_id, ErrorCode.SAVE_FAILED, error),
-                )
-            if stop.exit_after:
-                # Asked to exit (a signal): the journal holds everything, and the
-                # next start resumes the experiment or `collectord recover` saves it.
-                log.error("exiting without saving; the journal keeps the experiment")
-                self._running = False
+            self._failed(stop, exc)
             return
+        self._stopping = stop
+        self.saver.start(job)
+
+    def _saved(self, job: SaveJob, outcome: dict[str, Any] | BaseException) -> None:
+        stop, self._stopping = self._stopping, None
+        if isinstance(outcome, BaseException):
+            # The saver tries again until it succeeds; the daemon goes on.
+            log.error("save of %s failed: %r; trying again", job.run_id, outcome)
+            self._stopping = None
+            if stop is not None:
+                self._failed(stop, outcome)
+            return
+        self.lifecycle.finish_save(job)
+        if stop is not None:
+            for reply_to in stop.replies:
+                self.reply(reply_to, outcome)
+            if stop.exit_after:
+                self._running = False
+        if self._exit_after_save:
+            self._running = False
+
+    def _failed(self, stop: PendingStop, exc: BaseException) -> None:
+        error = f"save failed: {type(exc).__name__}: {exc}"
+        self.lifecycle.last_error = error
+        log.error("%s; the experiment is kept in its journal", error)
         for reply_to in stop.replies:
-            self.reply(reply_to, result)
+            self.send(
+                reply_to.envelope, reply_error(reply_to.request_id, ErrorCode.SAVE_FAILED, error)
+            )
         if stop.exit_after:
+            # Asked to exit (a signal): the journal holds everything, and the
+            # next start saves it (it ends with STOP) or resumes it.
+            log.error("exiting without saving; the journal keeps the experiment")
             self._running = False
 
     # -- sockets ------------------------------------------------------------------
