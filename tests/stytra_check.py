@@ -220,6 +220,13 @@ def main() -> int:
         if daemon is not None:
             daemon.process.wait(60)
     check(find_daemon(settings.control, settings, 2.0) is None, "the daemon was stopped")
+    after = sorted(output.glob("*/*/*_metadata.json"))
+    if len(after) > len(files):  # not a failure of the drop-in: the daemon's rule
+        print(
+            f"note    stopping the daemon saved {len(after) - len(files)} more experiment(s) "
+            "holding only the parameters the closed window sent after the last protocol "
+            f"(the daemon saves at shutdown whatever arrived since its last save): {after[-1]}"
+        )
     print(json.dumps({"metadata": str(files[0]) if files else None, "problems": problems}))
     return 1 if problems else 0
 
