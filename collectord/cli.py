@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--control",
         metavar="ENDPOINT",
         help="the daemon's control endpoint "
-        "(default from the configuration: tcp://127.0.0.1:5556)",
+        f"(default from the configuration: {config_module.Config().control})",
     )
 
 
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--data",
         metavar="ENDPOINT",
-        help="data endpoint to bind (default tcp://127.0.0.1:5555; port * lets the system choose)",
+        help=f"data endpoint to bind (default {config_module.Config().data}; "
+        "port * lets the system choose)",
     )
     run.add_argument("--output", metavar="DIR", help="folder for experiment folders")
     run.add_argument(
@@ -100,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and start a new one (default: resume it from its journal)",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every message")
+    run.add_argument(
+        "--detached",
+        action="store_true",
+        help="once listening (the line on stdout), send stdout where stderr goes: for a "
+        "daemon started in the background by a program that may end first",
+    )
 
     recover = _command(
         commands,
@@ -230,8 +238,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     endpoints = daemon.bind()
     daemon.install_signal_handlers()
     print(listening_line(__version__, endpoints, daemon.config.output_dir), flush=True)
+    if args.detached:
+        _stdout_to_stderr()
     daemon.serve()
     return 0
+
+
+def _stdout_to_stderr() -> None:
+    """Point stdout where stderr goes, letting go of the pipe the starter read.
+
+    The starter read the listening line and may end at any time (a GUI that
+    crashes); a later write to its pipe would fail, or block while it lives
+    and does not read.
+    """
+    try:
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no stderr file: nowhere to write
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 #: ``collectord recover``'s exit status when journal records had to be skipped.

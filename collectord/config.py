@@ -25,11 +25,22 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 #: Environment variable naming a configuration file, used when --config is not given.
 CONFIG_ENV = "COLLECTORD_CONFIG"
 
+#: The default ports. Not 5555 and 5556: the ZeroMQ guide's examples use 5555
+#: to 5560, and so do the tools written from them, stytra's ZeroMQ trigger
+#: among them (it binds 5555 on every interface, and a daemon there made
+#: ``Stytra(scope_triggering="zmq")`` fail with "Address already in use").
+#: 13550 and 13551 are unassigned in the IANA registry, unknown to the usual
+#: lists of unofficial ports, and below every system's ephemeral range (Linux
+#: takes outgoing ports from 32768, Windows and macOS from 49152), so no
+#: outgoing connection can hold them by chance.
+DEFAULT_DATA_PORT = 13550
+DEFAULT_CONTROL_PORT = 13551
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    data: str = "tcp://127.0.0.1:5555"
-    control: str = "tcp://127.0.0.1:5556"
+    data: str = f"tcp://127.0.0.1:{DEFAULT_DATA_PORT}"
+    control: str = f"tcp://127.0.0.1:{DEFAULT_CONTROL_PORT}"
     output: str = "~/collectord-data"
     last_config: str = ""
     max_message_bytes: int = 64 * 1024 * 1024
@@ -41,6 +52,7 @@ class Config:
     authorized_clients: str = ""
     client_key: str = ""
     server_public_key: str = ""
+    start_daemon: bool = True
 
     @property
     def output_dir(self) -> Path:
@@ -70,6 +82,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "journal": ("journal_interval",),
     "streams": ("stream_format",),
     "security": ("server_key", "authorized_clients", "client_key", "server_public_key"),
+    "stytra": ("start_daemon",),
 }
 
 _TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -83,9 +96,11 @@ def _check(key: str, value: Any) -> Any:
         "str": isinstance(value, str),  # may be empty: "not set"
         "int": isinstance(value, int) and not isinstance(value, bool) and value > 0,
         "float": isinstance(value, float) and value > 0,
+        "bool": isinstance(value, bool),
     }[str(expected)]
     if not ok:
-        kind = "text" if expected == "str" else f"positive {expected}"
+        kinds = {"str": "text", "bool": "true or false"}
+        kind = kinds.get(str(expected), f"positive {expected}")
         raise ConfigError(f"{key} must be {kind}, not {value!r}")
     return value
 

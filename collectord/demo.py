@@ -1,7 +1,7 @@
 """``collectord demo``: a daemon and three simulated acquisition processes.
 
 Everything runs on free loopback ports (the daemon binds port ``*`` and
-prints what it got), so the demo never disturbs a real daemon on 5555/5556.
+prints what it got), so the demo never disturbs a real daemon on 13550/13551.
 The camera and tracking processes run for the protocol's duration; the
 stimulus process runs its protocol a little longer and stops the experiment.
 Then the daemon is stopped with SIGTERM, as a service manager would.

@@ -227,3 +227,51 @@ def test_home_is_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert Config().output_dir == tmp_path / "collectord-data"
     assert Config().last_config_file == tmp_path / "collectord-data" / "last_config.json"
     assert Config(last_config="~/lc.json").last_config_file == tmp_path / "lc.json"
+
+
+# -- the default ports -----------------------------------------------------------------
+
+#: Ports of the ZeroMQ guide's examples and of the tools that copy them (stytra's
+#: ZeroMQ trigger binds 5555 on every interface; Open Ephys' ZMQ interface uses
+#: 5556): a default there fails with "Address already in use" beside them.
+ZEROMQ_EXAMPLE_PORTS = range(5555, 5561)
+#: Where systems take ports for outgoing connections (Linux 32768-60999, IANA,
+#: Windows and macOS 49152-65535): a default there can be taken at random.
+EPHEMERAL_PORTS = range(32768, 65536)
+
+
+def default_ports() -> list[int]:
+    return [int(endpoint.rsplit(":", 1)[1]) for endpoint in (Config().data, Config().control)]
+
+
+def test_default_ports_stay_clear_of_zeromq_examples_and_ephemeral_ports() -> None:
+    data, control = default_ports()
+    assert data != control
+    for port in (data, control):
+        assert port not in ZEROMQ_EXAMPLE_PORTS
+        assert port not in EPHEMERAL_PORTS
+        assert port >= 1024
+
+
+def test_the_readme_states_the_default_endpoints() -> None:
+    readme = (REPO_CONFIG.parents[1] / "README.md").read_text()
+    assert f"| `endpoints.data` | `{Config().data}` |" in readme
+    assert f"| `endpoints.control` | `{Config().control}` |" in readme
+
+
+def test_no_document_offers_the_old_default_ports() -> None:
+    """Examples copied from the docs must not land on 5555 and 5556 either."""
+    root = REPO_CONFIG.parents[1]
+    for path in [root / "README.md", REPO_CONFIG, *sorted((root / "docs").glob("*.md"))]:
+        for port in ZEROMQ_EXAMPLE_PORTS:
+            assert f":{port}" not in path.read_text(), f"{path.name} uses port {port}"
+
+
+# -- start_daemon (the stytra drop-in) -------------------------------------------------
+
+
+def test_start_daemon_is_on_by_default_and_a_boolean(tmp_path: Path) -> None:
+    assert Config().start_daemon is True
+    assert load(write(tmp_path, "[stytra]\nstart_daemon = false\n")).start_daemon is False
+    with pytest.raises(ConfigError, match=r"^start_daemon must be true or false"):
+        load(write(tmp_path, '[stytra]\nstart_daemon = "no"\n'))

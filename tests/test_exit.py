@@ -138,7 +138,10 @@ UNDELIVERED = {
         import sys
         from collectord.compat.stytra import DataCollector
 
-        dc = DataCollector(data=sys.argv[1], control=sys.argv[2], period=None, exit_timeout=1.0)
+        dc = DataCollector(
+            data=sys.argv[1], control=sys.argv[2], period=None, exit_timeout=1.0,
+            start_daemon=False,
+        )
         for index in range(200):
             dc.add_static_data(index, f"stimulus/log/item{index:03d}")
         print("published", flush=True)

@@ -35,3 +35,25 @@ def test_every_error_is_exported_and_derives_from_the_base() -> None:
 def test_the_error_tree_in_the_docstring_names_every_error() -> None:
     for name in errors.__all__:
         assert name in errors.__doc__
+
+
+def test_every_package_is_in_the_wheel() -> None:
+    """pyproject.toml lists the packages by hand: a new one left out installs
+    without it (``pip install .`` then fails at ``import collectord.daemon``)."""
+    import sys
+    from pathlib import Path
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "collectord").rglob("__init__.py")
+    }
+    assert found <= listed

@@ -227,6 +227,7 @@ def test_a_stytra_session_saves_stytras_metadata_shape(
     saved, path, copy_path = run_session(daemon, tmp_path, SESSION)
 
     assert path.is_relative_to(daemon.output)
+    assert path.relative_to(daemon.output).parts[1:] == ("103000", "103000_metadata.json")
     assert copy_path.read_bytes() == path.read_bytes()
     assert saved["imaging"] == {
         "microscope_config": {"scope": "2P", "frame_rate": 3.0, "n_planes": 5}
@@ -300,12 +301,68 @@ def test_values_collectord_cannot_store_are_marked_not_zeroed(
             dc.add_static_data({1: "one", "none": None}, "general/by_number")
         saved = load_json(dc.save())
     arguments = saved["general"]["program_version"]["arguments"]
-    assert arguments["self"].startswith("<not saved: <")
-    assert "Stytra object" in arguments["self"]
-    assert arguments["protocol"] == "<not saved: {1, 2}>"
-    assert arguments["scale"] == "<not saved: (1+2j)>"
+    # The type's name: the same text every run (a repr's memory address is not).
+    assert arguments["self"] == "<not saved: Stytra>"
+    assert arguments["protocol"] == "<not saved: set>"
+    assert arguments["scale"] == "<not saved: complex>"
     assert arguments["camera"] == SESSION["general"]["program_version"]["arguments"]["camera"]
     assert saved["general"]["by_number"] == {"1": "one", "none": None}
+
+
+def test_a_value_that_cannot_be_saved_is_warned_about_once_per_path(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    """stytra adds program_version (with its experiment object) at every save."""
+
+    class Experiment:
+        pass
+
+    with collector(daemon, tmp_path, period=None) as dc:
+        with pytest.warns(StaticDataWarning, match=r"\['self'\].*Experiment") as caught:
+            dc.add_static_data({"arguments": {"self": Experiment()}}, "general/program_version")
+        assert len(caught) == 1
+        first = dc.save()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the same path again, the next protocol: quiet
+            dc.add_static_data({"arguments": {"self": Experiment()}}, "general/program_version")
+        second = dc.save()
+        with pytest.warns(StaticDataWarning, match=r"\['app'\]"):  # a new path is news
+            dc.add_static_data({"arguments": {"app": Experiment()}}, "general/program_version")
+    assert first != second
+    assert load_json(first)["general"] == load_json(second)["general"]
+    assert load_json(second)["general"]["program_version"] == {
+        "arguments": {"self": "<not saved: Experiment>"}
+    }
+
+
+def test_stytras_attributes_are_there(
+    daemon: DaemonProcess, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What stytra 0.8's experiment and collector code touch, beyond the methods."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "experiments" / "new"
+    with DataCollector(
+        folder_path=folder, data=daemon.data, control=daemon.control, period=None
+    ) as dc:
+        assert folder.is_dir()  # created, as stytra creates it
+        assert dc.folder_path == folder
+        assert dc.params_metadata is None
+        # Where the last config is: the daemon's, under stytra's two names.
+        assert dc.home_path / dc.metadata_fn == daemon.output / "last_config.json"
+        protocol = Parametrized("protocol", params=dict(duration=Param(3.0)))
+        dc.add(protocol)  # stytra's experiment adds its protocol this way
+        dc.restore_from_saved()
+        clean = dc.get_clean_dict(eliminate_df=True, convert_datetime=False)
+        assert clean == {"protocol": {"duration": 3.0}}
+        assert dc.get_last_value("protocol/duration") is None
+        saved = load_json(dc.save())
+    assert saved["protocol"] == {"duration": 3.0}
+    with collector(daemon, tmp_path, period=None) as dc:
+        assert dc.folder_path == tmp_path / "experiments"
+    # stytra's default "C:/" is a drive on Windows only; elsewhere no folder "C:" appears.
+    with DataCollector(data=daemon.data, control=daemon.control, period=None) as dc:
+        assert str(dc.folder_path) == "C:"
+    assert not (tmp_path / "C:").exists()
 
 
 def test_a_refused_update_is_reported_at_save(
@@ -369,19 +426,38 @@ def test_extra_settings_fill_in_what_the_last_config_lacks(
         dc.close()
 
 
-def test_save_config_file_hands_the_parameters_to_the_daemon(
+def test_save_config_file_writes_the_last_config_and_no_experiment(
     daemon: DaemonProcess, tmp_path: pathlib.Path
 ) -> None:
+    """stytra calls it as its window closes, also after a session that ran no protocol."""
     with collector(daemon, tmp_path, period=None) as dc:
         nodes = register(dc, SESSION)
         nodes["stimulus/display_params"].pos = (10, 20)
         dc.save_config_file()
-        assert not (daemon.output / "last_config.json").exists()
-    # The daemon writes the last config when the experiment ends, here at its shutdown.
-    assert daemon.terminate() == 0
+        last = load_json(daemon.output / "last_config.json")
+        assert last["stimulus"]["display_params"]["pos"] == [10, 20]
+        assert "log" not in last["stimulus"]
+        nodes["stimulus/display_params"].pos = (30, 40)
+    # close() writes it again, with what changed since.
     last = load_json(daemon.output / "last_config.json")
-    assert last["stimulus"]["display_params"]["pos"] == [10, 20]
-    assert "log" not in last["stimulus"]
+    assert last["stimulus"]["display_params"]["pos"] == [30, 40]
+    assert not list(daemon.output.glob("*/*/*_metadata.json"))
+
+
+def test_an_experiment_is_named_after_stytras_session_id(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    with collector(daemon, tmp_path, period=None) as dc:
+        dc.add_static_data("103000", "general/session_id")
+        named = pathlib.Path(dc.save(tmp_path / "exp" / "103000_metadata.json"))
+        dc.add_static_data(1, "general/db_index")  # no session id: the file's name
+        by_file = pathlib.Path(dc.save(tmp_path / "exp" / "run3_metadata.json"))
+        dc.add_static_data(2, "general/db_index")
+        unnamed = pathlib.Path(dc.save())
+    assert (named.parent.name, named.name) == ("103000", "103000_metadata.json")
+    assert load_json(named)["collectord"]["name"] == "103000"
+    assert (by_file.parent.name, by_file.name) == ("run3", "run3_metadata.json")
+    assert load_json(unnamed)["collectord"]["name"] is None
 
 
 def test_instances_are_separate_daemons(
@@ -522,3 +598,14 @@ def test_a_second_collector_does_not_revert_what_the_first_changed(
         other.join(60)
     assert other.exitcode == 0
     assert saved["camera_params"] == {"exposure": 9.0, "gain": 3.0}
+
+
+def test_the_docs_warn_that_add_data_takes_its_arguments_the_other_way_round() -> None:
+    """``Client.add_data(path, value)`` against stytra's ``add_static_data(entry, name)``."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `add_data(path, value)`")]
+    assert "add_static_data(entry, name)" in row
+    lightparam = (root / "docs" / "lightparam.md").read_text()
+    (row,) = [line for line in lightparam.splitlines() if line.startswith("| `add_static_data")]
+    assert "opposite order" in row

@@ -15,14 +15,25 @@ the daemon even if the process dies before saving. A process that just ends
 (stytra never calls ``close()``) publishes its last changes and delivers
 everything at exit, within ``exit_timeout``.
 
+**The daemon.** A stytra user starts one program. When no daemon answers at
+the configured endpoints, the collector starts one (``collectord.autostart``):
+detached from the GUI, so that a crash of the GUI does not take the data with
+it, with the configuration's output folder and last config. It keeps running
+after the GUI ends, and the next start uses it. ``start_daemon=False`` (or
+``[stytra] start_daemon = false``, or ``$COLLECTORD_START_DAEMON=0``) starts
+none: the collector warns, and waits for one started otherwise.
+
 What each stytra call does here:
 
-* ``add_static_data(entry, name)``: ``Client.add_data(name, entry)`` at once.
-  Values collectord cannot store faithfully (objects, sets, complex numbers:
-  stytra wrote ``0`` for them) are saved as the text ``"<not saved: repr>"``
-  with a ``StaticDataWarning``, so that one odd value in
-  ``program_version/arguments`` does not lose the whole save. Non-text dict
-  keys become text, as stytra's ``json.dump`` made them.
+* ``add_static_data(entry, name)``: ``Client.add_data(name, entry)`` at once
+  (the client takes the path first, stytra the value first). Values
+  collectord cannot store faithfully (objects, sets, complex numbers: stytra
+  wrote ``0`` for them) are saved as the text ``"<not saved: TYPE>"``, the
+  type's name (a ``repr`` would hold a memory address, different every run),
+  with a ``StaticDataWarning`` once per place in the value, so that one odd
+  value in ``program_version/arguments`` neither loses the whole save nor
+  warns at every protocol. Non-text dict keys become text, as stytra's
+  ``json.dump`` made them.
 * ``restore_from_saved()``: the daemon's last config for the categories of the
   registered nodes, over ``extra_settings``, restored as lightparam's
   ``deserialize`` does (``loadable=False`` skipped, unknown entries warned
@@ -32,14 +43,22 @@ What each stytra call does here:
   The nodes are then published whole, once, and it returns when the daemon
   has them; from then on only what changes is published, so another
   process's collector on the same nodes is not overwritten.
-* ``save(output_path)``: publishes the parameters and stops the experiment:
-  the daemon writes the metadata file and the last config. A byte-identical
-  copy of the metadata goes to ``output_path`` if one is given (stytra's
-  analysis code looks for it beside the experiment's log files). Returns the
-  daemon's file. Static data is cleared, here as in the daemon.
-* ``save_config_file()``: publishes the parameters and waits until the daemon
-  has them. The daemon writes its last config at every stop (including its
-  own shutdown), not on this call.
+* ``save(output_path)``: publishes the parameters, names the experiment after
+  stytra's session id (its folder is ``OUTPUT/YYMMDD/<session id>/``, its
+  file ``<session id>_metadata.json``, stytra's file name) and stops it: the
+  daemon writes the metadata file and the last config. A byte-identical copy
+  of the metadata goes to ``output_path`` if one is given (stytra's analysis
+  code looks for it beside the experiment's log files). Returns the daemon's
+  file. Static data is cleared, here as in the daemon.
+* ``save_config_file()`` (stytra calls it as its window closes): publishes the
+  parameters and has the daemon write its last config now
+  (``Client.save_config``), without ending the experiment, so a session that
+  ran no protocol leaves no experiment folder. If the daemon does not
+  answer, it warns instead of raising: an exception there would abort
+  stytra's closing.
+* ``close()`` (not stytra's; stytra never calls it): the same, then closes
+  the client. It never raises because the daemon is gone: a
+  ``RuntimeWarning`` says how many messages were not delivered.
 * ``instance_number``: each instance (rig) is served by its own daemon, with
   its own endpoints, output folder and last config. Instance ``n >= 0`` reads
   the configuration file named by ``$COLLECTORD_CONFIG_<n>`` unless ``config``
@@ -51,8 +70,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
-import reprlib
 import shutil
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,18 +81,24 @@ import numpy as np
 from lightparam import ParameterTree
 
 from .. import codec
-from ..client import Client
-from ..errors import ConfigError, UnsupportedValueError
+from .. import config as config_module
+from ..autostart import Daemon, ensure_daemon, find_daemon, start_daemon_wanted
+from ..client import Client, State
+from ..daemon.process import Spawned
+from ..errors import CollectordError, ConfigError, InvalidPathError, UnsupportedValueError
 from ..mirror import DEFAULT_INFO_PATH, TreeMirror
-from ..paths import parse_path
+from ..paths import check_name, parse_path
 
 __all__ = ["INSTANCE_CONFIG_ENV", "DataCollector", "StaticDataWarning", "instance_config"]
 
 #: ``COLLECTORD_CONFIG_<n>`` names the configuration file of rig instance n.
 INSTANCE_CONFIG_ENV = "COLLECTORD_CONFIG_{}"
 
-_repr = reprlib.Repr()
-_repr.maxother = _repr.maxstring = 200
+#: stytra's default ``folder_path``: a drive on Windows. Elsewhere stytra made
+#: a folder named ``C:`` in the working directory; the drop-in does not.
+STYTRA_DEFAULT_FOLDER = "C:/"
+#: stytra's metadata files end so; the rest of the name is its session id.
+METADATA_SUFFIX = "_metadata.json"
 
 
 class StaticDataWarning(UserWarning):
@@ -109,16 +134,24 @@ class DataCollector(ParameterTree):
 
     stytra's arguments: ``data_tuples_list`` (``(entry, name)`` pairs added as
     static data), ``extra_settings`` (values restored where the last config
-    has none), ``instance_number`` and ``folder_path`` (kept as an attribute
-    only: the daemon chooses where files go). collectord's: ``client`` (a
-    ``Client`` to use; otherwise one named ``name`` is made from ``data``,
-    ``control`` and ``config``, and closed by ``close()``), ``period`` (how
-    often parameter changes are published, None: only when restoring, saving
-    and at exit),
+    has none), ``instance_number`` and ``folder_path`` (created as stytra
+    creates it, and kept; the daemon chooses where files go). collectord's:
+    ``client`` (a ``Client`` to use; otherwise one named ``name`` is made from
+    ``data``, ``control`` and ``config``, and closed by ``close()``),
+    ``start_daemon`` (start a daemon if none answers; None: as
+    ``$COLLECTORD_START_DAEMON`` or the configuration says, by default yes;
+    only for a client the collector makes), ``period`` (how often parameter
+    changes are published, None: only when restoring, saving and at exit),
     ``info_path`` (where parameter documentation goes), ``timeout``, and
     ``exit_timeout`` (for the client it makes: how long the process waits at
     exit to deliver what it holds, since stytra never calls ``close()``;
     None: ``collectord.client.EXIT_TIMEOUT``).
+
+    Attributes stytra's code reads: ``folder_path``, ``home_path`` and
+    ``metadata_fn`` (``home_path / metadata_fn`` is the daemon's last config),
+    ``last_metadata``, ``log_data_dict``, ``params_metadata`` (None, as in
+    stytra 0.8). ``started_daemon`` is the daemon this collector started
+    (``collectord.daemon.process.Spawned``), None if it found one running.
     """
 
     def __init__(
@@ -126,12 +159,13 @@ class DataCollector(ParameterTree):
         *data_tuples_list: tuple[Any, str],
         extra_settings: Mapping[str, Any] | None = None,
         instance_number: int = -1,
-        folder_path: str | os.PathLike[str] = "C:/",
+        folder_path: str | os.PathLike[str] = STYTRA_DEFAULT_FOLDER,
         client: Client | None = None,
         name: str = "stytra",
         data: str | None = None,
         control: str | None = None,
         config: str | os.PathLike[str] | None = None,
+        start_daemon: bool | None = None,
         period: float | None = 1.0,
         info_path: str | None = DEFAULT_INFO_PATH,
         timeout: float = 10.0,
@@ -140,17 +174,36 @@ class DataCollector(ParameterTree):
         super().__init__()
         self.instance_number = instance_number
         self.folder_path = Path(folder_path)
+        if not self.folder_path.is_dir() and (
+            os.fspath(folder_path) != STYTRA_DEFAULT_FOLDER or self.folder_path.is_absolute()
+        ):
+            self.folder_path.mkdir(parents=True)  # as stytra: its experiment saves logs there
         self.extra_settings: dict[str, Any] = copy.deepcopy(dict(extra_settings or {}))
         self.last_metadata: dict[str, Any] = dict(self.extra_settings)
         self.log_data_dict: dict[str, Any] = {}
+        #: stytra 0.7 kept its pyqtgraph parameter tree here; 0.8 leaves it None.
+        self.params_metadata: Any = None
         self.timeout = timeout
+        self.started_daemon: Spawned | None = None
         self._owns_client = client is None
+        if not (data and control) and client is None:
+            config = instance_config(instance_number, config)
+        settings = config_module.load(config)
+        last_config = settings.last_config_file
         if client is None:
-            if not (data and control):
-                config = instance_config(instance_number, config)
+            data = data or settings.data
+            control = control or settings.control
+            status = self._find_daemon(settings, config, data, control, start_daemon)
+            if status is not None and status.get("last_config"):
+                last_config = Path(status["last_config"])
             client = Client(name, data, control, config=config, exit_timeout=exit_timeout)
         self.client = client
+        #: stytra's names for the last-config file: ``home_path / metadata_fn``.
+        self.home_path = last_config.parent
+        self.metadata_fn = last_config.name
         self._rejected = 0
+        #: Places in static values already warned about (``StaticDataWarning``).
+        self._warned: set[str] = set()
         # stytra makes its nodes after this, then calls restore_from_saved():
         # until then the mirror publishes nothing, so that no default goes out
         # ahead of the value saved for it, nor over what another process set.
@@ -166,16 +219,60 @@ class DataCollector(ParameterTree):
         for entry in data_tuples_list:
             self.add_static_data(*entry)
 
+    def _find_daemon(
+        self,
+        settings: config_module.Config,
+        config: str | os.PathLike[str] | None,
+        data: str,
+        control: str,
+        start_daemon: bool | None,
+    ) -> dict[str, Any] | None:
+        """The status of the daemon at ``control``: found, or started if none answers.
+
+        Without ``start_daemon``, a missing daemon is a warning: the program
+        may start one itself later, and publishing waits for it.
+        """
+        if start_daemon_wanted(start_daemon, settings):
+            daemon: Daemon = ensure_daemon(settings, config, data, control, timeout=self.timeout)
+            self.started_daemon = daemon.started
+            return daemon.status
+        try:
+            status = find_daemon(control, settings, self.timeout)
+        except CollectordError as exc:
+            problem = str(exc)
+        else:
+            if status is not None:
+                return status
+            problem = f"no collectord daemon answers at {control}"
+        where = f" --config {os.fspath(config)}" if config is not None else ""
+        warnings.warn(
+            f"{problem}, and starting one is off (start_daemon): nothing is saved until one "
+            "runs there "
+            f"(`collectord run{where}`); restore_from_saved() and save() need it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
     # -- stytra's methods ----------------------------------------------------------------
 
     def add_static_data(self, entry: Any, name: str = "unspecified_entry") -> None:
-        """Record ``entry`` at the slash path ``name`` for this experiment."""
+        """Record ``entry`` at the slash path ``name`` for this experiment.
+
+        The value comes first, the path second, as in stytra; ``Client.add_data``
+        takes them the other way round. What cannot be stored is replaced by
+        ``"<not saved: TYPE>"``, with a ``StaticDataWarning`` the first time
+        each place in the value needs it (stytra adds its program version,
+        with the experiment object in it, at every protocol's end).
+        """
         parse_path(name)
-        problems: list[str] = []
+        problems: list[tuple[str, str]] = []
         value = _storable(entry, name, problems)
-        if problems:
+        news = [message for place, message in problems if place not in self._warned]
+        self._warned.update(place for place, _ in problems)
+        if news:
             warnings.warn(
-                f"static data {name!r} saved with replacements: {'; '.join(problems)}",
+                f"static data {name!r} saved with replacements: {'; '.join(news)}",
                 StaticDataWarning,
                 stacklevel=2,
             )
@@ -212,21 +309,43 @@ class DataCollector(ParameterTree):
         return None
 
     def save_config_file(self) -> None:
-        """Publish the parameters and wait until the daemon has them.
+        """Publish the parameters and have the daemon write its last config now.
 
-        The daemon merges them into its last config at the next stop (a save,
-        ``collectord stop``, or the daemon's shutdown).
+        The experiment goes on, and no experiment folder is written
+        (``Client.save_config``): stytra calls this as its window closes, also
+        after a session that ran no protocol. A daemon that does not answer is
+        a ``RuntimeWarning``, not an exception: raised in stytra's closing (a
+        Qt slot), it would abort the program. The parameters stay queued in
+        the client, delivered if the daemon comes back before the exit.
         """
+        problem = self._save_config(self.timeout)
+        if problem is not None:
+            warnings.warn(problem, RuntimeWarning, stacklevel=2)
+
+    def _save_config(self, timeout: float) -> str | None:
+        """``save_config_file``: None if done, else what went wrong."""
         self.mirror.publish_changes()
-        self.client.sync(self.timeout)
+        try:
+            self.client.save_config(timeout)
+        except CollectordError as exc:
+            return f"the last config was not written: {exc}"
+        return None
 
     def save_json_log(self, output_path: str | os.PathLike[str] = "") -> str:
         """Stop the experiment: the daemon saves it. Returns the metadata file.
 
-        With ``output_path``, a copy of that file is also written there.
+        The experiment is first named after stytra's session id (the static
+        data ``general/session_id``, else the name of ``output_path`` without
+        ``_metadata.json``), which names its folder and file as stytra named
+        its file. With ``output_path``, a copy of the file is also written
+        there.
         """
-        self.save_config_file()
+        self.mirror.publish_changes()
+        self.client.sync(self.timeout)
         self._warn_about_rejections()
+        name = self._experiment_name(output_path)
+        if name is not None:
+            self.client.name_experiment(name, self.timeout)
         path = self.mirror.stop(f"stytra save {os.fspath(output_path)}".strip())
         self.log_data_dict.clear()
         if output_path:
@@ -234,18 +353,62 @@ class DataCollector(ParameterTree):
         return path
 
     def save(self, output_path: str | os.PathLike[str] = "") -> str:
-        """Save the metadata (``save_json_log``) and the parameters (``save_config_file``)."""
-        path = self.save_json_log(output_path)
-        self.save_config_file()
-        return path
+        """Save the metadata and the last config (the daemon writes both when it stops)."""
+        return self.save_json_log(output_path)
+
+    def _experiment_name(self, output_path: str | os.PathLike[str]) -> str | None:
+        """stytra's session id for this experiment, if it is a valid folder name."""
+        session = self.log_data_dict.get("general/session_id")
+        if session is not None:
+            candidate = str(session)
+        elif output_path:
+            candidate = Path(output_path).name
+            for suffix in (METADATA_SUFFIX, ".json"):
+                if candidate.endswith(suffix):
+                    candidate = candidate[: -len(suffix)]
+                    break
+        else:
+            return None
+        try:
+            return check_name(candidate, where="experiment name")
+        except InvalidPathError:
+            warnings.warn(
+                f"the experiment keeps the daemon's name: {candidate!r} cannot name a folder",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return None
 
     # -- collectord's additions ----------------------------------------------------------
 
     def close(self) -> None:
-        """Publish the last changes, stop the mirror, close the client if it is ours."""
+        """Publish the last changes, write the last config, stop the mirror, close the
+        client if it is ours.
+
+        Never raises because the daemon is gone: a program closing must close.
+        A ``RuntimeWarning`` says what was not delivered (it is lost). The whole
+        takes at most about ``timeout`` seconds. A daemon this collector started
+        keeps running: other processes may use it, and the next start will.
+        """
+        if self.client.state is not State.OPEN:
+            return
+        deadline = time.monotonic() + self.timeout
         self.mirror.close()
+        problems = [self._save_config(self.timeout)]
         if self._owns_client:
-            self.client.close(self.timeout)
+            try:
+                self.client.close(max(0.1, deadline - time.monotonic()))
+            except CollectordError as exc:
+                lost = self.client.unconfirmed
+                were = "s were" if lost != 1 else " was"
+                problems.insert(
+                    0,
+                    f"{lost} message{were} not delivered to the daemon at "
+                    f"{self.client.control_endpoint} and will not be ({exc})",
+                )
+        said = [problem for problem in problems if problem is not None]
+        if said:
+            warnings.warn("; ".join(said), RuntimeWarning, stacklevel=2)
 
     def __enter__(self) -> DataCollector:
         return self
@@ -279,7 +442,7 @@ class DataCollector(ParameterTree):
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _storable(value: Any, where: str, problems: list[str]) -> Any:
+def _storable(value: Any, where: str, problems: list[tuple[str, str]]) -> Any:
     """``value`` if collectord can store it; else a copy with the misfits replaced."""
     try:
         codec.check_value(value, where=where)
@@ -288,16 +451,23 @@ def _storable(value: Any, where: str, problems: list[str]) -> Any:
     return value
 
 
-def _replace_misfits(value: Any, where: str, problems: list[str], depth: int) -> Any:
+def _replace_misfits(value: Any, where: str, problems: list[tuple[str, str]], depth: int) -> Any:
+    """``value`` with what collectord cannot store replaced by ``"<not saved: TYPE>"``.
+
+    ``problems`` receives ``(place, message)`` for each replacement. The
+    placeholder names the type, not the value: a ``repr`` holds a memory
+    address (``<Foo object at 0x7f...>``) that differs every run, so the
+    same experiment would save different files.
+    """
     if depth > codec.MAX_VALUE_DEPTH:
-        problems.append(f"{where}: nested deeper than {codec.MAX_VALUE_DEPTH} levels")
+        problems.append((where, f"{where}: nested deeper than {codec.MAX_VALUE_DEPTH} levels"))
         return "<not saved: nested too deep>"
     if isinstance(value, dict):
         converted = {}
         for key, item in value.items():
             name = key if isinstance(key, str) else str(key)
             if name.startswith("$"):
-                problems.append(f"{where}: key {name!r} renamed '_{name}'")
+                problems.append((f"{where}[{name!r}]", f"{where}: key {name!r} renamed '_{name}'"))
                 name = "_" + name
             converted[name] = _replace_misfits(item, f"{where}[{name!r}]", problems, depth + 1)
         return converted
@@ -311,8 +481,8 @@ def _replace_misfits(value: Any, where: str, problems: list[str], depth: int) ->
     try:
         codec.check_value(value, where=where)
     except UnsupportedValueError as exc:
-        problems.append(str(exc))
-        return f"<not saved: {_repr.repr(value)}>"
+        problems.append((where, str(exc)))
+        return f"<not saved: {type(value).__name__}>"
     return value
 
 
