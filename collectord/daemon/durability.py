@@ -45,6 +45,12 @@ class Durability:
         #: session -> last seq fsynced in the journal
         self.durable: dict[str, int] = {}
         self.pending_syncs: dict[str, list[tuple[int, ReplyTo]]] = {}
+        #: Replies that wait for every record appended before them to be on
+        #: disk (``bye``): (the flush that must finish, where, what).
+        self.after_flush: list[tuple[int, ReplyTo, dict[str, Any]]] = []
+        #: Flushes started, and the number of the last one finished well.
+        self._started = 0
+        self._finished = 0
         #: A failed journal write, shown in ``status`` until a flush succeeds.
         self.error: str | None = None
         self._flusher = Flusher()
@@ -87,12 +93,22 @@ class Durability:
         del waiting[:-MAX_PENDING_SYNCS]
         return None
 
+    def reply_when_durable(self, reply_to: ReplyTo, result: dict[str, Any]) -> None:
+        """Reply once the records appended so far are on disk."""
+        self.after_flush.append((self._started + 1, reply_to, result))
+
     def forget(self, session: str) -> None:
         self.pending_syncs.pop(session, None)
 
     def confirm(self, marks: dict[str, int]) -> None:
-        """Sessions are durable up to ``marks``: answer the syncs that waited for it."""
+        """Sessions are durable up to ``marks``: answer the syncs that waited for it,
+        and the replies that waited for a flush now finished."""
         self.durable.update(marks)
+        ready = [entry for entry in self.after_flush if entry[0] <= self._finished]
+        if ready:
+            self.after_flush = [entry for entry in self.after_flush if entry[0] > self._finished]
+            for _, reply_to, result in ready:
+                self._reply(reply_to, result)
         for session, waiting in self.pending_syncs.items():
             durable = self.durable.get(session, 0)
             still = []
@@ -113,6 +129,8 @@ class Durability:
             self.files.sync()  # block data first: the journal vouches for it
         self.journal.flush()
         self._flushed_at = time.monotonic()
+        self._started += 1
+        self._finished = self._started
         self.confirm(received)
 
     def poll(self, received: Callable[[], dict[str, int]]) -> None:
@@ -122,6 +140,7 @@ class Durability:
             self._flushed(done)
         if self.journal is not None and not self._flusher.busy and self._due():
             self._flusher.start(self.journal, self.files, received())
+            self._started += 1
             self._flushed_at = time.monotonic()
 
     @property
@@ -152,6 +171,7 @@ class Durability:
             if self.error is not None:
                 log.info("the journal is written again")
                 self.error = None
+            self._finished = self._started  # one flush runs at a time: this one
             self.confirm(flush.marks)
             return
         # A full or failing disk: nothing is confirmed until a later flush
@@ -166,7 +186,7 @@ class Durability:
         assert self.journal is not None
         if not self.journal.pending or time.monotonic() < self._retry_at or self.held:
             return False
-        if any(self.pending_syncs.values()):
+        if any(self.pending_syncs.values()) or self.after_flush:
             return True
         if self.files is not None and self.files.unsynced >= STREAM_FLUSH_BYTES:
             return True

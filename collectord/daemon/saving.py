@@ -192,7 +192,7 @@ class SaveJob:
 def mark_saved(staging: Path) -> None:
     """Step 5: from here on the experiment in ``staging`` counts as saved."""
     mark = staging / SAVED_MARK
-    fd = os.open(mark, os.O_WRONLY | os.O_CREAT, 0o644)
+    fd = system.open_binary(mark, os.O_WRONLY | os.O_CREAT)
     try:
         os.fsync(fd)
     finally:
