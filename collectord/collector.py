@@ -9,6 +9,7 @@ that built it the first time. Nothing here touches sockets or the journal file.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
@@ -105,6 +106,8 @@ class Collector:
         self.last_config = last_config
         #: How this experiment came back after the daemon died: resumed or recovered.
         self.restarts: list[dict[str, Any]] = []
+        #: Messages applied in this experiment, by kind.
+        self.applied: collections.Counter[Kind] = collections.Counter()
 
     # -- changes (each one the journal can replay) ----------------------------------
 
@@ -197,6 +200,7 @@ class Collector:
             return
         try:
             self._apply(source, kind, body, raw, outcome)
+            self.applied[kind] += 1
         except _REFUSALS as exc:
             outcome.rejections.append(self._refuse(source, seq, exc))
             return
@@ -339,6 +343,7 @@ class Collector:
         self.sources.new_run()
         self.experiment = following
         self.restarts = []
+        self.applied = collections.Counter()
 
     def begin_record(self, following: Experiment, follows: str | None) -> dict[str, Any]:
         """The first record of ``following``'s journal: all a replay needs that no

@@ -112,3 +112,27 @@ def test_a_client_names_the_experiment_and_the_name_survives_a_crash(make_daemon
     assert load_json(path)["collectord"]["name"] == "241124_103000_f3"
     assert load_json(path)["stimulus"]["log"] == [1, 2]
     assert load_json(unnamed)["collectord"]["name"] is None  # the next one has no name
+
+
+def test_a_daemon_stopped_after_save_config_saves_no_parameters_only_experiment(
+    make_daemon,
+) -> None:
+    """A program that only saved its settings as it closed (stytra's window
+    state at exit) leaves no experiment folder when the daemon is stopped."""
+    daemon = make_daemon()
+    with Client("gui", daemon.data, daemon.control) as gui:
+        gui.set_params("gui/window", width=800)
+        gui.save_config()
+    assert daemon.terminate() == 0
+    assert not list(daemon.output.glob("[0-9]*"))
+    assert load_json(daemon.output / "last_config.json")["gui"]["window"] == {"width": 800}
+    # Static data, or parameters changed after the last save_config, are saved.
+    again = make_daemon(data=daemon.data, control=daemon.control)
+    with Client("gui", again.data, again.control) as gui:
+        gui.set_params("gui/window", width=900)
+        gui.save_config()
+        gui.set_params("gui/window", width=1000)
+        gui.sync()
+    assert again.terminate() == 0
+    (saved,) = daemon.output.glob("[0-9]*/*/*_metadata.json")
+    assert load_json(saved)["gui"]["window"] == {"width": 1000}

@@ -143,6 +143,8 @@ class Lifecycle:
         self.last_error: str | None = None
         #: While a journal is replayed nothing is journaled again.
         self._replaying = False
+        #: (experiment, parameter messages applied) when save_config last wrote.
+        self._config_saved: tuple[str, int] | None = None
         #: The journal ends with STOP (the stop barrier passed): it must be saved.
         self._stop_journaled: _JournaledStop | None = None
 
@@ -508,6 +510,10 @@ class Lifecycle:
         ``save_config_file``): what a save would write there, no folder."""
         written = store.write_last_config(self.last_config_file, self.collector.merged_config())
         self.collector.last_config = jsonio.loads(written)
+        self._config_saved = (
+            self.collector.experiment.run_id,
+            self.collector.applied[Kind.PARAMS],
+        )
         return self.last_config_file
 
     def restored(self, node: tuple[str, ...], values: dict[str, Any]) -> None:
@@ -637,6 +643,20 @@ class Lifecycle:
     def has_news(self) -> bool:
         """Something arrived since the experiment began (a save would not be empty)."""
         return self.collector.experiment.first_message is not None
+
+    @property
+    def worth_saving_at_exit(self) -> bool:
+        """Whether a daemon asked to exit saves the experiment first: not if
+        nothing arrived, nor if it holds only parameters that ``save_config``
+        has written since (a program that saved its settings as it closed, and
+        ran no experiment: they are in the last config, and the journal keeps
+        them for the next start)."""
+        collector = self.collector
+        if not self.has_news:
+            return False
+        data = collector.applied[Kind.DATA] or collector.applied[Kind.BLOCK]
+        params = (collector.experiment.run_id, collector.applied[Kind.PARAMS])
+        return bool(data) or params != self._config_saved
 
 
 @contextlib.contextmanager

@@ -192,10 +192,10 @@ class Daemon:
                 elif self.saver.busy:
                     log.info("%s: exiting once the save under way is done", name)
                     self._exit_after_save = True
-                elif not self.lifecycle.has_news:
+                elif not self.lifecycle.worth_saving_at_exit:
                     # Nothing to save. The journal stays: it carries the parameters
                     # and streams over to the daemon that starts next.
-                    log.info("%s: nothing new since the last save; exiting", name)
+                    log.info("%s: nothing new to save since the last save; exiting", name)
                     self._running = False
                 else:
                     log.info("%s: saving the experiment, then exiting", name)
