@@ -87,10 +87,35 @@ def dumps(tree: dict[str, Any]) -> bytes:
     times faster on a big tree.
     """
     try:
-        text = json.dumps(tree, allow_nan=False, sort_keys=True, default=_tagged)
+        text = _in_pieces(tree, _tagged, 0)
     except ValueError:
-        text = json.dumps(to_json(tree), allow_nan=False, sort_keys=True)
+        text = _in_pieces(to_json(tree), None, 0)
     return (text + "\n").encode("utf-8")
+
+
+#: Maps this close to the top, or with more entries than this, are written a
+#: piece at a time.
+_TOP = 3
+_PIECE = 256
+
+
+def _in_pieces(value: Any, default: Any, depth: int) -> str:
+    """``json.dumps(value, sort_keys=True)``, the maps near the top and the big
+    ones written entry by entry.
+
+    ``json`` writes in C without letting other threads run: one call on a
+    tree of a million values held the daemon's loop for a second while a
+    save ran in its own thread. Small calls let it run in between. The text is
+    the same as one call's (``tests/test_jsonio.py``).
+    """
+    if type(value) is not dict or not value or (depth >= _TOP and len(value) <= _PIECE):
+        return json.dumps(value, allow_nan=False, sort_keys=True, default=default)
+    entries = []
+    for key in sorted(value):
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be str, not {type(key).__name__}")
+        entries.append(f"{json.dumps(key)}: {_in_pieces(value[key], default, depth + 1)}")
+    return "{" + ", ".join(entries) + "}"
 
 
 def loads(data: bytes | str) -> Any:

@@ -164,3 +164,12 @@ def test_load_json_reads_a_file(tmp_path: Path) -> None:
     target.write_bytes(dumps({"camera": {"frame": b"\x01\x02", "gain": math.inf}}))
     assert load_json(target) == {"camera": {"frame": b"\x01\x02", "gain": math.inf}}
     assert load_json(str(target)) == load_json(target)
+
+
+def test_a_big_tree_written_in_pieces_is_what_one_call_writes() -> None:
+    tree = {
+        "rig": {f"node{n:04d}": {f"p{i}": n + i / 7 for i in range(30)} for n in range(600)},
+        "flat": {f"k{i}": [i, {"deep": {"deeper": i}}] for i in range(700)},
+        "empty": {},
+    }
+    assert dumps(tree) == (json.dumps(tree, allow_nan=False, sort_keys=True) + "\n").encode()

@@ -613,10 +613,8 @@ class Lifecycle:
 
     def finish_save(self, job: SaveJob) -> None:
         """A job's run is over and the experiment saved: take what it wrote."""
-        if job.successor is not None:
-            # What restore() answers from now on: what the file holds (arrays
-            # as lists, ...), the same before and after a restart.
-            self.collector.last_config = job.saved_config()
+        if job.successor is not None and job.saved_config is not None:
+            self.collector.last_config = job.saved_config
         self.saved_count += 1
         self.last_saved = job.path
         self.last_error = job.error

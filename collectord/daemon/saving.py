@@ -79,6 +79,7 @@ class SaveJob:
     kept: dict[tuple[str, ...], Finished] | None = None
     metadata_file: Path | None = None
     written_config: bytes | None = None
+    saved_config: dict[str, Any] | None = None
     marked: bool = False
     path: Path | None = None
 
@@ -118,6 +119,10 @@ class SaveJob:
             self.step = "writing the last config"
             merged = merge_config(self.last_config, self.tree.params())
             self.written_config = store.write_last_config(self.last_config_file, merged)
+            # What restore() answers from now on: what the file holds (arrays
+            # as lists, ...), the same before and after a restart. Read here,
+            # not in the daemon's loop: a big tree takes a while.
+            self.saved_config = dict(jsonio.loads(self.written_config))
             reached(Fault.SAVE_LAST_CONFIG_WRITTEN)
         if not self.marked:
             self.step = "marking it saved"
@@ -182,11 +187,6 @@ class SaveJob:
         client told that its stop failed would stop again."""
         self.error = f"saved {self.run_id}, but could not {failed}"
         log.error("%s; it waits in staging, to be completed at the next start", self.error)
-
-    def saved_config(self) -> dict[str, Any]:
-        """The last config as written: what ``restore`` answers from now on."""
-        assert self.written_config is not None
-        return dict(jsonio.loads(self.written_config))
 
 
 def mark_saved(staging: Path) -> None:
