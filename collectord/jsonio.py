@@ -93,29 +93,46 @@ def dumps(tree: dict[str, Any]) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
-#: Maps this close to the top, or with more entries than this, are written a
-#: piece at a time.
-_TOP = 3
+#: Maps this close to the top are written an entry at a time; maps further
+#: down, whole, unless they have more entries than ``_PIECE``: then in batches.
+_TOP = 2
 _PIECE = 256
 
 
 def _in_pieces(value: Any, default: Any, depth: int) -> str:
-    """``json.dumps(value, sort_keys=True)``, the maps near the top and the big
-    ones written entry by entry.
+    """``json.dumps(value, sort_keys=True)``, written in pieces of a few hundred
+    values at most.
 
     ``json`` writes in C without letting other threads run: one call on a
     tree of a million values held the daemon's loop for a second while a
     save ran in its own thread. Small calls let it run in between. The text is
     the same as one call's (``tests/test_jsonio.py``).
     """
+
+    def encode(piece: Any) -> str:
+        return json.dumps(piece, allow_nan=False, sort_keys=True, default=default)
+
     if type(value) is not dict or not value or (depth >= _TOP and len(value) <= _PIECE):
-        return json.dumps(value, allow_nan=False, sort_keys=True, default=default)
-    entries = []
+        return encode(value)
+    parts: list[str] = []
+    batch: dict[str, Any] = {}
     for key in sorted(value):
         if not isinstance(key, str):
             raise TypeError(f"keys must be str, not {type(key).__name__}")
-        entries.append(f"{json.dumps(key)}: {_in_pieces(value[key], default, depth + 1)}")
-    return "{" + ", ".join(entries) + "}"
+        item = value[key]
+        if depth < _TOP and type(item) is dict and item:
+            if batch:
+                parts.append(encode(batch)[1:-1])
+                batch = {}
+            parts.append(f"{encode(key)}: {_in_pieces(item, default, depth + 1)}")
+            continue
+        batch[key] = item
+        if len(batch) == _PIECE:
+            parts.append(encode(batch)[1:-1])
+            batch = {}
+    if batch:
+        parts.append(encode(batch)[1:-1])
+    return "{" + ", ".join(parts) + "}"
 
 
 def loads(data: bytes | str) -> Any:
