@@ -452,16 +452,20 @@ def pty_output(master: int, until: bytes, timeout: float) -> Iterator[bytes]:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal is POSIX")
-def test_the_command_draws_the_live_view_on_a_terminal_and_quits_on_q(
-    daemon: DaemonProcess,
+@pytest.mark.parametrize("quit_with", ["q", "ctrl-c"])
+def test_the_command_draws_the_live_view_on_a_terminal_and_quits(
+    daemon: DaemonProcess, quit_with: str
 ) -> None:
     import pty
+    import signal
+    import termios
 
     with Client("camera", daemon.data, daemon.control) as camera:
         for i in range(7):
             camera.set_params("camera/settings", exposure=float(i))
         camera.sync()
         master, terminal = pty.openpty()
+        settings = termios.tcgetattr(terminal)
         env = {**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm"}
         watching = subprocess.Popen(
             watch_command(daemon),
@@ -470,18 +474,23 @@ def test_the_command_draws_the_live_view_on_a_terminal_and_quits_on_q(
             stderr=terminal,
             env=env,
         )
-        os.close(terminal)
         try:
             shown = b"".join(pty_output(master, b"q or Ctrl-C quits", 30))
             assert b"camera" in shown and b"connected" in shown, shown
             assert watching.poll() is None  # it goes on until told to quit
-            os.write(master, b"q")
+            if quit_with == "q":
+                os.write(master, b"q")
+            else:
+                watching.send_signal(signal.SIGINT)
             assert watching.wait(10) == 0
-            shown += b"".join(pty_output(master, b"\0", 2))
+            shown += b"".join(pty_output(master, b"\x1b[?25h", 2))
+            # The terminal is left as it was found: echo and line editing back on.
+            assert termios.tcgetattr(terminal) == settings
         finally:
             if watching.poll() is None:
                 watching.kill()
                 watching.wait()
+            os.close(terminal)
             os.close(master)
     screen = shown.decode(errors="replace")
     assert "source" in screen and "msg/s" in screen
