@@ -1,4 +1,4 @@
-"""The ``collectord`` command: run, stop, status, recover, keygen, bench, demo.
+"""The ``collectord`` command: run, stop, status, watch, recover, keygen, bench, demo.
 
 Each sub-command's ``--help`` says what it does, with an example. Errors from
 below (``CollectordError``) are printed as one clear line and turned into a
@@ -23,6 +23,7 @@ from .control import request
 from .errors import CollectordError
 from .protocol import Command
 from .security import ClientSecurity, keygen
+from .watch import INSTALL, LINES_INTERVAL, MIN_INTERVAL, TERMINAL_INTERVAL
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +149,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _client_common(status)
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+
+    watch = _command(
+        commands,
+        "watch",
+        "show the rig live: sources, message rates, the save under way",
+        "Show the daemon's status live, refreshed a few times a second: each source "
+        "(connected or gone, messages a second, when last heard, gaps, lost and rejected "
+        "messages), the experiment (its running time and messages), the save under way "
+        "and the last save. q or Ctrl-C quits. When the output is not a terminal (or with "
+        "--plain) it prints one line a refresh instead. It asks for the status one request "
+        f"at a time, never more often than every {MIN_INTERVAL:g} s. The live view needs "
+        f"rich: {INSTALL}.",
+        "collectord watch\n"
+        "  collectord watch --interval 5 >> rig1-watch.log      # a line every 5 s",
+    )
+    _common(watch)
+    watch.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long to wait for each answer (default: %(default)s)",
+    )
+    watch.add_argument(
+        "--interval",
+        type=_interval,
+        metavar="SECONDS",
+        help=f"time between refreshes, at least {MIN_INTERVAL:g} (default: "
+        f"{TERMINAL_INTERVAL:g} on a terminal, {LINES_INTERVAL:g} for plain lines)",
+    )
+    watch.add_argument(
+        "--count",
+        type=_positive,
+        metavar="N",
+        help="quit after N refreshes; exit 1 if the last got no answer",
+    )
+    watch.add_argument(
+        "--once", dest="count", action="store_const", const=1, help="same as --count 1"
+    )
+    watch.add_argument("--plain", action="store_true", help="print plain lines even on a terminal")
 
     keys = _command(
         commands,
@@ -384,6 +425,46 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _interval(text: str) -> float:
+    seconds = float(text)
+    if not seconds >= MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(f"at least {MIN_INTERVAL:g} (seconds)")
+    return seconds
+
+
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return number
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from . import watch
+
+    settings = _settings(args)
+    security = ClientSecurity.from_config(settings)
+    plain = args.plain or not sys.stdout.isatty()
+    if not plain:
+        problem = watch.missing_rich()
+        if problem:
+            print(f"collectord watch: {problem}", file=sys.stderr)
+            return 1
+    interval = args.interval or (watch.LINES_INTERVAL if plain else watch.TERMINAL_INTERVAL)
+
+    def poll() -> dict[str, Any]:
+        return request(settings.control, Command.STATUS, {}, args.timeout, security)
+
+    return watch.run(
+        poll,
+        interval=interval,
+        count=args.count,
+        plain=plain,
+        keys=sys.stdin,
+        hint=f"{settings.control}, every {interval:g} s; q or Ctrl-C quits",
+    )
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     public, secret = keygen(Path(args.folder).expanduser(), args.name)
     print(f"public key  {public}  (share: server_public_key / authorized_clients)")
@@ -407,6 +488,7 @@ HANDLERS = {
     "run": cmd_run,
     "stop": cmd_stop,
     "status": cmd_status,
+    "watch": cmd_watch,
     "recover": cmd_recover,
     "keygen": cmd_keygen,
     "bench": cmd_bench,
