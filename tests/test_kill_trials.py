@@ -710,25 +710,73 @@ def test_random_kills_stops_and_faults_lose_and_double_nothing(
 # -- found by the trials ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bye is answered before its journal record is durable: a kill -9 in the next "
-    "journal_interval loses it, and the closed session comes back from the journal at every "
-    "restart; the first stop after each waits barrier_timeout for it and names it unconfirmed "
-    "(found by seed 27 of a 40-trial campaign)",
-)
-def test_a_client_closed_just_before_a_kill9_is_not_waited_for_after_restarts(
+def test_a_client_closed_just_before_a_kill9_is_not_waited_for_after_the_restart(
     make_daemon, tmp_path: Path
 ) -> None:
+    """Found by the trials (seed 27 of a 40-trial campaign): bye was answered before its
+    journal record was on disk, so a kill -9 within the next journal_interval lost it; the
+    closed session came back from the journal, and the first stop after the restart waited
+    barrier_timeout for it and named it unconfirmed. Fixed in 4e137ed (bye answered once
+    it is on disk)."""
     config = tmp_path / "config.toml"  # no fsync but for a sync: the window is wide open
     config.write_text("[journal]\njournal_interval = 10.0\n[stop]\nbarrier_timeout = 1.0\n")
-    daemon = make_daemon(extra=("--config", str(config)))
-    client = Client("gone", daemon.data, daemon.control)
+    first = make_daemon(extra=("--config", str(config)))
+    client = Client("gone", first.data, first.control)
     client.set_params("gone/settings", model=trial_processes.MODEL)
     client.close(timeout=30)  # everything confirmed, and bye answered
-    unconfirmed = []
-    for _ in range(2):
-        daemon.kill9()
-        daemon = make_daemon(data=daemon.data, control=daemon.control, extra=daemon.extra)
-        unconfirmed.append(daemon.stop()["unconfirmed"])
-    assert unconfirmed == [[], []]
+    first.kill9()
+    second = make_daemon(data=first.data, control=first.control, extra=first.extra)
+    assert second.stop()["unconfirmed"] == []
+
+
+DYING_CLIENT = """
+import sys, time
+from collectord import Client
+client = Client("gone", sys.argv[1], sys.argv[2])
+client.set_params("gone/settings", model="cam-3")
+client.sync()
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="that a stop found a client gone is not journaled: when the daemon dies in that "
+    "stop's save, the restarted daemon saves the experiment showing the dead client as "
+    "connected, and its next stop waits barrier_timeout for it again and names it unconfirmed "
+    "again (found by the trials: seed 1 of a 40-trial campaign at ed07d41)",
+)
+def test_a_client_found_gone_by_a_stop_cut_by_a_crash_is_not_waited_for_again(
+    make_daemon, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[stop]\nbarrier_timeout = 1.0\n")
+    first = make_daemon(extra=("--config", str(config)))
+    child = subprocess.Popen(
+        [sys.executable, "-c", DYING_CLIENT, first.data, first.control],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    child.kill()  # dies without bye
+    child.wait(30)
+    child.stdout.close()
+    first.kill9()
+    # The first stop after the restart waits for it (it may be reconnecting) and
+    # finds it gone; the daemon dies in that stop's save.
+    second = make_daemon(
+        data=first.data,
+        control=first.control,
+        extra=first.extra,
+        env={faults.ENV: faults.Fault.SAVE_STOP_JOURNALED.value},
+    )
+    send_stop_without_waiting(second.control, "operator")
+    assert second.process is not None
+    assert second.process.wait(60) == -signal.SIGKILL
+    third = make_daemon(data=first.data, control=first.control, extra=first.extra)
+    (found_gone,) = saved_experiments(first.output)
+    assert found_gone["collectord"]["unconfirmed"]  # named once: it may have been reconnecting
+    shown = [source["connected"] for source in found_gone["collectord"]["sources"]]
+    assert (shown, third.stop()["unconfirmed"]) == ([False], [])
