@@ -129,6 +129,7 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
         "pid": Field((int, types.NoneType)),
         "unconfirmed": Field((list,)),
         "stopped": _STR,  # ISO 8601
+        "gone": Field((list,), optional=True),  # sessions the stop found gone
     },
 }
 

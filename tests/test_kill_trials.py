@@ -740,16 +740,13 @@ time.sleep(600)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="that a stop found a client gone is not journaled: when the daemon dies in that "
-    "stop's save, the restarted daemon saves the experiment showing the dead client as "
-    "connected, and its next stop waits barrier_timeout for it again and names it unconfirmed "
-    "again (found by the trials: seed 1 of a 40-trial campaign at ed07d41)",
-)
 def test_a_client_found_gone_by_a_stop_cut_by_a_crash_is_not_waited_for_again(
     make_daemon, tmp_path: Path
 ) -> None:
+    """Found by the trials (seed 1 of a 40-trial campaign at ed07d41): that a stop
+    found a client gone was not journaled, so a daemon that died in that stop's
+    save came back showing the dead client as connected, and waited for it again.
+    The STOP record now names the sessions found gone."""
     config = tmp_path / "config.toml"
     config.write_text("[stop]\nbarrier_timeout = 1.0\n")
     first = make_daemon(extra=("--config", str(config)))

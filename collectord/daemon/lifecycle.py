@@ -290,7 +290,8 @@ class Lifecycle:
         self.collector.files.end_replay()
         self._replaying = False
         for source in self.collector.sources.by_session.values():
-            source.from_journal = True  # until it reconnects to this daemon
+            # Until it reconnects to this daemon; one a stop found gone is gone.
+            source.from_journal = source.reachable
         for problem in problems:
             log.error("%s", problem)
         opened.damage.extend(problems)
@@ -347,6 +348,11 @@ class Lifecycle:
                 collector.experiment.name = record["name"]
             elif kind is RecordType.RESTORE:
                 collector.tree.restored(tuple(record["node"]), codec.unpack(record["values"]))
+            elif kind is RecordType.STOP:
+                for session in record.get("gone", ()):
+                    found = collector.sources.by_session.get(session)
+                    if found is not None:
+                        found.reachable = False
             # A STOP followed by more records is a save that failed and was
             # gone on from; one that ends the journal is a save to finish.
             self._stop_journaled = _JournaledStop.of(record) if kind is RecordType.STOP else None
@@ -559,11 +565,14 @@ class Lifecycle:
             journaled = self._stop_journaled
             if journaled is None:
                 stopped = stopped or now()
+                sources = collector.sources.by_session.values()
+                gone = [source.session for source in sources if not source.reachable]
                 self._record(
                     RecordType.STOP,
                     **dataclasses.asdict(request),
                     unconfirmed=unconfirmed,
                     stopped=stopped.isoformat(),
+                    gone=gone,  # what the barrier found: a replay must not wait for them
                 )
             else:
                 request, unconfirmed = journaled.request, journaled.unconfirmed
