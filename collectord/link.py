@@ -46,8 +46,9 @@ ACK_INTERVAL = 0.25
 STALL_TIMEOUT = 2.0
 #: Seconds before an unanswered hello is sent again.
 HELLO_RETRY = 2.0
-#: Requests the link may resend after the daemon comes back: they change nothing.
-IDEMPOTENT = {Command.SYNC, Command.RESTORE, Command.STATUS}
+#: Requests the link may resend after the daemon comes back: done twice, they
+#: do what they did once (a bye the killed daemon never journaled is said again).
+IDEMPOTENT = {Command.SYNC, Command.RESTORE, Command.STATUS, Command.BYE}
 
 
 @dataclasses.dataclass
