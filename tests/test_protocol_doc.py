@@ -8,11 +8,13 @@ backticks, the type as ``protocol.Field.type_name`` prints it, ``yes`` or
 ``### error codes``. These tests parse those tables and compare them with
 ``HEADER``, ``BODIES``, ``REQUEST``, ``REQUESTS``, ``NOTICE``, ``NOTICES`` and
 ``ErrorCode``; the last tests break a copy of the document on purpose to show
-that the comparison notices.
+that the comparison notices. The defaults the document gives for configuration
+keys ("`receive_queue` (default 1000)") are compared with ``config.Config``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from collectord import config
 from collectord.collector import Collector, decode_header, message_count
 from collectord.protocol import (
     BODIES,
@@ -220,6 +223,43 @@ def error_code_problems(text: str) -> list[str]:
     return problems
 
 
+#: A configuration key named with its default: "`receive_queue` (default 1000)",
+#: "`[limits] max_message_bytes`, default 67108864", "`barrier_timeout` (default 3 s".
+_CONFIG_DEFAULT = re.compile(
+    r"`(?:\[(?P<section>\w+)\] )?(?P<key>\w+)`[^`|]{0,20}?\bdefault\s+(?P<value>\d+(?:\.\d+)?)"
+)
+#: A default value followed by the key it is the default of:
+#: "`tcp://127.0.0.1:13550` (`[endpoints] data`)".
+_VALUE_OF_KEY = re.compile(r"`(?P<value>[^`]+)` \(`\[(?P<section>\w+)\] (?P<key>\w+)`\)")
+#: Keys the document gives a default for; a wording change must not silently
+#: take them out of the comparison.
+DOCUMENTED_DEFAULTS = {"data", "control", "max_message_bytes", "receive_queue", "barrier_timeout"}
+
+
+def config_default_problems(text: str) -> list[str]:
+    """Every default the doc gives for a configuration key that is not the code's."""
+    defaults = config.Config()
+    keys = {field.name for field in dataclasses.fields(config.Config)}
+    problems: list[str] = []
+    found: set[str] = set()
+    mentions = [*_CONFIG_DEFAULT.finditer(text), *_VALUE_OF_KEY.finditer(text)]
+    for match in mentions:
+        key, section, value = match["key"], match["section"], match["value"]
+        if key not in keys:
+            continue
+        found.add(key)
+        if section is not None and key not in config.SECTIONS.get(section, ()):
+            problems.append(f"{match[0]!r}: {key} is not in [{section}]")
+        code = getattr(defaults, key)
+        if str(value) != str(code) and not (
+            isinstance(code, int | float) and float(value) == code
+        ):
+            problems.append(f"{match[0]!r}: the default of {key} is {code!r}")
+    for key in sorted(DOCUMENTED_DEFAULTS - found):
+        problems.append(f"the default of {key} is no longer found in the doc")
+    return problems
+
+
 # -- the tests -------------------------------------------------------------------
 
 
@@ -232,6 +272,11 @@ def doc_text() -> str:
 def test_every_schema_is_documented_exactly(doc_text: str) -> None:
     problems = schema_problems(doc_text)
     assert not problems, "docs/protocol.md differs from protocol.py:\n" + "\n".join(problems)
+
+
+def test_configuration_defaults_are_the_code_s(doc_text: str) -> None:
+    problems = config_default_problems(doc_text)
+    assert not problems, "docs/protocol.md differs from config.py:\n" + "\n".join(problems)
 
 
 def test_every_error_code_is_documented_exactly(doc_text: str) -> None:
