@@ -9,12 +9,15 @@ backticks, the type as ``protocol.Field.type_name`` prints it, ``yes`` or
 ``HEADER``, ``BODIES``, ``REQUEST``, ``REQUESTS``, ``NOTICE``, ``NOTICES`` and
 ``ErrorCode``; the last tests break a copy of the document on purpose to show
 that the comparison notices. The defaults the document gives for configuration
-keys ("`receive_queue` (default 1000)") are compared with ``config.Config``.
+keys ("`receive_queue` (default 1000)") are compared with ``config.Config``,
+and the values listed in the meaning of ``cmd``, ``notice`` and ``kind`` with
+``Command``, ``Notice`` and ``Kind``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +34,10 @@ from collectord.protocol import (
     NOTICES,
     REQUEST,
     REQUESTS,
+    Command,
     ErrorCode,
+    Kind,
+    Notice,
     Schema,
 )
 from collectord.sources import Admit
@@ -223,6 +229,38 @@ def error_code_problems(text: str) -> list[str]:
     return problems
 
 
+#: Fields whose meaning lists every value an enum of protocol.py has, each in
+#: backticks: the ``### section``, the field, and the enum.
+ENUMERATED: list[tuple[str, str, type[enum.Enum]]] = [
+    ("request", "cmd", Command),
+    ("notice", "notice", Notice),
+    ("header", "kind", Kind),
+]
+_BACKTICKED_WORDS = re.compile(r"`([^`]+)`")
+
+
+def enumeration_problems(text: str) -> list[str]:
+    """Every enum whose values the meaning of its field does not list exactly."""
+    problems: list[str] = []
+    found = dict(sections(text))
+    for title, name, values in ENUMERATED:
+        where = f"### {title}: field {name!r}"
+        table = _first_table(found.get(title, []), "field")
+        rows = [row for row in table[1:] if row and _unquote(row[0]) == name] if table else []
+        if len(rows) != 1 or len(rows[0]) != len(FIELD_COLUMNS):
+            problems.append(f"{where}: no such row")
+            continue
+        listed = _BACKTICKED_WORDS.findall(rows[0][-1])
+        expected = [member.value for member in values]
+        for value in sorted(set(expected) - set(listed)):
+            problems.append(f"{where}: {values.__name__} {value!r} is not listed")
+        for value in sorted(set(listed) - set(expected)):
+            problems.append(f"{where}: {value!r} is listed but is no {values.__name__}")
+        if len(listed) != len(set(listed)):
+            problems.append(f"{where}: a value is listed twice")
+    return problems
+
+
 #: A configuration key named with its default: "`receive_queue` (default 1000)",
 #: "`[limits] max_message_bytes`, default 67108864", "`barrier_timeout` (default 3 s".
 _CONFIG_DEFAULT = re.compile(
@@ -271,6 +309,11 @@ def doc_text() -> str:
 
 def test_every_schema_is_documented_exactly(doc_text: str) -> None:
     problems = schema_problems(doc_text)
+    assert not problems, "docs/protocol.md differs from protocol.py:\n" + "\n".join(problems)
+
+
+def test_every_command_notice_and_kind_is_listed(doc_text: str) -> None:
+    problems = enumeration_problems(doc_text)
     assert not problems, "docs/protocol.md differs from protocol.py:\n" + "\n".join(problems)
 
 
@@ -361,6 +404,21 @@ def _drop_table(text: str) -> str:
     return text[:start] + section.replace("| field |", "| name |", 1) + text[end:]
 
 
+def _drop_listed_command(text: str) -> str:
+    row = _field_row(text, "request", "cmd")
+    return _replace_once(text, row, row.replace(" or `name`", "", 1))
+
+
+def _drop_listed_kind(text: str) -> str:
+    row = _field_row(text, "header", "kind")
+    return _replace_once(text, row, row.replace("`block`, ", "", 1))
+
+
+def _list_unknown_notice(text: str) -> str:
+    row = _field_row(text, "notice", "notice")
+    return _replace_once(text, row, row.replace("`resend`", "`resend` or `shout`", 1))
+
+
 def _drop_error_code(text: str) -> str:
     start, end = _section_bounds(text, ERROR_CODES_HEADING)
     lines = text[start:end].splitlines(keepends=True)
@@ -391,6 +449,7 @@ SCHEMA_BREAKS: list[Breakage] = [
     _drop_table,
 ]
 CODE_BREAKS: list[Breakage] = [_drop_error_code, _add_error_code]
+ENUM_BREAKS: list[Breakage] = [_drop_listed_command, _drop_listed_kind, _list_unknown_notice]
 
 
 @pytest.mark.parametrize("breakage", SCHEMA_BREAKS, ids=lambda f: f.__name__.strip("_"))
@@ -405,6 +464,13 @@ def test_a_broken_error_code_table_is_noticed(doc_text: str, breakage: Breakage)
     broken = breakage(doc_text)
     assert broken != doc_text
     assert error_code_problems(broken), f"{breakage.__name__} went unnoticed"
+
+
+@pytest.mark.parametrize("breakage", ENUM_BREAKS, ids=lambda f: f.__name__.strip("_"))
+def test_a_broken_list_of_values_is_noticed(doc_text: str, breakage: Breakage) -> None:
+    broken = breakage(doc_text)
+    assert broken != doc_text
+    assert enumeration_problems(broken), f"{breakage.__name__} went unnoticed"
 
 
 def test_a_changed_schema_is_noticed(doc_text: str, monkeypatch: pytest.MonkeyPatch) -> None:
