@@ -19,11 +19,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
+import zmq
+from conftest import DaemonProcess
 
 from collectord import config
 from collectord.collector import Collector, decode_header, message_count
@@ -525,3 +528,86 @@ def test_the_worked_example_is_what_the_daemon_reads(doc_text: str) -> None:
         "seq": 1,
         "barrier": 1,
     }
+
+
+# -- what the document says the daemon does, it does ------------------------------
+
+
+def _prose(text: str, heading: str) -> str:
+    """The text under ``## heading`` (or ``### heading``), whitespace collapsed."""
+    match = re.search(rf"^#{{2,3}} {re.escape(heading)}\n", text, re.M)
+    assert match, f"no heading {heading!r}"
+    following = re.compile(r"^#{2,3} ", re.M).search(text, match.end())
+    return " ".join(text[match.end() : following.start() if following else len(text)].split())
+
+
+class RawClient:
+    """A client written from the document alone: a DEALER whose routing id is its session."""
+
+    def __init__(self, control: str, session: str = "0123456789abcdef") -> None:
+        self.session = session
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.ROUTING_ID, session.encode("ascii"))
+        self.sock.connect(control)
+        self.next_id = 0
+
+    def send(self, cmd: str, **fields: Any) -> int:
+        self.next_id += 1
+        request = {"v": 1, "cmd": cmd, "id": self.next_id, **fields}
+        self.sock.send_multipart([b"", msgpack.packb(request)])
+        return self.next_id
+
+    def receive(self, timeout: float = 30.0) -> dict[str, Any]:
+        assert self.sock.poll(int(timeout * 1000)), "nothing came from the daemon"
+        frames = self.sock.recv_multipart()
+        assert frames[0] == b"" and len(frames) == 2, frames
+        message = msgpack.unpackb(frames[1])
+        assert isinstance(message, dict)
+        return message
+
+    def ask(self, cmd: str, **fields: Any) -> dict[str, Any]:
+        request_id = self.send(cmd, **fields)
+        reply = self.receive()
+        assert reply.get("id") == request_id and reply["ok"], reply
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def hello(self, name: str = "raw") -> dict[str, Any]:
+        versions = {"raw": "1"}
+        return self.ask(
+            "hello", name=name, session=self.session, host="h", pid=1, program="p",
+            versions=versions,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.sock.close()
+        self.context.term()
+
+
+@pytest.fixture
+def raw_client(daemon: DaemonProcess) -> Iterator[RawClient]:
+    client = RawClient(daemon.control)
+    yield client
+    client.close()
+
+
+#: What "The stop barrier" says of a stop that carries the requester's seq.
+STOPPER_GETS_THE_NOTICE = (
+    "A client that requests a stop on its DEALER receives the `barrier` notice too, "
+    "even if its `stop` request carries `session` and `seq`"
+)
+
+
+def test_a_stopper_that_passes_its_seq_still_gets_the_barrier_notice(
+    doc_text: str, raw_client: RawClient
+) -> None:
+    assert STOPPER_GETS_THE_NOTICE in _prose(doc_text, "The stop barrier")
+    raw_client.hello()
+    stop_id = raw_client.send("stop", reason="test", session=raw_client.session, seq=0)
+    first = raw_client.receive()
+    assert first == {"v": 1, "notice": "barrier", "barrier": 1}
+    reply = raw_client.receive()
+    assert reply["id"] == stop_id and reply["ok"], reply
+    assert reply["result"]["unconfirmed"] == []  # its seq was known: no answer awaited
