@@ -4,16 +4,23 @@ The document gives every schema as a ``### <name>`` heading followed (before
 the next heading of level 3 or above) by a table whose columns are
 ``| field | type | required | meaning |``: one row per field, the name in
 backticks, the type as ``protocol.Field.type_name`` prints it, ``yes`` or
-``no`` for required. The error codes are a ``| code | meaning |`` table under
-``### error codes``. These tests parse those tables and compare them with
-``HEADER``, ``BODIES``, ``REQUEST``, ``REQUESTS``, ``NOTICE``, ``NOTICES`` and
-``ErrorCode``; the last tests break a copy of the document on purpose to show
-that the comparison notices. The defaults the document gives for configuration
-keys ("`receive_queue` (default 1000)") are compared with ``config.Config``,
-and the values listed in the meaning of ``cmd``, ``notice`` and ``kind`` with
-``Command``, ``Notice`` and ``Kind``.
-"""
+``no`` for required. A command's section also has a table whose first column
+is ``result``: the fields of its reply's result. The error codes are a
+``| code | meaning |`` table under ``### error codes``. These tests parse
+those tables and compare them with ``HEADER``, ``BODIES``, ``REQUEST``,
+``REQUESTS``, ``RESULTS``, ``SOURCE``, ``ACCOUNT``, ``STREAM_DESCRIPTOR``,
+``NOTICE``, ``NOTICES`` and ``ErrorCode``; other tests break a copy of the
+document on purpose to show that the comparison notices. The defaults the
+document gives for configuration keys ("`receive_queue` (default 1000)") are
+compared with ``config.Config``, and the values listed in the meaning of
+``cmd``, ``notice`` and ``kind`` with ``Command``, ``Notice`` and ``Kind``.
 
+The schemas of what the daemon writes (replies, status, saved metadata) list
+every field it writes: the last tests hold a real daemon's replies and files
+to them, so that a field added in the code and not in protocol.py (and so not
+in the document) fails here too. Where the document describes behaviour a
+client must know, a test quotes it and shows the daemon behaves so.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -28,31 +35,42 @@ import pytest
 import zmq
 from conftest import DaemonProcess
 
-from collectord import config
+from collectord import Client, config, load_json
 from collectord.collector import Collector, decode_header, message_count
+from collectord.experiment import StopRequest, now
 from collectord.protocol import (
+    ACCOUNT,
     BODIES,
     HEADER,
     NOTICE,
     NOTICES,
     REQUEST,
     REQUESTS,
+    RESULTS,
+    SOURCE,
+    STREAM_DESCRIPTOR,
     Command,
     ErrorCode,
     Kind,
     Notice,
     Schema,
+    check_fields,
 )
 from collectord.sources import Admit
+from collectord.streamfiles import StreamSpec
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
 FIELD_COLUMNS = ["field", "type", "required", "meaning"]
+#: The first column of a table of a reply's ``result`` fields (in a command's section).
+RESULT_COLUMN = "result"
 CODE_COLUMNS = ["code", "meaning"]
 ERROR_CODES_HEADING = "error codes"
 
 #: Headings that name a schema: the doc must hold exactly the expected ones.
-_SCHEMA_HEADING = re.compile(r"^(header|request|notice|(body|command|notice): .+)$")
+_SCHEMA_HEADING = re.compile(
+    r"^(header|request|notice|(body|command|notice|status|metadata): .+)$"
+)
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _CELL_SPLIT = re.compile(r"(?<!\\)\|")
 _DELIMITER_CELL = re.compile(r"^:?-{3,}:?$")
@@ -61,11 +79,23 @@ _BACKTICKED = re.compile(r"^`([^`]+)`$")
 
 def expected_schemas() -> dict[str, Schema]:
     """Every schema of protocol.py, under the heading the doc gives it."""
-    schemas: dict[str, Schema] = {"header": HEADER, "request": REQUEST, "notice": NOTICE}
+    schemas: dict[str, Schema] = {
+        "header": HEADER,
+        "request": REQUEST,
+        "notice": NOTICE,
+        "status: source": SOURCE,
+        "metadata: collectord": ACCOUNT,
+        "metadata: stream": STREAM_DESCRIPTOR,
+    }
     for prefix, table in (("body", BODIES), ("command", REQUESTS), ("notice", NOTICES)):
         for key, schema in table.items():
             schemas[f"{prefix}: {getattr(key, 'value', key)}"] = schema
     return schemas
+
+
+def expected_results() -> dict[str, Schema]:
+    """Each command's ``RESULTS`` schema, under the heading of the command's section."""
+    return {f"command: {command.value}": schema for command, schema in RESULTS.items()}
 
 
 # -- parsing -------------------------------------------------------------------
@@ -155,20 +185,30 @@ def schema_problems(text: str) -> list[str]:
         problems.append(f"### {title}: missing from the doc")
     for title in sorted(expected.keys() & documented.keys()):
         problems.extend(_table_problems(title, documented[title], expected[title]))
+    for title, schema in sorted(expected_results().items()):
+        if title in documented:
+            problems.extend(_table_problems(title, documented[title], schema, RESULT_COLUMN))
     return problems
 
 
-def _table_problems(title: str, tables: list[Table], schema: Schema) -> list[str]:
-    where = f"### {title}"
-    table = _first_table(tables, "field")
+def _table_problems(
+    title: str, tables: list[Table], schema: Schema, first_column: str = "field"
+) -> list[str]:
+    where = f"### {title}" + (f" ({first_column})" if first_column != "field" else "")
+    table = _first_table(tables, first_column)
     if table is None:
-        return [f"{where}: no table whose first column is 'field'"]
+        return [f"{where}: no table whose first column is {first_column!r}"]
     columns = [cell.lower() for cell in table[0]]
-    if columns != FIELD_COLUMNS:
-        return [f"{where}: table columns are {table[0]}, expected {FIELD_COLUMNS}"]
+    expected_columns = [first_column, *FIELD_COLUMNS[1:]]
+    if columns != expected_columns:
+        return [f"{where}: table columns are {table[0]}, expected {expected_columns}"]
     problems: list[str] = []
     rows: dict[str, tuple[str, str]] = {}
     for row in table[1:]:
+        if row[:1] == ["(none)"]:  # an empty result
+            if schema:
+                problems.append(f"{where}: says (none), but protocol.py has fields")
+            continue
         if len(row) != len(FIELD_COLUMNS):
             problems.append(f"{where}: row {row} does not have {len(FIELD_COLUMNS)} cells")
             continue
@@ -407,6 +447,30 @@ def _drop_table(text: str) -> str:
     return text[:start] + section.replace("| field |", "| name |", 1) + text[end:]
 
 
+def _drop_result(text: str) -> str:
+    start, end = _section_bounds(text, "command: status")
+    section = text[start:end]
+    row = next(line for line in section.splitlines() if line.startswith("| `curve` |"))
+    return text[:start] + section.replace(row + "\n", "", 1) + text[end:]
+
+
+def _break_result_type(text: str) -> str:
+    start, end = _section_bounds(text, "command: hello")
+    section = text[start:end]
+    row = next(line for line in section.splitlines() if line.startswith("| `run_id` |"))
+    return text[:start] + section.replace(row, row.replace("| str |", "| int |"), 1) + text[end:]
+
+
+def _always_units(text: str) -> str:
+    row = _field_row(text, "metadata: stream", "units")
+    return _replace_once(text, row, row.replace("| no |", "| yes |", 1))
+
+
+def _drop_account_field(text: str) -> str:
+    row = _field_row(text, "metadata: collectord", "unidentified_rejections")
+    return _replace_once(text, row + "\n", "")
+
+
 def _drop_listed_command(text: str) -> str:
     row = _field_row(text, "request", "cmd")
     return _replace_once(text, row, row.replace(" or `name`", "", 1))
@@ -450,6 +514,10 @@ SCHEMA_BREAKS: list[Breakage] = [
     _add_command,
     _drop_notice,
     _drop_table,
+    _drop_result,
+    _break_result_type,
+    _always_units,
+    _drop_account_field,
 ]
 CODE_BREAKS: list[Breakage] = [_drop_error_code, _add_error_code]
 ENUM_BREAKS: list[Breakage] = [_drop_listed_command, _drop_listed_kind, _list_unknown_notice]
@@ -485,9 +553,20 @@ def test_a_changed_schema_is_noticed(doc_text: str, monkeypatch: pytest.MonkeyPa
         protocol.REQUESTS, protocol.Command.SYNC, (protocol.Field("session", (str,)),)
     )
     monkeypatch.setitem(protocol.NOTICES, "shout", ())  # type: ignore[arg-type,misc]
+    monkeypatch.setitem(
+        protocol.RESULTS,
+        protocol.Command.BYE,
+        (*protocol.RESULTS[protocol.Command.BYE], protocol.Field("farewell", (str,))),
+    )
     problems = schema_problems(doc_text)
     assert any("command: sync" in p and "'seq'" in p for p in problems), problems
     assert any("notice: shout" in p for p in problems), problems
+    assert any("command: bye (result)" in p and "'farewell'" in p for p in problems), problems
+
+
+def test_every_command_has_a_request_and_a_result_schema() -> None:
+    assert set(REQUESTS) == set(Command)
+    assert set(RESULTS) == set(Command)
 
 
 # -- the worked example ----------------------------------------------------------
@@ -611,3 +690,72 @@ def test_a_stopper_that_passes_its_seq_still_gets_the_barrier_notice(
     reply = raw_client.receive()
     assert reply["id"] == stop_id and reply["ok"], reply
     assert reply["result"]["unconfirmed"] == []  # its seq was known: no answer awaited
+
+
+def _written(value: Any, schema: Schema, what: str) -> None:
+    """``value``, written by the daemon, has exactly the fields of ``schema``."""
+    check_fields(value, schema, what, strict=True)
+
+
+def test_replies_and_saved_metadata_hold_exactly_their_schemas(
+    daemon: DaemonProcess, raw_client: RawClient
+) -> None:
+    """Every field the daemon writes is in protocol.py (which the doc's tables follow)."""
+    raw = raw_client
+
+    def result(cmd: str, **fields: Any) -> dict[str, Any]:
+        answer = raw.ask(cmd, **fields)
+        _written(answer, RESULTS[Command(cmd)], f"{cmd} result")
+        return answer
+
+    result("hello", name="raw", session=raw.session, host="h", pid=1, program="p", versions={})
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", exposure=1.0)
+        client.stream("camera/plain", ["x"], "<f8").append([1.0])
+        client.stream("camera/units", ["x", "y"], "<f8", units=["s", "mm"]).append([1.0, 2.0])
+        client.sync()
+        result("sync", session=raw.session, seq=0)
+        result("dropped", session=raw.session, upto=0)
+        result("name", name="trial", session=raw.session)
+        result("save_config", session=raw.session)
+        result("restore", node="camera/settings")
+        status = result("status")
+        assert len(status["sources"]) == 2
+        for entry in status["sources"]:
+            _written(entry, SOURCE, "an entry of status's sources")
+        stop_id = raw.send("stop", reason="test", session=raw.session)
+        barrier = raw.receive()
+        assert barrier["notice"] == "barrier", barrier
+        result("sent", session=raw.session, seq=0, barrier=barrier["barrier"])
+        stopped = raw.receive()
+        assert stopped["id"] == stop_id and stopped["ok"], stopped
+        _written(stopped["result"], RESULTS[Command.STOP], "stop result")
+    result("bye", session=raw.session)
+
+    metadata = load_json(stopped["result"]["path"])
+    _written(metadata["collectord"], ACCOUNT, "the saved collectord section")
+    assert len(metadata["collectord"]["sources"]) == 2
+    for entry in metadata["collectord"]["sources"]:
+        _written(entry, SOURCE, "an entry of the saved sources")
+    for name in ("plain", "units"):
+        _written(metadata["camera"][name], STREAM_DESCRIPTOR, f"the descriptor of {name}")
+    assert "units" not in metadata["camera"]["plain"]
+    assert metadata["camera"]["units"]["units"] == ["s", "mm"]
+
+
+def test_optional_fields_the_daemon_writes_are_in_their_schemas() -> None:
+    """What a live daemon seldom writes: a restart, a failed stream conversion."""
+    collector = Collector({})
+    collector.sources.get("0123456789abcdef", "camera").present = True
+    collector.restarts.append(
+        {"journal_records": 3, "torn_tail": False, "resumed": now().isoformat()}
+    )
+    account = collector.account(StopRequest(by="signal", reason="SIGTERM"), [], now())
+    _written(account, ACCOUNT, "the account of a restarted experiment")
+    assert "restarts" in account
+    for entry in account["sources"]:
+        _written(entry, SOURCE, "an entry of the account's sources")
+    spec = StreamSpec.parse(("tail",), {"columns": ["x"], "dtype": "<f8"}, "s", "camera")
+    descriptor = spec.descriptor("streams/tail.npy", "npy", "HDF5 cannot hold it")
+    _written(descriptor, STREAM_DESCRIPTOR, "the descriptor of a stream not converted")
+    assert "conversion_failed" in descriptor
