@@ -173,7 +173,7 @@ REQUESTS: dict[Command, Schema] = {
         Field("seq", (int,), required=False),
     ),
     Command.STATUS: (),
-    Command.RESTORE: (Field("node", (str,)),),
+    Command.RESTORE: (Field("node", (str,)), Field("session", (str,), required=False)),
     Command.SAVE_CONFIG: (Field("session", (str,), required=False),),
     Command.NAME: (Field("name", (str,)), Field("session", (str,), required=False)),
 }
