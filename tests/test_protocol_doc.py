@@ -21,6 +21,7 @@ to them, so that a field added in the code and not in protocol.py (and so not
 in the document) fails here too. Where the document describes behaviour a
 client must know, a test quotes it and shows the daemon behaves so.
 """
+
 from __future__ import annotations
 
 import dataclasses
