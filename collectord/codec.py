@@ -239,6 +239,51 @@ _UNPACK_OPTIONS: dict[str, Any] = {
 }
 
 
+def msgpack_type(value: Any) -> str:
+    """The msgpack type a decoded value came as, for a reason a client can act on."""
+    for types, name in _MSGPACK_TYPES:
+        if isinstance(value, types):
+            return name
+    return "ext"
+
+
+_MSGPACK_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (type(None), "nil"),
+    (bool, "bool"),
+    (int, "int"),
+    (float, "float"),
+    (str, "str"),
+    (bytes, "bin"),
+    (list, "array"),
+    (dict, "map"),
+)
+
+
+def _bad_key(key: Any) -> str:
+    return f"map keys must be str, not {msgpack_type(key)}"
+
+
+def _map_of_pairs(pairs: list[tuple[Any, Any]]) -> Any:
+    """A map decoded as its pairs: a dict if every key is text, else a refusal.
+
+    Only used once msgpack has refused a map key (``strict_map_key``, which
+    keeps keys whose hashes an attacker can choose out of dicts): the frame is
+    decoded again this way, so that the key costs only the message holding it,
+    with a reason that says what the protocol forbids.
+    """
+    for key, _ in pairs:
+        if type(key) is not str:
+            return _Refused(_bad_key(key))
+    return dict(pairs)
+
+
+_PAIRS_OPTIONS: dict[str, Any] = {
+    **_UNPACK_OPTIONS,
+    "strict_map_key": False,
+    "object_pairs_hook": _map_of_pairs,
+}
+
+
 def unpack(frame: bytes) -> Any:
     """Decode and check one frame sent by an untrusted peer.
 
@@ -250,7 +295,10 @@ def unpack(frame: bytes) -> Any:
     try:
         obj = msgpack.unpackb(frame, **_UNPACK_OPTIONS)
     except Exception as exc:  # msgpack raises many types on garbage
-        raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
+        try:  # valid msgpack with a map key of another type than str?
+            obj = msgpack.unpackb(frame, **_PAIRS_OPTIONS)
+        except Exception:
+            raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
     return check_decoded(obj)
 
 
@@ -272,7 +320,17 @@ def unpack_many(payload: bytes, count: int) -> list[Any]:
     a bad value costs only its own message, a payload that cannot be split
     costs the whole batch.
     """
-    unpacker = msgpack.Unpacker(max_buffer_size=max(1, len(payload)), **_UNPACK_OPTIONS)
+    try:
+        return _split(payload, count, _UNPACK_OPTIONS)
+    except DecodeError as exc:
+        try:  # valid msgpack with a map key of another type than str?
+            return _split(payload, count, _PAIRS_OPTIONS)
+        except DecodeError:
+            raise exc from None
+
+
+def _split(payload: bytes, count: int, options: dict[str, Any]) -> list[Any]:
+    unpacker = msgpack.Unpacker(max_buffer_size=max(1, len(payload)), **options)
     unpacker.feed(payload)
     try:
         values = list(itertools.islice(unpacker, count))
@@ -304,7 +362,7 @@ def _check_decoded(obj: Any, depth: int) -> Any:
     if kind is dict:
         for key, item in obj.items():
             if type(key) is not str:
-                raise DecodeError("map keys must be text, not bytes")
+                raise DecodeError(_bad_key(key))
             if key[:1] == "$":
                 raise DecodeError(f"map key {key!r} starts with '$', kept for collectord's tags")
             if type(item) in _CHECKED:

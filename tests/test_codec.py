@@ -500,14 +500,48 @@ def test_malformed_timestamp_raises_decode_error() -> None:
     ids=["top", "in-list", "in-map", "deep"],
 )
 def test_bytes_map_keys_raise_decode_error(value: Any) -> None:
-    with pytest.raises(DecodeError, match="bytes"):
+    with pytest.raises(DecodeError, match=r"^map keys must be str, not bin$"):
         unpack(msgpack.packb(value, use_bin_type=True))
 
 
-@pytest.mark.parametrize("key", [1, None, 1.5, True])
-def test_non_text_map_keys_raise_decode_error(key: Any) -> None:
-    with pytest.raises(DecodeError):
-        unpack(msgpack.packb({key: 1}))
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [
+        (1, "int"),
+        (-1, "int"),
+        (None, "nil"),
+        (1.5, "float"),
+        (True, "bool"),
+        ((1, 2), "array"),
+        (msgpack.ExtType(EXT_NDARRAY, npy(np.arange(2))), "ext"),
+        (msgpack.Timestamp(1, 0), "ext"),
+    ],
+)
+@pytest.mark.parametrize("nested", [False, True])
+def test_non_text_map_keys_raise_decode_error_naming_their_type(
+    key: Any, name: str, nested: bool
+) -> None:
+    """The reason says what the protocol forbids, not how msgpack's Python library
+    refused it (the message is valid msgpack)."""
+    value = {"outer": [{key: 1}]} if nested else {key: 1}
+    with pytest.raises(DecodeError) as refused:
+        unpack(msgpack.packb(value))
+    assert str(refused.value) == f"map keys must be str, not {name}"
+
+
+def test_a_map_key_in_a_map_key_is_refused() -> None:
+    frame = b"\x81" + b"\x81\xa1k\x01" + b"\x01"  # {{"k": 1}: 1}
+    with pytest.raises(DecodeError, match=r"^map keys must be str, not map$"):
+        unpack(frame)
+
+
+def test_a_non_text_map_key_costs_only_its_own_value_in_a_batch() -> None:
+    payload = b"".join(msgpack.packb(v) for v in ({"a": 1}, {"b": {2: 3}}, {"c": 4}))
+    first, second, third = codec.unpack_many(payload, 3)
+    assert codec.check_decoded(first) == {"a": 1}
+    assert codec.check_decoded(third) == {"c": 4}
+    with pytest.raises(DecodeError, match=r"^map keys must be str, not int$"):
+        codec.check_decoded(second)
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,7 +37,7 @@ import pytest
 import zmq
 from conftest import DaemonProcess
 
-from collectord import Client, config, load_json
+from collectord import Client, config, jsonio, load_json
 from collectord.collector import Collector, decode_header, message_count
 from collectord.experiment import StopRequest, now
 from collectord.protocol import (
@@ -760,3 +761,73 @@ def test_optional_fields_the_daemon_writes_are_in_their_schemas() -> None:
     descriptor = spec.descriptor("streams/tail.npy", "npy", "HDF5 cannot hold it")
     _written(descriptor, STREAM_DESCRIPTOR, "the descriptor of a stream not converted")
     assert "conversion_failed" in descriptor
+
+
+# -- the examples of values are what the daemon does -------------------------------
+
+
+def tables_with_columns(text: str, columns: list[str]) -> list[Table]:
+    """Every table of the doc (under any heading) whose header row is ``columns``."""
+    found: list[Table] = []
+    lines: list[str] = []
+    fenced = False
+    for line in [*text.splitlines(), ""]:
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        if not fenced and line.lstrip().startswith("|"):
+            lines.append(line)
+            continue
+        if lines:
+            rows = [_cells(row) for row in lines]
+            if rows[0] == columns and len(rows) >= 2:
+                found.append([rows[0], *rows[2:]])
+            lines = []
+    return found
+
+
+_HEX_CELL = re.compile(r"^`([0-9a-f ]+)`")
+SESSION = "0123456789abcdef"
+
+
+def apply_value(value: bytes) -> tuple[list[str], Any]:
+    """What the daemon makes of a data message whose ``value`` is these msgpack bytes:
+    the rejections, and the value as the saved JSON holds it (None if none)."""
+    collector = Collector({})
+    source = collector.sources.get(SESSION, "client")
+    header = msgpack.packb(
+        {"v": 1, "kind": "data", "source": "client", "session": SESSION, "seq": 1}
+    )
+    body = b"\x82" + msgpack.packb("path") + msgpack.packb("x") + msgpack.packb("value") + value
+    frames = [header, body]
+    checked = decode_header(frames)
+    verdict, seen = source.admit_range(1, 1, 0.0)
+    assert verdict is Admit.NEW
+    outcome = collector.apply_message(source, checked, frames, seen)
+    tree = json.loads(jsonio.dumps(collector.tree.to_dict()))
+    return outcome.rejections, tree.get("x")
+
+
+def example_rows(text: str, columns: list[str]) -> list[tuple[bytes, str]]:
+    """The rows of the doc's tables with ``columns``: the hex of the first cell, and
+    the second cell."""
+    tables = tables_with_columns(text, columns)
+    assert tables, f"no table {columns} in the doc"
+    rows: list[tuple[bytes, str]] = []
+    for table in tables:
+        for row in table[1:]:
+            match = _HEX_CELL.match(row[0])
+            assert match, f"{row[0]!r} does not start with hex bytes in backticks"
+            rows.append((bytes.fromhex(match[1]), row[1]))
+    return rows
+
+
+REJECTED_COLUMNS = ["value sent (msgpack, hex)", "reason recorded"]
+
+
+def test_values_the_doc_says_are_rejected_are_rejected_so(doc_text: str) -> None:
+    for value, cell in example_rows(doc_text, REJECTED_COLUMNS):
+        reason = _unquote(cell)
+        assert reason is not None, f"{cell!r} is not in backticks"
+        rejections, saved = apply_value(value)
+        assert rejections == [f"seq 1: {reason}"], value.hex(" ")
+        assert saved is None
