@@ -16,7 +16,8 @@ pathlib paths                  str
 =============================  ==============================================
 
 The daemon also accepts msgpack's standard timestamp (ext -1), so clients in
-other languages can send times natively. Anything else (sets, objects, complex
+other languages can send times natively; it becomes ISO 8601 text in UTC, to
+the nanosecond (``timestamp_text``). Anything else (sets, objects, complex
 numbers, object arrays) raises ``UnsupportedValueError`` at the call that tried
 to send it, naming where in the value it sits: stytra's ``prepare_json`` wrote
 ``0`` for those, and the zeros were restored next session as if real.
@@ -234,9 +235,33 @@ def _ext_hook(code: int, data: bytes) -> Any:
 _UNPACK_OPTIONS: dict[str, Any] = {
     "raw": False,
     "strict_map_key": True,
-    "timestamp": 3,
+    # msgpack.Timestamp, which has the nanoseconds (a datetime would drop them)
+    "timestamp": 0,
     "ext_hook": _ext_hook,
 }
+
+#: The seconds since 1970 of the first and last instants of ISO 8601's
+#: four-digit years, 0001-01-01T00:00:00 and 9999-12-31T23:59:59 (UTC).
+TIMESTAMP_FIRST_SECOND = -62_135_596_800
+TIMESTAMP_LAST_SECOND = 253_402_300_799
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def timestamp_text(stamp: msgpack.Timestamp) -> str:
+    """A msgpack timestamp as ISO 8601 text in UTC, to the nanosecond.
+
+    Always ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnn+00:00``: nine digits of fraction,
+    zeros included, so that nothing is lost and every such time has one form.
+    A timestamp outside the years 0001 to 9999 (the 96-bit form reaches
+    further) has no such text and is refused.
+    """
+    seconds, nanoseconds = stamp.seconds, stamp.nanoseconds
+    if not TIMESTAMP_FIRST_SECOND <= seconds <= TIMESTAMP_LAST_SECOND:
+        raise DecodeError(
+            f"msgpack timestamp of {seconds} s since 1970 is outside the years 0001 to 9999"
+        )
+    moment = _EPOCH + dt.timedelta(seconds=seconds)
+    return f"{moment.isoformat()}.{nanoseconds:09d}+00:00"
 
 
 def msgpack_type(value: Any) -> str:
@@ -288,7 +313,7 @@ def unpack(frame: bytes) -> Any:
     """Decode and check one frame sent by an untrusted peer.
 
     Timestamps (ext -1) become ISO 8601 text, like ext 2, so that every time
-    ends up the same way in the JSON. Size is bounded before we get here, by
+    ends up the same way in the JSON (``timestamp_text``). Size is bounded before we get here, by
     ZeroMQ's maximum message size on the daemon's sockets; msgpack bounds
     container lengths by the frame's length.
     """
@@ -373,8 +398,8 @@ def _check_decoded(obj: Any, depth: int) -> Any:
             if type(item) in _CHECKED:
                 obj[index] = _check_decoded(item, depth + 1)
         return obj
-    if kind is dt.datetime:
-        return obj.isoformat()
+    if kind is msgpack.Timestamp:
+        return timestamp_text(obj)
     if kind is _Refused:
         raise DecodeError(obj.reason)
     return obj
@@ -391,4 +416,4 @@ def check_decoded_params(values: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Decoded types that need a look: containers, msgpack timestamps, refusals.
-_CHECKED = frozenset({dict, list, dt.datetime, _Refused})
+_CHECKED = frozenset({dict, list, msgpack.Timestamp, _Refused})

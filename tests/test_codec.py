@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import math
 import pathlib
+import re
 from typing import Any
 
 import hypothesis.extra.numpy as hnp
@@ -14,7 +15,7 @@ import msgpack
 import numpy as np
 import pytest
 from equality import same
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from collectord import codec
@@ -246,8 +247,68 @@ def test_bool_stays_bool_not_int() -> None:
 def test_msgpack_timestamps_arrive_as_iso_text() -> None:
     frame = msgpack.packb({"t": [msgpack.Timestamp(0, 0), msgpack.Timestamp(1, 500_000_000)]})
     assert unpack(frame) == {
-        "t": ["1970-01-01T00:00:00+00:00", "1970-01-01T00:00:01.500000+00:00"]
+        "t": ["1970-01-01T00:00:00.000000000+00:00", "1970-01-01T00:00:01.500000000+00:00"]
     }
+
+
+_TIMESTAMP_TEXT = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{9})\+00:00", re.ASCII)
+
+
+def timestamp_of(text: str) -> msgpack.Timestamp:
+    """The instant ``codec.timestamp_text`` wrote, read back."""
+    match = _TIMESTAMP_TEXT.fullmatch(text)
+    assert match, f"{text!r} is not YYYY-MM-DDTHH:MM:SS.nnnnnnnnn+00:00"
+    moment = dt.datetime.fromisoformat(match[1]).replace(tzinfo=dt.timezone.utc)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    seconds = (moment - epoch) // dt.timedelta(seconds=1)
+    return msgpack.Timestamp(seconds, int(match[2]))
+
+
+timestamps = st.builds(
+    msgpack.Timestamp,
+    st.integers(codec.TIMESTAMP_FIRST_SECOND, codec.TIMESTAMP_LAST_SECOND),
+    st.integers(0, 999_999_999),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(timestamps)
+@example(msgpack.Timestamp(0, 0))  # the 32-bit form
+@example(msgpack.Timestamp(2**32 - 1, 0))
+@example(msgpack.Timestamp(1_700_000_000, 1))  # the 64-bit form
+@example(msgpack.Timestamp(2**34 - 1, 999_999_999))
+@example(msgpack.Timestamp(-1, 999_999_999))  # the 96-bit form
+@example(msgpack.Timestamp(codec.TIMESTAMP_FIRST_SECOND, 0))
+@example(msgpack.Timestamp(codec.TIMESTAMP_LAST_SECOND, 999_999_999))
+def test_msgpack_timestamps_keep_their_nanoseconds(stamp: msgpack.Timestamp) -> None:
+    """Every timestamp of the years 0001 to 9999, in each of its three forms,
+    becomes text in one fixed form that gives back the same instant."""
+    text = unpack(msgpack.packb({"t": stamp}))["t"]
+    assert timestamp_of(text) == stamp
+
+
+#: The instants a datetime64[ns] can hold, in seconds since 1970.
+_NS_RANGE = (-(2**63) + 1) // 10**9 + 1, (2**63 - 1) // 10**9 - 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(*_NS_RANGE), st.integers(0, 999_999_999))
+def test_a_timestamp_is_the_same_text_as_the_same_datetime64_ns(
+    seconds: int, nanoseconds: int
+) -> None:
+    """ext -1 and numpy's datetime64[ns] (sent as ext 2 text) agree to the nanosecond."""
+    as_timestamp = unpack(msgpack.packb({"t": msgpack.Timestamp(seconds, nanoseconds)}))["t"]
+    as_numpy = round_trip({"t": np.datetime64(seconds * 10**9 + nanoseconds, "ns")})["t"]
+    assert as_timestamp == as_numpy + "+00:00"
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [codec.TIMESTAMP_FIRST_SECOND - 1, codec.TIMESTAMP_LAST_SECOND + 1, -(2**63), 2**63 - 1],
+)
+def test_a_timestamp_outside_the_years_1_to_9999_is_refused(seconds: int) -> None:
+    with pytest.raises(DecodeError, match=r"outside the years 0001 to 9999$"):
+        unpack(msgpack.packb({"t": msgpack.Timestamp(seconds, 0)}))
 
 
 def test_nesting_up_to_the_limit_round_trips() -> None:

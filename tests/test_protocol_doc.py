@@ -831,3 +831,15 @@ def test_values_the_doc_says_are_rejected_are_rejected_so(doc_text: str) -> None
         rejections, saved = apply_value(value)
         assert rejections == [f"seq 1: {reason}"], value.hex(" ")
         assert saved is None
+
+
+SAVED_COLUMNS = ["value sent (msgpack, hex)", "saved in the JSON as"]
+
+
+def test_values_the_doc_says_are_saved_are_saved_so(doc_text: str) -> None:
+    for value, cell in example_rows(doc_text, SAVED_COLUMNS):
+        saved_text = _unquote(cell)
+        assert saved_text is not None, f"{cell!r} is not in backticks"
+        rejections, saved = apply_value(value)
+        assert rejections == [], value.hex(" ")
+        assert saved == json.loads(saved_text), value.hex(" ")
