@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
 import pytest
 import zmq
 from conftest import DaemonProcess
 
-from collectord import Client, config, jsonio, load_json
+from collectord import Client, codec, config, jsonio, load_json
 from collectord.collector import Collector, decode_header, message_count
 from collectord.experiment import StopRequest, now
 from collectord.protocol import (
@@ -843,3 +844,19 @@ def test_values_the_doc_says_are_saved_are_saved_so(doc_text: str) -> None:
         rejections, saved = apply_value(value)
         assert rejections == [], value.hex(" ")
         assert saved == json.loads(saved_text), value.hex(" ")
+
+
+ARRAY_COLUMNS = ["numpy array sent (ext 1)", "saved in the JSON as"]
+
+
+def test_arrays_the_doc_shows_are_saved_so(doc_text: str) -> None:
+    tables = tables_with_columns(doc_text, ARRAY_COLUMNS)
+    assert len(tables) == 1, f"expected one table {ARRAY_COLUMNS}"
+    for row in tables[0][1:]:
+        expression, saved_text = _unquote(row[0]), _unquote(row[1])
+        assert expression and saved_text, row
+        array = eval(expression, {"__builtins__": {}}, {"numpy": np})  # the doc's own text
+        assert isinstance(array, np.ndarray), expression
+        rejections, saved = apply_value(codec.pack(array))
+        assert rejections == [], expression
+        assert saved == json.loads(saved_text), expression
