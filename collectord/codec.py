@@ -264,7 +264,7 @@ def timestamp_text(stamp: msgpack.Timestamp) -> str:
     return f"{moment.isoformat()}.{nanoseconds:09d}+00:00"
 
 
-def msgpack_type(value: Any) -> str:
+def _msgpack_type(value: Any) -> str:
     """The msgpack type a decoded value came as, for a reason a client can act on."""
     for types, name in _MSGPACK_TYPES:
         if isinstance(value, types):
@@ -285,7 +285,7 @@ _MSGPACK_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
 
 
 def _bad_key(key: Any) -> str:
-    return f"map keys must be str, not {msgpack_type(key)}"
+    return f"map keys must be str, not {_msgpack_type(key)}"
 
 
 def _map_of_pairs(pairs: list[tuple[Any, Any]]) -> Any:
@@ -313,9 +313,9 @@ def unpack(frame: bytes) -> Any:
     """Decode and check one frame sent by an untrusted peer.
 
     Timestamps (ext -1) become ISO 8601 text, like ext 2, so that every time
-    ends up the same way in the JSON (``timestamp_text``). Size is bounded before we get here, by
-    ZeroMQ's maximum message size on the daemon's sockets; msgpack bounds
-    container lengths by the frame's length.
+    ends up the same way in the JSON (``timestamp_text``). Size is bounded
+    before we get here, by ZeroMQ's maximum message size on the daemon's
+    sockets; msgpack bounds container lengths by the frame's length.
     """
     try:
         obj = msgpack.unpackb(frame, **_UNPACK_OPTIONS)
