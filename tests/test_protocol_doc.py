@@ -656,12 +656,13 @@ class RawClient:
         result: dict[str, Any] = reply["result"]
         return result
 
-    def hello(self, name: str = "raw") -> dict[str, Any]:
-        versions = {"raw": "1"}
-        return self.ask(
-            "hello", name=name, session=self.session, host="h", pid=1, program="p",
-            versions=versions,
-        )  # fmt: skip
+    def hello(self) -> dict[str, Any]:
+        return self.ask("hello", **self.introduction())
+
+    def introduction(self) -> dict[str, Any]:
+        """The fields of this client's ``hello``."""
+        fields = {"name": "raw", "session": self.session, "host": "h", "pid": 1}
+        return {**fields, "program": "p", "versions": {"raw": "1"}}
 
     def close(self) -> None:
         self.sock.close()
@@ -711,7 +712,7 @@ def test_replies_and_saved_metadata_hold_exactly_their_schemas(
         _written(answer, RESULTS[Command(cmd)], f"{cmd} result")
         return answer
 
-    result("hello", name="raw", session=raw.session, host="h", pid=1, program="p", versions={})
+    result("hello", **raw.introduction())
     with Client("camera", daemon.data, daemon.control) as client:
         client.set_params("camera/settings", exposure=1.0)
         client.stream("camera/plain", ["x"], "<f8").append([1.0])
