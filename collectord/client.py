@@ -338,7 +338,8 @@ class Client:
     def restore(self, node: str, timeout: float = 10.0) -> dict[str, Any]:
         """The last config's values under ``node``; {} if it holds none."""
         parse_path(node)
-        return dict(self._request(Command.RESTORE, {"node": node}, timeout)["values"])
+        fields = {"node": node, "session": self.session}
+        return dict(self._request(Command.RESTORE, fields, timeout)["values"])
 
     def save_config(self, timeout: float = 10.0) -> str:
         """Write the last config now, without ending the experiment; return its path.

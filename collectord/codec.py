@@ -16,7 +16,8 @@ pathlib paths                  str
 =============================  ==============================================
 
 The daemon also accepts msgpack's standard timestamp (ext -1), so clients in
-other languages can send times natively. Anything else (sets, objects, complex
+other languages can send times natively; it becomes ISO 8601 text in UTC, to
+the nanosecond (``timestamp_text``). Anything else (sets, objects, complex
 numbers, object arrays) raises ``UnsupportedValueError`` at the call that tried
 to send it, naming where in the value it sits: stytra's ``prepare_json`` wrote
 ``0`` for those, and the zeros were restored next session as if real.
@@ -234,8 +235,77 @@ def _ext_hook(code: int, data: bytes) -> Any:
 _UNPACK_OPTIONS: dict[str, Any] = {
     "raw": False,
     "strict_map_key": True,
-    "timestamp": 3,
+    # msgpack.Timestamp, which has the nanoseconds (a datetime would drop them)
+    "timestamp": 0,
     "ext_hook": _ext_hook,
+}
+
+#: The seconds since 1970 of the first and last instants of ISO 8601's
+#: four-digit years, 0001-01-01T00:00:00 and 9999-12-31T23:59:59 (UTC).
+TIMESTAMP_FIRST_SECOND = -62_135_596_800
+TIMESTAMP_LAST_SECOND = 253_402_300_799
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def timestamp_text(stamp: msgpack.Timestamp) -> str:
+    """A msgpack timestamp as ISO 8601 text in UTC, to the nanosecond.
+
+    Always ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnn+00:00``: nine digits of fraction,
+    zeros included, so that nothing is lost and every such time has one form.
+    A timestamp outside the years 0001 to 9999 (the 96-bit form reaches
+    further) has no such text and is refused.
+    """
+    seconds, nanoseconds = stamp.seconds, stamp.nanoseconds
+    if not TIMESTAMP_FIRST_SECOND <= seconds <= TIMESTAMP_LAST_SECOND:
+        raise DecodeError(
+            f"msgpack timestamp of {seconds} s since 1970 is outside the years 0001 to 9999"
+        )
+    moment = _EPOCH + dt.timedelta(seconds=seconds)
+    return f"{moment.isoformat()}.{nanoseconds:09d}+00:00"
+
+
+def _msgpack_type(value: Any) -> str:
+    """The msgpack type a decoded value came as, for a reason a client can act on."""
+    for types, name in _MSGPACK_TYPES:
+        if isinstance(value, types):
+            return name
+    return "ext"
+
+
+_MSGPACK_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (type(None), "nil"),
+    (bool, "bool"),
+    (int, "int"),
+    (float, "float"),
+    (str, "str"),
+    (bytes, "bin"),
+    (list, "array"),
+    (dict, "map"),
+)
+
+
+def _bad_key(key: Any) -> str:
+    return f"map keys must be str, not {_msgpack_type(key)}"
+
+
+def _map_of_pairs(pairs: list[tuple[Any, Any]]) -> Any:
+    """A map decoded as its pairs: a dict if every key is text, else a refusal.
+
+    Only used once msgpack has refused a map key (``strict_map_key``, which
+    keeps keys whose hashes an attacker can choose out of dicts): the frame is
+    decoded again this way, so that the key costs only the message holding it,
+    with a reason that says what the protocol forbids.
+    """
+    for key, _ in pairs:
+        if type(key) is not str:
+            return _Refused(_bad_key(key))
+    return dict(pairs)
+
+
+_PAIRS_OPTIONS: dict[str, Any] = {
+    **_UNPACK_OPTIONS,
+    "strict_map_key": False,
+    "object_pairs_hook": _map_of_pairs,
 }
 
 
@@ -243,14 +313,17 @@ def unpack(frame: bytes) -> Any:
     """Decode and check one frame sent by an untrusted peer.
 
     Timestamps (ext -1) become ISO 8601 text, like ext 2, so that every time
-    ends up the same way in the JSON. Size is bounded before we get here, by
-    ZeroMQ's maximum message size on the daemon's sockets; msgpack bounds
-    container lengths by the frame's length.
+    ends up the same way in the JSON (``timestamp_text``). Size is bounded
+    before we get here, by ZeroMQ's maximum message size on the daemon's
+    sockets; msgpack bounds container lengths by the frame's length.
     """
     try:
         obj = msgpack.unpackb(frame, **_UNPACK_OPTIONS)
     except Exception as exc:  # msgpack raises many types on garbage
-        raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
+        try:  # valid msgpack with a map key of another type than str?
+            obj = msgpack.unpackb(frame, **_PAIRS_OPTIONS)
+        except Exception:
+            raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
     return check_decoded(obj)
 
 
@@ -272,7 +345,17 @@ def unpack_many(payload: bytes, count: int) -> list[Any]:
     a bad value costs only its own message, a payload that cannot be split
     costs the whole batch.
     """
-    unpacker = msgpack.Unpacker(max_buffer_size=max(1, len(payload)), **_UNPACK_OPTIONS)
+    try:
+        return _split(payload, count, _UNPACK_OPTIONS)
+    except DecodeError as exc:
+        try:  # valid msgpack with a map key of another type than str?
+            return _split(payload, count, _PAIRS_OPTIONS)
+        except DecodeError:
+            raise exc from None
+
+
+def _split(payload: bytes, count: int, options: dict[str, Any]) -> list[Any]:
+    unpacker = msgpack.Unpacker(max_buffer_size=max(1, len(payload)), **options)
     unpacker.feed(payload)
     try:
         values = list(itertools.islice(unpacker, count))
@@ -304,7 +387,7 @@ def _check_decoded(obj: Any, depth: int) -> Any:
     if kind is dict:
         for key, item in obj.items():
             if type(key) is not str:
-                raise DecodeError("map keys must be text, not bytes")
+                raise DecodeError(_bad_key(key))
             if key[:1] == "$":
                 raise DecodeError(f"map key {key!r} starts with '$', kept for collectord's tags")
             if type(item) in _CHECKED:
@@ -315,8 +398,8 @@ def _check_decoded(obj: Any, depth: int) -> Any:
             if type(item) in _CHECKED:
                 obj[index] = _check_decoded(item, depth + 1)
         return obj
-    if kind is dt.datetime:
-        return obj.isoformat()
+    if kind is msgpack.Timestamp:
+        return timestamp_text(obj)
     if kind is _Refused:
         raise DecodeError(obj.reason)
     return obj
@@ -333,4 +416,4 @@ def check_decoded_params(values: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Decoded types that need a look: containers, msgpack timestamps, refusals.
-_CHECKED = frozenset({dict, list, dt.datetime, _Refused})
+_CHECKED = frozenset({dict, list, msgpack.Timestamp, _Refused})

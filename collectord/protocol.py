@@ -11,9 +11,16 @@ Data socket (client PUB/XPUB -> daemon SUB), one ZeroMQ message per update::
 Control socket (client DEALER or REQ -> daemon ROUTER)::
 
     request:  b"" , msgpack map  REQUEST + REQUESTS[cmd]
-    reply:    b"" , msgpack map  {"v", "id", "ok": true, "result": {...}}
+    reply:    b"" , msgpack map  {"v", "id", "ok": true, "result": RESULTS[cmd]}
                                  {"v", "id", "ok": false, "error": {"code", "message"}}
     notice:   b"" , msgpack map  NOTICE + NOTICES[notice]   (daemon -> DEALER only)
+
+What the daemon writes has schemas too, listing every field it writes:
+``RESULTS`` (a reply's ``result``), ``SOURCE`` (an entry of ``sources`` in the
+status reply and in the saved metadata), ``ACCOUNT`` (the saved metadata's
+``collectord`` section) and ``STREAM_DESCRIPTOR`` (what a stream leaves at its
+path in the saved metadata). A field of those that is not ``required`` is
+absent when it does not apply.
 """
 
 from __future__ import annotations
@@ -92,7 +99,18 @@ class Field:
         return " or ".join(_TYPE_NAMES[t] for t in self.types)
 
 
-_TYPE_NAMES = {int: "int", str: "str", dict: "map", list: "array", object: "any", bool: "bool"}
+_NIL = type(None)
+
+_TYPE_NAMES = {
+    int: "int",
+    float: "float",
+    str: "str",
+    dict: "map",
+    list: "array",
+    object: "any",
+    bool: "bool",
+    _NIL: "nil",
+}
 
 Schema = tuple[Field, ...]
 
@@ -155,7 +173,7 @@ REQUESTS: dict[Command, Schema] = {
         Field("seq", (int,), required=False),
     ),
     Command.STATUS: (),
-    Command.RESTORE: (Field("node", (str,)),),
+    Command.RESTORE: (Field("node", (str,)), Field("session", (str,), required=False)),
     Command.SAVE_CONFIG: (Field("session", (str,), required=False),),
     Command.NAME: (Field("name", (str,)), Field("session", (str,), required=False)),
 }
@@ -167,6 +185,100 @@ NOTICES: dict[Notice, Schema] = {
     Notice.RESEND: (_SESSION, Field("from", (int,))),
 }
 
+_RECEIVED = Field("received", (int,))
+
+#: Each entry of ``sources``: in the status reply (counters since the daemon
+#: started) and in the saved metadata's ``collectord`` section (this experiment's).
+SOURCE: Schema = (
+    Field("name", (str,)),
+    Field("session", (str,)),
+    Field("host", (str,)),
+    Field("pid", (int, _NIL)),
+    Field("program", (str,)),
+    Field("versions", (dict,)),
+    Field("connected", (bool,)),
+    Field("last_seq", (int,)),
+    Field("messages", (dict,)),
+    Field("gaps", (list,)),
+    Field("recent_rejections", (list,)),
+)
+
+#: The ``result`` of each command's reply.
+RESULTS: dict[Command, Schema] = {
+    Command.HELLO: (
+        Field("daemon", (str,)),
+        Field("protocol", (int,)),
+        Field("run_id", (str,)),
+        _RECEIVED,
+        Field("max_message_bytes", (int,)),
+    ),
+    Command.BYE: (_RECEIVED,),
+    Command.DROPPED: (_RECEIVED,),
+    Command.SYNC: (_RECEIVED,),
+    Command.SENT: (),
+    Command.STOP: (
+        Field("run_id", (str,)),
+        Field("path", (str,)),
+        Field("last_config", (str,)),
+        Field("unconfirmed", (list,)),
+    ),
+    Command.STATUS: (
+        Field("version", (str,)),
+        Field("protocol", (int,)),
+        Field("host", (str,)),
+        Field("pid", (int,)),
+        Field("uptime", (float,)),
+        Field("endpoints", (dict,)),
+        Field("curve", (bool,)),
+        Field("output", (str,)),
+        Field("last_config", (str,)),
+        Field("run_id", (str,)),
+        Field("run_started", (str,)),
+        Field("restarts", (list,)),
+        Field("stop_pending", (bool,)),
+        Field("saving", (dict, _NIL)),
+        Field("saved_experiments", (int,)),
+        Field("last_saved", (str, _NIL)),
+        Field("last_error", (str, _NIL)),
+        Field("sources", (list,)),
+        Field("unidentified", (dict,)),
+        Field("rejected", (int,)),
+        Field("forgotten", (dict,)),
+    ),
+    Command.RESTORE: (Field("values", (dict,)),),
+    Command.SAVE_CONFIG: (Field("last_config", (str,)),),
+    Command.NAME: (),
+}
+
+#: The saved metadata's ``collectord`` section: the daemon's account of the experiment.
+ACCOUNT: Schema = (
+    Field("version", (str,)),
+    Field("protocol", (int,)),
+    Field("run_id", (str,)),
+    Field("name", (str, _NIL)),
+    Field("started", (str,)),
+    Field("first_message", (str, _NIL)),
+    Field("stopped", (str,)),
+    Field("stopped_by", (dict,)),
+    Field("unconfirmed", (list,)),
+    Field("daemon", (dict,)),
+    Field("sources", (list,)),
+    Field("unidentified_rejections", (int,)),
+    Field("restarts", (list,), required=False),
+)
+
+#: What a declared stream leaves at its path in the saved metadata.
+STREAM_DESCRIPTOR: Schema = (
+    Field("file", (str, _NIL)),
+    Field("format", (str,)),
+    Field("rows", (int,)),
+    Field("columns", (list,)),
+    Field("dtype", (str,)),
+    Field("source", (str,)),
+    Field("units", (list,), required=False),
+    Field("conversion_failed", (str,), required=False),
+)
+
 #: Largest sequence number or id accepted: msgpack's unsigned 64-bit range.
 MAX_COUNTER = 2**64 - 1
 
@@ -177,15 +289,23 @@ class ProtocolViolation(ValueError):
     """A message does not follow the protocol; the text says what is wrong."""
 
 
-def check_fields(message: Any, schema: Schema, what: str) -> Mapping[str, Any]:
+def check_fields(
+    message: Any, schema: Schema, what: str, *, strict: bool = False
+) -> Mapping[str, Any]:
     """Check a decoded message against ``schema``; return it as a mapping.
 
-    Unknown fields are allowed (a newer client may send more); missing or
-    mistyped ones are not. ``bool`` is not accepted where an int is expected,
-    although Python says it is one.
+    Unknown fields are allowed (a newer client may send more), unless
+    ``strict``: the schemas of what the daemon writes list every field it
+    writes, and the tests hold it to them. Missing or mistyped fields are
+    refused. ``bool`` is not accepted where an int is expected, although
+    Python says it is one.
     """
     if not isinstance(message, dict):
         raise ProtocolViolation(f"{what} must be a msgpack map, not {type(message).__name__}")
+    if strict:
+        unknown = message.keys() - {field.name for field in schema}
+        if unknown:
+            raise ProtocolViolation(f"{what} has fields its schema lacks: {sorted(unknown)}")
     for field in schema:
         if field.name not in message:
             if field.required:

@@ -12,7 +12,7 @@ from conftest import DaemonProcess, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collectord import Client, MessageTooLargeError, load_json
+from collectord import Client, MessageTooLargeError, RequestError, load_json
 from collectord.protocol import Command
 from collectord.sources import MAX_SESSIONS_PER_PEER
 
@@ -217,6 +217,20 @@ def test_bad_control_requests_get_error_replies(daemon: DaemonProcess) -> None:
         sock.close()
         context.term()
     assert daemon.request(Command.STATUS)["pid"] == daemon.process.pid
+
+
+def test_a_refused_restore_counts_under_the_client_that_asked(daemon: DaemonProcess) -> None:
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", gain=1.0)
+        client.stop()
+        with pytest.raises(RequestError) as refused:
+            client.restore("camera/settings/gain")
+        assert refused.value.code == "not_a_group"
+        status = client.status()
+    (source,) = status["sources"]
+    assert source["messages"]["rejected"] == 1
+    assert "gain" in source["recent_rejections"][0]
+    assert status["unidentified"]["rejected"] == 0
 
 
 def test_oversized_messages_are_refused(make_daemon, tmp_path) -> None:

@@ -1,6 +1,7 @@
 """``restore``: the last-config values under a node.
 
-Request fields: ``node`` (str, a slash path such as "camera/settings").
+Request fields: ``node`` (str, a slash path such as "camera/settings"),
+optionally ``session`` (str, the requester's: a refusal counts under it).
 Reply ``result``: ``values`` (map: the last config's content at ``node``, an
 empty map if there is none). Error ``invalid_path`` for a malformed node,
 ``not_a_group`` if the last config holds a single value at ``node``.

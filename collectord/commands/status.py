@@ -1,15 +1,20 @@
 """``status``: what the daemon is doing.
 
-Request fields: none. Reply ``result``: ``version``, ``protocol``, ``host``,
-``pid``, ``uptime`` (seconds), ``endpoints`` (map: ``data``, ``control``),
-``output``, ``last_config``, ``run_id``, ``run_started``, ``stop_pending``,
+Request fields: none. Reply ``result`` (``protocol.RESULTS[Command.STATUS]``):
+``version``, ``protocol``, ``host``, ``pid``, ``uptime`` (seconds),
+``endpoints`` (map: ``data``, ``control``), ``curve`` (bool: the sockets use
+CURVE), ``output``, ``last_config``, ``run_id``, ``run_started``,
+``restarts`` (array: how the current experiment outlived crashes of the
+daemon), ``stop_pending``, ``saving`` (map or nil: the save under way),
 ``saved_experiments``, ``last_saved`` (str or nil), ``last_error`` (str or
-nil), ``sources`` (array of maps: ``name``, ``session``, ``host``, ``pid``,
-``program``, ``versions``, ``connected``, ``last_seq``, ``messages`` (map:
-``messages``, ``rejected``, ``duplicates``, ``out_of_order``, ``lost``),
-``gaps`` (array of ``[first, last]``), ``recent_rejections`` (array of str)),
-``unidentified`` (map: ``rejected``, ``recent_rejections``: bad input whose
-sender could not be told), ``rejected`` (int, all rejections).
+nil), ``sources`` (array of maps, ``protocol.SOURCE``: ``name``, ``session``,
+``host``, ``pid``, ``program``, ``versions``, ``connected``, ``last_seq``,
+``messages`` (map: ``messages``, ``rejected``, ``duplicates``,
+``out_of_order``, ``lost``), ``gaps`` (array of ``[first, last]``),
+``recent_rejections`` (array of str)), ``unidentified`` (map: ``rejected``,
+``recent_rejections``: bad input whose sender could not be told),
+``rejected`` (int, all rejections), ``forgotten`` (map: ``sessions``,
+``messages``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Request fields: ``reason`` (str, free text recorded in the metadata), and
 optionally ``session`` (str) with ``seq`` (int): the requester's own last
-sequence number, so its own messages are waited for without asking it.
+sequence number, so its own messages are waited for without waiting for its
+answer to the barrier notice (the notice is sent to it all the same).
 
 The daemon sends a ``barrier`` notice to every connected client, waits until
 it has received everything they report (at most ``barrier_timeout``), then
