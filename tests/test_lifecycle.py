@@ -458,11 +458,10 @@ def test_the_daemon_answers_and_takes_messages_while_it_saves(make_daemon, tmp_p
         replies: list[str] = []
         stopping = threading.Thread(target=lambda: replies.append(client.stop(timeout=120)))
         stopping.start()
+        # The save stays at that step (its pause point) until the gate opens.
         status = wait_for(
-            lambda: (
-                (s := daemon.status())["saving"] and "metadata" not in s["saving"]["step"] and s
-            ),
-            what="the save to be held after its metadata",
+            lambda: (s := daemon.status())["saving"] and "metadata" in s["saving"]["step"] and s,
+            what="the save to be held at its metadata",
         )
         assert status["saving"]["run_id"] != status["run_id"]  # the next one runs
         client.add_data("cam/note", "during")
@@ -504,8 +503,12 @@ def test_collectord_stop_shows_the_progress_of_a_long_save(make_daemon, tmp_path
             text=True,
         )
         assert stop.stderr is not None
-        line = stop.stderr.readline()  # shown once the save has taken a second
-        assert line.startswith("saving ") and "the last config" in line, line
+        # Shown once the stop has taken a second, a line per change: the save
+        # stays at its pause point until the gate opens.
+        lines = [stop.stderr.readline() for _ in range(1)]
+        while "the last config" not in lines[-1] and lines[-1] and len(lines) < 10:
+            lines.append(stop.stderr.readline())
+        assert lines[-1].startswith("saving ") and "the last config" in lines[-1], lines
         gate.touch()
         out, err = stop.communicate(timeout=120)
     assert stop.returncode == 0, err
