@@ -153,7 +153,7 @@ class Lifecycle:
     def open(self, start: Start) -> Opened:
         """Deal with whatever a previous daemon left, then hold a running experiment.
 
-        Saves that reached step 5 are completed. Experiments left unfinished
+        Saves marked saved are completed. Experiments left unfinished
         are replayed from their journals: the older ones saved as recovered,
         the newest resumed (``RESUME``) or saved as recovered (``RECOVER``), in
         which case the next experiment begins inheriting its state. A journal
