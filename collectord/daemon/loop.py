@@ -239,7 +239,6 @@ class Daemon:
         if isinstance(outcome, BaseException):
             # The saver tries again until it succeeds; the daemon goes on.
             log.error("save of %s failed: %r; trying again", job.run_id, outcome)
-            self._stopping = None
             if stop is not None:
                 self._failed(stop, outcome)
             return
