@@ -513,3 +513,75 @@ def test_collectord_stop_shows_the_progress_of_a_long_save(make_daemon, tmp_path
         out, err = stop.communicate(timeout=120)
     assert stop.returncode == 0, err
     assert load_json(out.strip())["cam"]["settings"] == {"exposure": 4.0}
+
+
+@pytest.mark.parametrize(
+    "failing", ["begin", "metadata", "last config"], ids=lambda step: f"{step} fails"
+)
+def test_a_save_that_fails_is_tried_again_and_the_next_experiment_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """A full disk at a step of a save: nothing is confirmed of the next
+    experiment until its BEGIN is written, the save is tried again from the
+    step that failed, and once it succeeds both experiments are whole."""
+    output = tmp_path / "out"
+    daemon = Daemon(Config(output=str(output)))
+    lifecycle, durability = daemon.lifecycle, daemon.durability
+    failures = 2
+
+    def full_disk(*_: Any) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise OSError(errno.ENOSPC, "injected: no space left")
+
+    where = {
+        "begin": (journal.Journal, "write_first"),
+        "metadata": (store, "write_metadata"),
+        "last config": (store, "write_last_config"),
+    }[failing]
+    original = getattr(*where)
+
+    def failing_step(*args: Any, **kwargs: Any) -> Any:
+        full_disk()
+        return original(*args, **kwargs)
+
+    seq = 0
+
+    def send(kind: str, body: dict[str, Any]) -> None:
+        nonlocal seq
+        seq += 1
+        daemon.on_data(_frames(seq, kind, body))
+
+    send("params", {"path": "cam/settings", "values": {"gain": 2}})
+    send("data", {"path": "cam/note", "value": "stopped"})
+    lifecycle.flush_when_due()
+    durability.make_durable(lifecycle._received())
+    monkeypatch.setattr(*where, failing_step)
+    job = lifecycle.begin_save(StopRequest(by="test", reason="full disk"), [])
+    send("data", {"path": "cam/note", "value": "next"})  # into the next experiment
+    outcomes = []
+    while len(outcomes) < 3:
+        if not outcomes:
+            daemon.saver.start(job)
+        else:
+            daemon.saver.retry_at = 0.0  # not the interval a daemon waits
+            daemon.saver.retry()
+        daemon.saver.wait()
+        finished = daemon.saver.finished()
+        assert finished is not None
+        outcomes.append(finished[1])
+        if not isinstance(finished[1], BaseException):
+            break
+        if failing == "begin":  # the next experiment's records wait, unconfirmed
+            assert durability.held
+    assert [isinstance(outcome, OSError) for outcome in outcomes] == [True, True, False]
+    lifecycle.finish_save(job)
+    lifecycle.flush_when_due()
+    durability.settle()
+    assert not durability.held
+    lifecycle.save(StopRequest(by="test", reason="last"), [])
+    daemon._teardown()
+    first, second = saved_experiments(output)
+    assert first["cam"] == {"settings": {"gain": 2}, "note": "stopped"}
+    assert second["cam"]["note"] == "next"
