@@ -50,17 +50,15 @@ experiment): what fails there is logged, and the next start does it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import enum
 import errno
-import gc
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +72,7 @@ from ..paths import check_name
 from ..protocol import Kind, ProtocolViolation
 from ..sources import Admit, Source, TooManySessions
 from ..streamfiles import FILE_SUFFIXES, StreamFiles
+from ..tree import gc_paused
 from . import saving
 from .durability import Durability
 from .saving import SaveJob, Successor
@@ -664,23 +663,6 @@ class Lifecycle:
         data = collector.applied[Kind.DATA] or collector.applied[Kind.BLOCK]
         params = (collector.experiment.run_id, collector.applied[Kind.PARAMS])
         return bool(data) or params != self._config_saved
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a whole tree is built or walked.
-
-    A tree of a million parameters is millions of objects: each collection
-    the allocations trigger walks them all, which made a restart's replay
-    and a save several times slower. None of these structures holds a cycle.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @dataclasses.dataclass

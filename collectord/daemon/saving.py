@@ -37,7 +37,7 @@ from ..experiment import Experiment, metadata
 from ..faults import Fault, reached
 from ..journal import Journal
 from ..streamfiles import Finished, StreamFiles, StreamSpec
-from ..tree import Tree, merge_config
+from ..tree import Tree, gc_paused, merge_config
 
 log = logging.getLogger("collectord")
 
@@ -204,6 +204,11 @@ def is_saved(staging: Path) -> bool:
     return (staging / SAVED_MARK).exists()
 
 
+def _run(job: SaveJob) -> dict[str, Any]:
+    with gc_paused():  # a big tree's walks allocate millions of objects
+        return job.run()
+
+
 class Saver:
     """Runs one ``SaveJob`` at a time in a background thread; retries a failed one."""
 
@@ -221,7 +226,7 @@ class Saver:
     def start(self, job: SaveJob) -> None:
         assert self.job is None, "one save at a time"
         self.job = job
-        self._running = self._executor.submit(job.run)
+        self._running = self._executor.submit(_run, job)
 
     def finished(self) -> tuple[SaveJob, dict[str, Any] | BaseException] | None:
         """The job and its result (or its error) once its run is over; a failed
@@ -242,7 +247,7 @@ class Saver:
     def retry(self) -> None:
         """Try a failed job again once its interval is over."""
         if self.job is not None and self._running is None and time.monotonic() >= self.retry_at:
-            self._running = self._executor.submit(self.job.run)
+            self._running = self._executor.submit(_run, self.job)
 
     def wait(self) -> None:
         """Wait for the running job's current try."""
