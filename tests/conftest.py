@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -13,12 +15,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import zmq
 from hypothesis import HealthCheck, settings
 
+from collectord import codec, load_json
 from collectord.control import request
 from collectord.daemon.process import spawn
 from collectord.errors import CollectordError
-from collectord.protocol import Command
+from collectord.protocol import PROTOCOL_VERSION, Command
 
 # Timing belongs in benchmarks: on a loaded 2-core machine a generated example
 # may take seconds, which is no failure of the code under test.
@@ -172,3 +176,42 @@ def figures(
         _figures_table[request.node.name] = numbers
 
     return record
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``collectord ARGS`` in a child process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "collectord", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def send_stop_without_waiting(control: str, reason: str = "operator") -> None:
+    """An operator's stop, handed to the daemon and not waited for (the daemon
+    is about to die)."""
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(control)
+    message = {"v": PROTOCOL_VERSION, "cmd": "stop", "id": 1, "reason": reason}
+    sock.send_multipart([b"", codec.pack(message)])
+    sock.close()
+    context.term()
+
+
+def saved_experiments(output: Path) -> list[dict[str, Any]]:
+    """Every published metadata file (under ``_path``, its path), in the order
+    the experiments began."""
+    found = []
+    for path in output.glob("[0-9]*/*/*_metadata.json"):
+        metadata = load_json(path)
+        metadata["_path"] = path
+        found.append(metadata)
+
+    def began(metadata: dict[str, Any]) -> tuple[dt.datetime, str]:
+        account = metadata["collectord"]
+        return dt.datetime.fromisoformat(account["started"]), account["run_id"]
+
+    return sorted(found, key=began)

@@ -61,9 +61,9 @@ import numpy as np
 import pytest
 import trial_processes
 import zmq
-from conftest import DaemonProcess, wait_for
+from conftest import DaemonProcess, run_cli, saved_experiments, send_stop_without_waiting, wait_for
 
-from collectord import Client, codec, faults, load_json
+from collectord import Client, codec, faults
 from collectord.protocol import PROTOCOL_VERSION
 
 CLIENTS = ("cam", "tracking", "stimulus")
@@ -85,26 +85,9 @@ TRIAL_SECONDS = float(os.environ.get("COLLECTORD_TRIAL_SECONDS", "4"))
 # -- talking to a daemon without the fixture's helpers ------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "collectord", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 def _stop_message(reason: str) -> bytes:
     request_id = random.randrange(1, 2**31)
     return codec.pack({"v": PROTOCOL_VERSION, "cmd": "stop", "id": request_id, "reason": reason})
-
-
-def send_stop_without_waiting(control: str, reason: str) -> None:
-    """An operator's stop, handed to the daemon and not waited for."""
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 2000)
-    sock.connect(control)
-    sock.send_multipart([b"", _stop_message(reason)])
-    sock.close()
-    context.term()
 
 
 def stop_or_death(
@@ -495,21 +478,6 @@ def trial_factory(
 
 
 # -- what was saved -----------------------------------------------------------------------
-
-
-def saved_experiments(output: Path) -> list[dict[str, Any]]:
-    """Every published metadata file, in the order the experiments began."""
-    found = []
-    for path in output.glob("[0-9]*/*/*_metadata.json"):
-        metadata = load_json(path)
-        metadata["_path"] = path
-        found.append(metadata)
-
-    def began(metadata: dict[str, Any]) -> tuple[dt.datetime, str]:
-        account = metadata["collectord"]
-        return dt.datetime.fromisoformat(account["started"]), account["run_id"]
-
-    return sorted(found, key=began)
 
 
 def check(

@@ -21,10 +21,9 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-import zmq
-from conftest import DaemonProcess, wait_for
+from conftest import DaemonProcess, run_cli, saved_experiments, send_stop_without_waiting, wait_for
 
-from collectord import Client, codec, journal, load_json, store
+from collectord import Client, journal, load_json, store
 from collectord.collector import Collector
 from collectord.config import Config
 from collectord.control import request
@@ -32,24 +31,8 @@ from collectord.daemon import Daemon
 from collectord.experiment import StopRequest
 from collectord.faults import ENV, PAUSE_ENV, SAVE_STEPS, Fault
 from collectord.journal import JOURNAL_NAME
-from collectord.protocol import PROTOCOL_VERSION, Command
+from collectord.protocol import Command
 from collectord.streamfiles import StreamFiles
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "collectord", *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def saved_experiments(output: Path) -> list[dict[str, Any]]:
-    """Every published metadata file, oldest first, each with its path."""
-    found = []
-    for path in sorted(output.glob("[0-9]*/*/*_metadata.json")):
-        metadata = load_json(path)
-        metadata["_path"] = path
-        found.append(metadata)
-    return sorted(found, key=lambda m: m["collectord"]["started"])
 
 
 def stream_rows(metadata: dict[str, Any], *path: str) -> np.ndarray:
@@ -57,18 +40,6 @@ def stream_rows(metadata: dict[str, Any], *path: str) -> np.ndarray:
     for name in path:
         node = node[name]
     return np.load(metadata["_path"].parent / node["file"])
-
-
-def send_stop_without_waiting(control: str) -> None:
-    """An operator's stop, sent and not waited for (the daemon is about to die)."""
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 2000)
-    sock.connect(control)
-    message = {"v": PROTOCOL_VERSION, "cmd": "stop", "id": 1, "reason": "operator"}
-    sock.send_multipart([b"", codec.pack(message)])
-    sock.close()
-    context.term()
 
 
 def no_losses(metadata: dict[str, Any]) -> None:

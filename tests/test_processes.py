@@ -6,14 +6,12 @@ import multiprocessing
 import os
 import pathlib
 import signal
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
 import rig_processes
-from conftest import DaemonProcess, wait_for
+from conftest import DaemonProcess, run_cli, wait_for
 
 from collectord import Client, load_json
 
@@ -83,15 +81,6 @@ def test_signal_after_a_save_writes_no_empty_experiment(daemon: DaemonProcess) -
         client.stop()
     assert daemon.terminate() == 0
     assert len(list(daemon.output.glob("*/*/*_metadata.json"))) == 1
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "collectord", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_cli_status_and_stop(daemon: DaemonProcess) -> None:

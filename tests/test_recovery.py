@@ -8,16 +8,10 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import wait_for
+from conftest import run_cli, wait_for
 
 from collectord import Client, journal, load_json
 from collectord.journal import JOURNAL_NAME
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "collectord", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def test_sync_confirmed_data_survives_kill9_and_recover(make_daemon, figures) -> None:
