@@ -88,9 +88,12 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
     RecordType.BEGIN: {
         "run_id": _STR,
         "started": _STR,  # ISO 8601
-        # the carried parameters (Tree.carried), packed with the value codec
+        # the carried parameters (Tree.carried: [values, owners]), packed
+        # with the value codec
+        "carried": Field((bytes,), optional=True),
+        # before "carried": the tree with [value, owner] per parameter, and
+        # before that [path, value] per parameter and the empty groups' paths
         "tree": Field((bytes,), optional=True),
-        # before "tree": [path, value] per parameter, and the empty groups' paths
         "params": Field((bytes,), optional=True),
         "groups": Field((list,), optional=True),
         "sources": Field((list,)),  # Source snapshots

@@ -62,8 +62,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import codec, journal, jsonio, store, system
-from ..collector import Applied, Collector, RowsOnDisk, decode_header, message_count
+from .. import codec, journal, store, system
+from ..collector import (
+    Applied,
+    Collector,
+    RowsOnDisk,
+    carried_fields,
+    decode_header,
+    message_count,
+)
 from ..errors import UnreadableRecord
 from ..experiment import Experiment, StopRequest, now
 from ..faults import Fault, reached
@@ -71,6 +78,7 @@ from ..journal import JOURNAL_NAME, Journal, RecordType
 from ..paths import check_name
 from ..protocol import Kind, ProtocolViolation
 from ..sources import Admit, Source, TooManySessions
+from ..store import LastConfig
 from ..streamfiles import FILE_SUFFIXES, StreamFiles
 from ..tree import gc_paused
 from . import saving
@@ -136,7 +144,7 @@ class Lifecycle:
         self.last_config_file = last_config_file
         self.stream_format = stream_format
         self.durability = durability
-        self.collector = Collector({})  # the last config is read by ``open``
+        self.collector = Collector(LastConfig({}))  # ``open`` names its file
         self.saved_count = 0
         self.last_saved: Path | None = None
         self.last_error: str | None = None
@@ -180,7 +188,7 @@ class Lifecycle:
             else:
                 opened.resumed = self.collector.experiment.run_id
         else:
-            self.collector.last_config = store.read_last_config(self.last_config_file)
+            self.collector.last_config = LastConfig.reading(self.last_config_file)
             self._begin_first()
         self.durability.durable = self._received()
         return opened
@@ -222,7 +230,7 @@ class Lifecycle:
 
     def _reopen(self, staging: Path, opened: Opened, *, resumed: bool) -> None:
         """Replay ``staging``'s experiment and go on with it; the restart is recorded."""
-        self.collector.last_config = store.read_last_config(self.last_config_file)
+        self.collector.last_config = LastConfig.reading(self.last_config_file)
         restart = self._replay(staging, opened)
         reached(Fault.OPEN_REPLAYED)
         restart["resumed" if resumed else "recovered"] = now().isoformat()
@@ -369,7 +377,7 @@ class Lifecycle:
         opened = Journal(staging / JOURNAL_NAME)
         try:
             begin = self.collector.begin_record(following, None)
-            opened.write_first({**begin, "tree": codec.pack(self.collector.tree.carried())})
+            opened.write_first({**begin, **carried_fields(*self.collector.tree.carried())})
         except BaseException:
             opened.discard()
             shutil.rmtree(staging, ignore_errors=True)
@@ -513,8 +521,9 @@ class Lifecycle:
     def save_config(self) -> Path:
         """Write the last config now, the experiment going on (stytra's
         ``save_config_file``): what a save would write there, no folder."""
-        written = store.write_last_config(self.last_config_file, self.collector.merged_config())
-        self.collector.last_config = jsonio.loads(written)
+        merged = self.collector.merged_config()
+        store.write_last_config(self.last_config_file, merged)
+        self.collector.last_config = LastConfig(merged)
         self._config_saved = (
             self.collector.experiment.run_id,
             self.collector.applied[Kind.PARAMS],
@@ -622,7 +631,7 @@ class Lifecycle:
     def finish_save(self, job: SaveJob) -> None:
         """A job's run is over and the experiment saved: take what it wrote."""
         if job.successor is not None and job.saved_config is not None:
-            self.collector.last_config = job.saved_config
+            self.collector.last_config = LastConfig(job.saved_config)
         self.saved_count += 1
         self.last_saved = job.path
         self.last_error = job.error
