@@ -231,6 +231,8 @@ def test_bench_runs_and_reports_every_figure() -> None:
         "2",
         "--tree",
         "2000",
+        "--clock",
+        "5",
         "--json",
         timeout=300,
     )
@@ -242,6 +244,10 @@ def test_bench_runs_and_reports_every_figure() -> None:
     tree = figures["tree"]
     assert tree["parameters"] == 2000
     assert all(tree[key] > 0 for key in ("save_s", "ceiling_s", "status_max_s", "restart_s"))
+    clock = figures["clock"]
+    assert clock["samples"] >= 5
+    assert clock["median_rtt_s"] > 0 and clock["offset_spread_s"] >= 0
+    assert abs(clock["median_offset_s"]) < 0.1  # the daemon's own clock: no offset
 
 
 def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemon, tmp_path):
