@@ -441,6 +441,10 @@ class Link(threading.Thread):
         t2, t3 = result.get("t2"), result.get("t3")
         if t4 is None or not isinstance(t2, float) or not isinstance(t3, float):
             return
+        if not self.introduced:
+            # The daemon went away meanwhile: a new one would not know this
+            # session before its hello. The next hello begins a new burst.
+            return
         sample = self.probe.replied(t2, t3, t4, time.monotonic())
         if sample is not None:
             # Not awaited: a report lost with a dying daemon is one sample fewer.
