@@ -114,7 +114,9 @@ class Probe:
         if self._sent_at is None:
             return None  # a reply to an exchange given up
         self._sent_at = None
-        self._taken.append(measure(self._t1, t2, t3, t4))
+        exchange = measure(self._t1, t2, t3, t4)
+        if exchange.rtt >= 0:  # else a clock was stepped back meanwhile: no measurement
+            self._taken.append(exchange)
         if len(self._taken) < self.burst:
             return None
         found, self._taken = best(self._taken), []

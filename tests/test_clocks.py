@@ -180,6 +180,18 @@ def test_a_probe_gives_up_a_lost_reply_and_a_refused_command() -> None:
     assert not probe.want(1000.0)
 
 
+def test_an_exchange_across_a_clock_stepped_back_is_no_measurement() -> None:
+    probe = Probe(interval=5.0, burst=2)
+    probe.restart(0.0)
+    probe.sent(t1=100.0, now=0.0)
+    assert probe.replied(t2=50.0, t3=50.0, t4=99.0, now=0.0) is None  # rtt -1 s
+    probe.sent(t1=100.0, now=0.0)
+    assert probe.replied(t2=50.0, t3=50.0, t4=100.002, now=0.0) is None  # one of two
+    probe.sent(t1=100.0, now=0.0)
+    found = probe.replied(t2=50.0, t3=50.0, t4=100.004, now=0.0)
+    assert found is not None and found.rtt == pytest.approx(0.002)
+
+
 def test_a_probe_with_no_interval_measures_once_per_hello() -> None:
     probe = Probe(interval=0.0, burst=1)
     probe.restart(0.0)
