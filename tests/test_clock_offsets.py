@@ -180,7 +180,8 @@ def test_the_daemon_refuses_a_report_that_makes_no_sense(daemon: DaemonProcess) 
             {"session": "nobody", "at": now, "offset": 0.0, "rtt": 0.001},
         )
     with Client("camera", daemon.data, daemon.control) as client:
-        client.sync()
+        client.set_params("camera/settings", exposure=1.0)
+        client.sync()  # a message confirmed: the client has said hello
         with pytest.raises(RequestError, match="rtt must be 0 or more"):
             request(
                 daemon.control,
