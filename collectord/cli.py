@@ -208,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         "measure what this machine carries, raw and through collectord",
         "Measure the raw ZeroMQ ceilings of this machine and collectord's own rates in "
         "the same run (parameters, row appends, block extends, the daemon's peak memory, "
-        "the cost of each call), and print each rate as a ratio to its ceiling. Takes a "
-        "minute or two.",
+        "the cost of each call, the precision of clock offsets), and print each rate as a "
+        "ratio to its ceiling. Takes a minute or two.",
         "collectord bench --json > bench.json",
     )
     bench.add_argument("--repeat", type=int, default=3, help="runs; medians are reported")
@@ -227,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=100_000,
         metavar="N",
         help="parameters of the big tree whose save and restart are timed (0: skip; "
+        "default: %(default)s)",
+    )
+    bench.add_argument(
+        "--clock",
+        type=int,
+        default=200,
+        metavar="N",
+        help="clock samples whose precision on loopback is measured (0: skip; "
         "default: %(default)s)",
     )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -475,7 +483,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
-    return bench_main(args.repeat, args.messages, args.rows, args.stream_mb, args.json, args.tree)
+    return bench_main(
+        args.repeat, args.messages, args.rows, args.stream_mb, args.json, args.tree, args.clock
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
