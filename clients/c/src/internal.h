@@ -1,0 +1,159 @@
+/* What the library's modules share: the client object, queued messages and
+ * requests. Not installed; the public API is include/collectord.h. */
+#ifndef COLLECTORD_INTERNAL_H
+#define COLLECTORD_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "collectord.h"
+#include "platform.h"
+#include "unconfirmed.h"
+
+#define CD_VERSION "0.1.0"
+#define CD_PROTOCOL 1
+#define CD_ERROR_BYTES 512
+#define CD_SESSION_BYTES 17 /* 16 hex digits and a NUL */
+
+/* Kinds of data messages (their names: cd_kind_name). */
+enum cd_kind { CD_PARAMS, CD_DATA, CD_STREAM, CD_BLOCK };
+const char *cd_kind_name(int kind);
+
+/* One data message, owned by the outbox, then by the I/O thread's buffer. */
+typedef struct cd_message {
+    uint64_t seq;
+    int kind;
+    char *body; /* the msgpack body */
+    size_t body_size;
+    char *rows; /* a block's raw rows (the third frame), else NULL */
+    size_t rows_size;
+    struct cd_message *next; /* in the outbox */
+} cd_message;
+
+void cd_message_free(cd_message *message);
+
+/* A control request a caller waits for; the I/O thread gives it its id. */
+typedef struct cd_request {
+    const char *command;
+    int idempotent;      /* may be sent again to a restarted daemon */
+    char *fields;        /* msgpack key/value pairs after v, cmd, id */
+    size_t fields_size;
+    uint32_t field_count;
+    uint64_t id;
+    int done;            /* answered (or failed): `code`, `result`, `error` */
+    int abandoned;       /* the caller gave up waiting: whoever finishes frees it */
+    int code;
+    char *result;        /* the reply's `result` map, msgpack */
+    size_t result_size;
+    char error[CD_ERROR_BYTES];
+    struct cd_request *next;
+} cd_request;
+
+void cd_request_free(cd_request *request);
+
+/* A stream this client declared: what appending rows needs to check. */
+typedef struct cd_stream {
+    char *path;
+    size_t columns;
+    size_t itemsize;
+} cd_stream;
+
+enum cd_state { CD_OPEN, CD_CLOSING, CD_CLOSED };
+
+struct collectord_client {
+    char *name;
+    char session[CD_SESSION_BYTES];
+    char *data_endpoint;
+    char *control_endpoint;
+    char *hello_fields; /* name, host, pid, program, versions: msgpack pairs */
+    size_t hello_size;
+    uint32_t hello_count;
+    uint64_t buffer_limit;
+
+    void *context;
+    void *wake_tx; /* callers' end of the wake-up PAIR, used under `lock` */
+    void *wake_rx; /* the I/O thread's end */
+    void *pub;     /* XPUB to the data endpoint, I/O thread only */
+    void *dealer;  /* DEALER to the control endpoint, I/O thread only */
+    cd_thread thread;
+
+    /* Shared between callers and the I/O thread, under `lock`. */
+    cd_mutex lock;
+    cd_cond answered; /* a request got its answer */
+    int state;
+    int sleeping;  /* the I/O thread is (about to be) blocked in poll */
+    int finishing; /* the I/O thread must exit */
+    uint64_t seq;  /* last sequence number given out */
+    cd_message *outbox_head, *outbox_tail;
+    uint64_t outbox_count;
+    cd_request *requests_head, *requests_tail;
+    uint64_t acked;        /* copy of link.acked */
+    uint64_t held;         /* copy of the unconfirmed buffer's count */
+    uint64_t overflowed;   /* copy of link.overflowed */
+    uint64_t body_limit;   /* largest body (rows included) of one message */
+    cd_stream *streams;
+    size_t stream_count;
+    char error[CD_ERROR_BYTES];
+
+    /* The I/O thread's own state (link.c). */
+    struct {
+        cd_unconfirmed unacked;
+        uint64_t sent;  /* highest seq handed to the data socket */
+        uint64_t acked; /* highest seq the daemon confirmed */
+        uint64_t overflowed;
+        uint64_t dropped_upto;
+        uint64_t dropped_reported;
+        int subscribed;
+        int introduced; /* hello answered since the last subscription */
+        uint64_t next_id;
+        uint64_t hello_id;
+        int64_t hello_at;
+        uint64_t ack_id;
+        int64_t ack_at;
+        int64_t stalled_since; /* 0: not stalled */
+        cd_request *pending;   /* sent, awaiting their replies */
+        uint64_t max_message_bytes;
+    } link;
+};
+
+/* errors.c: record a failure for collectord_last_error() and the handle,
+ * and return `code`. `client` may be NULL. */
+int cd_fail(collectord_client *client, int code, const char *format, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* names.c: 0 if `text` follows the rules, else a message in `why`. */
+int cd_check_name(const char *text, size_t length, char *why, size_t why_size);
+int cd_check_path(const char *path, char *why, size_t why_size);
+int cd_check_utf8(const char *text, size_t length);
+
+/* values.c: whether `bytes` are exactly one msgpack value the daemon takes,
+ * containers at most `depth` levels deep; 0, or a message in `why`. */
+int cd_check_value(const char *bytes, size_t length, int depth, char *why, size_t why_size);
+/* Nesting limits (docs/protocol.md, Limits). */
+#define CD_DATA_DEPTH 64
+#define CD_PARAM_DEPTH 63
+
+/* json.c: JSON text to one msgpack value appended to `out`; 0, or a message
+ * (naming the byte offset) in `why`. */
+int cd_json_to_msgpack(const char *json, size_t length, int depth, msgpack_sbuffer *out, char *why,
+                       size_t why_size);
+
+/* link.c: the I/O thread. */
+void cd_link_run(void *client);
+/* Wake the I/O thread if it sleeps; call with `lock` held. */
+void cd_wake(collectord_client *client);
+
+/* msgpack helpers (pack.c). */
+void cd_pack_text(msgpack_packer *packer, const char *text, size_t length);
+void cd_pack_cstr(msgpack_packer *packer, const char *text);
+/* The value at `key` of a msgpack map, or NULL. */
+const msgpack_object *cd_map_get(const msgpack_object *map, const char *key);
+/* An unsigned integer at `key`, or `fallback`. */
+uint64_t cd_map_uint(const msgpack_object *map, const char *key, uint64_t fallback);
+
+#endif
