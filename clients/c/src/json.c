@@ -262,7 +262,7 @@ static int literal(parser *p, const char *word, int type, node *out)
 {
     size_t length = strlen(word);
     if (p->length - p->at < length || memcmp(p->json + p->at, word, length) != 0)
-        return fail(p, p->at, "unexpected character");
+        return fail(p, p->at, "expected a value");
     p->at += length;
     out->type = type;
     return 0;
@@ -345,7 +345,7 @@ static int parse_value(parser *p, size_t index, int depth)
             if (parse_number(p, &scratch) != 0) return -1;
             break;
         }
-        return fail(p, p->at, "unexpected character");
+        return fail(p, p->at, "expected a value");
     }
     p->nodes[index].type = scratch.type;
     p->nodes[index].number = scratch.number;

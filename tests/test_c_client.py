@@ -1,0 +1,383 @@
+"""The C client (clients/c): built with CMake, run against real daemons, and
+called through ctypes as MATLAB, LabVIEW and C# would call it."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from c_library import (
+    E_ARGUMENT,
+    E_JSON,
+    E_MSGPACK,
+    E_TIMEOUT,
+    INSTALL,
+    REQUIRE_ENV,
+    CClient,
+    CError,
+    build,
+    load,
+    missing,
+)
+from conftest import DaemonProcess, wait_for
+
+from collectord import load_json
+
+EXAMPLE_ROWS = 1000
+
+
+@pytest.fixture(scope="session")
+def c_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """clients/c built once per test session, or a skip naming what to install
+    (a failure where REQUIRE_ENV says the toolchain must be there)."""
+    why = missing()
+    if why is not None:
+        message = f"cannot build the C client: {why}; install `{INSTALL}` and a C compiler"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{message} ({REQUIRE_ENV}=1)")
+        pytest.skip(message)
+    return build(tmp_path_factory.mktemp("c-client-build"))
+
+
+@pytest.fixture(scope="session")
+def library(c_build: Path) -> ctypes.CDLL:
+    return load(c_build)
+
+
+def stream_rows(metadata_path: Path, descriptor: dict[str, Any]) -> np.ndarray[Any, Any]:
+    return np.load(metadata_path.parent / descriptor["file"])
+
+
+def the_source(saved: dict[str, Any]) -> dict[str, Any]:
+    (source,) = saved["collectord"]["sources"]
+    return source
+
+
+def test_the_example_saves_what_it_publishes_value_by_value(
+    c_build: Path, daemon: DaemonProcess
+) -> None:
+    result = subprocess.run(
+        [str(c_build / "collectord-c-example"), daemon.data, daemon.control],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    path = Path(result.stdout.splitlines()[-1])
+    saved = load_json(path)
+    account = saved.pop("collectord")
+    assert saved == {
+        "c-example": {
+            "settings": {
+                "exposure": 5.5,
+                "gain": -3,
+                "enabled": True,
+                "label": 'réglage "quoted"',
+                "roi": {"x": 10, "y": 20, "size": [64, 48.5]},
+            },
+            "data": {"number": 42.125, "text": "hello from C", "list": [1.5, -2.25, 1e10]},
+            "rows": {
+                "file": "streams/c-example/rows.npy",
+                "format": "npy",
+                "rows": EXAMPLE_ROWS,
+                "columns": ["i", "twice", "thrice"],
+                "dtype": "<f8",
+                "source": "c-example",
+                "units": ["count", "count", "count"],
+            },
+        }
+    }
+    types = {name: type(value) for name, value in saved["c-example"]["settings"].items()}
+    assert types == {"exposure": float, "gain": int, "enabled": bool, "label": str, "roi": dict}
+    rows = stream_rows(path, saved["c-example"]["rows"])
+    index = np.arange(EXAMPLE_ROWS, dtype="<f8")
+    assert rows.dtype.names == ("i", "twice", "thrice")
+    assert rows["i"].tolist() == index.tolist()
+    assert rows["twice"].tolist() == (2 * index).tolist()
+    assert rows["thrice"].tolist() == (3 * index).tolist()
+    (source,) = account["sources"]
+    assert source["name"] == "c-example" and source["pid"] is not None
+    assert source["versions"]["collectord-c"] == load(c_build).collectord_version().decode()
+    # 5 parameters, 3 data, 1 declaration, 10 blocks of 100 rows
+    assert source["messages"] == {
+        "messages": 19,
+        "rejected": 0,
+        "duplicates": 0,
+        "out_of_order": 0,
+        "lost": 0,
+    }
+    assert account["unconfirmed"] == []
+
+
+def test_ctypes_round_trip_of_every_kind_of_value(
+    library: ctypes.CDLL, daemon: DaemonProcess
+) -> None:
+    client = CClient(library, "rig", daemon.data, daemon.control)
+    client.call("set_float", "rig/settings", "exposure", 0.1)
+    client.call("set_int", "rig/settings", "frames", -(2**63))
+    client.call("set_bool", "rig/settings", "armed", 0)
+    label = "µm ✓ \U0001f600".encode()
+    client.call("set_text", "rig/settings", "label", label, len(label))
+    packed = msgpack.packb({"bytes": b"\x00\x01", "nested": [[1, None], {"k": True}]})
+    client.call("set_msgpack", "rig/settings", "packed", packed, len(packed))
+    group = b'{"a": 1, "b": [true, null, "x\\u00e9\\ud83d\\ude00"], "c": 18446744073709551615}'
+    client.call("set_params_json", "rig/group", group, len(group))
+    pairs = msgpack.packb({"one": 1.0, "two": "2"})
+    client.call("set_params_msgpack", "rig/packed_group", pairs, len(pairs))
+    client.call("add_int", "rig/data/int", 2**62)
+    client.call("add_bool", "rig/data/bool", 1)
+    ints = (ctypes.c_int64 * 3)(-1, 0, 1)
+    client.call("add_ints", "rig/data/ints", ints, 3)
+    nothing = (ctypes.c_double * 1)()
+    client.call("add_floats", "rig/data/empty", nothing, 0)
+    client.call("add_text", "rig/data/empty_text", None, 0)
+    value = msgpack.packb({"when": msgpack.ExtType(2, b"2024-05-17T14:03:09")})
+    client.call("add_msgpack", "rig/data/ext", value, len(value))
+    document = b' {"x": [1.5e3, -0.25, 0], "deep": [[[[]]]], "s": "tab\\there"} '
+    client.call("add_json", "rig/data/json", document, len(document))
+    client.call("declare_stream_json", "rig/counts", '["n", "m"]', "<i4", None)
+    counts = np.arange(200, dtype="<i4").reshape(100, 2)
+    client.call("append_rows", "rig/counts", counts.ctypes.data, 100, counts.nbytes)
+    client.call("name_experiment", "from_ctypes", 10.0)
+    client.call("sync", 30.0)
+    assert client.counter("unconfirmed") == 0
+    assert client.counter("last_seq") == 16  # 7 params, 7 data, 1 stream, 1 block
+    path = Path(client.stop())
+    assert path.name == "from_ctypes_metadata.json"
+    saved = load_json(path)
+    assert saved["rig"]["settings"] == {
+        "exposure": 0.1,
+        "frames": -(2**63),
+        "armed": False,
+        "label": "µm ✓ \U0001f600",
+        "packed": {"bytes": b"\x00\x01", "nested": [[1, None], {"k": True}]},
+    }
+    assert saved["rig"]["group"] == {"a": 1, "b": [True, None, "xé\U0001f600"], "c": 2**64 - 1}
+    assert saved["rig"]["packed_group"] == {"one": 1.0, "two": "2"}
+    assert saved["rig"]["data"] == {
+        "int": 2**62,
+        "bool": True,
+        "ints": [-1, 0, 1],
+        "empty": [],
+        "empty_text": "",
+        "ext": {"when": "2024-05-17T14:03:09"},
+        "json": {"x": [1500.0, -0.25, 0], "deep": [[[[]]]], "s": "tab\there"},
+    }
+    descriptor = saved["rig"]["counts"]
+    assert descriptor["columns"] == ["n", "m"] and descriptor["dtype"] == "<i4"
+    rows = stream_rows(path, descriptor)
+    assert rows["n"].tolist() == counts[:, 0].tolist()
+    assert rows["m"].tolist() == counts[:, 1].tolist()
+    assert the_source(saved)["messages"]["rejected"] == 0
+    # The parameters are the last config now: restore gives them back as msgpack.
+    restored = msgpack.unpackb(client.restore("rig/group"))
+    assert restored == {"a": 1, "b": [True, None, "xé\U0001f600"], "c": 2**64 - 1}
+    client.close()
+
+
+def test_bad_input_fails_at_the_call_and_loses_nothing_accepted(
+    library: ctypes.CDLL, daemon: DaemonProcess
+) -> None:
+    client = CClient(library, "careful", daemon.data, daemon.control)
+    client.call("add_int", "careful/first", 1)
+    refused: list[tuple[int, str]] = []
+
+    def refuse(function: str, *args: Any) -> None:
+        with pytest.raises(CError) as caught:
+            client.call(function, *args)
+        refused.append((caught.value.code, caught.value.message))
+
+    refuse("add_int", "careful//double", 1)
+    refuse("add_int", "collectord/x", 1)
+    refuse("set_int", "careful/settings", "$tag", 1)
+    bad_json = b'{"a": [1, 2,, 3]}'
+    refuse("add_json", "careful/json", bad_json, len(bad_json))
+    dollar = b'{"$float": "nan"}'
+    refuse("add_json", "careful/json", dollar, len(dollar))
+    int_key = bytes.fromhex("810101")  # {1: 1}, as protocol.md lists it
+    refuse("add_msgpack", "careful/packed", int_key, len(int_key))
+    two_values = msgpack.packb(1) + msgpack.packb(2)
+    refuse("add_msgpack", "careful/packed", two_values, len(two_values))
+    not_utf8 = b"\xff"
+    refuse("add_text", "careful/text", not_utf8, 1)
+    rows = np.zeros(3, "<f8")
+    refuse("append_rows", "careful/undeclared", rows.ctypes.data, 3, rows.nbytes)
+    refuse("declare_stream_json", "careful/s", '["a", "a"]', "<f8", None)
+    refuse("declare_stream_json", "careful/s", '["a"]', ">f8", None)
+    client.call("declare_stream_json", "careful/s", '["a"]', "<f8", None)
+    refuse("append_rows", "careful/s", rows.ctypes.data, 2, rows.nbytes)
+
+    codes = [code for code, _ in refused]
+    assert codes == [E_ARGUMENT] * 3 + [E_JSON] * 2 + [E_MSGPACK] * 2 + [E_ARGUMENT] * 5
+    messages = [message for _, message in refused]
+    assert "careful//double" in messages[0] and "empty" in messages[0]
+    assert "'collectord'" in messages[1]
+    assert "$tag" in messages[2]
+    assert messages[3] == "value of 'careful/json': JSON: expected a value at byte 12"
+    assert "'$'" in messages[4] and "byte 1" in messages[4]
+    assert "map keys must be str, not int" in messages[5]
+    assert "follow the msgpack value" in messages[6]
+    assert "UTF-8" in messages[7]
+    assert "not declared" in messages[8]
+    assert "twice" in messages[9]
+    assert "'>f8'" in messages[10]
+    assert "2 rows of 8 bytes are 16 bytes, not 24" in messages[11]
+    # The handle keeps the last message for callers whose calls change threads.
+    buffer = ctypes.create_string_buffer(512)
+    length = library.collectord_client_error(client.handle, buffer, len(buffer))
+    assert buffer.value.decode() == messages[11] and length == len(messages[11])
+
+    client.call("add_int", "careful/last", 2)
+    saved = load_json(Path(client.stop()))
+    client.close()
+    assert saved["careful"]["first"] == 1 and saved["careful"]["last"] == 2
+    source = the_source(saved)
+    assert source["messages"]["rejected"] == 0 and source["messages"]["messages"] == 3
+
+
+def test_threads_publish_through_one_handle(library: ctypes.CDLL, daemon: DaemonProcess) -> None:
+    client = CClient(library, "threads", daemon.data, daemon.control)
+    errors: list[BaseException] = []
+
+    def publish(thread: int) -> None:
+        try:
+            for index in range(500):
+                client.call("add_int", f"threads/t{thread}/m{index:03d}", index)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=publish, args=(thread,)) for thread in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors
+    saved = load_json(Path(client.stop()))
+    client.close()
+    expected = {f"m{index:03d}": index for index in range(500)}
+    assert saved["threads"] == {f"t{thread}": expected for thread in range(4)}
+    assert the_source(saved)["messages"]["messages"] == 2000
+
+
+def test_publishing_through_a_kill9_and_restart_loses_nothing(
+    library: ctypes.CDLL, make_daemon: Callable[..., DaemonProcess]
+) -> None:
+    """3000 numbered values and 3000 numbered rows at about 1 kHz; the daemon
+    is killed with SIGKILL and started again on the same folder in between."""
+    first = make_daemon()
+    client = CClient(library, "steady", first.data, first.control)
+    client.call("declare_stream_json", "steady/rows", '["index"]', "<i8", None)
+    total = 3000
+    published = 0
+    slowest = 0.0
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def publish() -> None:
+        nonlocal published, slowest
+        row = np.zeros(1, "<i8")
+        try:
+            for index in range(total):
+                started = time.perf_counter()
+                client.call("add_int", f"steady/m{index:04d}", index)
+                row[0] = index
+                client.call("append_rows", "steady/rows", row.ctypes.data, 1, row.nbytes)
+                slowest = max(slowest, time.perf_counter() - started)
+                published = index + 1
+                time.sleep(0.001)  # pacing, about 1 kHz
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=publish)
+    worker.start()
+    wait_for(lambda: published >= 800, what="800 values")
+    assert first.process is not None
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait(30)
+    killed_at, outage_started = published, time.perf_counter()
+    wait_for(lambda: published >= killed_at + 400 or done.is_set(), what="publishing on")
+    down_for = published - killed_at
+    make_daemon(data=first.data, control=first.control)
+    outage = time.perf_counter() - outage_started
+    assert done.wait(120)
+    worker.join()
+    assert not errors
+    client.call("sync", 60.0)
+    path = Path(client.stop())
+    overflowed = client.counter("overflowed")
+    client.close()
+
+    assert down_for >= 400, "the daemon was not down while publishing went on"
+    assert slowest < outage / 2, f"a publishing call took {slowest:.3f} s of {outage:.3f} s"
+    saved = load_json(path)
+    values = {f"m{index:04d}": index for index in range(total)}
+    assert {key: value for key, value in saved["steady"].items() if key != "rows"} == values
+    rows = stream_rows(path, saved["steady"]["rows"])
+    assert rows["index"].tolist() == list(range(total))  # each row once, in order
+    source = the_source(saved)
+    assert source["messages"]["lost"] == 0 and source["gaps"] == []
+    assert source["messages"]["rejected"] == 0
+    assert source["messages"]["messages"] == 2 * total + 1
+    assert overflowed == 0
+    assert len(saved["collectord"]["restarts"]) == 1
+
+
+def test_a_full_resend_buffer_drops_the_oldest_and_says_so(
+    library: ctypes.CDLL, make_daemon: Callable[..., DaemonProcess], ipc: Callable[[str], str]
+) -> None:
+    data, control = ipc("data"), ipc("control")
+    client = CClient(library, "tiny", data, control, buffer=100)
+    for index in range(1000):
+        client.call("add_int", f"tiny/m{index:03d}", index)
+    wait_for(lambda: client.counter("overflowed") == 900, what="the buffer to overflow")
+    assert client.counter("unconfirmed") == 100
+    with pytest.raises(CError) as caught:
+        client.call("sync", 0.2)  # no daemon yet
+    assert caught.value.code == E_TIMEOUT and control in caught.value.message
+    make_daemon(data=data, control=control)
+    client.call("sync", 60.0)
+    saved = load_json(Path(client.stop()))
+    client.close()
+    assert saved["tiny"] == {f"m{index:03d}": index for index in range(900, 1000)}
+    source = the_source(saved)
+    assert source["messages"]["lost"] == 900 and source["gaps"] == [[1, 900]]
+    assert source["messages"]["messages"] == 100
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_without_the_toolchain_the_tests_skip_or_fail_as_told(
+    tmp_path: Path, required: bool
+) -> None:
+    """No cmake on PATH: a skip naming what to install, or with REQUIRE_ENV a failure."""
+    env = {**os.environ, "PATH": str(tmp_path)}
+    env.pop(REQUIRE_ENV, None)
+    if required:
+        env[REQUIRE_ENV] = "1"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-rsf", "-p", "no:cacheprovider",
+         "-k", "test_the_example"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parent.parent,
+        timeout=300,
+    )  # fmt: skip
+    assert INSTALL in result.stdout
+    if required:
+        assert result.returncode == 1 and "1 error" in result.stdout
+    else:
+        assert result.returncode == 0 and "1 skipped" in result.stdout
