@@ -271,6 +271,24 @@ def test_threads_publish_through_one_handle(library: ctypes.CDLL, daemon: Daemon
     assert the_source(saved)["messages"]["messages"] == 2000
 
 
+def test_an_operators_stop_waits_for_what_the_c_client_published(
+    library: ctypes.CDLL, daemon: DaemonProcess
+) -> None:
+    """The barrier notice is answered: a stop from elsewhere, requested right
+    after a burst, saves the whole burst and names no one unconfirmed."""
+    client = CClient(library, "burst", daemon.data, daemon.control)
+    client.call("add_int", "burst/first", 0)
+    client.call("sync", 30.0)  # introduced: the daemon will wait for this client
+    for index in range(2000):
+        client.call("add_int", f"burst/m{index:04d}", index)
+    reply = daemon.stop("operator")
+    assert reply["unconfirmed"] == []
+    saved = load_json(Path(reply["path"]))
+    client.close()
+    assert saved["burst"] == {"first": 0, **{f"m{index:04d}": index for index in range(2000)}}
+    assert the_source(saved)["messages"]["messages"] == 2001
+
+
 def test_publishing_through_a_kill9_and_restart_loses_nothing(
     library: ctypes.CDLL, make_daemon: Callable[..., DaemonProcess]
 ) -> None:

@@ -38,8 +38,10 @@
 #  else
 #    define COLLECTORD_API __declspec(dllimport)
 #  endif
-#else
+#elif defined(__GNUC__)
 #  define COLLECTORD_API __attribute__((visibility("default")))
+#else
+#  define COLLECTORD_API
 #endif
 
 #ifdef __cplusplus

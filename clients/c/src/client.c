@@ -56,27 +56,6 @@ static char *copy_text(const char *text)
 
 /* -- opening and closing ------------------------------------------------------ */
 
-/* The command line of this process, for hello's `program` (best effort). */
-static void program_text(char *buffer, size_t size)
-{
-#ifdef _WIN32
-    snprintf(buffer, size, "%s", GetCommandLineA());
-#else
-    FILE *file = fopen("/proc/self/cmdline", "rb");
-    size_t length = 0, index;
-    buffer[0] = '\0';
-    if (file == NULL) return;
-    length = fread(buffer, 1, size - 1, file);
-    fclose(file);
-    while (length > 0 && buffer[length - 1] == '\0') length--;
-    for (index = 0; index < length; index++)
-        if (buffer[index] == '\0') buffer[index] = ' ';
-    buffer[length] = '\0';
-    /* A command line cut inside a UTF-8 character would make hello invalid. */
-    while (length > 0 && cd_check_utf8(buffer, length) != 0) buffer[--length] = '\0';
-#endif
-}
-
 static int pack_hello(collectord_client *c)
 {
     msgpack_sbuffer buffer;
@@ -85,7 +64,10 @@ static int pack_hello(collectord_client *c)
     int major, minor, patch;
     cd_hostname(host, sizeof host);
     if (cd_check_utf8(host, strlen(host)) != 0) host[0] = '\0';
-    program_text(program, sizeof program);
+    cd_program(program, sizeof program);
+    /* A command line cut inside a UTF-8 character would make hello invalid. */
+    while (program[0] != '\0' && cd_check_utf8(program, strlen(program)) != 0)
+        program[strlen(program) - 1] = '\0';
     zmq_version(&major, &minor, &patch);
     snprintf(libzmq, sizeof libzmq, "%d.%d.%d", major, minor, patch);
     msgpack_sbuffer_init(&buffer);

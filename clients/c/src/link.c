@@ -473,9 +473,11 @@ static void ask_progress(collectord_client *c)
     c->link.ack_id = send_own(c, "sync", "seq", 0, NULL, 0);
 }
 
+/* A hello the daemon never answered (it died first, or the DEALER's queue was
+ * full) is sent again. */
 static void retry_hello(collectord_client *c)
 {
-    if (!c->link.introduced && c->link.hello_id != 0
+    if (!c->link.introduced && (c->link.hello_id != 0 || c->link.subscribed)
         && cd_now_ms() - c->link.hello_at > HELLO_RETRY_MS)
         send_hello(c);
 }

@@ -61,6 +61,13 @@ int cd_random(unsigned char *bytes, size_t size)
 
 int64_t cd_pid(void) { return (int64_t)GetCurrentProcessId(); }
 
+void cd_program(char *buffer, size_t size)
+{
+    if (size == 0) return;
+    strncpy(buffer, GetCommandLineA(), size - 1);
+    buffer[size - 1] = '\0';
+}
+
 void cd_hostname(char *buffer, size_t size)
 {
     DWORD length = (DWORD)size;
@@ -146,6 +153,22 @@ int cd_random(unsigned char *bytes, size_t size)
 }
 
 int64_t cd_pid(void) { return (int64_t)getpid(); }
+
+void cd_program(char *buffer, size_t size)
+{
+    FILE *file;
+    size_t length, index;
+    if (size == 0) return;
+    buffer[0] = '\0';
+    file = fopen("/proc/self/cmdline", "rb"); /* Linux; elsewhere the program stays unknown */
+    if (file == NULL) return;
+    length = fread(buffer, 1, size - 1, file);
+    fclose(file);
+    while (length > 0 && buffer[length - 1] == '\0') length--;
+    for (index = 0; index < length; index++)
+        if (buffer[index] == '\0') buffer[index] = ' ';
+    buffer[length] = '\0';
+}
 
 void cd_hostname(char *buffer, size_t size)
 {

@@ -42,6 +42,8 @@ int64_t cd_now_ms(void);
 int cd_random(unsigned char *bytes, size_t size);
 
 int64_t cd_pid(void);
+/* This process's command line into `buffer` (cut to fit), "" if unknown. */
+void cd_program(char *buffer, size_t size);
 /* The host name into `buffer`, "" if unknown. */
 void cd_hostname(char *buffer, size_t size);
 
