@@ -69,6 +69,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "collectord_last_error": (_S, []),
     "collectord_client_error": (ctypes.c_int, [_P, _S, _N]),
     "collectord_open": (ctypes.c_int, [ctypes.POINTER(_P), _S, _S, _S, ctypes.c_uint64]),
+    "collectord_new": (_P, [_S, _S, _S, ctypes.c_uint64]),
     "collectord_close": (ctypes.c_int, [_P, ctypes.c_double]),
     "collectord_session": (_S, [_P]),
     "collectord_set_float": (ctypes.c_int, [_P, _S, _S, ctypes.c_double]),

@@ -22,6 +22,7 @@ from c_library import (
     E_JSON,
     E_MSGPACK,
     E_TIMEOUT,
+    E_TRANSPORT,
     INSTALL,
     REQUIRE_ENV,
     CClient,
@@ -245,6 +246,19 @@ def test_bad_input_fails_at_the_call_and_loses_nothing_accepted(
     assert saved["careful"]["first"] == 1 and saved["careful"]["last"] == 2
     source = the_source(saved)
     assert source["messages"]["rejected"] == 0 and source["messages"]["messages"] == 3
+
+
+def test_opening_refuses_a_bad_name_or_endpoint_at_once(library: ctypes.CDLL) -> None:
+    assert (
+        library.collectord_new(b"bad/name", b"tcp://127.0.0.1:1", b"tcp://127.0.0.1:2", 0) is None
+    )
+    assert library.collectord_last_error() == b"client name: name 'bad/name' contains '/'"
+    with pytest.raises(CError) as caught:
+        CClient(library, "camera", "bogus://x", "tcp://127.0.0.1:1")
+    assert caught.value.code == E_TRANSPORT and "bogus://x" in caught.value.message
+    handle = library.collectord_new(b"camera", b"tcp://127.0.0.1:1", b"tcp://127.0.0.1:2", 0)
+    assert handle is not None and len(library.collectord_session(handle)) == 16
+    assert library.collectord_close(handle, 0.1) == 0  # nothing published: nothing to wait for
 
 
 def test_threads_publish_through_one_handle(library: ctypes.CDLL, daemon: DaemonProcess) -> None:

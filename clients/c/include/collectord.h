@@ -89,6 +89,13 @@ COLLECTORD_API int collectord_open(collectord_client **client, const char *name,
                                    const char *data_endpoint, const char *control_endpoint,
                                    uint64_t buffer_messages);
 
+/* The same, returning the client, or NULL on failure (the reason in
+ * collectord_last_error()): for FFIs where an out-pointer is awkward
+ * (MATLAB's calllib, LabVIEW, C#'s IntPtr). */
+COLLECTORD_API collectord_client *collectord_new(const char *name, const char *data_endpoint,
+                                                 const char *control_endpoint,
+                                                 uint64_t buffer_messages);
+
 /* Deliver what is unconfirmed (waiting up to `timeout` seconds), say bye,
  * stop the I/O thread and free the client. The handle is invalid afterwards,
  * whatever the return code (COLLECTORD_E_TIMEOUT: some messages were not

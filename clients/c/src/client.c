@@ -227,6 +227,14 @@ int collectord_open(collectord_client **out, const char *name, const char *data_
     return COLLECTORD_OK;
 }
 
+collectord_client *collectord_new(const char *name, const char *data_endpoint,
+                                  const char *control_endpoint, uint64_t buffer_messages)
+{
+    collectord_client *client = NULL;
+    collectord_open(&client, name, data_endpoint, control_endpoint, buffer_messages);
+    return client;
+}
+
 const char *collectord_session(collectord_client *client)
 {
     return client == NULL ? "" : client->session;
