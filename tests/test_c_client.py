@@ -4,6 +4,7 @@ called through ctypes as MATLAB, LabVIEW and C# would call it."""
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +33,9 @@ from c_library import (
     missing,
 )
 from conftest import DaemonProcess, wait_for
+from equality import same
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collectord import load_json
 
@@ -186,6 +190,77 @@ def test_ctypes_round_trip_of_every_kind_of_value(
     restored = msgpack.unpackb(client.restore("rig/group"))
     assert restored == {"a": 1, "b": [True, None, "xé\U0001f600"], "c": 2**64 - 1}
     client.close()
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=6).filter(lambda key: not key.startswith("$")), children,
+                      max_size=4),
+    max_leaves=16,
+)  # fmt: skip
+
+
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(json_values, min_size=1, max_size=20), ascii_only=st.booleans())
+def test_json_text_arrives_as_the_value_python_reads_from_it(
+    library: ctypes.CDLL, daemon: DaemonProcess, values: list[Any], ascii_only: bool
+) -> None:
+    client = CClient(library, "json", daemon.data, daemon.control)
+    documents = [json.dumps(value, ensure_ascii=ascii_only).encode() for value in values]
+    for index, document in enumerate(documents):
+        client.call("add_json", f"json/v{index}", document, len(document))
+    saved = load_json(Path(client.stop()))
+    client.close()
+    for index, document in enumerate(documents):
+        assert same(json.loads(document), saved["json"][f"v{index}"]), document
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        (b"", "expected a value at byte 0"),
+        (b"[1,]", "expected a value at byte 3"),
+        (b'{"a" 1}', "expected ':' at byte 5"),
+        (b'{"a": 1,}', "expected a string key at byte 8"),
+        (b"[1 2]", "expected ',' or ']' at byte 3"),
+        (b"01", "text follows the value at byte 1"),
+        (b'{"a": 1} x', "text follows the value at byte 9"),
+        (b"1.", "a digit must follow the decimal point at byte 2"),
+        (b"-", "a number has no digits at byte 0"),
+        (b"1e+", "an exponent has no digits at byte 3"),
+        (b"NaN", "expected a value at byte 0"),
+        (b"tru", "expected a value at byte 0"),
+        (b"1e999", "a number is too large for float 64 at byte 0"),
+        (b"[18446744073709551616]", "an integer is outside -2^63 .. 2^64-1 at byte 1"),
+        (b"-9223372036854775809", "an integer is outside -2^63 .. 2^64-1 at byte 0"),
+        (b'"abc', "a string is not closed at byte 4"),
+        (b'"a\\nb\\q"', "unknown escape in a string at byte 5"),
+        (b'"a\\u12"', "\\u needs four hex digits at byte 4"),
+        (b'"\\ud800"', "a high surrogate \\u escape without its low half at byte 1"),
+        (b'"\\udc00"', "a lone low surrogate \\u escape at byte 1"),
+        (b'"a\x01"', "a control character must be escaped in a string at byte 2"),
+        (b'"tab\\there\\n\\t\\u0001\x01"', "a control character must be escaped in a string at byte 20"),  # noqa: E501
+        (b'["ok", "\xff"]', "a string is not valid UTF-8 at byte 8"),
+        (b'["ok", "\xc3("]', "a string is not valid UTF-8 at byte 8"),
+        (b'{"ok": "\xc3\xa9", "bad": "\xed\xa0\x80"}', "a string is not valid UTF-8 at byte 21"),
+        (b'{"$t": 1}', "a key starts with '$', kept for collectord's tags at byte 1"),
+        (b"[" * 65 + b"]" * 65, "the value is nested too deep at byte 64"),
+    ],
+)  # fmt: skip
+def test_bad_json_is_refused_with_the_byte_where_it_went_wrong(
+    library: ctypes.CDLL, ipc: Callable[[str], str], document: bytes, reason: str
+) -> None:
+    client = CClient(library, "strict", ipc("data"), ipc("control"))
+    with pytest.raises(CError) as caught:
+        client.call("add_json", "strict/value", document, len(document))
+    client.close(0.1)
+    assert caught.value.code == E_JSON
+    assert caught.value.message == f"value of 'strict/value': JSON: {reason}"
 
 
 def test_bad_input_fails_at_the_call_and_loses_nothing_accepted(
