@@ -138,15 +138,29 @@ int cd_check_value(const char *bytes, size_t length, int depth, char *why, size_
 #define CD_DATA_DEPTH 64
 #define CD_PARAM_DEPTH 63
 
-/* json.c: JSON text to one msgpack value appended to `out`; 0, or a message
- * (naming the byte offset) in `why`. */
-int cd_json_to_msgpack(const char *json, size_t length, int depth, msgpack_sbuffer *out, char *why,
-                       size_t why_size);
+/* json.c: JSON text to one msgpack value, containers at most `depth` levels
+ * deep, packed with `packer` (nothing is packed if the text is refused); 0,
+ * or a message (naming the byte offset) in `why`. */
+int cd_json_to_msgpack(const char *json, size_t length, int depth, msgpack_packer *packer,
+                       char *why, size_t why_size);
 
 /* link.c: the I/O thread. */
 void cd_link_run(void *client);
 /* Wake the I/O thread if it sleeps; call with `lock` held. */
 void cd_wake(collectord_client *client);
+
+/* A msgpack-c write target that starts in place, for a message's body: small
+ * bodies cost no allocation until their exact-size copy (cd_buf_copy). Do
+ * not copy the struct itself: `data` may point into it. */
+typedef struct cd_buf {
+    char *data;
+    size_t size, alloc;
+    int failed; /* out of memory while writing */
+    char local[512];
+} cd_buf;
+void cd_buf_init(cd_buf *buffer);
+int cd_buf_write(void *buffer, const char *bytes, size_t length); /* a msgpack_packer_write */
+void cd_buf_free(cd_buf *buffer);
 
 /* msgpack helpers (pack.c). */
 void cd_pack_text(msgpack_packer *packer, const char *text, size_t length);

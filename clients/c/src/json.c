@@ -375,7 +375,7 @@ static void emit(const parser *p, size_t index, msgpack_packer *packer)
     }
 }
 
-int cd_json_to_msgpack(const char *json, size_t length, int depth, msgpack_sbuffer *out,
+int cd_json_to_msgpack(const char *json, size_t length, int depth, msgpack_packer *packer,
                        char *why, size_t why_size)
 {
     parser p;
@@ -394,9 +394,7 @@ int cd_json_to_msgpack(const char *json, size_t length, int depth, msgpack_sbuff
         skip_space(&p);
         if (p.at != p.length) fail(&p, p.at, "text follows the value");
         else {
-            msgpack_packer packer;
-            msgpack_packer_init(&packer, out, msgpack_sbuffer_write);
-            emit(&p, root, &packer);
+            emit(&p, root, packer);
             result = 0;
         }
     }

@@ -10,14 +10,19 @@
 #define BLOCK_BYTES (8u * 1024u * 1024u) /* most rows bytes one block carries */
 #define MAX_COLUMNS 4096
 
-static int new_message(collectord_client *c, int kind, msgpack_sbuffer *body, const void *rows,
+/* A message whose body is `body` (copied to its exact size) and, for a block,
+ * `rows` (copied). */
+static int new_message(collectord_client *c, int kind, const cd_buf *body, const void *rows,
                        size_t rows_size, cd_message **out)
 {
     cd_message *message = calloc(1, sizeof *message);
-    if (message == NULL) return cd_fail(c, COLLECTORD_E_MEMORY, "out of memory");
-    message->kind = kind;
+    if (message == NULL || (message->body = malloc(body->size)) == NULL) {
+        free(message);
+        return cd_fail(c, COLLECTORD_E_MEMORY, "out of memory");
+    }
+    memcpy(message->body, body->data, body->size);
     message->body_size = body->size;
-    message->body = msgpack_sbuffer_release(body);
+    message->kind = kind;
     if (rows_size) {
         message->rows = malloc(rows_size);
         if (message->rows == NULL) {
@@ -57,7 +62,8 @@ static int enqueue(collectord_client *c, cd_message *messages, size_t count)
     return COLLECTORD_OK;
 }
 
-static int publish(collectord_client *c, int kind, msgpack_sbuffer *body)
+/* Queue the message whose body is in `body`, and free `body`. */
+static int publish(collectord_client *c, int kind, cd_buf *body)
 {
     cd_message *message;
     uint64_t limit;
@@ -65,15 +71,15 @@ static int publish(collectord_client *c, int kind, msgpack_sbuffer *body)
     cd_mutex_lock(&c->lock);
     limit = c->body_limit;
     cd_mutex_unlock(&c->lock);
-    if (body->size > limit) {
+    if (body->failed)
+        code = cd_fail(c, COLLECTORD_E_MEMORY, "out of memory");
+    else if (body->size > limit)
         code = cd_fail(c, COLLECTORD_E_TOO_LARGE,
                        "the message is %zu bytes; the daemon accepts at most %llu", body->size,
                        (unsigned long long)limit);
-        msgpack_sbuffer_destroy(body);
-        return code;
-    }
-    code = new_message(c, kind, body, NULL, 0, &message);
-    msgpack_sbuffer_destroy(body);
+    else
+        code = new_message(c, kind, body, NULL, 0, &message);
+    cd_buf_free(body);
     if (code != COLLECTORD_OK) return code;
     return enqueue(c, message, 1);
 }
@@ -87,78 +93,6 @@ static int check_call(collectord_client *c, const char *path)
     return COLLECTORD_OK;
 }
 
-/* -- parameters ------------------------------------------------------------------ */
-
-/* {"path": path, "values": <map>} where the map is `count` pairs in `pairs`. */
-static int publish_params(collectord_client *c, const char *path, const char *pairs, size_t size,
-                          uint32_t count)
-{
-    msgpack_sbuffer body;
-    msgpack_packer packer;
-    msgpack_sbuffer_init(&body);
-    msgpack_packer_init(&packer, &body, msgpack_sbuffer_write);
-    msgpack_pack_map(&packer, 2);
-    cd_pack_cstr(&packer, "path");
-    cd_pack_cstr(&packer, path);
-    cd_pack_cstr(&packer, "values");
-    msgpack_pack_map(&packer, count);
-    msgpack_sbuffer_write(&body, pairs, size);
-    return publish(c, CD_PARAMS, &body);
-}
-
-/* One parameter: `value` is one msgpack value the library packed or checked. */
-static int publish_param(collectord_client *c, const char *path, const char *name,
-                         const char *value, size_t size)
-{
-    char why[CD_ERROR_BYTES];
-    msgpack_sbuffer pair;
-    msgpack_packer packer;
-    int code;
-    if ((code = check_call(c, path)) != COLLECTORD_OK) return code;
-    if (name == NULL) return cd_fail(c, COLLECTORD_E_ARGUMENT, "parameter name is NULL");
-    if (cd_check_name(name, strlen(name), why, sizeof why) != 0)
-        return cd_fail(c, COLLECTORD_E_ARGUMENT, "parameter of '%s': %s", path, why);
-    msgpack_sbuffer_init(&pair);
-    msgpack_packer_init(&packer, &pair, msgpack_sbuffer_write);
-    cd_pack_cstr(&packer, name);
-    msgpack_sbuffer_write(&pair, value, size);
-    code = publish_params(c, path, pair.data, pair.size, 1);
-    msgpack_sbuffer_destroy(&pair);
-    return code;
-}
-
-/* A scalar packed into `buffer` by the caller of this macro's expansion. */
-#define WITH_VALUE(pack_statement, publish_call)                                  \
-    do {                                                                          \
-        msgpack_sbuffer value;                                                    \
-        msgpack_packer packer;                                                    \
-        int code_;                                                                \
-        msgpack_sbuffer_init(&value);                                             \
-        msgpack_packer_init(&packer, &value, msgpack_sbuffer_write);              \
-        pack_statement;                                                           \
-        code_ = publish_call;                                                     \
-        msgpack_sbuffer_destroy(&value);                                          \
-        return code_;                                                             \
-    } while (0)
-
-int collectord_set_float(collectord_client *c, const char *path, const char *name, double value_)
-{
-    WITH_VALUE(msgpack_pack_double(&packer, value_),
-               publish_param(c, path, name, value.data, value.size));
-}
-
-int collectord_set_int(collectord_client *c, const char *path, const char *name, int64_t value_)
-{
-    WITH_VALUE(msgpack_pack_int64(&packer, value_),
-               publish_param(c, path, name, value.data, value.size));
-}
-
-int collectord_set_bool(collectord_client *c, const char *path, const char *name, int value_)
-{
-    WITH_VALUE(value_ ? msgpack_pack_true(&packer) : msgpack_pack_false(&packer),
-               publish_param(c, path, name, value.data, value.size));
-}
-
 static int check_text(collectord_client *c, const char *text, size_t length)
 {
     if (text == NULL && length > 0) return cd_fail(c, COLLECTORD_E_ARGUMENT, "text is NULL");
@@ -167,38 +101,105 @@ static int check_text(collectord_client *c, const char *text, size_t length)
     return COLLECTORD_OK;
 }
 
+static void begin_body(cd_buf *body, msgpack_packer *packer, const char *path, const char *field)
+{
+    cd_buf_init(body);
+    msgpack_packer_init(packer, body, cd_buf_write);
+    msgpack_pack_map(packer, 2);
+    cd_pack_cstr(packer, "path");
+    cd_pack_cstr(packer, path);
+    cd_pack_cstr(packer, field);
+}
+
+/* -- parameters ------------------------------------------------------------------ */
+
+/* Check, and start the body {"path": path, "values": {name: ...}}: the caller
+ * packs the value, then calls publish(c, CD_PARAMS, body). */
+static int begin_param(collectord_client *c, const char *path, const char *name, cd_buf *body,
+                       msgpack_packer *packer)
+{
+    char why[CD_ERROR_BYTES];
+    int code;
+    if ((code = check_call(c, path)) != COLLECTORD_OK) return code;
+    if (name == NULL) return cd_fail(c, COLLECTORD_E_ARGUMENT, "parameter name is NULL");
+    if (cd_check_name(name, strlen(name), why, sizeof why) != 0)
+        return cd_fail(c, COLLECTORD_E_ARGUMENT, "parameter of '%s': %s", path, why);
+    begin_body(body, packer, path, "values");
+    msgpack_pack_map(packer, 1);
+    cd_pack_cstr(packer, name);
+    return COLLECTORD_OK;
+}
+
+int collectord_set_float(collectord_client *c, const char *path, const char *name, double value)
+{
+    cd_buf body;
+    msgpack_packer packer;
+    int code = begin_param(c, path, name, &body, &packer);
+    if (code != COLLECTORD_OK) return code;
+    msgpack_pack_double(&packer, value);
+    return publish(c, CD_PARAMS, &body);
+}
+
+int collectord_set_int(collectord_client *c, const char *path, const char *name, int64_t value)
+{
+    cd_buf body;
+    msgpack_packer packer;
+    int code = begin_param(c, path, name, &body, &packer);
+    if (code != COLLECTORD_OK) return code;
+    msgpack_pack_int64(&packer, value);
+    return publish(c, CD_PARAMS, &body);
+}
+
+int collectord_set_bool(collectord_client *c, const char *path, const char *name, int value)
+{
+    cd_buf body;
+    msgpack_packer packer;
+    int code = begin_param(c, path, name, &body, &packer);
+    if (code != COLLECTORD_OK) return code;
+    if (value) msgpack_pack_true(&packer);
+    else msgpack_pack_false(&packer);
+    return publish(c, CD_PARAMS, &body);
+}
+
 int collectord_set_text(collectord_client *c, const char *path, const char *name,
                         const char *text, size_t length)
 {
+    cd_buf body;
+    msgpack_packer packer;
     int code = check_text(c, text, length);
+    if (code == COLLECTORD_OK) code = begin_param(c, path, name, &body, &packer);
     if (code != COLLECTORD_OK) return code;
-    WITH_VALUE(cd_pack_text(&packer, length ? text : "", length),
-               publish_param(c, path, name, value.data, value.size));
+    cd_pack_text(&packer, length ? text : "", length);
+    return publish(c, CD_PARAMS, &body);
 }
 
 int collectord_set_msgpack(collectord_client *c, const char *path, const char *name,
                            const void *bytes, size_t length)
 {
     char why[CD_ERROR_BYTES];
+    cd_buf body;
+    msgpack_packer packer;
+    int code;
     if (cd_check_value(bytes, length, CD_PARAM_DEPTH, why, sizeof why) != 0)
         return cd_fail(c, COLLECTORD_E_MSGPACK, "value of '%s': %s", name ? name : "", why);
-    return publish_param(c, path, name, bytes, length);
+    if ((code = begin_param(c, path, name, &body, &packer)) != COLLECTORD_OK) return code;
+    cd_buf_write(&body, bytes, length);
+    return publish(c, CD_PARAMS, &body);
 }
 
 int collectord_set_json(collectord_client *c, const char *path, const char *name,
                         const char *json, size_t length)
 {
     char why[CD_ERROR_BYTES];
-    msgpack_sbuffer value;
-    int code;
-    msgpack_sbuffer_init(&value);
-    if (cd_json_to_msgpack(json, length, CD_PARAM_DEPTH, &value, why, sizeof why) != 0) {
-        msgpack_sbuffer_destroy(&value);
-        return cd_fail(c, COLLECTORD_E_JSON, "value of '%s': %s", name ? name : "", why);
+    cd_buf body;
+    msgpack_packer packer;
+    int code = begin_param(c, path, name, &body, &packer);
+    if (code != COLLECTORD_OK) return code;
+    if (cd_json_to_msgpack(json, length, CD_PARAM_DEPTH, &packer, why, sizeof why) != 0) {
+        cd_buf_free(&body);
+        return cd_fail(c, COLLECTORD_E_JSON, "value of '%s': %s", name, why);
     }
-    code = publish_param(c, path, name, value.data, value.size);
-    msgpack_sbuffer_destroy(&value);
-    return code;
+    return publish(c, CD_PARAMS, &body);
 }
 
 /* A whole map of parameters, as msgpack: every key a valid name. */
@@ -209,6 +210,8 @@ static int publish_params_map(collectord_client *c, const char *path, const char
     char why[CD_ERROR_BYTES];
     size_t offset = 0;
     uint32_t index;
+    cd_buf body;
+    msgpack_packer packer;
     int code;
     if ((code = check_call(c, path)) != COLLECTORD_OK) return code;
     if (cd_check_value(bytes, length, CD_PARAM_DEPTH + 1, why, sizeof why) != 0)
@@ -227,18 +230,9 @@ static int publish_params_map(collectord_client *c, const char *path, const char
         }
     }
     msgpack_unpacked_destroy(&unpacked);
-    {
-        msgpack_sbuffer body;
-        msgpack_packer packer;
-        msgpack_sbuffer_init(&body);
-        msgpack_packer_init(&packer, &body, msgpack_sbuffer_write);
-        msgpack_pack_map(&packer, 2);
-        cd_pack_cstr(&packer, "path");
-        cd_pack_cstr(&packer, path);
-        cd_pack_cstr(&packer, "values");
-        msgpack_sbuffer_write(&body, bytes, length);
-        return publish(c, CD_PARAMS, &body);
-    }
+    begin_body(&body, &packer, path, "values");
+    cd_buf_write(&body, bytes, length);
+    return publish(c, CD_PARAMS, &body);
 }
 
 int collectord_set_params_msgpack(collectord_client *c, const char *path, const void *bytes,
@@ -251,103 +245,129 @@ int collectord_set_params_json(collectord_client *c, const char *path, const cha
                                size_t length)
 {
     char why[CD_ERROR_BYTES];
-    msgpack_sbuffer value;
+    cd_buf map;
+    msgpack_packer packer;
     int code;
-    msgpack_sbuffer_init(&value);
-    if (cd_json_to_msgpack(json, length, CD_PARAM_DEPTH + 1, &value, why, sizeof why) != 0) {
-        msgpack_sbuffer_destroy(&value);
+    cd_buf_init(&map);
+    msgpack_packer_init(&packer, &map, cd_buf_write);
+    if (cd_json_to_msgpack(json, length, CD_PARAM_DEPTH + 1, &packer, why, sizeof why) != 0) {
+        cd_buf_free(&map);
         return cd_fail(c, COLLECTORD_E_JSON, "parameters of '%s': %s", path ? path : "", why);
     }
-    code = publish_params_map(c, path, value.data, value.size);
-    msgpack_sbuffer_destroy(&value);
+    code = map.failed ? cd_fail(c, COLLECTORD_E_MEMORY, "out of memory")
+                      : publish_params_map(c, path, map.data, map.size);
+    cd_buf_free(&map);
     return code;
 }
 
 /* -- static data ------------------------------------------------------------------ */
 
-/* {"path": path, "value": <value>} */
-static int publish_data(collectord_client *c, const char *path, const char *value, size_t size)
+/* Check, and start the body {"path": path, "value": ...}. */
+static int begin_data(collectord_client *c, const char *path, cd_buf *body,
+                      msgpack_packer *packer)
 {
-    msgpack_sbuffer body;
+    int code = check_call(c, path);
+    if (code != COLLECTORD_OK) return code;
+    begin_body(body, packer, path, "value");
+    return COLLECTORD_OK;
+}
+
+int collectord_add_float(collectord_client *c, const char *path, double value)
+{
+    cd_buf body;
     msgpack_packer packer;
-    int code;
-    if ((code = check_call(c, path)) != COLLECTORD_OK) return code;
-    msgpack_sbuffer_init(&body);
-    msgpack_packer_init(&packer, &body, msgpack_sbuffer_write);
-    msgpack_pack_map(&packer, 2);
-    cd_pack_cstr(&packer, "path");
-    cd_pack_cstr(&packer, path);
-    cd_pack_cstr(&packer, "value");
-    msgpack_sbuffer_write(&body, value, size);
+    int code = begin_data(c, path, &body, &packer);
+    if (code != COLLECTORD_OK) return code;
+    msgpack_pack_double(&packer, value);
     return publish(c, CD_DATA, &body);
 }
 
-int collectord_add_float(collectord_client *c, const char *path, double value_)
+int collectord_add_int(collectord_client *c, const char *path, int64_t value)
 {
-    WITH_VALUE(msgpack_pack_double(&packer, value_), publish_data(c, path, value.data, value.size));
+    cd_buf body;
+    msgpack_packer packer;
+    int code = begin_data(c, path, &body, &packer);
+    if (code != COLLECTORD_OK) return code;
+    msgpack_pack_int64(&packer, value);
+    return publish(c, CD_DATA, &body);
 }
 
-int collectord_add_int(collectord_client *c, const char *path, int64_t value_)
+int collectord_add_bool(collectord_client *c, const char *path, int value)
 {
-    WITH_VALUE(msgpack_pack_int64(&packer, value_), publish_data(c, path, value.data, value.size));
-}
-
-int collectord_add_bool(collectord_client *c, const char *path, int value_)
-{
-    WITH_VALUE(value_ ? msgpack_pack_true(&packer) : msgpack_pack_false(&packer),
-               publish_data(c, path, value.data, value.size));
+    cd_buf body;
+    msgpack_packer packer;
+    int code = begin_data(c, path, &body, &packer);
+    if (code != COLLECTORD_OK) return code;
+    if (value) msgpack_pack_true(&packer);
+    else msgpack_pack_false(&packer);
+    return publish(c, CD_DATA, &body);
 }
 
 int collectord_add_text(collectord_client *c, const char *path, const char *text, size_t length)
 {
+    cd_buf body;
+    msgpack_packer packer;
     int code = check_text(c, text, length);
+    if (code == COLLECTORD_OK) code = begin_data(c, path, &body, &packer);
     if (code != COLLECTORD_OK) return code;
-    WITH_VALUE(cd_pack_text(&packer, length ? text : "", length),
-               publish_data(c, path, value.data, value.size));
+    cd_pack_text(&packer, length ? text : "", length);
+    return publish(c, CD_DATA, &body);
 }
 
 int collectord_add_floats(collectord_client *c, const char *path, const double *values,
                           size_t count)
 {
+    cd_buf body;
+    msgpack_packer packer;
     size_t index;
+    int code;
     if (values == NULL && count > 0) return cd_fail(c, COLLECTORD_E_ARGUMENT, "values is NULL");
-    WITH_VALUE(msgpack_pack_array(&packer, count);
-               for (index = 0; index < count; index++) msgpack_pack_double(&packer, values[index]),
-               publish_data(c, path, value.data, value.size));
+    if ((code = begin_data(c, path, &body, &packer)) != COLLECTORD_OK) return code;
+    msgpack_pack_array(&packer, count);
+    for (index = 0; index < count; index++) msgpack_pack_double(&packer, values[index]);
+    return publish(c, CD_DATA, &body);
 }
 
 int collectord_add_ints(collectord_client *c, const char *path, const int64_t *values,
                         size_t count)
 {
+    cd_buf body;
+    msgpack_packer packer;
     size_t index;
+    int code;
     if (values == NULL && count > 0) return cd_fail(c, COLLECTORD_E_ARGUMENT, "values is NULL");
-    WITH_VALUE(msgpack_pack_array(&packer, count);
-               for (index = 0; index < count; index++) msgpack_pack_int64(&packer, values[index]),
-               publish_data(c, path, value.data, value.size));
+    if ((code = begin_data(c, path, &body, &packer)) != COLLECTORD_OK) return code;
+    msgpack_pack_array(&packer, count);
+    for (index = 0; index < count; index++) msgpack_pack_int64(&packer, values[index]);
+    return publish(c, CD_DATA, &body);
 }
 
 int collectord_add_msgpack(collectord_client *c, const char *path, const void *bytes,
                            size_t length)
 {
     char why[CD_ERROR_BYTES];
+    cd_buf body;
+    msgpack_packer packer;
+    int code;
     if (cd_check_value(bytes, length, CD_DATA_DEPTH, why, sizeof why) != 0)
         return cd_fail(c, COLLECTORD_E_MSGPACK, "value of '%s': %s", path ? path : "", why);
-    return publish_data(c, path, bytes, length);
+    if ((code = begin_data(c, path, &body, &packer)) != COLLECTORD_OK) return code;
+    cd_buf_write(&body, bytes, length);
+    return publish(c, CD_DATA, &body);
 }
 
 int collectord_add_json(collectord_client *c, const char *path, const char *json, size_t length)
 {
     char why[CD_ERROR_BYTES];
-    msgpack_sbuffer value;
-    int code;
-    msgpack_sbuffer_init(&value);
-    if (cd_json_to_msgpack(json, length, CD_DATA_DEPTH, &value, why, sizeof why) != 0) {
-        msgpack_sbuffer_destroy(&value);
-        return cd_fail(c, COLLECTORD_E_JSON, "value of '%s': %s", path ? path : "", why);
+    cd_buf body;
+    msgpack_packer packer;
+    int code = begin_data(c, path, &body, &packer);
+    if (code != COLLECTORD_OK) return code;
+    if (cd_json_to_msgpack(json, length, CD_DATA_DEPTH, &packer, why, sizeof why) != 0) {
+        cd_buf_free(&body);
+        return cd_fail(c, COLLECTORD_E_JSON, "value of '%s': %s", path, why);
     }
-    code = publish_data(c, path, value.data, value.size);
-    msgpack_sbuffer_destroy(&value);
-    return code;
+    return publish(c, CD_DATA, &body);
 }
 
 /* -- streams ---------------------------------------------------------------------- */
@@ -419,7 +439,7 @@ static int declare(collectord_client *c, const char *path, const msgpack_object 
 {
     const char *canonical;
     size_t itemsize, index, other;
-    msgpack_sbuffer body;
+    cd_buf body;
     msgpack_packer packer;
     cd_stream *streams;
     char *copy;
@@ -458,8 +478,8 @@ static int declare(collectord_client *c, const char *path, const msgpack_object 
     copy = malloc(strlen(path) + 1);
     if (copy == NULL) return cd_fail(c, COLLECTORD_E_MEMORY, "out of memory");
     strcpy(copy, path);
-    msgpack_sbuffer_init(&body);
-    msgpack_packer_init(&packer, &body, msgpack_sbuffer_write);
+    cd_buf_init(&body);
+    msgpack_packer_init(&packer, &body, cd_buf_write);
     msgpack_pack_map(&packer, units != NULL ? 4 : 3);
     cd_pack_cstr(&packer, "path");
     cd_pack_cstr(&packer, path);
@@ -480,7 +500,7 @@ static int declare(collectord_client *c, const char *path, const msgpack_object 
         if (streams == NULL) {
             cd_mutex_unlock(&c->lock);
             free(copy);
-            msgpack_sbuffer_destroy(&body);
+            cd_buf_free(&body);
             return cd_fail(c, COLLECTORD_E_MEMORY, "out of memory");
         }
         c->streams = streams;
@@ -547,7 +567,9 @@ static int json_array(collectord_client *c, const char *json, const char *what,
     char why[CD_ERROR_BYTES];
     size_t offset = 0;
     if (json == NULL) return cd_fail(c, COLLECTORD_E_ARGUMENT, "%s is NULL", what);
-    if (cd_json_to_msgpack(json, strlen(json), 2, buffer, why, sizeof why) != 0)
+    msgpack_packer packer;
+    msgpack_packer_init(&packer, buffer, msgpack_sbuffer_write);
+    if (cd_json_to_msgpack(json, strlen(json), 2, &packer, why, sizeof why) != 0)
         return cd_fail(c, COLLECTORD_E_JSON, "%s: %s", what, why);
     msgpack_unpack_next(unpacked, buffer->data, buffer->size, &offset);
     if (unpacked->data.type != MSGPACK_OBJECT_ARRAY)
@@ -611,19 +633,20 @@ int collectord_append_rows(collectord_client *c, const char *path, const void *r
         return cd_fail(c, COLLECTORD_E_TOO_LARGE, "stream '%s': one row is larger than the daemon accepts", path);
     for (done = 0; done < row_count;) {
         uint64_t take = row_count - done < per_block ? row_count - done : per_block;
-        msgpack_sbuffer body;
+        cd_buf body;
         msgpack_packer packer;
         cd_message *message;
-        msgpack_sbuffer_init(&body);
-        msgpack_packer_init(&packer, &body, msgpack_sbuffer_write);
+        cd_buf_init(&body);
+        msgpack_packer_init(&packer, &body, cd_buf_write);
         msgpack_pack_map(&packer, 2);
         cd_pack_cstr(&packer, "path");
         cd_pack_cstr(&packer, path);
         cd_pack_cstr(&packer, "rows");
         msgpack_pack_uint64(&packer, take);
-        code = new_message(c, CD_BLOCK, &body, (const char *)rows + done * row_bytes,
-                           (size_t)take * row_bytes, &message);
-        msgpack_sbuffer_destroy(&body);
+        code = body.failed ? cd_fail(c, COLLECTORD_E_MEMORY, "out of memory")
+                           : new_message(c, CD_BLOCK, &body, (const char *)rows + done * row_bytes,
+                                         (size_t)take * row_bytes, &message);
+        cd_buf_free(&body);
         if (code != COLLECTORD_OK) {
             while ((message = head) != NULL) {
                 head = message->next;
