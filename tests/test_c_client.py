@@ -69,8 +69,57 @@ def the_source(saved: dict[str, Any]) -> dict[str, Any]:
     return source
 
 
+#: What collectord-c-example publishes (clients/c/examples/example.c).
+EXAMPLE_TREE = {
+    "c-example": {
+        "settings": {
+            "exposure": 5.5,
+            "gain": -3,
+            "enabled": True,
+            "label": 'réglage "quoted"',
+            "roi": {"x": 10, "y": 20, "size": [64, 48.5]},
+        },
+        "data": {"number": 42.125, "text": "hello from C", "list": [1.5, -2.25, 1e10]},
+        "rows": {
+            "file": "streams/c-example/rows.npy",
+            "format": "npy",
+            "rows": EXAMPLE_ROWS,
+            "columns": ["i", "twice", "thrice"],
+            "dtype": "<f8",
+            "source": "c-example",
+            "units": ["count", "count", "count"],
+        },
+    }
+}
+
+
+def check_the_examples_experiment(path: Path, version: str) -> None:
+    """The metadata and stream file at ``path`` hold what the example publishes."""
+    saved = load_json(path)
+    account = saved.pop("collectord")
+    assert same(EXAMPLE_TREE, saved)  # types too: 5.5 a float, -3 an int, 64 an int
+    rows = stream_rows(path, saved["c-example"]["rows"])
+    index = np.arange(EXAMPLE_ROWS, dtype="<f8")
+    assert rows.dtype.names == ("i", "twice", "thrice")
+    assert rows["i"].tolist() == index.tolist()
+    assert rows["twice"].tolist() == (2 * index).tolist()
+    assert rows["thrice"].tolist() == (3 * index).tolist()
+    (source,) = account["sources"]
+    assert source["name"] == "c-example" and source["pid"] is not None
+    assert source["versions"]["collectord-c"] == version
+    # 5 parameters, 3 data, 1 declaration, 10 blocks of 100 rows
+    assert source["messages"] == {
+        "messages": 19,
+        "rejected": 0,
+        "duplicates": 0,
+        "out_of_order": 0,
+        "lost": 0,
+    }
+    assert account["unconfirmed"] == []
+
+
 def test_the_example_saves_what_it_publishes_value_by_value(
-    c_build: Path, daemon: DaemonProcess
+    c_build: Path, library: ctypes.CDLL, daemon: DaemonProcess
 ) -> None:
     result = subprocess.run(
         [str(c_build / "collectord-c-example"), daemon.data, daemon.control],
@@ -81,49 +130,36 @@ def test_the_example_saves_what_it_publishes_value_by_value(
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     path = Path(result.stdout.splitlines()[-1])
-    saved = load_json(path)
-    account = saved.pop("collectord")
-    assert saved == {
-        "c-example": {
-            "settings": {
-                "exposure": 5.5,
-                "gain": -3,
-                "enabled": True,
-                "label": 'réglage "quoted"',
-                "roi": {"x": 10, "y": 20, "size": [64, 48.5]},
-            },
-            "data": {"number": 42.125, "text": "hello from C", "list": [1.5, -2.25, 1e10]},
-            "rows": {
-                "file": "streams/c-example/rows.npy",
-                "format": "npy",
-                "rows": EXAMPLE_ROWS,
-                "columns": ["i", "twice", "thrice"],
-                "dtype": "<f8",
-                "source": "c-example",
-                "units": ["count", "count", "count"],
-            },
-        }
-    }
-    types = {name: type(value) for name, value in saved["c-example"]["settings"].items()}
-    assert types == {"exposure": float, "gain": int, "enabled": bool, "label": str, "roi": dict}
-    rows = stream_rows(path, saved["c-example"]["rows"])
+    check_the_examples_experiment(path, library.collectord_version().decode())
+
+
+def test_ctypes_makes_the_examples_round_trip(library: ctypes.CDLL, daemon: DaemonProcess) -> None:
+    """The example's calls, made from Python through ctypes as an FFI makes them."""
+    client = CClient(library, "c-example", daemon.data, daemon.control)
+    node = "c-example/settings"
+    client.call("set_float", node, "exposure", 5.5)
+    client.call("set_int", node, "gain", -3)
+    client.call("set_bool", node, "enabled", 1)
+    label = 'réglage "quoted"'.encode()
+    client.call("set_text", node, "label", label, len(label))
+    roi = b'{"x": 10, "y": 20, "size": [64, 48.5]}'
+    client.call("set_json", node, "roi", roi, len(roi))
+    client.call("add_float", "c-example/data/number", 42.125)
+    client.call("add_text", "c-example/data/text", b"hello from C", 12)
+    numbers = (ctypes.c_double * 3)(1.5, -2.25, 1e10)
+    client.call("add_floats", "c-example/data/list", numbers, 3)
+    names = [b"i", b"twice", b"thrice"]
+    columns = (ctypes.c_char_p * 3)(*names)
+    units = (ctypes.c_char_p * 3)(b"count", b"count", b"count")
+    client.call("declare_stream", "c-example/rows", columns, 3, "<f8", units)
     index = np.arange(EXAMPLE_ROWS, dtype="<f8")
-    assert rows.dtype.names == ("i", "twice", "thrice")
-    assert rows["i"].tolist() == index.tolist()
-    assert rows["twice"].tolist() == (2 * index).tolist()
-    assert rows["thrice"].tolist() == (3 * index).tolist()
-    (source,) = account["sources"]
-    assert source["name"] == "c-example" and source["pid"] is not None
-    assert source["versions"]["collectord-c"] == load(c_build).collectord_version().decode()
-    # 5 parameters, 3 data, 1 declaration, 10 blocks of 100 rows
-    assert source["messages"] == {
-        "messages": 19,
-        "rejected": 0,
-        "duplicates": 0,
-        "out_of_order": 0,
-        "lost": 0,
-    }
-    assert account["unconfirmed"] == []
+    rows = np.ascontiguousarray(np.stack([index, 2 * index, 3 * index], axis=1))
+    for block in np.split(rows, 10):
+        block = np.ascontiguousarray(block)
+        client.call("append_rows", "c-example/rows", block.ctypes.data, len(block), block.nbytes)
+    path = Path(client.stop("collectord-c-example"))
+    client.close()
+    check_the_examples_experiment(path, library.collectord_version().decode())
 
 
 def test_ctypes_round_trip_of_every_kind_of_value(

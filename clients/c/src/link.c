@@ -239,6 +239,7 @@ static void pump(collectord_client *c)
     cd_mutex_lock(&c->lock);
     taken = c->outbox_head;
     c->outbox_head = c->outbox_tail = NULL;
+    c->held += c->outbox_count; /* still counted while they move to the buffer */
     c->outbox_count = 0;
     cd_mutex_unlock(&c->lock);
     for (; taken != NULL; taken = next) {
