@@ -69,6 +69,10 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "collectord_last_error": (_S, []),
     "collectord_client_error": (ctypes.c_int, [_P, _S, _N]),
     "collectord_open": (ctypes.c_int, [ctypes.POINTER(_P), _S, _S, _S, ctypes.c_uint64]),
+    "collectord_open_secure": (
+        ctypes.c_int,
+        [ctypes.POINTER(_P), _S, _S, _S, ctypes.c_uint64, _S, _S],
+    ),
     "collectord_new": (_P, [_S, _S, _S, ctypes.c_uint64]),
     "collectord_close": (ctypes.c_int, [_P, ctypes.c_double]),
     "collectord_session": (_S, [_P]),
@@ -121,15 +125,23 @@ class CClient:
     """One collectord_client handle; each method raises CError on a failure code."""
 
     def __init__(
-        self, library: ctypes.CDLL, name: str, data: str, control: str, buffer: int = 0
+        self,
+        library: ctypes.CDLL,
+        name: str,
+        data: str,
+        control: str,
+        buffer: int = 0,
+        curve: tuple[Path, Path] | None = None,
     ) -> None:
+        """``curve``: the client's secret key file and the daemon's public key file."""
         self.lib = library
         self.handle = _P()
-        self._check(
-            library.collectord_open(
-                ctypes.byref(self.handle), name.encode(), data.encode(), control.encode(), buffer
-            )
-        )
+        args = [ctypes.byref(self.handle), name.encode(), data.encode(), control.encode(), buffer]
+        if curve is None:
+            self._check(library.collectord_open(*args))
+        else:
+            keys = [os.fsencode(path) for path in curve]
+            self._check(library.collectord_open_secure(*args, *keys))
 
     def _check(self, code: int) -> None:
         if code != 0:

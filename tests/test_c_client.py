@@ -38,6 +38,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collectord import load_json
+from collectord.security import keygen
 
 EXAMPLE_ROWS = 1000
 
@@ -370,6 +371,45 @@ def test_opening_refuses_a_bad_name_or_endpoint_at_once(library: ctypes.CDLL) ->
     handle = library.collectord_new(b"camera", b"tcp://127.0.0.1:1", b"tcp://127.0.0.1:2", 0)
     assert handle is not None and len(library.collectord_session(handle)) == 16
     assert library.collectord_close(handle, 0.1) == 0  # nothing published: nothing to wait for
+
+
+def test_curve_lets_the_c_client_in_with_an_allowed_key_only(
+    library: ctypes.CDLL, make_daemon: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    server_public, server_secret = keygen(tmp_path / "server", "daemon")
+    client_public, client_secret = keygen(tmp_path / "client", "scope")
+    _, stranger_secret = keygen(tmp_path / "stranger", "stranger")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "scope.key").write_bytes(client_public.read_bytes())
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'[security]\nserver_key = "{server_secret}"\nauthorized_clients = "{allowed}"\n'
+    )
+    daemon = make_daemon(
+        data="tcp://0.0.0.0:*", control="tcp://0.0.0.0:*", extra=("--config", str(config))
+    )
+    data = daemon.data.replace("0.0.0.0", "127.0.0.1")
+    control = daemon.control.replace("0.0.0.0", "127.0.0.1")
+
+    client = CClient(library, "scope", data, control, curve=(client_secret, server_public))
+    client.call("set_float", "scope/settings", "zoom", 2.0)
+    client.call("sync", 30.0)
+    for curve in ((stranger_secret, server_public), None):  # a wrong key; no CURVE at all
+        intruder = CClient(library, "intruder", data, control, curve=curve)
+        intruder.call("set_float", "scope/settings", "zoom", 999.0)
+        with pytest.raises(CError) as caught:
+            intruder.call("sync", 1.0)
+        assert caught.value.code == E_TIMEOUT
+        with pytest.raises(CError):
+            intruder.close(0.1)
+    with pytest.raises(CError) as caught:  # the public file holds no secret key
+        CClient(library, "scope", data, control, curve=(client_public, server_public))
+    assert caught.value.code == E_ARGUMENT and "use the .key_secret file" in caught.value.message
+    saved = load_json(Path(client.stop()))
+    client.close()
+    assert saved["scope"]["settings"] == {"zoom": 2.0}
+    assert [source["name"] for source in saved["collectord"]["sources"]] == ["scope"]
 
 
 def test_threads_publish_through_one_handle(library: ctypes.CDLL, daemon: DaemonProcess) -> None:

@@ -89,7 +89,18 @@ COLLECTORD_API int collectord_open(collectord_client **client, const char *name,
                                    const char *data_endpoint, const char *control_endpoint,
                                    uint64_t buffer_messages);
 
-/* The same, returning the client, or NULL on failure (the reason in
+/* The same, to a daemon that uses ZeroMQ CURVE (its configuration names a
+ * [security] server_key): `client_key_file` is this client's secret
+ * certificate (`NAME.key_secret` from `collectord keygen`, whose public half is
+ * in the daemon's authorized_clients folder) and `server_public_key_file` the
+ * daemon's public certificate (`DAEMON.key`). */
+COLLECTORD_API int collectord_open_secure(collectord_client **client, const char *name,
+                                          const char *data_endpoint,
+                                          const char *control_endpoint,
+                                          uint64_t buffer_messages, const char *client_key_file,
+                                          const char *server_public_key_file);
+
+/* collectord_open, returning the client, or NULL on failure (the reason in
  * collectord_last_error()): for FFIs where an out-pointer is awkward
  * (MATLAB's calllib, LabVIEW, C#'s IntPtr). */
 COLLECTORD_API collectord_client *collectord_new(const char *name, const char *data_endpoint,

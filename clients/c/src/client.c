@@ -150,6 +150,19 @@ static int open_sockets(collectord_client *c)
         || set_options(c->pub) != 0 || set_options(c->dealer) != 0 || set_options(c->wake_tx) != 0)
         return cd_fail(NULL, COLLECTORD_E_TRANSPORT, "cannot set socket options: %s",
                        zmq_strerror(zmq_errno()));
+    if (c->curve) {
+        int index;
+        void *sockets[2];
+        sockets[0] = c->pub;
+        sockets[1] = c->dealer;
+        for (index = 0; index < 2; index++)
+            if (zmq_setsockopt(sockets[index], ZMQ_CURVE_SERVERKEY, c->server_key, 40) != 0
+                || zmq_setsockopt(sockets[index], ZMQ_CURVE_PUBLICKEY, c->public_key, 40) != 0
+                || zmq_setsockopt(sockets[index], ZMQ_CURVE_SECRETKEY, c->secret_key, 40) != 0)
+                return cd_fail(NULL, COLLECTORD_E_TRANSPORT,
+                               "cannot use the CURVE keys (is libzmq built with CURVE?): %s",
+                               zmq_strerror(zmq_errno()));
+    }
     if (zmq_connect(c->pub, c->data_endpoint) != 0)
         return cd_fail(NULL, COLLECTORD_E_TRANSPORT, "cannot connect to %s: %s", c->data_endpoint,
                        zmq_strerror(zmq_errno()));
@@ -176,8 +189,11 @@ static void close_sockets(collectord_client *c)
     c->context = NULL;
 }
 
-int collectord_open(collectord_client **out, const char *name, const char *data_endpoint,
-                    const char *control_endpoint, uint64_t buffer_messages)
+/* collectord_open and collectord_open_secure; `client_key` and `server_key`
+ * are certificate files, or both NULL for no CURVE. */
+static int open_client(collectord_client **out, const char *name, const char *data_endpoint,
+                       const char *control_endpoint, uint64_t buffer_messages,
+                       const char *client_key, const char *server_key)
 {
     collectord_client *c;
     char why[CD_ERROR_BYTES];
@@ -199,6 +215,15 @@ int collectord_open(collectord_client **out, const char *name, const char *data_
     c->buffer_limit = buffer_messages ? buffer_messages : DEFAULT_BUFFER;
     c->body_limit = DEFAULT_MAX_MESSAGE_BYTES - 1024;
     c->link.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES;
+    if (client_key != NULL || server_key != NULL) {
+        if (cd_load_key(client_key, "public-key", c->public_key, why, sizeof why) != 0
+            || cd_load_key(client_key, "secret-key", c->secret_key, why, sizeof why) != 0
+            || cd_load_key(server_key, "public-key", c->server_key, why, sizeof why) != 0) {
+            free_client(c);
+            return cd_fail(NULL, COLLECTORD_E_ARGUMENT, "%s", why);
+        }
+        c->curve = 1;
+    }
     if (c->name == NULL || c->data_endpoint == NULL || c->control_endpoint == NULL
         || pack_hello(c) != 0) {
         free_client(c);
@@ -225,6 +250,23 @@ int collectord_open(collectord_client **out, const char *name, const char *data_
     }
     *out = c;
     return COLLECTORD_OK;
+}
+
+int collectord_open(collectord_client **out, const char *name, const char *data_endpoint,
+                    const char *control_endpoint, uint64_t buffer_messages)
+{
+    return open_client(out, name, data_endpoint, control_endpoint, buffer_messages, NULL, NULL);
+}
+
+int collectord_open_secure(collectord_client **out, const char *name, const char *data_endpoint,
+                           const char *control_endpoint, uint64_t buffer_messages,
+                           const char *client_key_file, const char *server_public_key_file)
+{
+    if (client_key_file == NULL || server_public_key_file == NULL)
+        return cd_fail(NULL, COLLECTORD_E_ARGUMENT,
+                       "CURVE needs both the client's key file and the daemon's public key file");
+    return open_client(out, name, data_endpoint, control_endpoint, buffer_messages,
+                       client_key_file, server_public_key_file);
 }
 
 collectord_client *collectord_new(const char *name, const char *data_endpoint,

@@ -16,6 +16,7 @@
 #define CD_PROTOCOL 1
 #define CD_ERROR_BYTES 512
 #define CD_SESSION_BYTES 17 /* 16 hex digits and a NUL */
+#define CD_KEY_BYTES 41     /* a CURVE key in Z85 and a NUL */
 
 /* Kinds of data messages (their names: cd_kind_name). */
 enum cd_kind { CD_PARAMS, CD_DATA, CD_STREAM, CD_BLOCK };
@@ -71,6 +72,8 @@ struct collectord_client {
     size_t hello_size;
     uint32_t hello_count;
     uint64_t buffer_limit;
+    int curve; /* CURVE keys below are set */
+    char server_key[CD_KEY_BYTES], public_key[CD_KEY_BYTES], secret_key[CD_KEY_BYTES];
 
     void *context;
     void *wake_tx; /* callers' end of the wake-up PAIR, used under `lock` */
@@ -143,6 +146,11 @@ int cd_check_value(const char *bytes, size_t length, int depth, char *why, size_
  * or a message (naming the byte offset) in `why`. */
 int cd_json_to_msgpack(const char *json, size_t length, int depth, msgpack_packer *packer,
                        char *why, size_t why_size);
+
+/* keys.c: the Z85 text of `field` ("public-key" or "secret-key") of a
+ * certificate file; 0, or a message in `why`. */
+int cd_load_key(const char *path, const char *field, char key[CD_KEY_BYTES], char *why,
+                size_t why_size);
 
 /* link.c: the I/O thread. */
 void cd_link_run(void *client);
