@@ -54,6 +54,19 @@ typedef struct cd_request {
 
 void cd_request_free(cd_request *request);
 
+/* A msgpack-c write target that starts in place, for a message's body: small
+ * bodies cost no allocation until their exact-size copy (cd_buf_copy). Do
+ * not copy the struct itself: `data` may point into it. */
+typedef struct cd_buf {
+    char *data;
+    size_t size, alloc;
+    int failed; /* out of memory while writing */
+    char local[512];
+} cd_buf;
+void cd_buf_init(cd_buf *buffer);
+int cd_buf_write(void *buffer, const char *bytes, size_t length); /* a msgpack_packer_write */
+void cd_buf_free(cd_buf *buffer);
+
 /* A stream this client declared: what appending rows needs to check. */
 typedef struct cd_stream {
     char *path;
@@ -152,23 +165,31 @@ int cd_json_to_msgpack(const char *json, size_t length, int depth, msgpack_packe
 int cd_load_key(const char *path, const char *field, char key[CD_KEY_BYTES], char *why,
                 size_t why_size);
 
+/* publish.c: queueing messages. */
+int cd_check_call(collectord_client *client, const char *path);
+/* A message of `kind` whose body is `body` and, for a block, `rows` (both copied). */
+int cd_new_message(collectord_client *client, int kind, const cd_buf *body, const void *rows,
+                   size_t rows_size, cd_message **out);
+/* Number and queue a chain of `count` messages, all or none. */
+int cd_enqueue(collectord_client *client, cd_message *messages, size_t count);
+/* Queue the message whose body is `body` (checked against the size limit); free `body`. */
+int cd_publish(collectord_client *client, int kind, cd_buf *body);
+
+/* requests.c */
+/* Ask the daemon `command` with `fields` (msgpack key/value pairs, `count` of
+ * them; taken over) and wait up to `timeout` s; on success *result (if not
+ * NULL) holds the reply's result map as msgpack, to free. */
+int cd_ask(collectord_client *client, const char *command, int idempotent,
+           msgpack_sbuffer *fields, uint32_t count, double timeout, int closing_ok, char **result,
+           size_t *result_size);
+void cd_start_fields(msgpack_sbuffer *buffer, msgpack_packer *packer);
+/* Wait until the daemon journaled every message published so far. */
+int cd_sync_upto(collectord_client *client, double timeout, int closing_ok);
+
 /* link.c: the I/O thread. */
 void cd_link_run(void *client);
 /* Wake the I/O thread if it sleeps; call with `lock` held. */
 void cd_wake(collectord_client *client);
-
-/* A msgpack-c write target that starts in place, for a message's body: small
- * bodies cost no allocation until their exact-size copy (cd_buf_copy). Do
- * not copy the struct itself: `data` may point into it. */
-typedef struct cd_buf {
-    char *data;
-    size_t size, alloc;
-    int failed; /* out of memory while writing */
-    char local[512];
-} cd_buf;
-void cd_buf_init(cd_buf *buffer);
-int cd_buf_write(void *buffer, const char *bytes, size_t length); /* a msgpack_packer_write */
-void cd_buf_free(cd_buf *buffer);
 
 /* msgpack helpers (pack.c). */
 void cd_pack_text(msgpack_packer *packer, const char *text, size_t length);
