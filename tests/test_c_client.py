@@ -23,6 +23,7 @@ from c_library import (
     E_JSON,
     E_MSGPACK,
     E_TIMEOUT,
+    E_TOO_LARGE,
     E_TRANSPORT,
     INSTALL,
     REQUIRE_ENV,
@@ -410,6 +411,40 @@ def test_curve_lets_the_c_client_in_with_an_allowed_key_only(
     client.close()
     assert saved["scope"]["settings"] == {"zoom": 2.0}
     assert [source["name"] for source in saved["collectord"]["sources"]] == ["scope"]
+
+
+def test_the_daemons_size_limit_is_kept_before_and_after_the_client_learns_it(
+    library: ctypes.CDLL,
+    make_daemon: Callable[..., DaemonProcess],
+    ipc: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """Queued before hello told the limit, a message too large goes as its header
+    alone (rejected and counted, not a cut connection); after, it fails at the
+    call, and rows are cut into blocks that fit."""
+    config = tmp_path / "small.toml"
+    config.write_text("[limits]\nmax_message_bytes = 10000\n")
+    data, control = ipc("data"), ipc("control")
+    client = CClient(library, "big", data, control)
+    big = b"x" * 20000
+    client.call("add_text", "big/early", big, len(big))
+    client.call("add_int", "big/small", 1)
+    make_daemon(data=data, control=control, extra=("--config", str(config)))
+    client.call("sync", 60.0)
+    with pytest.raises(CError) as caught:
+        client.call("add_text", "big/late", big, len(big))
+    assert caught.value.code == E_TOO_LARGE and "at most 8976" in caught.value.message
+    client.call("declare_stream_json", "big/rows", '["v"]', "<f8", None)
+    rows = np.arange(3000, dtype="<f8")  # 24000 bytes: three blocks or more
+    client.call("append_rows", "big/rows", rows.ctypes.data, len(rows), rows.nbytes)
+    path = Path(client.stop())
+    client.close()
+    saved = load_json(path)
+    assert saved["big"]["small"] == 1 and "early" not in saved["big"]
+    assert stream_rows(path, saved["big"]["rows"])["v"].tolist() == rows.tolist()
+    source = the_source(saved)
+    assert source["messages"]["rejected"] == 1 and source["messages"]["lost"] == 0
+    assert source["recent_rejections"][0].startswith("seq 1:")
 
 
 def test_threads_publish_through_one_handle(library: ctypes.CDLL, daemon: DaemonProcess) -> None:

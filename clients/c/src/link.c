@@ -166,6 +166,13 @@ static void pack_header(collectord_client *c, msgpack_packer *packer, const char
     msgpack_pack_true(packer);
 }
 
+/* Whether `message` with `header` exceeds the daemon's limit for one message. */
+static int too_large(const collectord_client *c, const msgpack_sbuffer *header,
+                     const cd_message *message)
+{
+    return header->size + message->body_size + message->rows_size > c->link.max_message_bytes;
+}
+
 /* Send the messages from `first` on that go together; return the last sent,
  * or 0 if the data socket is full. */
 static uint64_t send_from(collectord_client *c, uint64_t first)
@@ -189,7 +196,10 @@ static uint64_t send_from(collectord_client *c, uint64_t first)
         sizes[1] = message->body_size;
         frames[2] = message->rows;
         sizes[2] = message->rows_size;
-        failed = send_frames(c->pub, frames, sizes, 3);
+        /* Queued before the daemon told us a smaller limit: sent whole, it would
+         * make ZeroMQ cut the connection, again at every resend; sent as its
+         * header alone, the daemon rejects it and counts it. */
+        failed = send_frames(c->pub, frames, sizes, too_large(c, &header, message) ? 1 : 3);
         msgpack_sbuffer_destroy(&header);
         return failed ? 0 : first;
     }
@@ -207,7 +217,7 @@ static uint64_t send_from(collectord_client *c, uint64_t first)
     if (count == 1) {
         pack_header(c, &packer, cd_kind_name(message->kind), first, 0);
         frames[1] = message->body;
-        sizes[1] = message->body_size;
+        sizes[1] = too_large(c, &header, message) ? 0 : message->body_size; /* as above */
         msgpack_sbuffer_init(&payload);
     } else {
         uint64_t at;
