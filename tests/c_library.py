@@ -8,6 +8,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,15 @@ E_ARGUMENT, E_JSON, E_MSGPACK, E_TOO_LARGE, E_CLOSED, E_TIMEOUT = -1, -2, -3, -4
 E_REFUSED, E_TRANSPORT, E_MEMORY, E_BUFFER = -7, -8, -9, -10
 
 
-def missing() -> str | None:
-    """What is missing to build the C client here, or None."""
-    for tool in ("cmake", "cc"):
-        if shutil.which(tool) is None:
+def missing(path: str | None = None) -> str | None:
+    """What is missing to build the C client here (tools looked up on ``path``,
+    default $PATH), or None."""
+    found = {tool: shutil.which(tool, path=path) for tool in ("cmake", "cc")}
+    for tool, where in found.items():
+        if where is None:
             return f"no {tool} on PATH"
     probe = subprocess.run(
-        ["cc", "-E", "-x", "c", "-"],
+        [str(found["cc"]), "-E", "-x", "c", "-"],
         input="#include <zmq.h>\n#include <msgpack.h>\n",
         capture_output=True,
         text=True,
@@ -34,6 +37,16 @@ def missing() -> str | None:
     if probe.returncode != 0:
         return f"the headers zmq.h / msgpack.h are missing ({probe.stderr.strip()[:200]})"
     return None
+
+
+def verdict(why: str, env: Mapping[str, str]) -> tuple[bool, str]:
+    """For a toolchain that is missing (``why``): whether the tests must fail
+    rather than skip (REQUIRE_ENV is 1 in ``env``), and the message naming what
+    to install."""
+    message = f"cannot build the C client: {why}; install `{INSTALL}` and a C compiler"
+    if env.get(REQUIRE_ENV) == "1":
+        return True, f"{message} ({REQUIRE_ENV}=1)"
+    return False, message
 
 
 def build(target: Path) -> Path:
