@@ -287,6 +287,8 @@ def test_json_text_arrives_as_the_value_python_reads_from_it(
         (b'["ok", "\xc3("]', "a string is not valid UTF-8 at byte 8"),
         (b'{"ok": "\xc3\xa9", "bad": "\xed\xa0\x80"}', "a string is not valid UTF-8 at byte 21"),
         (b'{"$t": 1}', "a key starts with '$', kept for collectord's tags at byte 1"),
+        (b'{"a": 1, "b": 2, "a": 3}', "a key appears twice in an object at byte 17"),
+        (b'[{"": 1, "": 2}]', "a key appears twice in an object at byte 9"),
         (b"[" * 65 + b"]" * 65, "the value is nested too deep at byte 64"),
     ],
 )  # fmt: skip

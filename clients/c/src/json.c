@@ -19,6 +19,7 @@ typedef struct node {
     size_t first;      /* index of the first child, for arrays and objects */
     size_t next;       /* index of the next sibling (0: none; node 0 is the root) */
     size_t key, key_length; /* a member's key: offset into the text arena */
+    size_t key_at;     /* where the member's key starts in the JSON text */
     size_t text, text_length; /* a string's decoded UTF-8 */
     union { int64_t i; uint64_t u; double d; } number;
 } node;
@@ -67,6 +68,7 @@ static int new_node(parser *p, size_t *index)
 
 static int put_text(parser *p, const char *bytes, size_t length)
 {
+    if (length == 0) return 0;
     if (p->text_length + length > p->text_capacity) {
         size_t capacity = p->text_capacity ? p->text_capacity : 256;
         char *text;
@@ -268,6 +270,46 @@ static int literal(parser *p, const char *word, int type, node *out)
     return 0;
 }
 
+typedef struct member_key {
+    const char *text;
+    size_t length;
+    size_t at;
+} member_key;
+
+static int compare_keys(const void *left, const void *right)
+{
+    const member_key *a = left, *b = right;
+    size_t shorter = a->length < b->length ? a->length : b->length;
+    int order = shorter ? memcmp(a->text, b->text, shorter) : 0;
+    if (order != 0) return order;
+    return a->length < b->length ? -1 : a->length > b->length;
+}
+
+/* A key twice in one object is refused: which value was meant cannot be told. */
+static int check_unique_keys(parser *p, size_t index)
+{
+    uint32_t count = p->nodes[index].count, done;
+    size_t child = p->nodes[index].first;
+    member_key *keys;
+    if (count < 2) return 0;
+    keys = malloc(count * sizeof *keys);
+    if (keys == NULL) { p->failed_memory = 1; return fail(p, p->at, "out of memory"); }
+    for (done = 0; done < count; done++, child = p->nodes[child].next) {
+        keys[done].text = p->text + p->nodes[child].key;
+        keys[done].length = p->nodes[child].key_length;
+        keys[done].at = p->nodes[child].key_at;
+    }
+    qsort(keys, count, sizeof *keys, compare_keys);
+    for (done = 1; done < count; done++)
+        if (compare_keys(&keys[done - 1], &keys[done]) == 0) {
+            size_t at = keys[done].at > keys[done - 1].at ? keys[done].at : keys[done - 1].at;
+            free(keys);
+            return fail(p, at, "a key appears twice in an object");
+        }
+    free(keys);
+    return 0;
+}
+
 static int parse_value(parser *p, size_t index, int depth);
 
 static int parse_container(parser *p, size_t index, int depth, int object)
@@ -283,10 +325,10 @@ static int parse_container(parser *p, size_t index, int depth, int object)
         return 0;
     }
     for (;;) {
-        size_t child, key = 0, key_length = 0;
+        size_t child, key = 0, key_length = 0, key_at = 0;
         skip_space(p);
         if (object) {
-            size_t key_at = p->at;
+            key_at = p->at;
             if (p->at >= p->length || p->json[p->at] != '"')
                 return fail(p, p->at, "expected a string key");
             if (parse_string(p, &key, &key_length) != 0) return -1;
@@ -300,6 +342,7 @@ static int parse_container(parser *p, size_t index, int depth, int object)
         if (new_node(p, &child) != 0) return -1;
         p->nodes[child].key = key;
         p->nodes[child].key_length = key_length;
+        p->nodes[child].key_at = key_at;
         if (count == 0) p->nodes[index].first = child;
         else p->nodes[previous].next = child;
         previous = child;
@@ -313,7 +356,7 @@ static int parse_container(parser *p, size_t index, int depth, int object)
         return fail(p, p->at, object ? "expected ',' or '}'" : "expected ',' or ']'");
     }
     p->nodes[index].count = count;
-    return 0;
+    return object ? check_unique_keys(p, index) : 0;
 }
 
 static int parse_value(parser *p, size_t index, int depth)
