@@ -156,6 +156,10 @@ class CClient:
             keys = [os.fsencode(path) for path in curve]
             self._check(library.collectord_open_secure(*args, *keys))
 
+    @property
+    def session(self) -> str:
+        return str(self.lib.collectord_session(self.handle).decode())
+
     def _check(self, code: int) -> None:
         if code != 0:
             raise CError(code, self.lib.collectord_last_error().decode())

@@ -38,7 +38,7 @@ from equality import same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collectord import load_json
+from collectord import codec, load_json
 from collectord.security import keygen
 
 EXAMPLE_ROWS = 1000
@@ -258,6 +258,43 @@ def test_json_text_arrives_as_the_value_python_reads_from_it(
         assert same(json.loads(document), saved["json"][f"v{index}"]), document
 
 
+msgpack_blobs = (
+    st.binary(max_size=16)
+    | json_values.map(msgpack.packb)
+    | st.dictionaries(st.integers(0, 3) | st.binary(max_size=2), st.none(), min_size=1).map(
+        msgpack.packb
+    )
+    | st.builds(msgpack.ExtType, st.integers(2, 6), st.binary(max_size=20)).map(msgpack.packb)
+    | st.binary(min_size=1, max_size=13).map(lambda stamp: b"\xc7%c\xff%s" % (len(stamp), stamp))
+    | st.lists(st.floats(), max_size=4).map(lambda floats: codec.pack(np.array(floats)))
+)
+
+
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blobs=st.lists(msgpack_blobs, min_size=1, max_size=40))
+def test_msgpack_the_library_accepts_is_what_the_daemon_accepts(
+    library: ctypes.CDLL, daemon: DaemonProcess, blobs: list[bytes]
+) -> None:
+    """Whatever bytes a caller passes: refused at the call, or applied, never
+    a rejection at the daemon."""
+    client = CClient(library, "packed", daemon.data, daemon.control)
+    session = client.session
+    accepted = 0
+    for blob in blobs:
+        try:
+            client.call("add_msgpack", f"packed/v{accepted}", blob, len(blob))
+            accepted += 1
+        except CError as exc:
+            assert exc.code == E_MSGPACK
+    saved = load_json(Path(client.stop()))
+    client.close()
+    # The daemon heard from this client (hello, stop) even if it published nothing;
+    # a previous example's client may be listed too (its bye came after its stop).
+    (source,) = [s for s in saved["collectord"]["sources"] if s["session"] == session]
+    assert source["messages"]["rejected"] == 0, source["recent_rejections"]
+    assert source["messages"]["messages"] == accepted
+
+
 @pytest.mark.parametrize(
     ("document", "reason"),
     [
@@ -324,6 +361,8 @@ def test_bad_input_fails_at_the_call_and_loses_nothing_accepted(
     refuse("add_json", "careful/json", dollar, len(dollar))
     int_key = bytes.fromhex("810101")  # {1: 1}, as protocol.md lists it
     refuse("add_msgpack", "careful/packed", int_key, len(int_key))
+    huge = bytes.fromhex("91ddffffffff")  # [an array of 2^32 - 1 elements], in 6 bytes
+    refuse("add_msgpack", "careful/packed", huge, len(huge))
     two_values = msgpack.packb(1) + msgpack.packb(2)
     refuse("add_msgpack", "careful/packed", two_values, len(two_values))
     not_utf8 = b"\xff"
@@ -336,7 +375,7 @@ def test_bad_input_fails_at_the_call_and_loses_nothing_accepted(
     refuse("append_rows", "careful/s", rows.ctypes.data, 2, rows.nbytes)
 
     codes = [code for code, _ in refused]
-    assert codes == [E_ARGUMENT] * 3 + [E_JSON] * 2 + [E_MSGPACK] * 2 + [E_ARGUMENT] * 5
+    assert codes == [E_ARGUMENT] * 3 + [E_JSON] * 2 + [E_MSGPACK] * 3 + [E_ARGUMENT] * 5
     messages = [message for _, message in refused]
     assert "careful//double" in messages[0] and "empty" in messages[0]
     assert "'collectord'" in messages[1]
@@ -344,16 +383,17 @@ def test_bad_input_fails_at_the_call_and_loses_nothing_accepted(
     assert messages[3] == "value of 'careful/json': JSON: expected a value at byte 12"
     assert "'$'" in messages[4] and "byte 1" in messages[4]
     assert "map keys must be str, not int" in messages[5]
-    assert "follow the msgpack value" in messages[6]
-    assert "UTF-8" in messages[7]
-    assert "not declared" in messages[8]
-    assert "twice" in messages[9]
-    assert "'>f8'" in messages[10]
-    assert "2 rows of 8 bytes are 16 bytes, not 24" in messages[11]
+    assert "a msgpack container at byte 1 declares more than the 4 bytes" in messages[6]
+    assert "follow the msgpack value" in messages[7]
+    assert "UTF-8" in messages[8]
+    assert "not declared" in messages[9]
+    assert "twice" in messages[10]
+    assert "'>f8'" in messages[11]
+    assert "2 rows of 8 bytes are 16 bytes, not 24" in messages[12]
     # The handle keeps the last message for callers whose calls change threads.
     buffer = ctypes.create_string_buffer(512)
     length = library.collectord_client_error(client.handle, buffer, len(buffer))
-    assert buffer.value.decode() == messages[11] and length == len(messages[11])
+    assert buffer.value.decode() == messages[12] and length == len(messages[12])
 
     client.call("add_int", "careful/last", 2)
     saved = load_json(Path(client.stop()))

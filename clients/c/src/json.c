@@ -270,6 +270,12 @@ static int literal(parser *p, const char *word, int type, node *out)
     return 0;
 }
 
+/* Decoded text in the arena (which is NULL while every string is empty). */
+static const char *text_at(const parser *p, size_t offset, size_t length)
+{
+    return length ? p->text + offset : "";
+}
+
 typedef struct member_key {
     const char *text;
     size_t length;
@@ -295,7 +301,7 @@ static int check_unique_keys(parser *p, size_t index)
     keys = malloc(count * sizeof *keys);
     if (keys == NULL) { p->failed_memory = 1; return fail(p, p->at, "out of memory"); }
     for (done = 0; done < count; done++, child = p->nodes[child].next) {
-        keys[done].text = p->text + p->nodes[child].key;
+        keys[done].text = text_at(p, p->nodes[child].key, p->nodes[child].key_length);
         keys[done].length = p->nodes[child].key_length;
         keys[done].at = p->nodes[child].key_at;
     }
@@ -407,13 +413,14 @@ static void emit(const parser *p, size_t index, msgpack_packer *packer)
     case J_INT: msgpack_pack_int64(packer, n->number.i); return;
     case J_UINT: msgpack_pack_uint64(packer, n->number.u); return;
     case J_FLOAT: msgpack_pack_double(packer, n->number.d); return;
-    case J_STRING: cd_pack_text(packer, p->text + n->text, n->text_length); return;
+    case J_STRING: cd_pack_text(packer, text_at(p, n->text, n->text_length), n->text_length); return;
     case J_ARRAY: msgpack_pack_array(packer, n->count); break;
     default: msgpack_pack_map(packer, n->count); break;
     }
     for (child = n->first, done = 0; done < n->count; done++, child = p->nodes[child].next) {
         if (n->type == J_OBJECT)
-            cd_pack_text(packer, p->text + p->nodes[child].key, p->nodes[child].key_length);
+            cd_pack_text(packer, text_at(p, p->nodes[child].key, p->nodes[child].key_length),
+                         p->nodes[child].key_length);
         emit(p, child, packer);
     }
 }

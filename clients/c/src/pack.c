@@ -48,6 +48,7 @@ int cd_buf_write(void *raw, const char *bytes, size_t length)
 {
     cd_buf *buffer = raw;
     if (buffer->failed) return -1;
+    if (length == 0) return 0;
     if (length > buffer->alloc - buffer->size) {
         size_t alloc = buffer->alloc * 2;
         char *data;
