@@ -383,7 +383,7 @@ def test_bad_input_fails_at_the_call_and_loses_nothing_accepted(
     assert messages[3] == "value of 'careful/json': JSON: expected a value at byte 12"
     assert "'$'" in messages[4] and "byte 1" in messages[4]
     assert "map keys must be str, not int" in messages[5]
-    assert "a msgpack container at byte 1 declares more than the 4 bytes" in messages[6]
+    assert "container at byte 1 claims 4294967295 elements; 0 bytes follow" in messages[6]
     assert "follow the msgpack value" in messages[7]
     assert "UTF-8" in messages[8]
     assert "not declared" in messages[9]

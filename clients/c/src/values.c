@@ -152,6 +152,7 @@ static int plausible(const unsigned char *bytes, size_t length, char *why, size_
     while (pending > 0) {
         unsigned char type;
         uint64_t skip = 0, elements = 0; /* bytes after the type byte; values inside */
+        size_t start = at;
         if (at >= length) return 0;      /* cut short: msgpack-c says so */
         type = bytes[at++];
         if (type <= 0x7f || type >= 0xe0 || type == 0xc0 || type == 0xc2 || type == 0xc3) skip = 0;
@@ -192,8 +193,10 @@ static int plausible(const unsigned char *bytes, size_t length, char *why, size_
             at += field;
         }
         if (elements > length - at || skip > length - at) {
-            snprintf(why, why_size, "a msgpack %s at byte %zu declares more than the %zu bytes "
-                     "that follow", elements ? "container" : "value", at - 1, length - at);
+            snprintf(why, why_size, "the msgpack %s at byte %zu claims %llu %s; %zu bytes follow",
+                     elements ? "container" : "value", start,
+                     (unsigned long long)(elements ? elements : skip),
+                     elements ? "elements" : "bytes", length - at);
             return -1;
         }
         at += (size_t)skip;
