@@ -205,7 +205,7 @@ def serialisation_ceiling(tree: dict[str, Any], folder: Path) -> float:
     return took
 
 
-def big_tree(parameters: int) -> dict[str, float]:
+def big_tree(parameters: int) -> dict[str, float | None]:
     """Stop to saved for a tree of ``parameters`` parameters, the longest wait
     for ``status`` meanwhile, and a restart on the folder it leaves."""
     nodes = _big_tree(parameters)
@@ -237,17 +237,23 @@ def big_tree(parameters: int) -> dict[str, float]:
             prober.join()
         daemon.close(keep_folder=True)
         _quiet_disk()
+        cpu = system.children_cpu_seconds()
         started = time.perf_counter()
         daemon = _Daemon(daemon.folder)
         restart = time.perf_counter() - started
     finally:
         daemon.close()
+    # What the restarted daemon used (it was killed once ready): the part of
+    # the restart a loaded machine disturbs least.
+    after = system.children_cpu_seconds()
+    restart_cpu = after - cpu if after is not None and cpu is not None else None
     return {
         "parameters": parameters,
         "save_s": save,
         "ceiling_s": ceiling,
         "status_max_s": max(latencies) if latencies else 0.0,
         "restart_s": restart,
+        "restart_cpu_s": restart_cpu,
     }
 
 
@@ -399,11 +405,13 @@ def run(
     }
 
 
-def _tree_medians(trees: list[dict[str, float]]) -> dict[str, Any] | None:
+def _tree_medians(trees: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not trees:
         return None
     keys = ("save_s", "ceiling_s", "status_max_s", "restart_s")
     median = {key: statistics.median(t[key] for t in trees) for key in keys}
+    cpus = [t["restart_cpu_s"] for t in trees if t.get("restart_cpu_s") is not None]
+    median["restart_cpu_s"] = statistics.median(cpus) if cpus else None
     return {
         "parameters": trees[0]["parameters"],
         **median,
@@ -457,6 +465,11 @@ def report(result: dict[str, Any]) -> str:
             f"    restart on its folder         {tree['restart_s']:>10.3f} s    "
             f"(target under {TREE_TARGETS['restart_s_at_1M']} s at 1,000,000)",
         ]
+        if tree.get("restart_cpu_s") is not None:
+            lines.append(
+                f"    CPU the restarted daemon used {tree['restart_cpu_s']:>10.3f} s    "
+                "(interpreter and imports included)"
+            )
     clock = result.get("clock")
     if clock:
         lines += [

@@ -115,6 +115,7 @@ def _optional(name: str) -> ModuleType | None:
 #: import; the tests replace them to try each kind of lock.
 _fcntl = _optional("fcntl")
 _msvcrt = _optional("msvcrt")
+_resource = _optional("resource")
 
 log = logging.getLogger("collectord")
 
@@ -468,6 +469,15 @@ def peak_memory_mb(pid: int) -> float | None:
         return None
     found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
     return int(found.group(1)) / 1024 if found else None
+
+
+def children_cpu_seconds() -> float | None:
+    """CPU seconds (user and system) used by this process's children that were
+    waited for, or None where the system does not count them (no ``resource``)."""
+    if _resource is None:
+        return None
+    usage = _resource.getrusage(_resource.RUSAGE_CHILDREN)
+    return float(usage.ru_utime + usage.ru_stime)
 
 
 def reap_peak_memory_mb(process: subprocess.Popen[Any]) -> float | None:
