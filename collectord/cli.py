@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="save an experiment left unfinished by a crash as recovered, "
         "and start a new one (default: resume it from its journal)",
     )
+    run.add_argument(
+        "--require",
+        metavar="NAMES",
+        help="comma-separated names of the processes (Client(name)) an experiment needs, "
+        "e.g. camera,tracking,stimulus: status shows which are missing, a disconnection "
+        "is logged and recorded, and a stop while one is missing saves and says so "
+        "(default: [sources] required from the configuration; '' requires none)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="log every message")
     run.add_argument(
         "--detached",
@@ -133,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         "end the current experiment and save it",
         "End the current experiment: the daemon waits for every connected client's "
         "messages, saves the metadata and the last config, and starts a new experiment. "
-        "Prints the saved metadata file.",
+        "Prints the saved metadata file. Exits 0; 4 if the experiment was saved while a "
+        "required source (collectord run --require) was missing, after a warning naming "
+        "them on stderr; 1 if no daemon answered or the save failed.",
         "collectord stop --reason 'fish 3 done'",
     )
     _client_common(stop)
@@ -258,12 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> config_module.Config:
     settings = config_module.load(args.config)
+    require = getattr(args, "require", None)
     return settings.replace(
         control=getattr(args, "control", None),
         data=getattr(args, "data", None),
         output=getattr(args, "output", None),
         last_config=getattr(args, "last_config", None),
+        required=None if require is None else _names(require),
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``--require a,b``: the names, checked as the configuration's are."""
+    names = [name.strip() for name in text.split(",")] if text.strip() else []
+    return config_module.source_names("--require", names)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -302,6 +320,9 @@ def _stdout_to_stderr() -> None:
 
 #: ``collectord recover``'s exit status when journal records had to be skipped.
 RECOVERED_WITH_DAMAGE = 3
+#: ``collectord stop``'s exit status when the experiment was saved while a
+#: required source was missing.
+SAVED_WITH_MISSING = 4
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -349,6 +370,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
     print(result["path"])
     if result.get("unconfirmed"):
         print("unconfirmed: " + ", ".join(result["unconfirmed"]), file=sys.stderr)
+    if result.get("missing"):
+        print(
+            "warning: saved while required source(s) were missing: "
+            + ", ".join(result["missing"])
+            + " (the metadata records since when)",
+            file=sys.stderr,
+        )
+        return SAVED_WITH_MISSING
     return 0
 
 

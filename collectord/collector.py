@@ -33,6 +33,7 @@ from .protocol import (
     ProtocolViolation,
     check_fields,
 )
+from .required import Required
 from .sources import Source, Sources
 from .streamfiles import StreamError, StreamFiles, StreamSpec
 from .tree import Tree, TreeConflict, merge_config
@@ -95,7 +96,7 @@ def message_count(header: Mapping[str, Any]) -> int:
 
 
 class Collector:
-    def __init__(self, last_config: dict[str, Any]) -> None:
+    def __init__(self, last_config: dict[str, Any], required: Sequence[str] = ()) -> None:
         #: Declared streams by path; like parameters they outlive an experiment.
         self.streams: dict[TreePath, StreamSpec] = {}
         #: Where blocks are written (None: only counted, as in unit tests).
@@ -108,6 +109,8 @@ class Collector:
         self.restarts: list[dict[str, Any]] = []
         #: Messages applied in this experiment, by kind.
         self.applied: collections.Counter[Kind] = collections.Counter()
+        #: The processes the experiment needs, and when each was missing.
+        self.required = Required(required)
 
     # -- changes (each one the journal can replay) ----------------------------------
 
@@ -323,7 +326,17 @@ class Collector:
         )
         if self.restarts:
             account["restarts"] = self.restarts
+        account.update(self.required.account(stopped))
         return account
+
+    def connected_names(self) -> set[str]:
+        """The names with a session connected to this daemon: one known only
+        from a journal (the daemon restarted) counts once it reconnects."""
+        return {
+            source.name
+            for source in self.sources.by_session.values()
+            if source.connected and not source.from_journal
+        }
 
     def in_force(self) -> frozenset[str]:
         """Sessions whose carried-over parameters are in force in the current
@@ -341,6 +354,7 @@ class Collector:
             spec.rows = 0
             self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
         self.sources.new_run()
+        self.required.begin(following.started)
         self.experiment = following
         self.restarts = []
         self.applied = collections.Counter()
@@ -360,6 +374,7 @@ class Collector:
             "follows": follows,
             "sources": [s.snapshot() for s in self.sources.by_session.values() if not s.closed],
             "streams": [spec.snapshot() for spec in self.streams.values()],
+            "missing": self.required.carried(),
         }
 
     def load_begin(self, record: Mapping[str, Any]) -> None:
@@ -367,6 +382,7 @@ class Collector:
         self.experiment = Experiment(
             run_id=record["run_id"], started=dt.datetime.fromisoformat(record["started"])
         )
+        self.required.begin(self.experiment.started, record.get("missing", {}))
         if "tree" in record:
             self.tree = Tree.from_carried(codec.unpack_own(record["tree"]))
         else:  # written before BEGIN held the tree whole: one [path, value] per parameter

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as dt
 import enum
+import time
 from typing import Any
 
 GAP_TIMEOUT = 30.0
@@ -83,6 +85,9 @@ class Source:
     )
     gap_since: float | None = None
     resend_asked_at: float | None = None
+    #: When this daemon last heard from it (a message or a request), by
+    #: ``time.monotonic()``; None: not since the daemon started.
+    heard: float | None = None
 
     def admit(self, seq: int, now: float) -> Admit:
         """Decide what to do with message ``seq`` arriving at time ``now``."""
@@ -183,7 +188,7 @@ class Source:
         counts = self.run if run else self.total
         gaps = self.run_gaps if run else self.gaps
         reasons = self.run_reasons if run else self.reasons
-        return {
+        described = {
             "name": self.name,
             "session": self.session,
             "host": self.host,
@@ -195,7 +200,19 @@ class Source:
             "messages": counts.as_dict(),
             "gaps": [list(gap) for gap in gaps],
             "recent_rejections": list(reasons),
+            "last_heard": _wall_clock(self.heard),
         }
+        if not run:
+            described["experiment_messages"] = self.run.as_dict()
+        return described
+
+
+def _wall_clock(monotonic: float | None) -> str | None:
+    """A ``time.monotonic()`` moment on the daemon's wall clock, ISO 8601."""
+    if monotonic is None:
+        return None
+    seconds = time.time() - (time.monotonic() - monotonic)
+    return dt.datetime.fromtimestamp(seconds).astimezone().isoformat()
 
 
 #: Where rejections go when a message is too broken to name its sender.
@@ -262,6 +279,10 @@ class Sources:
             )
         mine.add(session)
         self._peer_of[session] = peer
+
+    def of_peer(self, peer: bytes) -> set[str]:
+        """The sessions control connection ``peer`` (a routing id) introduced."""
+        return self._by_peer.get(peer, set())
 
     def open_sessions(self) -> list[Source]:
         """Sessions that said hello and not bye, reachable or not."""

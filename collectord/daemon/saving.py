@@ -136,6 +136,7 @@ class SaveJob:
             "path": str(self.path),
             "last_config": str(self.last_config_file),
             "unconfirmed": list(self.account["unconfirmed"]),
+            "missing": list(self.account.get("missing_at_stop", [])),
         }
 
     def _write_begin(self, successor: Successor) -> None:
