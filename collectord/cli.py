@@ -165,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         "watch",
         "show the rig live: sources, message rates, the save under way",
         "Show the daemon's status live, refreshed a few times a second: each source "
-        "(connected or gone, messages a second, when last heard, gaps, lost and rejected "
-        "messages), the experiment (its running time and messages), the save under way "
+        "(connected, gone or missing, required or not, messages a second, messages in all "
+        "and in this experiment, when last heard, gaps, lost and rejected messages), the "
+        "required sources missing and since when, the experiment (its running time, "
+        "messages, streams' rows and bytes), the save under way "
         "and the last save. q or Ctrl-C quits. When the output is not a terminal (or with "
         "--plain) it prints one line a refresh instead. It asks for the status one request "
         f"at a time, never more often than every {MIN_INTERVAL:g} s. The live view needs "
@@ -436,6 +438,12 @@ def format_status(status: dict[str, Any]) -> str:
         )
     if status.get("last_error"):
         lines.append(f"  ERROR    {status['last_error']}")
+    if status.get("required"):
+        lines.append(f"  required {', '.join(status['required'])}")
+    for missing in status.get("missing", []):
+        lines.append(
+            f"  MISSING  {missing['name']} since {missing['since']} ({missing['cause']})"
+        )
     lines.append(f"  rejected {status['rejected']} message(s)")
     if status["sources"]:
         lines.append("  sources:")
