@@ -441,9 +441,7 @@ def format_status(status: dict[str, Any]) -> str:
     if status.get("required"):
         lines.append(f"  required {', '.join(status['required'])}")
     for missing in status.get("missing", []):
-        lines.append(
-            f"  MISSING  {missing['name']} since {missing['since']} ({missing['cause']})"
-        )
+        lines.append(f"  MISSING  {missing['name']} since {missing['since']} ({missing['cause']})")
     lines.append(f"  rejected {status['rejected']} message(s)")
     if status["sources"]:
         lines.append("  sources:")

@@ -121,8 +121,7 @@ def source_names(key: str, value: Any) -> tuple[str, ...]:
     """
     if not isinstance(value, (list, tuple)):
         raise ConfigError(
-            f"{key} must be a list of client names, e.g. [\"camera\", \"tracking\"], "
-            f"not {value!r}"
+            f'{key} must be a list of client names, e.g. ["camera", "tracking"], not {value!r}'
         )
     names: list[str] = []
     for name in value:

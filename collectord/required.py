@@ -80,7 +80,7 @@ class Required:
         #: When each missing name went missing, across experiments (for ``status``).
         self._gone_since: dict[str, dt.datetime] = {}
         #: Before the first experiment nothing is connected.
-        self._initial = dict.fromkeys(self.names, NOT_CONNECTED)
+        self._initial: dict[str, str] | None = dict.fromkeys(self.names, NOT_CONNECTED)
 
     def begin(self, started: dt.datetime, missing: Mapping[str, str] | None = None) -> None:
         """A new experiment began at ``started``; the names missing then

@@ -251,13 +251,18 @@ class Tracker:
             moved[key] = (counters, when, first)
             was = _count(before[key]) if key in before else 0.0
             heard = _heard_by_daemon(status, source)
+            if heard is None:  # an older daemon: since its counters last moved
+                heard = sample.at - (first if when is None else when)
+                heard_before = when is None
+            else:
+                heard_before = False
             name = source.get("name")
             rows.append(
                 SourceRow(
                     source,
                     rate=_rate(was, _count(source), seconds),
-                    heard=sample.at - (first if when is None else when) if heard is None else heard,
-                    heard_before=when is None and heard is None,
+                    heard=heard,
+                    heard_before=heard_before,
                     required=name in required if says_required else None,
                     missing=name in missing,
                 )
@@ -476,13 +481,13 @@ def _facts(view: View) -> list[tuple[str, str, str]]:
     if unidentified:
         rejected += f" ({_integer(unidentified)} unidentified)"
     this_experiment = _experiment_total(status)
+    counted = "" if this_experiment is None else f"{_integer(this_experiment)} this experiment, "
     facts = [
         ("daemon", ", ".join(daemon), ""),
         ("experiment", experiment, "bold"),
         (
             "messages",
-            (f"{_integer(this_experiment)} this experiment, " if this_experiment is not None else "")
-            + f"{_integer(_total(status))} since the daemon started, "
+            f"{counted}{_integer(_total(status))} since the daemon started, "
             f"{_per_second(view.rate)} msg/s, rejected {rejected}",
             "",
         ),

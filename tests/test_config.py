@@ -295,7 +295,9 @@ def test_required_sources_are_a_list_of_client_names(tmp_path: Path) -> None:
         ('["camera", "camera"]', "required names 'camera' twice"),
     ],
 )
-def test_bad_required_sources_are_refused_by_name(tmp_path: Path, value: str, message: str) -> None:
+def test_bad_required_sources_are_refused_by_name(
+    tmp_path: Path, value: str, message: str
+) -> None:
     with pytest.raises(ConfigError) as refused:
         load(write(tmp_path, f"[sources]\nrequired = {value}\n"))
     assert message in str(refused.value)
