@@ -5,6 +5,10 @@ prints what it got), so the demo never disturbs a real daemon on 13550/13551.
 The camera and tracking processes run for the protocol's duration; the
 stimulus process runs its protocol a little longer and stops the experiment.
 Then the daemon is stopped with SIGTERM, as a service manager would.
+
+The daemon requires the three (``--require``): the demo prints how long each
+was missing, from the daemon's start until it connected and, for camera and
+tracking, from the end of their run until the stimulus stops.
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ from .daemon.process import Spawned, spawn
 from .errors import CollectordError
 from .protocol import Command
 
+#: The demo's processes; its daemon requires them.
+PROCESSES = ("camera", "tracking", "stimulus")
+
 
 def _start_daemon(output: Path, log: IO[str]) -> Spawned:
     endpoints = ["--data", "tcp://127.0.0.1:*", "--control", "tcp://127.0.0.1:*"]
+    required = ["--require", ",".join(PROCESSES)]
     try:
-        return spawn(["--output", str(output), *endpoints], stderr=log)
+        return spawn(["--output", str(output), *endpoints, *required], stderr=log)
     except CollectordError as exc:
         raise CollectordError(f"{exc} (see {log.name})") from None
 
@@ -135,7 +143,18 @@ def run_demo(output: str | os.PathLike[str], duration: float) -> int:
         "sources: "
         + ", ".join(f"{s['name']} ({s['messages']['messages']} messages)" for s in sources)
     )
+    print(f"required     {_required_summary(metadata['collectord'])}")
     return 1 if failed else 0
+
+
+def _required_summary(account: dict[str, Any]) -> str:
+    """How long each required source was missing, and why, from the metadata."""
+    parts = []
+    for name, missing in account.get("missing", {}).items():
+        causes = ", ".join(dict.fromkeys(i["cause"] for i in missing["intervals"]))
+        parts.append(f"{name} missing {missing['seconds']:.1f} s ({causes or 'never'})")
+    at_stop = account.get("missing_at_stop") or ["none"]
+    return "; ".join(parts) + f"; at the stop: {', '.join(at_stop)}"
 
 
 def _descriptors(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

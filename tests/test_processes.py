@@ -142,6 +142,11 @@ def test_demo_runs_end_to_end(tmp_path: pathlib.Path) -> None:
         "stimulus",
     }
     assert str(paths[0]) in result.stdout
+    # Its daemon requires the three: each was missing until it connected.
+    account = saved["collectord"]
+    assert account["required"] == ["camera", "tracking", "stimulus"]
+    assert account["missing"]["stimulus"]["intervals"][0]["cause"] == "not connected"
+    assert "required     camera missing " in result.stdout
     last = load_json(tmp_path / "demo" / "last_config.json")
     assert "log" not in last.get("stimulus", {})
 
