@@ -72,6 +72,27 @@ def test_a_stop_while_a_required_source_is_missing_saves_and_says_so(make_daemon
         assert at(before_b["to"]) < at(account["stopped"])
 
 
+def test_a_name_is_present_while_any_session_of_it_is_connected(make_daemon) -> None:
+    """A restarted process opens a new session under the same name."""
+    daemon = make_daemon(extra=("--require", "camera"))
+    first = Client("camera", daemon.data, daemon.control)
+    with Client("camera", daemon.data, daemon.control):  # the restarted process
+
+        def connected() -> list[bool]:
+            return [s["connected"] for s in daemon.status()["sources"]]
+
+        wait_for(lambda: connected() == [True, True], what="both cameras connected")
+        first.close()
+        assert sorted(connected()) == [False, True]
+        assert not missing(daemon)
+    gone = wait_for(lambda: missing(daemon).get("camera"), what="the camera missing")
+    assert gone["cause"] == "said bye"
+    account = load_json(daemon.stop()["path"])["collectord"]
+    # Missing before either connected, and after the second said bye: not between.
+    assert account["missing"]["camera"]["count"] == 2
+    assert account["missing_at_stop"] == ["camera"]
+
+
 def test_a_stop_reply_names_no_one_without_required_sources(daemon: DaemonProcess) -> None:
     with Client("a", daemon.data, daemon.control) as a:
         a.set_params("a/x", v=1)
