@@ -241,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="parameters of the big tree whose save and restart are timed (0: skip; "
         "default: %(default)s)",
     )
+    bench.add_argument(
+        "--sessions",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="sessions the daemon holds while its status is timed (0: skip; default: %(default)s)",
+    )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     demo = _command(
@@ -510,7 +517,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
-    return bench_main(args.repeat, args.messages, args.rows, args.stream_mb, args.json, args.tree)
+    return bench_main(
+        args.repeat, args.messages, args.rows, args.stream_mb, args.json, args.tree, args.sessions
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -226,6 +226,8 @@ def test_bench_runs_and_reports_every_figure() -> None:
         "2",
         "--tree",
         "2000",
+        "--sessions",
+        "300",
         "--json",
         timeout=300,
     )
@@ -237,6 +239,8 @@ def test_bench_runs_and_reports_every_figure() -> None:
     tree = figures["tree"]
     assert tree["parameters"] == 2000
     assert all(tree[key] > 0 for key in ("save_s", "ceiling_s", "status_max_s", "restart_s"))
+    status = figures["status"]
+    assert status["sessions"] == 300 and status["max_s"] >= status["median_s"] > 0
 
 
 def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemon, tmp_path):
