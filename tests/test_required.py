@@ -35,6 +35,11 @@ def test_a_stop_while_a_required_source_is_missing_saves_and_says_so(make_daemon
         a.sync()
         wait_for(lambda: list(missing(daemon)) == ["b"], what="only b missing")
         assert missing(daemon)["b"]["cause"] == "not connected"
+        shown = run_cli("status", "--control", daemon.control)
+        assert "  required a, b\n" in shown.stdout
+        assert f"  MISSING  b since {missing(daemon)['b']['since']} (not connected)\n" in (
+            shown.stdout
+        )
         stopped = run_cli("stop", "--control", daemon.control, "--reason", "b never came")
         assert stopped.returncode == SAVED_WITH_MISSING, stopped.stderr
         assert "missing: b " in stopped.stderr
