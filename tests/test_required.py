@@ -15,7 +15,7 @@ import rig_processes
 from conftest import DaemonProcess, run_cli, wait_for
 
 from collectord import Client, load_json
-from collectord.cli import SAVED_WITH_MISSING, main
+from collectord.cli import SAVED_WITH_MISSING, _settings, build_parser, main
 from collectord.required import MAX_LISTED, Required
 
 
@@ -161,6 +161,19 @@ def test_require_flag_refuses_bad_names_clearly(tmp_path: Path, capsys) -> None:
     assert main(["run", "--output", output, "--require", "camera,camera"]) == 1
     assert "--require names 'camera' twice" in capsys.readouterr().err
     assert not Path(output).exists()  # refused before the daemon touched anything
+
+
+def test_the_require_flag_overrides_the_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "rig.toml"
+    config.write_text('[sources]\nrequired = ["camera", "tracking"]\n')
+
+    def required(*flags: str) -> tuple[str, ...]:
+        args = build_parser().parse_args(["run", "--config", str(config), *flags])
+        return _settings(args).required
+
+    assert required() == ("camera", "tracking")
+    assert required("--require", " stimulus , camera") == ("stimulus", "camera")
+    assert required("--require", "") == ()
 
 
 # -- the tracker alone -----------------------------------------------------------------
