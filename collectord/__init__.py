@@ -10,8 +10,18 @@ __version__ = "0.1.0"
 
 from . import errors
 from .client import Client, State
+from .clocks import clock_samples, to_daemon_time
 from .errors import *  # noqa: F403 - the exception tree, exactly errors.__all__
 from .jsonio import load_json
 from .stream import Stream
 
-__all__ = ["Client", "State", "Stream", "__version__", "load_json", *errors.__all__]
+__all__ = [
+    "Client",
+    "State",
+    "Stream",
+    "__version__",
+    "clock_samples",
+    "load_json",
+    "to_daemon_time",
+    *errors.__all__,
+]

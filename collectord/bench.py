@@ -22,7 +22,10 @@ ceilings of this machine at this moment (shared machines are noisy):
   speed bounds;
 * the cost of the calls an acquisition loop pays, in microseconds;
 * how long a ``status`` request takes while the daemon holds ``--sessions``
-  sessions (``collectord watch`` asks a few times a second).
+  sessions (``collectord watch`` asks a few times a second);
+* the precision of the clock offsets measured on loopback (``--clock``
+  samples): a client on the daemon's own clock, whose true offset is 0, so
+  each sample's offset is its error.
 
 Each timed measurement starts after ``os.sync()`` (``system.sync_all``; Windows
 has no such call), so that the writeback of the one before (100 MB and more)
@@ -47,7 +50,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from . import __version__, system
+from . import __version__, jsonio, system
 from .client import Client
 from .control import request
 from .daemon.process import spawn
@@ -294,6 +297,43 @@ def big_tree(parameters: int) -> dict[str, float]:
     }
 
 
+#: Seconds between the bench client's clock samples: fast, to gather many soon.
+CLOCK_BENCH_INTERVAL = 0.02
+
+
+def clock_precision(samples: int) -> dict[str, Any]:
+    """``samples`` clock samples of a client on the daemon's own clock (true
+    offset 0): their median offset, its spread (interquartile range), the
+    95th percentile of the error, and the median round trip, in seconds."""
+    daemon = _Daemon()
+    try:
+        interval = CLOCK_BENCH_INTERVAL
+        with Client("bench-clock", daemon.data, daemon.control, clock_interval=interval) as client:
+            deadline = time.monotonic() + 60 + samples * 0.1
+            while time.monotonic() < deadline:
+                counts = [
+                    source.get("clock", {}).get("count", 0)
+                    for source in client.status()["sources"]
+                ]
+                if sum(counts) >= samples:
+                    break
+                time.sleep(0.1)
+            metadata = jsonio.load_json(client.stop())
+    finally:
+        daemon.close()
+    (source,) = metadata["collectord"]["sources"]
+    offsets = np.array([offset for _, offset, _ in source["clock"]["samples"]])
+    rtts = np.array([rtt for _, _, rtt in source["clock"]["samples"]])
+    low, high = np.percentile(offsets, [25, 75])
+    return {
+        "samples": len(offsets),
+        "median_offset_s": float(np.median(offsets)),
+        "offset_spread_s": float(high - low),
+        "error_p95_s": float(np.percentile(np.abs(offsets), 95)),
+        "median_rtt_s": float(np.median(rtts)),
+    }
+
+
 def collectord_params(client: Client, count: int) -> tuple[float, float]:
     """(messages per second until confirmed, microseconds per set_params call)."""
     started = time.perf_counter()
@@ -329,7 +369,13 @@ def collectord_extend(client: Client, megabytes: float, name: str) -> float:
 
 
 def run(
-    repeat: int, messages: int, rows: int, stream_mb: float, tree: int = 0, sessions: int = 0
+    repeat: int,
+    messages: int,
+    rows: int,
+    stream_mb: float,
+    tree: int = 0,
+    clock: int = 0,
+    sessions: int = 0,
 ) -> dict[str, Any]:
     samples: dict[str, list[float]] = {
         key: []
@@ -403,6 +449,7 @@ def run(
         },
         "tree": _tree_medians(trees),
         "status": status,
+        "clock": clock_precision(clock) if clock else None,
     }
 
 
@@ -464,6 +511,15 @@ def report(result: dict[str, Any]) -> str:
             f"    restart on its folder         {tree['restart_s']:>10.3f} s    "
             f"(target under {TREE_TARGETS['restart_s_at_1M']} s at 1,000,000)",
         ]
+    clock = result.get("clock")
+    if clock:
+        lines += [
+            f"  clock offsets on loopback, {clock['samples']} samples (true offset 0):",
+            f"    median offset                 {clock['median_offset_s'] * 1e6:>10.1f} us",
+            f"    spread (interquartile range)  {clock['offset_spread_s'] * 1e6:>10.1f} us",
+            f"    95th percentile of the error  {clock['error_p95_s'] * 1e6:>10.1f} us",
+            f"    median round trip             {clock['median_rtt_s'] * 1e6:>10.1f} us",
+        ]
     status = result.get("status")
     if status:
         lines.append(
@@ -480,8 +536,9 @@ def main(
     stream_mb: float,
     as_json: bool,
     tree: int = 0,
+    clock: int = 0,
     sessions: int = 0,
 ) -> int:
-    result = run(repeat, messages, rows, stream_mb, tree, sessions)
+    result = run(repeat, messages, rows, stream_mb, tree, clock, sessions)
     print(json.dumps(result, indent=2) if as_json else report(result))
     return 0

@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         "measure what this machine carries, raw and through collectord",
         "Measure the raw ZeroMQ ceilings of this machine and collectord's own rates in "
         "the same run (parameters, row appends, block extends, the daemon's peak memory, "
-        "the cost of each call), and print each rate as a ratio to its ceiling. Takes a "
-        "minute or two.",
+        "the cost of each call, the precision of clock offsets), and print each rate as a "
+        "ratio to its ceiling. Takes a minute or two.",
         "collectord bench --json > bench.json",
     )
     bench.add_argument("--repeat", type=int, default=3, help="runs; medians are reported")
@@ -239,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=100_000,
         metavar="N",
         help="parameters of the big tree whose save and restart are timed (0: skip; "
+        "default: %(default)s)",
+    )
+    bench.add_argument(
+        "--clock",
+        type=int,
+        default=200,
+        metavar="N",
+        help="clock samples whose precision on loopback is measured (0: skip; "
         "default: %(default)s)",
     )
     bench.add_argument(
@@ -518,7 +526,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
     return bench_main(
-        args.repeat, args.messages, args.rows, args.stream_mb, args.json, args.tree, args.sessions
+        args.repeat,
+        args.messages,
+        args.rows,
+        args.stream_mb,
+        args.json,
+        args.tree,
+        args.clock,
+        args.sessions,
     )
 
 

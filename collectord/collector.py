@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from . import __version__, codec, experiment
+from .clocks import Sample
 from .errors import InvalidPathError
 from .experiment import Experiment, StopRequest
 from .journal import RecordType
@@ -35,6 +36,7 @@ from .protocol import (
 )
 from .required import Required
 from .sources import Source, Sources
+from .store import LastConfig
 from .streamfiles import StreamError, StreamFiles, StreamSpec
 from .tree import Tree, TreeConflict, merge_config
 
@@ -96,7 +98,7 @@ def message_count(header: Mapping[str, Any]) -> int:
 
 
 class Collector:
-    def __init__(self, last_config: dict[str, Any], required: Sequence[str] = ()) -> None:
+    def __init__(self, last_config: LastConfig, required: Sequence[str] = ()) -> None:
         #: Declared streams by path; like parameters they outlive an experiment.
         self.streams: dict[TreePath, StreamSpec] = {}
         #: Where blocks are written (None: only counted, as in unit tests).
@@ -133,6 +135,13 @@ class Collector:
         if source is not None:
             source.closed = True
         return source
+
+    def clock_sample(self, session: str, sample: Sample) -> None:
+        """A clock sample of ``session`` (ignored if the session is unknown: a
+        replayed journal whose HELLO was lost to damage)."""
+        source = self.sources.by_session.get(session)
+        if source is not None:
+            source.clock_sample(sample)
 
     def apply_message(
         self,
@@ -272,7 +281,8 @@ class Collector:
         if existing is not None:
             if not existing.same_layout(spec):
                 raise StreamError(
-                    f"a stream with other columns is already declared at {join_path(spec.path)!r}"
+                    f"a stream with other columns, units or time column is already declared at "
+                    f"{join_path(spec.path)!r}"
                 )
             # The same stream again: a reconnection, or a restarted process taking over.
             existing.session, existing.source = spec.session, spec.source
@@ -344,9 +354,9 @@ class Collector:
         return frozenset(source.session for source in self.sources.active_in_run())
 
     def merged_config(self) -> dict[str, Any]:
-        return merge_config(self.last_config, self.tree.params())
+        return merge_config(self.last_config.get(), self.tree.params())
 
-    def next_experiment(self, config: dict[str, Any], following: Experiment) -> None:
+    def next_experiment(self, config: LastConfig, following: Experiment) -> None:
         """The experiment was saved with ``config`` as last config: ``following`` begins."""
         self.last_config = config
         self.tree.next_experiment()
@@ -362,8 +372,9 @@ class Collector:
     def begin_record(self, following: Experiment, follows: str | None) -> dict[str, Any]:
         """The first record of ``following``'s journal: all a replay needs that no
         message carries, taken from this state (which ``following`` inherits),
-        but for its ``tree``: ``Tree.carried`` packed with the value codec (a
-        save adds it in its own thread, from a fork of the tree).
+        but for its ``carried``: ``Tree.carried``, packed with the value codec
+        (``carried_fields``; a save adds it in its own thread, from a fork of
+        the tree).
 
         ``follows`` names the experiment stopped before it, for the reader.
         """
@@ -383,8 +394,11 @@ class Collector:
             run_id=record["run_id"], started=dt.datetime.fromisoformat(record["started"])
         )
         self.required.begin(self.experiment.started, record.get("missing", {}))
-        if "tree" in record:
-            self.tree = Tree.from_carried(codec.unpack_own(record["tree"]))
+        if "carried" in record:
+            values, owners = codec.unpack_own(record["carried"])
+            self.tree = Tree.from_carried(values, owners)
+        elif "tree" in record:
+            self.tree = Tree.from_pairs(codec.unpack_own(record["tree"]))
         else:  # written before BEGIN held the tree whole: one [path, value] per parameter
             self.tree = Tree()
             for path in record["groups"]:
@@ -402,6 +416,11 @@ class Collector:
             self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
             if self.files is not None:
                 self.files.open(spec)
+
+
+def carried_fields(params: dict[str, Any], owners: dict[str, Any]) -> dict[str, bytes]:
+    """A BEGIN record's ``carried``: ``Tree.carried``, packed."""
+    return {"carried": codec.pack([params, owners])}
 
 
 class RowsOnDisk:

@@ -68,6 +68,7 @@ class RecordType(str, enum.Enum):
     RESTORE = "restore"  # a process restored a node from the last config
     NAME = "name"  # a client named the experiment
     PRESENCE = "presence"  # a required source went missing or came back
+    CLOCK = "clock"  # a client's clock sample (clocks.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,9 +90,12 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
     RecordType.BEGIN: {
         "run_id": _STR,
         "started": _STR,  # ISO 8601
-        # the carried parameters (Tree.carried), packed with the value codec
+        # the carried parameters (Tree.carried: [values, owners]), packed
+        # with the value codec
+        "carried": Field((bytes,), optional=True),
+        # before "carried": the tree with [value, owner] per parameter, and
+        # before that [path, value] per parameter and the empty groups' paths
         "tree": Field((bytes,), optional=True),
-        # before "tree": [path, value] per parameter, and the empty groups' paths
         "params": Field((bytes,), optional=True),
         "groups": Field((list,), optional=True),
         "sources": Field((list,)),  # Source snapshots
@@ -126,6 +130,12 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
         "missing": Field((bool,)),  # True: it went missing; False: it came back
         "at": _STR,  # ISO 8601
         "cause": _STR,  # why it went missing ("disconnected", "said bye", ...)
+    },
+    RecordType.CLOCK: {  # a clocks.Sample of the session's clock
+        "session": _STR,
+        "at": Field((float,)),
+        "offset": Field((float,)),
+        "rtt": Field((float,)),
     },
     RecordType.RESTORE: {
         "node": Field((list,)),  # the node's path, as names

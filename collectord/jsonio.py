@@ -77,7 +77,12 @@ def _tagged(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a tree value")
 
 
-def dumps(tree: dict[str, Any]) -> bytes:
+#: Texts of maps already encoded, by ``id``, with the map itself (which keeps
+#: the id its own): ``dumps``' ``memo``.
+Memo = dict[int, tuple[Any, str]]
+
+
+def dumps(tree: dict[str, Any], memo: Memo | None = None) -> bytes:
     """Serialize a tree as strict JSON, keys sorted as stytra does.
 
     ``json`` writes the tree in C, calling back only for bytes and numpy
@@ -85,11 +90,15 @@ def dumps(tree: dict[str, Any]) -> bytes:
     only then is the whole tree tagged in Python first. The result is the
     same either way (``tests/test_jsonio.py``); the first way is several
     times faster on a big tree.
+
+    ``memo``, shared by several calls, encodes a map that they share once: a
+    save writes the same groups of parameters in the metadata and in the
+    last config. No map may change between the calls.
     """
     try:
-        text = _in_pieces(tree, _tagged, 0)
+        text = _in_pieces(tree, _tagged, 0, memo)
     except ValueError:
-        text = _in_pieces(to_json(tree), None, 0)
+        text = _in_pieces(to_json(tree), None, 0, None)
     return (text + "\n").encode("utf-8")
 
 
@@ -99,7 +108,7 @@ _TOP = 2
 _PIECE = 256
 
 
-def _in_pieces(value: Any, default: Any, depth: int) -> str:
+def _in_pieces(value: Any, default: Any, depth: int, memo: Memo | None) -> str:
     """``json.dumps(value, sort_keys=True)``, written in pieces of a few hundred
     values at most.
 
@@ -124,7 +133,7 @@ def _in_pieces(value: Any, default: Any, depth: int) -> str:
             if batch:
                 parts.append(encode(batch)[1:-1])
                 batch = {}
-            parts.append(f"{encode(key)}: {_in_pieces(item, default, depth + 1)}")
+            parts.append(f"{encode(key)}: {_remembered(item, default, depth + 1, memo)}")
             continue
         batch[key] = item
         if len(batch) == _PIECE:
@@ -133,6 +142,18 @@ def _in_pieces(value: Any, default: Any, depth: int) -> str:
     if batch:
         parts.append(encode(batch)[1:-1])
     return "{" + ", ".join(parts) + "}"
+
+
+def _remembered(value: dict[str, Any], default: Any, depth: int, memo: Memo | None) -> str:
+    """``_in_pieces`` of a map, taken from ``memo`` if it was encoded before."""
+    if memo is None:
+        return _in_pieces(value, default, depth, None)
+    known = memo.get(id(value))
+    if known is not None:
+        return known[1]
+    text = _in_pieces(value, default, depth, memo)
+    memo[id(value)] = (value, text)
+    return text
 
 
 def loads(data: bytes | str) -> Any:

@@ -23,6 +23,8 @@ import enum
 import time
 from typing import Any
 
+from .clocks import ClockRecord, Sample
+
 GAP_TIMEOUT = 30.0
 MAX_REASONS = 10
 MAX_GAPS = 100
@@ -96,6 +98,10 @@ class Source:
     #: When this daemon last heard from it (a message or a request), by
     #: ``time.monotonic()``; None: not since the daemon started.
     heard: float | None = None
+    #: Its clock samples (clocks.py): since the daemon started, and in the
+    #: current experiment (its metadata carries these).
+    clock: ClockRecord = dataclasses.field(default_factory=ClockRecord)
+    run_clock: ClockRecord = dataclasses.field(default_factory=ClockRecord)
 
     def admit(self, seq: int, now: float) -> Admit:
         """Decide what to do with message ``seq`` arriving at time ``now``."""
@@ -164,11 +170,16 @@ class Source:
         self.reasons.append(reason)
         self.run_reasons.append(reason)
 
+    def clock_sample(self, sample: Sample) -> None:
+        self.clock.add(sample)
+        self.run_clock.add(sample)
+
     def new_run(self) -> None:
         self.run = Counts()
         self.present = False
         self.run_gaps = []
         self.run_reasons.clear()
+        self.run_clock = ClockRecord()
 
     def snapshot(self) -> dict[str, Any]:
         """What a new experiment's journal must know of this session."""
@@ -196,6 +207,7 @@ class Source:
         counts = self.run if run else self.total
         gaps = self.run_gaps if run else self.gaps
         reasons = self.run_reasons if run else self.reasons
+        clock = self.run_clock if run else self.clock
         described = {
             "name": self.name,
             "session": self.session,
@@ -210,6 +222,9 @@ class Source:
             "recent_rejections": list(reasons),
             "last_heard": _wall_clock(self.heard),
         }
+        if clock:
+            # The samples go to the metadata only: status is polled often.
+            described["clock"] = clock.describe(with_samples=run)
         if not run:
             described["experiment_messages"] = self.run.as_dict()
         return described

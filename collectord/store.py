@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,14 @@ def staged_runs(output: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-def write_metadata(staging: Path, name: str, metadata: dict[str, Any]) -> Path:
-    """Write the metadata file (``NAME_metadata.json``) into an experiment's staging folder."""
+def write_metadata(
+    staging: Path, name: str, metadata: dict[str, Any], memo: jsonio.Memo | None = None
+) -> Path:
+    """Write the metadata file (``NAME_metadata.json``) into an experiment's staging
+    folder. ``memo``: see ``jsonio.dumps``."""
     staging.mkdir(parents=True, exist_ok=True)
     path = staging / f"{name}{METADATA_SUFFIX}"
-    atomic_write(path, jsonio.dumps(metadata))
+    atomic_write(path, jsonio.dumps(metadata, memo))
     return path
 
 
@@ -165,14 +169,45 @@ def read_last_config(path: Path) -> dict[str, Any]:
     return content
 
 
+class LastConfig:
+    """The last config's contents, read from its file when first needed.
+
+    A last config of a million parameters is 20 MB of JSON, about half a
+    second to parse: a restart does not wait for it. Only ``restore``, a
+    save and ``save_config`` need it, and the first of them reads it (a save
+    in its own thread). Thread-safe.
+    """
+
+    def __init__(self, content: dict[str, Any] | None = None, path: Path | None = None) -> None:
+        self._content = content
+        self._path = path
+        self._lock = threading.Lock()
+
+    @classmethod
+    def reading(cls, path: Path) -> LastConfig:
+        """The config in the file at ``path``; a folder there is refused now."""
+        if path.is_dir():
+            raise ConfigError(f"the last-config path {path} is a folder")
+        return cls(path=path)
+
+    def get(self) -> dict[str, Any]:
+        with self._lock:
+            if self._content is None:
+                assert self._path is not None
+                self._content = read_last_config(self._path)
+            return self._content
+
+
 def _move_aside(path: Path, why: str) -> None:
     aside = path.with_name(f"{path.name}.unreadable-{dt.datetime.now():%Y%m%dT%H%M%S.%f}")
     log.error("last config %s %s; moved to %s", path, why, aside)
     os.replace(path, aside)
 
 
-def write_last_config(path: Path, config: dict[str, Any]) -> bytes:
-    """Replace the last config; return what was written."""
-    written = jsonio.dumps(config)
+def write_last_config(
+    path: Path, config: dict[str, Any], memo: jsonio.Memo | None = None
+) -> bytes:
+    """Replace the last config; return what was written. ``memo``: see ``jsonio.dumps``."""
+    written = jsonio.dumps(config, memo)
     atomic_write(path, written)
     return written

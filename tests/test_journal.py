@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collectord import codec, journal
+from collectord.clocks import Sample
 from collectord.config import Config
 from collectord.daemon import Daemon, Lifecycle, Start
 from collectord.daemon.durability import Durability
@@ -307,6 +308,7 @@ def test_replaying_the_journal_rebuilds_the_daemons_state(first_run, second_run,
 typed_values: dict[type, st.SearchStrategy[Any]] = {
     str: st.text(max_size=5),
     int: st.integers(0, 2**64 - 1),
+    float: st.floats(),
     bytes: st.binary(max_size=8),
     bool: st.booleans(),
     list: st.lists(values, max_size=3),
@@ -328,7 +330,16 @@ def schema_records(draw, kind: journal.RecordType) -> dict[str, Any]:
 
 def full_record(kind: journal.RecordType) -> dict[str, Any]:
     """A record of ``kind`` with every field of its schema, of its first type."""
-    simple = {str: "x", int: 1, bytes: b"x", bool: True, list: [], dict: {}, types.NoneType: None}
+    simple = {
+        str: "x",
+        int: 1,
+        float: 1.5,
+        bytes: b"x",
+        bool: True,
+        list: [],
+        dict: {},
+        types.NoneType: None,
+    }
     fields = journal.SCHEMA[kind].items()
     return {"t": kind.value, **{name: simple[field.types[0]] for name, field in fields}}
 
@@ -375,6 +386,8 @@ def written(tmp_path_factory) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         lifecycle.reject(None, "a request from a session not known")
         lifecycle.name("fish-3")
         lifecycle.restored(("cam",), {"gain": 2})
+        source = lifecycle.collector.sources.by_session["s1"]
+        lifecycle.clock_sample(source, Sample(at=1.7e9, offset=-0.25, rtt=0.0003))
         lifecycle.bye("s1")
         lifecycle.check_required()  # and missing again
         daemon.durability.make_durable({})
@@ -458,7 +471,9 @@ def test_check_rejects_a_missing_field_naming_it(kind: journal.RecordType, name:
 def test_check_rejects_a_field_of_the_wrong_type_naming_it(
     kind: journal.RecordType, name: str
 ) -> None:
-    wrong = True if journal.SCHEMA[kind][name].types == (int,) else 1.5  # a bool is no int
+    types_ = journal.SCHEMA[kind][name].types
+    # A bool is no int; a float field gets a str.
+    wrong: Any = True if types_ == (int,) else "x" if float in types_ else 1.5
     record = {**full_record(kind), name: wrong}
     with pytest.raises(
         UnreadableRecord,

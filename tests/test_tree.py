@@ -6,6 +6,7 @@ import copy
 import functools
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -397,6 +398,8 @@ def test_random_operations_match_the_model(ops: list[tuple[Any, ...]]) -> None:
         # Leaves are ints here, so to_dict() shows the tree's exact shape.
         assert tree.to_dict() == model.as_dict()
         assert tree.params() == model.params_only().as_dict()
+        carried = tree.carried()
+        assert Tree.from_carried(*carried).carried() == carried
         assert_no_leaf_under_leaf(model)
     for forked, then in forks:  # whatever the tree did next, a fork stays as it was
         assert forked.to_dict() == then
@@ -457,11 +460,16 @@ def test_merge_config_does_not_mutate_inputs() -> None:
     old_copy, new_copy = copy.deepcopy(old), copy.deepcopy(new)
     merged = merge_config(old, new)
     assert old == old_copy and new == new_copy
-    # Its groups are its own: changing them leaves the inputs alone. (Values
-    # are shared: a tree's values are replaced, never changed in place.)
-    merged["camera"]["extra"]["more"] = 1
-    merged["camera"]["added"] = 2
-    assert old == old_copy and new == new_copy
+    # Groups are shared, not copied (no exported tree is changed in place):
+    # one ``old`` lacks, or holds equal, is ``new``'s own, so that a save's
+    # JSON writer meets the same dict in the metadata and the last config.
+    assert merged["camera"]["extra"] is new["camera"]["extra"]
+    same = {"node": {"a": 1.0, "b": [1, 2]}}
+    assert merge_config({"node": {"a": 1.0, "b": [1, 2]}}, same)["node"] is same["node"]
+    # Arrays cannot be compared in one go: such groups are merged key by key.
+    arrays = {"node": {"a": np.arange(3), "b": 1}}
+    merged = merge_config({"node": {"a": np.arange(3), "c": 2}}, arrays)
+    assert merged["node"]["a"] is arrays["node"]["a"] and merged["node"]["c"] == 2
 
 
 config_leaves = st.one_of(st.none(), st.integers(0, 5), st.text("xy", max_size=2))
@@ -602,10 +610,24 @@ def test_the_carried_form_rebuilds_the_parameters_at_any_depth() -> None:
     tree.merge_params(deep, {"p": {"a dict": [1, {"value": 2}]}}, "s1")
     tree.merge_params(("camera",), {"roi": {"x": 1}, "exposure": 4.0}, "s2")
     tree.merge_params(("empty",), {})
+    tree.merge_params(("camera",), {"gain": 2.0, "blank": {}}, "s3")  # owners differ
+    tree.merge_params(("misc",), {"unknown": 1, "none": None})  # no owner known
     tree.set_data(("stimulus", "log"), [1, 2])  # static data is not carried
-    packed = codec.pack(tree.carried())
-    rebuilt = Tree.from_carried(codec.unpack_own(packed))
+    values, owners = (codec.unpack_own(codec.pack(part)) for part in tree.carried())
+    assert owners["camera"][""] == {"roi": "s2", "exposure": "s2", "gain": "s3", "blank": "s3"}
+    assert owners["misc"] == {"": None}
+    rebuilt = Tree.from_carried(values, owners)
     assert rebuilt.to_dict() == tree.params()
     assert rebuilt.carried() == tree.carried()  # owners too
+    assert rebuilt.to_dict()["camera"]["blank"] == {}  # a parameter, not a group
     # Everything rebuilt is carried over: a new shape wins over it.
     rebuilt.merge_params(("camera", "roi", "x"), {"bits": 8})
+
+
+def test_a_begin_record_of_the_previous_form_still_builds_its_tree() -> None:
+    """Journals written before ``carried()`` split values from owners held
+    ``[value, owner]`` per parameter; a daemon upgraded mid-experiment reads them."""
+    pairs = {"camera": {"exposure": [4.0, "s1"], "roi": [{"x": 1}, "s2"]}, "empty": {}}
+    rebuilt = Tree.from_pairs(pairs)
+    assert rebuilt.params() == {"camera": {"exposure": 4.0, "roi": {"x": 1}}, "empty": {}}
+    assert rebuilt.carried()[1] == {"camera": {"": {"exposure": "s1", "roi": "s2"}, "$": ["roi"]}}

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .. import jsonio
 from ..errors import InvalidPathError
 from ..paths import parse_path
 from ..protocol import CommandError, ErrorCode
@@ -32,7 +33,11 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
         node = parse_path(request["node"])
     except InvalidPathError as exc:
         raise CommandError(ErrorCode.INVALID_PATH, str(exc)) from None
-    values = subtree(daemon.lifecycle.collector.last_config, node)
+    # The last config in memory shares its values with the tree; what the
+    # file holds (arrays as lists, tuples as lists, ...) is that read back.
+    values = subtree(daemon.lifecycle.collector.last_config.get(), node)
+    if isinstance(values, dict) and values:
+        values = jsonio.loads(jsonio.dumps(values))
     if values is None:
         return {"values": {}}
     if not isinstance(values, dict):

@@ -62,8 +62,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import codec, journal, jsonio, store, system
-from ..collector import Applied, Collector, RowsOnDisk, decode_header, message_count
+from .. import codec, journal, store, system
+from ..clocks import Sample
+from ..collector import (
+    Applied,
+    Collector,
+    RowsOnDisk,
+    carried_fields,
+    decode_header,
+    message_count,
+)
 from ..errors import UnreadableRecord
 from ..experiment import Experiment, StopRequest, now
 from ..faults import Fault, reached
@@ -71,6 +79,7 @@ from ..journal import JOURNAL_NAME, Journal, RecordType
 from ..paths import check_name
 from ..protocol import Kind, ProtocolViolation
 from ..sources import Admit, Source, TooManySessions
+from ..store import LastConfig
 from ..streamfiles import FILE_SUFFIXES, StreamFiles
 from ..tree import gc_paused
 from . import saving
@@ -137,7 +146,7 @@ class Lifecycle:
         self.last_config_file = last_config_file
         self.stream_format = stream_format
         self.durability = durability
-        self.collector = Collector({}, required)  # the last config is read by ``open``
+        self.collector = Collector(LastConfig({}), required)  # ``open`` names its file
         self.saved_count = 0
         self.last_saved: Path | None = None
         self.last_error: str | None = None
@@ -185,7 +194,7 @@ class Lifecycle:
             else:
                 opened.resumed = self.collector.experiment.run_id
         else:
-            self.collector.last_config = store.read_last_config(self.last_config_file)
+            self.collector.last_config = LastConfig.reading(self.last_config_file)
             self._begin_first()
         self.durability.durable = self._received()
         return opened
@@ -233,7 +242,7 @@ class Lifecycle:
 
     def _reopen(self, staging: Path, opened: Opened, *, resumed: bool) -> None:
         """Replay ``staging``'s experiment and go on with it; the restart is recorded."""
-        self.collector.last_config = store.read_last_config(self.last_config_file)
+        self.collector.last_config = LastConfig.reading(self.last_config_file)
         restart = self._replay(staging, opened)
         reached(Fault.OPEN_REPLAYED)
         restart["resumed" if resumed else "recovered"] = now().isoformat()
@@ -361,6 +370,9 @@ class Lifecycle:
                 collector.reject(record.get("session"), record["reason"])
             elif kind is RecordType.NAME:
                 collector.experiment.name = record["name"]
+            elif kind is RecordType.CLOCK:
+                sample = Sample(record["at"], record["offset"], record["rtt"])
+                collector.clock_sample(record["session"], sample)
             elif kind is RecordType.RESTORE:
                 collector.tree.restored(tuple(record["node"]), codec.unpack(record["values"]))
             elif kind is RecordType.PRESENCE:
@@ -389,7 +401,7 @@ class Lifecycle:
         self.collector.required.begin(following.started)
         try:
             begin = self.collector.begin_record(following, None)
-            opened.write_first({**begin, "tree": codec.pack(self.collector.tree.carried())})
+            opened.write_first({**begin, **carried_fields(*self.collector.tree.carried())})
         except BaseException:
             opened.discard()
             shutil.rmtree(staging, ignore_errors=True)
@@ -534,11 +546,17 @@ class Lifecycle:
         self.collector.experiment.name = check_name(name, where="experiment name")
         self._record(RecordType.NAME, name=name)
 
+    def clock_sample(self, source: Source, sample: Sample) -> None:
+        """``source`` measured its clock: the sample goes to the current experiment."""
+        self.collector.clock_sample(source.session, sample)
+        self._record(RecordType.CLOCK, session=source.session, **sample._asdict())
+
     def save_config(self) -> Path:
         """Write the last config now, the experiment going on (stytra's
         ``save_config_file``): what a save would write there, no folder."""
-        written = store.write_last_config(self.last_config_file, self.collector.merged_config())
-        self.collector.last_config = jsonio.loads(written)
+        merged = self.collector.merged_config()
+        store.write_last_config(self.last_config_file, merged)
+        self.collector.last_config = LastConfig(merged)
         self._config_saved = (
             self.collector.experiment.run_id,
             self.collector.applied[Kind.PARAMS],
@@ -697,7 +715,7 @@ class Lifecycle:
     def finish_save(self, job: SaveJob) -> None:
         """A job's run is over and the experiment saved: take what it wrote."""
         if job.successor is not None and job.saved_config is not None:
-            self.collector.last_config = job.saved_config
+            self.collector.last_config = LastConfig(job.saved_config)
         self.saved_count += 1
         self.last_saved = job.path
         self.last_error = job.error

@@ -32,12 +32,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .. import codec, jsonio, store, system
+from .. import jsonio, store, system
+from ..collector import carried_fields
 from ..experiment import Experiment, metadata
 from ..faults import Fault, reached
 from ..journal import Journal
+from ..store import LastConfig
 from ..streamfiles import Finished, StreamFiles, StreamSpec
-from ..tree import Tree, gc_paused, merge_config
+from ..tree import Exported, Tree, gc_paused, merge_config, with_value
 
 log = logging.getLogger("collectord")
 
@@ -67,7 +69,7 @@ class SaveJob:
     streams: dict[tuple[str, ...], StreamSpec]  # copies, with their rows at the stop
     files: StreamFiles | None
     journal: Journal
-    last_config: dict[str, Any]
+    last_config: LastConfig
     last_config_file: Path
     output: Path
     stream_format: str
@@ -77,8 +79,11 @@ class SaveJob:
     began: float = dataclasses.field(default_factory=time.monotonic)
     #: Results of steps done, kept for a retry.
     kept: dict[tuple[str, ...], Finished] | None = None
+    #: The tree as the files hold it (one walk for all three), and the texts
+    #: of the groups the metadata and the last config share.
+    exported: Exported | None = None
+    memo: jsonio.Memo = dataclasses.field(default_factory=dict)
     metadata_file: Path | None = None
-    written_config: bytes | None = None
     saved_config: dict[str, Any] | None = None
     marked: bool = False
     path: Path | None = None
@@ -112,18 +117,19 @@ class SaveJob:
         if self.metadata_file is None:
             self.step = "writing the metadata"
             self.metadata_file = store.write_metadata(
-                self.staging, self.experiment.folder_name, self._metadata()
+                self.staging, self.experiment.folder_name, self._metadata(), self.memo
             )
             reached(Fault.SAVE_METADATA_WRITTEN)
-        if self.written_config is None:
+        if self.saved_config is None:
             self.step = "writing the last config"
-            merged = merge_config(self.last_config, self.tree.params())
-            self.written_config = store.write_last_config(self.last_config_file, merged)
-            # What restore() answers from now on: what the file holds (arrays
-            # as lists, ...), the same before and after a restart. Read here,
-            # not in the daemon's loop: a big tree takes a while.
-            self.saved_config = dict(jsonio.loads(self.written_config))
+            merged = merge_config(self.last_config.get(), self._exported().params)
+            store.write_last_config(self.last_config_file, merged, self.memo)
+            # What restore() answers from now on (as the file holds it: the
+            # restore command reads its node back through JSON).
+            self.saved_config = merged
             reached(Fault.SAVE_LAST_CONFIG_WRITTEN)
+        self.exported = None
+        self.memo.clear()
         if not self.marked:
             self.step = "marking it saved"
             mark_saved(self.staging)
@@ -139,13 +145,20 @@ class SaveJob:
             "missing": list(self.account.get("missing_at_stop", [])),
         }
 
+    def _exported(self) -> Exported:
+        if self.exported is None:
+            self.exported = self.tree.export(in_force=self.in_force.__contains__)
+        return self.exported
+
     def _write_begin(self, successor: Successor) -> None:
-        record = {**successor.begin, "tree": codec.pack(self.tree.carried())}
+        exported = self._exported()
+        record = {**successor.begin, **carried_fields(exported.params, exported.owners)}
         successor.journal.write_first(record)
         successor.written = True
 
     def _metadata(self) -> dict[str, Any]:
         assert self.kept is not None
+        tree = self._exported().metadata
         for path, spec in self.streams.items():
             kept = self.kept.get(path)
             if self.files is None:  # only counted (unit tests)
@@ -154,8 +167,7 @@ class SaveJob:
                 descriptor = spec.descriptor(None, self.stream_format)
             else:
                 descriptor = spec.descriptor(*kept)
-            self.tree.set_data(path, descriptor)
-        tree = self.tree.to_dict(in_force=self.in_force.__contains__)
+            tree = with_value(tree, path, descriptor)
         return metadata(tree, self.account)
 
     def _publish(self) -> None:
