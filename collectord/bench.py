@@ -21,6 +21,8 @@ ceilings of this machine at this moment (shared machines are noisy):
   Windows), and the rate of that longer extend, which the disk's sustained
   speed bounds;
 * the cost of the calls an acquisition loop pays, in microseconds;
+* how long a ``status`` request takes while the daemon holds ``--sessions``
+  sessions (``collectord watch`` asks a few times a second);
 * the precision of the clock offsets measured on loopback (``--clock``
   samples): a client on the daemon's own clock, whose true offset is 0, so
   each sample's offset is its error.
@@ -52,7 +54,7 @@ from . import __version__, jsonio, system
 from .client import Client
 from .control import request
 from .daemon.process import spawn
-from .protocol import Command
+from .protocol import PROTOCOL_VERSION, Command
 
 BLOCK = (1000, 20)
 TARGETS = {"params": 0.7, "append": 2.0, "extend": 0.5}
@@ -176,6 +178,50 @@ class _Daemon:
         if not keep_folder:
             self.folder.cleanup()
         return peak
+
+
+# -- status with many sessions ----------------------------------------------------------
+
+#: Status requests timed once the sessions are there.
+STATUS_SAMPLES = 5
+
+
+def status_with_sessions(sessions: int) -> dict[str, float]:
+    """The median and longest ``status`` of a daemon that holds ``sessions``
+    sessions (one data message each, as from that many processes)."""
+    daemon = _Daemon()
+    context = zmq.Context()
+    pub = context.socket(zmq.XPUB)
+    try:
+        pub.setsockopt(zmq.SNDHWM, 0)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.connect(daemon.data)
+        pub.recv()  # the daemon's subscription: nothing sent before it is lost
+        body = msgpack.packb({"path": "bench/status", "values": {"x": 1}})
+        for index in range(sessions):
+            header = {
+                "v": PROTOCOL_VERSION,
+                "kind": "params",
+                "source": "bench",
+                "session": f"bench-{index}",
+                "seq": 1,
+            }
+            pub.send_multipart([msgpack.packb(header), body])
+        deadline = time.monotonic() + 600
+        while len(request(daemon.control, Command.STATUS, {}, timeout=120)["sources"]) < sessions:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the daemon did not take {sessions} sessions in 600 s")
+            time.sleep(0.2)
+        took = []
+        for _ in range(STATUS_SAMPLES):
+            asked = time.perf_counter()
+            request(daemon.control, Command.STATUS, {}, timeout=120)
+            took.append(time.perf_counter() - asked)
+    finally:
+        pub.close()
+        context.term()
+        daemon.close()
+    return {"sessions": sessions, "median_s": statistics.median(took), "max_s": max(took)}
 
 
 # -- a big tree: save and restart ---------------------------------------------------------
@@ -329,7 +375,13 @@ def collectord_extend(client: Client, megabytes: float, name: str) -> float:
 
 
 def run(
-    repeat: int, messages: int, rows: int, stream_mb: float, tree: int = 0, clock: int = 0
+    repeat: int,
+    messages: int,
+    rows: int,
+    stream_mb: float,
+    tree: int = 0,
+    clock: int = 0,
+    sessions: int = 0,
 ) -> dict[str, Any]:
     samples: dict[str, list[float]] = {
         key: []
@@ -380,6 +432,7 @@ def run(
     if peak is None:  # no /proc: the peak the system reports once the daemon has ended
         peak = at_end
     trees = [big_tree(tree) for _ in range(repeat)] if tree else []
+    status = status_with_sessions(sessions) if sessions else None
 
     ratios = {
         "params": median["params_per_s"] / median["raw_messages_per_s"],
@@ -401,6 +454,7 @@ def run(
             "extend_bytes_per_s": long_extend,
         },
         "tree": _tree_medians(trees),
+        "status": status,
         "clock": clock_precision(clock) if clock else None,
     }
 
@@ -479,6 +533,12 @@ def report(result: dict[str, Any]) -> str:
             f"    95th percentile of the error  {clock['error_p95_s'] * 1e6:>10.1f} us",
             f"    median round trip             {clock['median_rtt_s'] * 1e6:>10.1f} us",
         ]
+    status = result.get("status")
+    if status:
+        lines.append(
+            f"  status, {status['sessions']:,} sessions     {status['median_s']:>10.3f} s    "
+            f"(median of {STATUS_SAMPLES}; longest {status['max_s']:.3f} s)"
+        )
     return "\n".join(lines)
 
 
@@ -490,7 +550,8 @@ def main(
     as_json: bool,
     tree: int = 0,
     clock: int = 0,
+    sessions: int = 0,
 ) -> int:
-    result = run(repeat, messages, rows, stream_mb, tree, clock)
+    result = run(repeat, messages, rows, stream_mb, tree, clock, sessions)
     print(json.dumps(result, indent=2) if as_json else report(result))
     return 0

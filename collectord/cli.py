@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="save an experiment left unfinished by a crash as recovered, "
         "and start a new one (default: resume it from its journal)",
     )
+    run.add_argument(
+        "--require",
+        metavar="NAMES",
+        help="comma-separated names of the processes (Client(name)) an experiment needs, "
+        "e.g. camera,tracking,stimulus: status shows which are missing, a disconnection "
+        "is logged and recorded, and a stop while one is missing saves and says so "
+        "(default: [sources] required from the configuration; '' requires none)",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="log every message")
     run.add_argument(
         "--detached",
@@ -133,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         "end the current experiment and save it",
         "End the current experiment: the daemon waits for every connected client's "
         "messages, saves the metadata and the last config, and starts a new experiment. "
-        "Prints the saved metadata file.",
+        "Prints the saved metadata file. Exits 0; 4 if the experiment was saved while a "
+        "required source (collectord run --require) was missing, after a warning naming "
+        "them on stderr; 1 if no daemon answered or the save failed.",
         "collectord stop --reason 'fish 3 done'",
     )
     _client_common(stop)
@@ -155,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         "watch",
         "show the rig live: sources, message rates, the save under way",
         "Show the daemon's status live, refreshed a few times a second: each source "
-        "(connected or gone, messages a second, when last heard, gaps, lost and rejected "
-        "messages), the experiment (its running time and messages), the save under way "
+        "(connected, gone or missing, required or not, messages a second, messages in all "
+        "and in this experiment, when last heard, gaps, lost and rejected messages), the "
+        "required sources missing and since when, the experiment (its running time, "
+        "messages, streams' rows and bytes), the save under way "
         "and the last save. q or Ctrl-C quits. When the output is not a terminal (or with "
         "--plain) it prints one line a refresh instead. It asks for the status one request "
         f"at a time, never more often than every {MIN_INTERVAL:g} s. The live view needs "
@@ -237,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="clock samples whose precision on loopback is measured (0: skip; "
         "default: %(default)s)",
     )
+    bench.add_argument(
+        "--sessions",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="sessions the daemon holds while its status is timed (0: skip; default: %(default)s)",
+    )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     demo = _command(
@@ -266,12 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> config_module.Config:
     settings = config_module.load(args.config)
+    require = getattr(args, "require", None)
     return settings.replace(
         control=getattr(args, "control", None),
         data=getattr(args, "data", None),
         output=getattr(args, "output", None),
         last_config=getattr(args, "last_config", None),
+        required=None if require is None else _names(require),
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``--require a,b``: the names, checked as the configuration's are."""
+    names = [name.strip() for name in text.split(",")] if text.strip() else []
+    return config_module.source_names("--require", names)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -310,6 +337,9 @@ def _stdout_to_stderr() -> None:
 
 #: ``collectord recover``'s exit status when journal records had to be skipped.
 RECOVERED_WITH_DAMAGE = 3
+#: ``collectord stop``'s exit status when the experiment was saved while a
+#: required source was missing.
+SAVED_WITH_MISSING = 4
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -357,6 +387,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
     print(result["path"])
     if result.get("unconfirmed"):
         print("unconfirmed: " + ", ".join(result["unconfirmed"]), file=sys.stderr)
+    if result.get("missing"):
+        print(
+            "warning: saved while required source(s) were missing: "
+            + ", ".join(result["missing"])
+            + " (the metadata records since when)",
+            file=sys.stderr,
+        )
+        return SAVED_WITH_MISSING
     return 0
 
 
@@ -415,6 +453,10 @@ def format_status(status: dict[str, Any]) -> str:
         )
     if status.get("last_error"):
         lines.append(f"  ERROR    {status['last_error']}")
+    if status.get("required"):
+        lines.append(f"  required {', '.join(status['required'])}")
+    for missing in status.get("missing", []):
+        lines.append(f"  MISSING  {missing['name']} since {missing['since']} ({missing['cause']})")
     lines.append(f"  rejected {status['rejected']} message(s)")
     if status["sources"]:
         lines.append("  sources:")
@@ -484,7 +526,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
     return bench_main(
-        args.repeat, args.messages, args.rows, args.stream_mb, args.json, args.tree, args.clock
+        args.repeat,
+        args.messages,
+        args.rows,
+        args.stream_mb,
+        args.json,
+        args.tree,
+        args.clock,
+        args.sessions,
     )
 
 

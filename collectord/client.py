@@ -349,7 +349,9 @@ class Client:
         """End the experiment; return the path of its saved metadata file.
 
         The daemon first waits for everything this client and every other
-        connected client has sent (its stop barrier).
+        connected client has sent (its stop barrier). A stop while a required
+        source (``collectord run --require``) is missing saves all the same,
+        and logs a warning naming it.
         """
         self._conn.flush_streams()
         fields = {
@@ -357,7 +359,12 @@ class Client:
             "session": self.session,
             "seq": self._shared.seq,
         }
-        return str(self._request(Command.STOP, fields, timeout)["path"])
+        result = self._request(Command.STOP, fields, timeout)
+        if result.get("missing"):
+            log.warning(
+                "saved while required source(s) were missing: %s", ", ".join(result["missing"])
+            )
+        return str(result["path"])
 
     def restore(self, node: str, timeout: float = 10.0) -> dict[str, Any]:
         """The last config's values under ``node``; {} if it holds none."""

@@ -34,6 +34,7 @@ from .protocol import (
     ProtocolViolation,
     check_fields,
 )
+from .required import Required
 from .sources import Source, Sources
 from .store import LastConfig
 from .streamfiles import StreamError, StreamFiles, StreamSpec
@@ -97,7 +98,7 @@ def message_count(header: Mapping[str, Any]) -> int:
 
 
 class Collector:
-    def __init__(self, last_config: LastConfig) -> None:
+    def __init__(self, last_config: LastConfig, required: Sequence[str] = ()) -> None:
         #: Declared streams by path; like parameters they outlive an experiment.
         self.streams: dict[TreePath, StreamSpec] = {}
         #: Where blocks are written (None: only counted, as in unit tests).
@@ -110,6 +111,8 @@ class Collector:
         self.restarts: list[dict[str, Any]] = []
         #: Messages applied in this experiment, by kind.
         self.applied: collections.Counter[Kind] = collections.Counter()
+        #: The processes the experiment needs, and when each was missing.
+        self.required = Required(required)
 
     # -- changes (each one the journal can replay) ----------------------------------
 
@@ -333,7 +336,17 @@ class Collector:
         )
         if self.restarts:
             account["restarts"] = self.restarts
+        account.update(self.required.account(stopped))
         return account
+
+    def connected_names(self) -> set[str]:
+        """The names with a session connected to this daemon: one known only
+        from a journal (the daemon restarted) counts once it reconnects."""
+        return {
+            source.name
+            for source in self.sources.by_session.values()
+            if source.connected and not source.from_journal
+        }
 
     def in_force(self) -> frozenset[str]:
         """Sessions whose carried-over parameters are in force in the current
@@ -351,6 +364,7 @@ class Collector:
             spec.rows = 0
             self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
         self.sources.new_run()
+        self.required.begin(following.started)
         self.experiment = following
         self.restarts = []
         self.applied = collections.Counter()
@@ -371,6 +385,7 @@ class Collector:
             "follows": follows,
             "sources": [s.snapshot() for s in self.sources.by_session.values() if not s.closed],
             "streams": [spec.snapshot() for spec in self.streams.values()],
+            "missing": self.required.carried(),
         }
 
     def load_begin(self, record: Mapping[str, Any]) -> None:
@@ -378,6 +393,7 @@ class Collector:
         self.experiment = Experiment(
             run_id=record["run_id"], started=dt.datetime.fromisoformat(record["started"])
         )
+        self.required.begin(self.experiment.started, record.get("missing", {}))
         if "carried" in record:
             values, owners = codec.unpack_own(record["carried"])
             self.tree = Tree.from_carried(values, owners)

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidPathError
+from .paths import check_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,6 +54,9 @@ class Config:
     client_key: str = ""
     server_public_key: str = ""
     start_daemon: bool = True
+    #: Names of the processes (``Client(name)``) an experiment needs; see
+    #: ``collectord/required.py``. A tuple: the configuration is frozen.
+    required: tuple[str, ...] = ()
 
     @property
     def output_dir(self) -> Path:
@@ -83,13 +87,16 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "streams": ("stream_format",),
     "security": ("server_key", "authorized_clients", "client_key", "server_public_key"),
     "stytra": ("start_daemon",),
+    "sources": ("required",),
 }
 
 _TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
 
 
 def _check(key: str, value: Any) -> Any:
-    expected = _TYPES[key]
+    expected = str(_TYPES[key])
+    if expected == "tuple[str, ...]":
+        return source_names(key, value)
     if expected == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     ok = {
@@ -97,12 +104,35 @@ def _check(key: str, value: Any) -> Any:
         "int": isinstance(value, int) and not isinstance(value, bool) and value > 0,
         "float": isinstance(value, float) and value > 0,
         "bool": isinstance(value, bool),
-    }[str(expected)]
+    }[expected]
     if not ok:
         kinds = {"str": "text", "bool": "true or false"}
-        kind = kinds.get(str(expected), f"positive {expected}")
+        kind = kinds.get(expected, f"positive {expected}")
         raise ConfigError(f"{key} must be {kind}, not {value!r}")
     return value
+
+
+def source_names(key: str, value: Any) -> tuple[str, ...]:
+    """``value`` as a tuple of client names, or a ``ConfigError`` naming ``key``.
+
+    A single string is refused rather than taken for a list of its letters
+    (``required = "camera"`` is a mistake for ``["camera"]``); each name must
+    be one a client may give (``paths.check_name``), and none may repeat.
+    """
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f'{key} must be a list of client names, e.g. ["camera", "tracking"], not {value!r}'
+        )
+    names: list[str] = []
+    for name in value:
+        try:
+            check_name(name, where=f"a name in {key}")
+        except InvalidPathError as exc:
+            raise ConfigError(str(exc)) from None
+        if name in names:
+            raise ConfigError(f"{key} names {name!r} twice")
+        names.append(name)
+    return tuple(names)
 
 
 def from_mapping(document: dict[str, Any], origin: str = "configuration") -> Config:

@@ -9,6 +9,10 @@ Then the daemon is stopped with SIGTERM, as a service manager would.
 Each process runs with a clock of its own (``CLOCKS``), as on the PCs of a
 real rig: the demo prints the offsets the daemon recorded, and the times of
 the streams' time columns mapped onto the daemon's clock.
+
+The daemon requires the three (``--require``): the demo prints how long each
+was missing, from the daemon's start until it connected and, for camera and
+tracking, from the end of their run until the stimulus stops.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from .daemon.process import Spawned, spawn
 from .errors import CollectordError
 from .protocol import Command
 
+#: The demo's processes; its daemon requires them.
+PROCESSES = ("camera", "tracking", "stimulus")
+
 #: Each demo process's simulated clock: seconds ahead of the daemon's, and
 #: parts per million fast, as PCs' clocks differ.
 CLOCKS = {"camera": (0.035, 20.0), "tracking": (-0.012, -15.0), "stimulus": (0.004, 5.0)}
@@ -39,8 +46,9 @@ CLOCKS = {"camera": (0.035, 20.0), "tracking": (-0.012, -15.0), "stimulus": (0.0
 
 def _start_daemon(output: Path, log: IO[str]) -> Spawned:
     endpoints = ["--data", "tcp://127.0.0.1:*", "--control", "tcp://127.0.0.1:*"]
+    required = ["--require", ",".join(PROCESSES)]
     try:
-        return spawn(["--output", str(output), *endpoints], stderr=log)
+        return spawn(["--output", str(output), *endpoints, *required], stderr=log)
     except CollectordError as exc:
         raise CollectordError(f"{exc} (see {log.name})") from None
 
@@ -158,6 +166,7 @@ def run_demo(output: str | os.PathLike[str], duration: float) -> int:
     )
     print("\n".join(_clocks(sources)))
     print("\n".join(_mapped(metadata, saved[-1].parent, streams)))
+    print(f"required     {_required_summary(metadata['collectord'])}")
     return 1 if failed else 0
 
 
@@ -204,6 +213,16 @@ def _mapped(metadata: dict[str, Any], folder: Path, streams: list[tuple[str, Any
 
 def _time_of_day(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds).strftime("%H:%M:%S.%f")
+
+
+def _required_summary(account: dict[str, Any]) -> str:
+    """How long each required source was missing, and why, from the metadata."""
+    parts = []
+    for name, missing in account.get("missing", {}).items():
+        causes = ", ".join(dict.fromkeys(i["cause"] for i in missing["intervals"]))
+        parts.append(f"{name} missing {missing['seconds']:.1f} s ({causes or 'never'})")
+    at_stop = account.get("missing_at_stop") or ["none"]
+    return "; ".join(parts) + f"; at the stop: {', '.join(at_stop)}"
 
 
 def _descriptors(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -67,6 +67,7 @@ class RecordType(str, enum.Enum):
     STOP = "stop"  # the stop barrier passed: a journal ending with this is saved
     RESTORE = "restore"  # a process restored a node from the last config
     NAME = "name"  # a client named the experiment
+    PRESENCE = "presence"  # a required source went missing or came back
     CLOCK = "clock"  # a client's clock sample (clocks.py)
 
 
@@ -101,6 +102,8 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
         "streams": Field((list,), optional=True),  # StreamSpec snapshots; replay defaults to none
         # the run whose save this BEGIN completes (absent before this field existed)
         "follows": Field((str, types.NoneType), optional=True),
+        # required sources missing at the start, name to why (required.py)
+        "missing": Field((dict,), optional=True),
     },
     RecordType.HELLO: {
         "session": _STR,
@@ -122,6 +125,12 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
     RecordType.BYE: {"session": _STR},
     RecordType.RESTART: {"restart": Field((dict,))},
     RecordType.NAME: {"name": _STR},
+    RecordType.PRESENCE: {
+        "name": _STR,  # the required source's name
+        "missing": Field((bool,)),  # True: it went missing; False: it came back
+        "at": _STR,  # ISO 8601
+        "cause": _STR,  # why it went missing ("disconnected", "said bye", ...)
+    },
     RecordType.CLOCK: {  # a clocks.Sample of the session's clock
         "session": _STR,
         "at": Field((float,)),

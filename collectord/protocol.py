@@ -211,6 +211,8 @@ SOURCE: Schema = (
     Field("messages", (dict,)),
     Field("gaps", (list,)),
     Field("recent_rejections", (list,)),
+    Field("last_heard", (str, _NIL)),
+    Field("experiment_messages", (dict,), required=False),
     Field("clock", (dict,), required=False),
 )
 
@@ -232,6 +234,7 @@ RESULTS: dict[Command, Schema] = {
         Field("path", (str,)),
         Field("last_config", (str,)),
         Field("unconfirmed", (list,)),
+        Field("missing", (list,)),
     ),
     Command.STATUS: (
         Field("version", (str,)),
@@ -255,6 +258,10 @@ RESULTS: dict[Command, Schema] = {
         Field("unidentified", (dict,)),
         Field("rejected", (int,)),
         Field("forgotten", (dict,)),
+        Field("time", (str,)),
+        Field("required", (list,)),
+        Field("missing", (list,)),
+        Field("streams", (list,)),
     ),
     Command.RESTORE: (Field("values", (dict,)),),
     Command.SAVE_CONFIG: (Field("last_config", (str,)),),
@@ -278,6 +285,9 @@ ACCOUNT: Schema = (
     Field("sources", (list,)),
     Field("unidentified_rejections", (int,)),
     Field("restarts", (list,), required=False),
+    Field("required", (list,), required=False),
+    Field("missing_at_stop", (list,), required=False),
+    Field("missing", (dict,), required=False),
 )
 
 #: What a declared stream leaves at its path in the saved metadata.

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime as dt
 import enum
+import time
 from typing import Any
 
 from .clocks import ClockRecord, Sample
@@ -45,7 +47,15 @@ class Counts:
     lost: int = 0  # gaps given up on
 
     def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+        # By hand: ``dataclasses.asdict`` deep-copies, and a status of 10,000
+        # sources calls this twice for each.
+        return {
+            "messages": self.messages,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "lost": self.lost,
+        }
 
 
 @dataclasses.dataclass
@@ -85,6 +95,9 @@ class Source:
     )
     gap_since: float | None = None
     resend_asked_at: float | None = None
+    #: When this daemon last heard from it (a message or a request), by
+    #: ``time.monotonic()``; None: not since the daemon started.
+    heard: float | None = None
     #: Its clock samples (clocks.py): since the daemon started, and in the
     #: current experiment (its metadata carries these).
     clock: ClockRecord = dataclasses.field(default_factory=ClockRecord)
@@ -207,11 +220,35 @@ class Source:
             "messages": counts.as_dict(),
             "gaps": [list(gap) for gap in gaps],
             "recent_rejections": list(reasons),
+            "last_heard": _wall_clock(self.heard),
         }
         if clock:
             # The samples go to the metadata only: status is polled often.
             described["clock"] = clock.describe(with_samples=run)
+        if not run:
+            described["experiment_messages"] = self.run.as_dict()
         return described
+
+
+def _wall_clock(monotonic: float | None) -> str | None:
+    """A ``time.monotonic()`` moment on the daemon's wall clock, ISO 8601."""
+    if monotonic is None:
+        return None
+    seconds = time.time() - (time.monotonic() - monotonic)
+    return dt.datetime.fromtimestamp(seconds, _local_zone(seconds)).isoformat()
+
+
+_zone: tuple[int, dt.tzinfo | None] = (-1, None)
+
+
+def _local_zone(seconds: float) -> dt.tzinfo | None:
+    """The local time zone at ``seconds``, looked up once a minute: a status
+    with 10,000 sources would otherwise look it up 10,000 times."""
+    global _zone
+    minute = int(seconds // 60)
+    if _zone[0] != minute:
+        _zone = (minute, dt.datetime.fromtimestamp(seconds).astimezone().tzinfo)
+    return _zone[1]
 
 
 #: Where rejections go when a message is too broken to name its sender.
@@ -278,6 +315,10 @@ class Sources:
             )
         mine.add(session)
         self._peer_of[session] = peer
+
+    def of_peer(self, peer: bytes) -> set[str]:
+        """The sessions control connection ``peer`` (a routing id) introduced."""
+        return self._by_peer.get(peer, set())
 
     def open_sessions(self) -> list[Source]:
         """Sessions that said hello and not bye, reachable or not."""

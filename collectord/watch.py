@@ -4,8 +4,10 @@ Three layers, each testable on its own:
 
 * ``Tracker.add(sample)`` turns successive status samples (``Sample``: the
   ``status`` reply and the moment it arrived) into a ``View``. What one status
-  cannot say comes from the difference of two: messages a second, and when a
-  source was last heard (the last sample in which its counters moved).
+  cannot say comes from the difference of two: messages a second, and, from a
+  daemon whose status has no ``last_heard``, when a source was last heard (the
+  last sample in which its counters moved). A required source with no session
+  at all (``missing`` in the status) gets a row of its own.
 * ``render(view)`` (a rich renderable, for a terminal) and ``line(view)`` (one
   plain line) draw a view. Both are pure. A source's columns are the entries
   of ``COLUMNS``: a new column is one entry there. Every key of the status is
@@ -87,6 +89,8 @@ class SourceRow:
     rate: float | None  # messages a second since the previous sample; None: unknown
     heard: float | None  # seconds since its counters last moved; None: unknown
     heard_before: bool = False  # True: not moved since the watch began; `heard` is a bound
+    required: bool | None = None  # its name is required; None: the status does not say
+    missing: bool = False  # its name is required and has no connected session
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,34 @@ def _counters(source: Mapping[str, Any]) -> tuple[Any, ...]:
     messages = source.get("messages")
     counts = sorted(messages.items()) if isinstance(messages, Mapping) else messages
     return (source.get("last_seq"), repr(counts))
+
+
+def _names(status: Mapping[str, Any], key: str) -> list[str]:
+    """``required`` (names) or ``missing`` (maps with a ``name``) as names."""
+    entries = status.get(key)
+    if not isinstance(entries, list):
+        return []
+    names = [_get(entry, "name") if isinstance(entry, Mapping) else entry for entry in entries]
+    return [name for name in names if isinstance(name, str)]
+
+
+def _time(text: Any) -> dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def _heard_by_daemon(status: Mapping[str, Any], source: Mapping[str, Any]) -> float | None:
+    """Seconds since the daemon last heard from ``source``, by the daemon's own
+    clock (its status's ``time``); None if the status does not say."""
+    now, heard = _time(status.get("time")), _time(source.get("last_heard"))
+    if now is None or heard is None:
+        return None
+    return max(0.0, (now - heard).total_seconds())
 
 
 def _same_daemon(before: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
@@ -202,6 +234,9 @@ class Tracker:
         before = {_key(s): s for s in _sources(previous.status if previous else None)}
         rows = []
         moved: dict[str, tuple[tuple[Any, ...], float | None, float]] = {}
+        says_required = isinstance(status.get("required"), list)
+        required = set(_names(status, "required"))
+        missing = _names(status, "missing")
         for source in _sources(status):
             key = _key(source)
             counters = _counters(source)
@@ -215,14 +250,28 @@ class Tracker:
                 when, first = known[1], known[2]
             moved[key] = (counters, when, first)
             was = _count(before[key]) if key in before else 0.0
+            heard = _heard_by_daemon(status, source)
+            if heard is None:  # an older daemon: since its counters last moved
+                heard = sample.at - (first if when is None else when)
+                heard_before = when is None
+            else:
+                heard_before = False
+            name = source.get("name")
             rows.append(
                 SourceRow(
                     source,
                     rate=_rate(was, _count(source), seconds),
-                    heard=sample.at - (first if when is None else when),
-                    heard_before=when is None,
+                    heard=heard,
+                    heard_before=heard_before,
+                    required=name in required if says_required else None,
+                    missing=name in missing,
                 )
             )
+        shown = {row.source.get("name") for row in rows}
+        for name in missing:
+            if name not in shown:  # never connected, or forgotten: a row all the same
+                row = SourceRow({"name": name}, None, None, required=True, missing=True)
+                rows.append(row)
         self._moved = moved
         rate = None
         if previous is not None and previous.status is not None:
@@ -280,7 +329,13 @@ def _heard(row: SourceRow) -> str:
 
 def _state(row: SourceRow) -> str:
     connected = row.source.get("connected")
+    if row.missing and not connected:
+        return "missing"
     return "-" if connected is None else "connected" if connected else "gone"
+
+
+def _required(row: SourceRow) -> str:
+    return "-" if row.required is None else "yes" if row.required else "no"
 
 
 def _gaps(row: SourceRow) -> str:
@@ -330,10 +385,24 @@ COLUMNS: list[Column] = [
         "state",
         _state,
         "left",
-        lambda row: {"connected": "green", "gone": "red"}.get(_state(row), ""),
+        lambda row: {"connected": "green", "gone": "red", "missing": "bold red"}.get(
+            _state(row), ""
+        ),
+    ),
+    Column(
+        "required",
+        _required,
+        "left",
+        lambda row: "bold red" if row.missing else "",
+        line="required {}",
     ),
     Column("msg/s", lambda row: _per_second(row.rate), line="{} msg/s"),
     Column("messages", _counter("messages"), line="messages {}"),
+    Column(
+        "experiment",
+        lambda row: _integer(_get(row.source, "experiment_messages", "messages")),
+        line="this experiment {}",
+    ),
     Column("last heard", _heard, line="last heard {}"),
     Column("gaps", _gaps, style=_alarm(_gaps, "yellow"), line="gaps {}"),
     Column("lost", _counter("lost"), style=_alarm(_counter("lost"), "red"), line="lost {}"),
@@ -347,12 +416,22 @@ COLUMNS: list[Column] = [
 ]
 
 
-def _streams(status: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The experiment's streams and their rows, if the status gives them.
+def _size(value: Any) -> str:
+    """`` (1.2 MB)`` for a number of bytes; nothing if it is not one."""
+    number = _number(value)
+    if number is None:
+        return ""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if number >= scale:
+            return f" ({number / scale:.1f} {unit})"
+    return f" ({number:.0f} B)"
 
-    The status has no ``streams`` yet; a list of maps with ``path`` and ``rows``
-    (as a stream's descriptor in the metadata), or a map from path to such a
-    map or to a number of rows, is shown.
+
+def _streams(status: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The experiment's streams, their rows and bytes, if the status gives them.
+
+    The status's ``streams`` is a list of maps with ``path``, ``rows`` and
+    ``bytes``; a map from path to such a map or to a number of rows is shown too.
     """
     streams = status.get("streams")
     if isinstance(streams, Mapping):
@@ -362,9 +441,39 @@ def _streams(status: Mapping[str, Any]) -> list[tuple[str, str]]:
     else:
         return []
     return [
-        (path, _integer(value if _number(value) is not None else _get(value, "rows")))
+        (
+            path,
+            _integer(value if _number(value) is not None else _get(value, "rows"))
+            + " rows"
+            + _size(_get(value, "bytes")),
+        )
         for path, value in entries
     ]
+
+
+def _required_fact(status: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """The ``required`` line: the names, and those missing with since when and why."""
+    required = _names(status, "required")
+    if not required:
+        return None
+    entries = status.get("missing")
+    missing = [e for e in entries if isinstance(e, Mapping)] if isinstance(entries, list) else []
+    if not missing:
+        return ("required", f"{', '.join(required)}: all connected", "green")
+    gone = []
+    for entry in missing:
+        since = _time(entry.get("since"))
+        when = f" since {since:%H:%M:%S}" if since is not None else ""
+        cause = f", {entry['cause']}" if isinstance(entry.get("cause"), str) else ""
+        gone.append(f"{entry.get('name', '?')} ({'missing' + when + cause})")
+    return ("required", f"{', '.join(required)}; MISSING: {', '.join(gone)}", "bold red")
+
+
+def _experiment_total(status: Mapping[str, Any]) -> float | None:
+    """Messages applied in the current experiment, if the status says."""
+    counts = [_number(_get(s, "experiment_messages", "messages")) for s in _sources(status)]
+    known = [count for count in counts if count is not None]
+    return sum(known) if known else None
 
 
 def _facts(view: View) -> list[tuple[str, str, str]]:
@@ -383,19 +492,24 @@ def _facts(view: View) -> list[tuple[str, str, str]]:
     unidentified = _number(_get(status, "unidentified", "rejected"))
     if unidentified:
         rejected += f" ({_integer(unidentified)} unidentified)"
+    this_experiment = _experiment_total(status)
+    counted = "" if this_experiment is None else f"{_integer(this_experiment)} this experiment, "
     facts = [
         ("daemon", ", ".join(daemon), ""),
         ("experiment", experiment, "bold"),
         (
             "messages",
-            f"{_integer(_total(status))} since the daemon started, "
+            f"{counted}{_integer(_total(status))} since the daemon started, "
             f"{_per_second(view.rate)} msg/s, rejected {rejected}",
             "",
         ),
     ]
+    required = _required_fact(status)
+    if required is not None:
+        facts.append(required)
     streams = _streams(status)
     if streams:
-        facts.append(("streams", ", ".join(f"{p} {rows} rows" for p, rows in streams), ""))
+        facts.append(("streams", ", ".join(f"{p} {rows}" for p, rows in streams), ""))
     saving = status.get("saving")
     if isinstance(saving, Mapping):
         seconds = _number(saving.get("seconds"))

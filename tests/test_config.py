@@ -275,3 +275,29 @@ def test_start_daemon_is_on_by_default_and_a_boolean(tmp_path: Path) -> None:
     assert load(write(tmp_path, "[stytra]\nstart_daemon = false\n")).start_daemon is False
     with pytest.raises(ConfigError, match=r"^start_daemon must be true or false"):
         load(write(tmp_path, '[stytra]\nstart_daemon = "no"\n'))
+
+
+def test_required_sources_are_a_list_of_client_names(tmp_path: Path) -> None:
+    assert Config().required == ()
+    config = load(write(tmp_path, '[sources]\nrequired = ["camera", "tracking+tail"]\n'))
+    assert config.required == ("camera", "tracking+tail")
+    assert load(write(tmp_path, "[sources]\nrequired = []\n")).required == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"camera"', 'required must be a list of client names, e.g. ["camera", "tracking"], '),
+        ("true", "required must be a list of client names"),
+        ('["camera", 3]', "a name in required must be a string, not int"),
+        ('["camera", ""]', "a name in required is empty"),
+        ('["rig/camera"]', "a name in required 'rig/camera' contains a path separator"),
+        ('["camera", "camera"]', "required names 'camera' twice"),
+    ],
+)
+def test_bad_required_sources_are_refused_by_name(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load(write(tmp_path, f"[sources]\nrequired = {value}\n"))
+    assert message in str(refused.value)

@@ -310,6 +310,7 @@ typed_values: dict[type, st.SearchStrategy[Any]] = {
     int: st.integers(0, 2**64 - 1),
     float: st.floats(),
     bytes: st.binary(max_size=8),
+    bool: st.booleans(),
     list: st.lists(values, max_size=3),
     dict: st.dictionaries(st.text(max_size=5), values, max_size=3),
     types.NoneType: st.none(),
@@ -329,7 +330,16 @@ def schema_records(draw, kind: journal.RecordType) -> dict[str, Any]:
 
 def full_record(kind: journal.RecordType) -> dict[str, Any]:
     """A record of ``kind`` with every field of its schema, of its first type."""
-    simple = {str: "x", int: 1, float: 1.5, bytes: b"x", list: [], dict: {}, types.NoneType: None}
+    simple = {
+        str: "x",
+        int: 1,
+        float: 1.5,
+        bytes: b"x",
+        bool: True,
+        list: [],
+        dict: {},
+        types.NoneType: None,
+    }
     fields = journal.SCHEMA[kind].items()
     return {"t": kind.value, **{name: simple[field.types[0]] for name, field in fields}}
 
@@ -359,11 +369,13 @@ def written(tmp_path_factory) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     saves an experiment: added here as the daemon writes them), and every optional field
     but a message's "refused" (a failure of the daemon's own).
     """
-    daemon = Daemon(Config(output=str(tmp_path_factory.mktemp("written"))))
+    output = str(tmp_path_factory.mktemp("written"))
+    daemon = Daemon(Config(output=output, required=("cam", "absent")))
     lifecycle = daemon.lifecycle
     introduced = {"name": "cam", "host": "h", "pid": 1, "program": "p", "versions": {}}
     try:
         lifecycle.hello("s1", introduced)
+        lifecycle.check_required()  # "cam" is connected: a PRESENCE record
         daemon.on_data(frames("params", "s1", 1, "cam", 1.5))
         stream = {"path": "cam/t", "columns": ["x"], "dtype": "<f8"}
         daemon.on_data([header("s1", 2, kind="stream"), codec.pack(stream)])
@@ -377,6 +389,7 @@ def written(tmp_path_factory) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         source = lifecycle.collector.sources.by_session["s1"]
         lifecycle.clock_sample(source, Sample(at=1.7e9, offset=-0.25, rtt=0.0003))
         lifecycle.bye("s1")
+        lifecycle.check_required()  # and missing again
         daemon.durability.make_durable({})
         assert daemon.durability.journal is not None
         found = journal.read(daemon.durability.journal.path)

@@ -152,6 +152,11 @@ def test_demo_runs_end_to_end(tmp_path: pathlib.Path) -> None:
         assert re.search(rf"{source['name']} +[+-]\d+\.\d+ ms \(spread", result.stdout)
     assert tail_log["time_column"] == "t"
     assert "time column   tracking/tail_log.t: " in result.stdout
+    # Its daemon requires the three: each was missing until it connected.
+    account = saved["collectord"]
+    assert account["required"] == ["camera", "tracking", "stimulus"]
+    assert account["missing"]["stimulus"]["intervals"][0]["cause"] == "not connected"
+    assert "required     camera missing " in result.stdout
     last = load_json(tmp_path / "demo" / "last_config.json")
     assert "log" not in last.get("stimulus", {})
 
@@ -233,6 +238,8 @@ def test_bench_runs_and_reports_every_figure() -> None:
         "2000",
         "--clock",
         "5",
+        "--sessions",
+        "300",
         "--json",
         timeout=300,
     )
@@ -249,6 +256,8 @@ def test_bench_runs_and_reports_every_figure() -> None:
     assert clock["samples"] >= 5
     assert clock["median_rtt_s"] > 0 and clock["offset_spread_s"] >= 0
     assert abs(clock["median_offset_s"]) < 0.1  # the daemon's own clock: no offset
+    status = figures["status"]
+    assert status["sessions"] == 300 and status["max_s"] >= status["median_s"] > 0
 
 
 def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemon, tmp_path):

@@ -133,12 +133,14 @@ def test_the_view_shows_each_source_the_experiment_the_save_and_the_last_save() 
     *_, view = views([sample(first, 0.0), sample(second, 0.5)])
     rendered = text(view)
 
-    # source, state, msg/s, messages, last heard, gaps, lost, rejected, clock offset
+    # source, state, required, msg/s, messages, experiment, last heard, gaps, lost,
+    # rejected, clock offset (this status says nothing of required sources, nor
+    # of experiments)
     assert row(rendered, camera) == [
-        *["camera", "connected", "100", "150", "0.0", "s", "ago", "0", "0", "0", "-"]
+        *["camera", "connected", "-", "100", "150", "-", "0.0", "s", "ago", "0", "0", "0", "-"]
     ]
     cells = row(rendered, tracking)
-    assert cells[:4] == ["tracking", "gone", "0.0", "40"]
+    assert cells[:5] == ["tracking", "gone", "-", "0.0", "40"]
     assert cells[-4:] == ["2", "7", "3", "-"]
     assert "20241124T103000-abcdef, running 0:01:05" in rendered
     assert "saving      20241124T102000-123456: writing metadata (1.2 s)" in rendered
@@ -169,7 +171,7 @@ def test_a_column_added_to_the_list_is_drawn_in_the_table_and_in_the_lines(
     assert "clock offset" in rendered
     assert row(rendered, "camera")[-2:] == ["+3", "ms"]
     assert row(rendered, "stim")[-1] == "-"
-    assert "camera (connected, - msg/s, messages 5, " in line(view)
+    assert "camera (connected, required -, - msg/s, messages 5, " in line(view)
     assert "clock offset +3 ms)" in line(view)
 
 
@@ -197,14 +199,19 @@ def test_rates_come_from_the_daemons_uptime_and_last_heard_from_moving_counters(
         sample(status(source("camera", 150), source("stim", 12), uptime=13.0), 3.5),
     ]
     first, second, third, fourth = (text(view) for view in views(samples))
+
+    def rate_messages_heard(rendered: str, name: str) -> list[str]:
+        cells = row(rendered, name)
+        return [cells[3], cells[4], cells[6]]
+
     # The first sample has nothing to compare with.
-    assert row(first, "camera")[2:5] == ["-", "100", "-"]
-    assert row(second, "camera")[2:5] == ["100", "150", "0.0"]
+    assert rate_messages_heard(first, "camera") == ["-", "100", "-"]
+    assert rate_messages_heard(second, "camera") == ["100", "150", "0.0"]
     # stim appeared between two samples: all its messages are new.
-    assert row(second, "stim")[2:5] == ["20.0", "10", "0.0"]
-    assert row(third, "camera")[2:5] == ["0.0", "150", "0.5"]
-    assert row(fourth, "camera")[2:5] == ["0.0", "150", "2.5"]
-    assert row(fourth, "stim")[2:5] == ["1.0", "12", "0.0"]
+    assert rate_messages_heard(second, "stim") == ["20.0", "10", "0.0"]
+    assert rate_messages_heard(third, "camera") == ["0.0", "150", "0.5"]
+    assert rate_messages_heard(fourth, "camera") == ["0.0", "150", "2.5"]
+    assert rate_messages_heard(fourth, "stim") == ["1.0", "12", "0.0"]
 
 
 def test_a_source_silent_since_the_watch_began_is_heard_over_that_long_ago() -> None:
@@ -213,7 +220,7 @@ def test_a_source_silent_since_the_watch_began_is_heard_over_that_long_ago() -> 
         sample(status(source("camera", 100), uptime=22.0), 12.0),
     ]
     view = views(samples)[-1]
-    assert row(text(view), "camera")[4:8] == ["over", "12", "s", "ago"]
+    assert row(text(view), "camera")[6:10] == ["over", "12", "s", "ago"]
     assert "last heard over 12 s ago" in line(view)
 
 
@@ -221,7 +228,7 @@ def test_a_restarted_daemon_shows_no_rate_from_its_old_counters() -> None:
     before = status(source("camera", 500), uptime=100.0)
     after = status(source("camera", 20), uptime=1.0) | {"pid": 999}
     view = views([sample(before, 0.0), sample(after, 0.5)])[-1]
-    assert row(text(view), "camera")[2:4] == ["-", "20"]
+    assert row(text(view), "camera")[3:5] == ["-", "20"]
     assert "- msg/s" in line(view)
 
 
@@ -241,7 +248,7 @@ def test_a_status_without_fields_is_drawn_with_what_it_has() -> None:
         assert "experiment" in rendered
         assert line(view).startswith("2024-11-24 10:31:05 experiment -, running -")
     view = views([sample({"sources": [{"name": "camera"}]}, 0.0)])[0]
-    assert row(text(view), "camera") == ["camera", *["-"] * 8]
+    assert row(text(view), "camera") == ["camera", *["-"] * 10]
 
 
 def test_streams_are_shown_when_the_status_gives_them() -> None:
@@ -254,6 +261,56 @@ def test_streams_are_shown_when_the_status_gives_them() -> None:
         view = views([sample(reply | {"streams": streams}, 0.0)])[0]
         assert "streams     tracking/tail 12000 rows, camera/frames 310 rows" in text(view)
         assert "streams tracking/tail 12000 rows, camera/frames 310 rows" in line(view)
+
+
+def test_required_sources_missing_or_not_are_shown_from_a_status() -> None:
+    camera = source("camera", 120) | {
+        "last_heard": "2024-11-24T10:31:03+00:00",
+        "experiment_messages": {"messages": 20},
+    }
+    tracking = source("tracking", 40, connected=False) | {
+        "last_heard": "2024-11-24T10:30:40+00:00",
+        "experiment_messages": {"messages": 5},
+    }
+    spare = source("spare", 3) | {"last_heard": None, "experiment_messages": {"messages": 3}}
+    reply = status(
+        camera,
+        tracking,
+        spare,
+        time="2024-11-24T10:31:05+00:00",
+        required=["camera", "tracking", "stimulus"],
+        missing=[
+            {"name": "tracking", "since": "2024-11-24T10:30:40+00:00", "cause": "disconnected"},
+            {"name": "stimulus", "since": "2024-11-24T10:30:00+00:00", "cause": "not connected"},
+        ],
+        streams=[{"path": "tracking/tail", "source": "tracking", "rows": 12000, "bytes": 288000}],
+    )
+    view = views([sample(reply, 0.0)])[0]
+    rendered = text(view, width=160)
+    # source, state, required, msg/s, messages, experiment, last heard (by the
+    # daemon's clock: its status's time), gaps, lost, rejected
+    assert row(rendered, "camera") == [
+        *["camera", "connected", "yes", "-", "120", "20", "2.0", "s", "ago", "0", "0", "0", "-"]
+    ]
+    assert row(rendered, "tracking")[:9] == [
+        *["tracking", "missing", "yes", "-", "40", "5", "25", "s", "ago"]
+    ]
+    assert row(rendered, "spare")[:3] == ["spare", "connected", "no"]
+    # A required source that never connected has a row of its own.
+    assert row(rendered, "stimulus") == ["stimulus", "missing", "yes", *["-"] * 8]
+    assert (
+        "required    camera, tracking, stimulus; MISSING: tracking (missing since 10:30:40, "
+        "disconnected), stimulus (missing since 10:30:00, not connected)"
+    ) in rendered
+    assert "messages    28 this experiment, 163 since the daemon started" in rendered
+    assert "streams     tracking/tail 12000 rows (288.0 kB)" in rendered
+    plain = line(view)
+    assert "required camera, tracking, stimulus; MISSING: tracking" in plain
+    assert "stimulus (missing, required yes, - msg/s, messages -, " in plain
+    assert "camera (connected, required yes, - msg/s, messages 120, this experiment 20, " in plain
+
+    everyone = reply | {"missing": [], "required": ["camera"]}
+    assert "required    camera: all connected" in text(views([sample(everyone, 0.0)])[0])
 
 
 def test_a_save_failure_and_a_pending_stop_are_shown() -> None:
@@ -277,7 +334,7 @@ def test_no_answer_is_shown_above_the_last_answer() -> None:
     first_line = rendered.splitlines()[0]
     assert first_line.startswith("no answer: no collectord daemon answered at tcp://x:1")
     assert "(last answer 2.5 s ago)" in first_line
-    assert row(rendered, "camera")[:4] == ["camera", "connected", "-", "100"]
+    assert row(rendered, "camera")[:5] == ["camera", "connected", "-", "-", "100"]
     assert line(views_[-1]) == (
         "2024-11-24 10:31:07 no answer: no collectord daemon answered at tcp://x:1 "
         "within 2 s (last answer 2.5 s ago)"
@@ -320,10 +377,10 @@ def test_plain_mode_prints_one_line_a_refresh() -> None:
     assert len(lines) == 3 and len(fake.calls) == 3
     for printed in lines:
         dt.datetime.strptime(printed[:19], "%Y-%m-%d %H:%M:%S")
-    assert "camera (connected, - msg/s, messages 100, " in lines[0]
+    assert "camera (connected, required -, - msg/s, messages 100, " in lines[0]
     assert "no answer: no collectord daemon answered" in lines[1]
     # The rate spans the missed answer: 200 messages in the daemon's 2 s.
-    assert "camera (connected, 100 msg/s, messages 300, " in lines[2]
+    assert "camera (connected, required -, 100 msg/s, messages 300, " in lines[2]
 
 
 def test_plain_mode_waits_the_interval_between_requests() -> None:
@@ -450,10 +507,26 @@ def test_the_command_shows_the_rig_in_plain_lines(daemon: DaemonProcess) -> None
         assert ", messages 25, " in printed
         assert "stimulus (connected, " in printed
         assert ", messages 1, " in printed
-    assert "camera (connected, 0.0 msg/s, messages 25, " in lines[-1]
+    assert "camera (connected, required no, 0.0 msg/s, messages 25, " in lines[-1]
     # The same machine's clock: an offset of well under a second, in ms.
     assert re.search(r"camera \(.*clock offset [+-]\d+\.\d ms\)", lines[-1]), lines[-1]
     assert took >= 0.4  # three refreshes, 0.2 s apart
+
+
+def test_the_command_shows_a_missing_required_source(make_daemon) -> None:
+    daemon = make_daemon(extra=("--require", "camera,stimulus"))
+    with Client("camera", daemon.data, daemon.control) as camera:
+        camera.set_params("camera/settings", exposure=1.0)
+        camera.sync()
+        done = subprocess.run(
+            watch_command(daemon, "--once"), capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 0, done.stderr
+    assert "required camera, stimulus; MISSING: stimulus (missing since " in done.stdout
+    assert "camera (connected, required yes, - msg/s, messages 1, this experiment 1, " in (
+        done.stdout
+    )
+    assert "stimulus (missing, required yes, " in done.stdout
 
 
 def pty_output(master: int, until: bytes, timeout: float) -> Iterator[bytes]:

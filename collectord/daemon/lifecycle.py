@@ -58,7 +58,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,12 +140,13 @@ class Lifecycle:
         last_config_file: Path,
         stream_format: str,
         durability: Durability,
+        required: Sequence[str] = (),
     ) -> None:
         self.output = output
         self.last_config_file = last_config_file
         self.stream_format = stream_format
         self.durability = durability
-        self.collector = Collector(LastConfig({}))  # ``open`` names its file
+        self.collector = Collector(LastConfig({}), required)  # ``open`` names its file
         self.saved_count = 0
         self.last_saved: Path | None = None
         self.last_error: str | None = None
@@ -155,6 +156,10 @@ class Lifecycle:
         self._config_saved: tuple[str, int] | None = None
         #: The journal ends with STOP (the stop barrier passed): it must be saved.
         self._stop_journaled: _JournaledStop | None = None
+        #: A session may have connected or gone since ``check_required`` last
+        #: looked, and why a name may have gone (the last cause given for it).
+        self._presence_changed = False
+        self._causes: dict[str, str] = {}
 
     # -- opening an output folder ----------------------------------------------------
 
@@ -218,7 +223,13 @@ class Lifecycle:
     def _sibling(self) -> Lifecycle:
         """A lifecycle for an older unfinished experiment, saved and then dropped."""
         durability = Durability(self.durability.interval, lambda *_: None)
-        return Lifecycle(self.output, self.last_config_file, self.stream_format, durability)
+        return Lifecycle(
+            self.output,
+            self.last_config_file,
+            self.stream_format,
+            durability,
+            self.collector.required.names,
+        )
 
     def _complete(self, staging: Path) -> Path | None:
         """Steps 6 and 7 of a save marked saved; the metadata path, if any."""
@@ -237,6 +248,11 @@ class Lifecycle:
         restart["resumed" if resumed else "recovered"] = now().isoformat()
         self.collector.restarts.append(restart)
         self._record(RecordType.RESTART, restart=restart)  # a later restart keeps it
+        if self._stop_journaled is None:
+            # Its clients were connected to the daemon that died: a required
+            # one counts again once it reconnects to this one.
+            self.presence_changed(None, "the daemon restarted")
+            self.check_required()
         self.durability.make_durable(self._received())
 
     def _save_journaled(self, *, begin_next: bool) -> Path:
@@ -359,6 +375,9 @@ class Lifecycle:
                 collector.clock_sample(record["session"], sample)
             elif kind is RecordType.RESTORE:
                 collector.tree.restored(tuple(record["node"]), codec.unpack(record["values"]))
+            elif kind is RecordType.PRESENCE:
+                at = dt.datetime.fromisoformat(record["at"])
+                collector.required.mark(record["name"], record["missing"], at, record["cause"])
             elif kind is RecordType.STOP:
                 for session in record.get("gone", ()):
                     found = collector.sources.by_session.get(session)
@@ -379,6 +398,7 @@ class Lifecycle:
         following = Experiment.begin()
         staging = store.staging_dir(self.output, following.run_id)
         opened = Journal(staging / JOURNAL_NAME)
+        self.collector.required.begin(following.started)
         try:
             begin = self.collector.begin_record(following, None)
             opened.write_first({**begin, **carried_fields(*self.collector.tree.carried())})
@@ -416,6 +436,8 @@ class Lifecycle:
             return Received.UNREADABLE, None
         first = header["seq"]
         last = first + message_count(header) - 1
+        if not self._replaying:
+            source.heard = at
         verdict, seen = source.admit_range(first, last, at)
         if verdict is Admit.AHEAD:
             if not self._replaying and not source.give_up(at, header.get("resends", False)):
@@ -502,6 +524,8 @@ class Lifecycle:
     def hello(self, session: str, fields: Mapping[str, Any]) -> Source:
         source = self.collector.hello(session, fields)
         source.from_journal = False
+        source.heard = time.monotonic()
+        self.presence_changed(source.name, "")
         self._record(
             RecordType.HELLO,
             session=session,
@@ -547,9 +571,59 @@ class Lifecycle:
     def bye(self, session: str) -> Source | None:
         source = self.collector.bye(session)
         if source is not None:
+            self.presence_changed(source.name, "said bye")
             self._record(RecordType.BYE, session=session)
             self.durability.forget(session)
         return source
+
+    def presence_changed(self, name: str | None, cause: str) -> None:
+        """A session of ``name`` (None: of any) may have connected or gone, for
+        ``cause``; ``check_required`` looks at the next turn of the loop."""
+        self._presence_changed = True
+        if cause and name is not None:
+            self._causes[name] = cause
+        elif cause:
+            self._causes.update(dict.fromkeys(self.collector.required.names, cause))
+
+    def check_required(self) -> None:
+        """If sessions may have connected or gone, see which required names
+        have none connected: a name that went missing is logged at once and
+        journaled (PRESENCE), as is one that came back.
+
+        A walk of the sessions, only after something changed, and only with
+        required names: a loop turn with nothing new costs one test.
+        """
+        if not self._presence_changed:
+            return
+        self._presence_changed = False
+        causes, self._causes = self._causes, {}
+        required = self.collector.required
+        if not required.names:
+            return
+        at = now()
+        for change in required.update(self.collector.connected_names(), at, causes):
+            self._record(
+                RecordType.PRESENCE,
+                name=change.name,
+                missing=change.missing,
+                at=at.isoformat(),
+                cause=change.cause if change.missing else "",
+            )
+            if self._replaying:
+                continue
+            if change.missing:
+                log.warning(
+                    "required source %s is missing since %s (%s)",
+                    change.name,
+                    at.isoformat(timespec="milliseconds"),
+                    change.cause,
+                )
+            else:
+                log.info(
+                    "required source %s is connected at %s",
+                    change.name,
+                    at.isoformat(timespec="milliseconds"),
+                )
 
     def _received(self) -> dict[str, int]:
         return {session: s.received for session, s in self.collector.sources.by_session.items()}
@@ -575,6 +649,7 @@ class Lifecycle:
         a walk of its values. Raises if the stop cannot be journaled; the
         experiment then goes on as it was.
         """
+        self.check_required()  # the account says who was missing at the stop
         with gc_paused():
             collector = self.collector
             old = self.durability.journal

@@ -28,6 +28,7 @@ from ..protocol import ErrorCode, Notice, notice, reply_error, reply_ok
 from ..security import ServerSecurity
 from ..sources import Source
 from .barrier import Barrier, PendingStop
+from .connections import Connections
 from .control import ReplyTo, dispatch
 from .durability import Durability
 from .lifecycle import Lifecycle, Opened, Received, Start
@@ -57,7 +58,11 @@ class Daemon:
         self.lock.acquire()
         self.durability = Durability(config.journal_interval, self.reply)
         self.lifecycle = Lifecycle(
-            config.output_dir, config.last_config_file, config.stream_format, self.durability
+            config.output_dir,
+            config.last_config_file,
+            config.stream_format,
+            self.durability,
+            config.required,
         )
         try:
             self.opened: Opened = self.lifecycle.open(start)
@@ -82,6 +87,7 @@ class Daemon:
         self._context: zmq.Context[Any] | None = None
         self._data: zmq.Socket[Any] | None = None
         self._control: zmq.Socket[Any] | None = None
+        self._connections: Connections | None = None
 
     # -- the loop ----------------------------------------------------------------
 
@@ -90,9 +96,11 @@ class Daemon:
         if self._data is None:
             self.bind()
         assert self._data is not None and self._control is not None
+        assert self._connections is not None
         poller = zmq.Poller()
         poller.register(self._data, zmq.POLLIN)
         poller.register(self._control, zmq.POLLIN)
+        poller.register(self._connections.monitor, zmq.POLLIN)
         self._running = True
         try:
             while self._running:
@@ -103,8 +111,10 @@ class Daemon:
                 ready = dict(poller.poll(timeout))
                 if self._data in ready:
                     self._drain(self._data, self.on_data, copy=False)
+                self._connections.take_events()
                 if self._control in ready:
-                    self._drain(self._control, self.on_control)
+                    self._drain(self._control, self.on_control, copy=False)
+                self.lifecycle.check_required()
                 self.lifecycle.flush_when_due()
                 self._take_signals()
                 self._save_when_ready()
@@ -146,15 +156,35 @@ class Daemon:
         if received is Received.AHEAD and source is not None:
             self.ask_resend(source)
 
-    def on_control(self, frames: list[bytes]) -> None:
-        dispatch(self, frames)
+    def on_control(self, frames: list[zmq.Frame]) -> None:
+        """One request from the control socket; its connection is noted first
+        (``connections.py``)."""
+        if self._connections is not None:
+            self._connections.seen(frames[0].bytes, frames[0])
+        dispatch(self, [frame.bytes for frame in frames])
 
     def heard_from(self, session: str) -> None:
         """A request came from ``session``'s DEALER (its routing id): it is there."""
         source = self.lifecycle.collector.sources.by_session.get(session)
         if source is not None:
+            source.heard = time.monotonic()
+            if not source.reachable or source.from_journal:
+                self.lifecycle.presence_changed(source.name, "")
             source.reachable = True
             source.from_journal = False
+
+    def on_closed(self, peers: set[bytes]) -> None:
+        """Control connections closed: the sessions that came in on them are
+        not connected (until they are heard from again)."""
+        sources = self.lifecycle.collector.sources
+        for peer in peers:
+            for session in {peer.decode("ascii", "replace"), *sources.of_peer(peer)}:
+                source = sources.by_session.get(session)
+                if source is None or not source.connected:
+                    continue
+                log.info("%s (%s) disconnected", source.name, session)
+                source.reachable = False
+                self.lifecycle.presence_changed(source.name, "disconnected")
 
     def ask_resend(self, source: Source) -> None:
         """Ask ``source`` to resend from its first missing message, now and then."""
@@ -284,6 +314,11 @@ class Daemon:
         data.setsockopt(zmq.SUBSCRIBE, b"")
         # Notices to a client that is gone must fail loudly, not vanish.
         control.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A peer whose machine vanished (no close from its kernel) is noticed
+        # too, and its connection closed: ``connections.py`` hears of it.
+        control.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        control.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        self._connections = Connections(control, self.on_closed)
         try:
             data.bind(self.config.data)
             control.bind(self.config.control)
@@ -299,6 +334,9 @@ class Daemon:
         return self.endpoints
 
     def _close_sockets(self) -> None:
+        if self._connections is not None:
+            self._connections.close()
+            self._connections = None
         for sock in (self._data, self._control):
             if sock is not None:
                 sock.close()
@@ -329,10 +367,13 @@ class Daemon:
         source = self.lifecycle.collector.sources.by_session.get(session)
         if source is not None:
             if error is None:
+                if not source.reachable:
+                    self.lifecycle.presence_changed(source.name, "")
                 source.reachable = True
             elif error == zmq.EHOSTUNREACH and source.reachable and not source.from_journal:
                 log.info("%s (%s) cannot be reached: not connected", source.name, session)
                 source.reachable = False
+                self.lifecycle.presence_changed(source.name, "a notice could not reach it")
         return error is None
 
     def send(self, envelope: list[bytes], message: dict[str, Any]) -> int | None:

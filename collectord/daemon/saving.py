@@ -142,6 +142,7 @@ class SaveJob:
             "path": str(self.path),
             "last_config": str(self.last_config_file),
             "unconfirmed": list(self.account["unconfirmed"]),
+            "missing": list(self.account.get("missing_at_stop", [])),
         }
 
     def _exported(self) -> Exported:
