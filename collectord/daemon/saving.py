@@ -180,11 +180,16 @@ class SaveJob:
         in_force = self.in_force.__contains__
         for path, value, owner in self.tree.carried_in(self.began_with, in_force):
             yield (started, names.get(owner) if owner else None, owner, None, path, value, True)
-        for received, session, seq, node, values, carried in self.history:
+        for entry in self.history:
+            received, session, seq, node = entry[:4]
             source = names.get(session) if session else None
             prefix = "/".join(node) + "/" if node else ""
-            for name, value in values.items():
-                yield (received, source, session, seq, prefix + name, value, carried)
+            restored = seq is None  # not sent: a value restored from the last config
+            if len(entry) == 6:
+                yield (received, source, session, seq, prefix + entry[4], entry[5], restored)
+            else:
+                for name, value in entry[4].items():
+                    yield (received, source, session, seq, prefix + name, value, restored)
 
     def _publish(self) -> None:
         """Steps 7 and 8: the experiment is saved, so these never fail the save."""
