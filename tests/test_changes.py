@@ -124,6 +124,7 @@ def test_pandas_reads_the_file_without_collectord(tmp_path: Path) -> None:
     ]
     frame = pandas.read_json(write(tmp_path, items), lines=True)
     assert list(frame.columns) == list(Change._fields)
+    assert frame["time"].tolist() == [100.0, 101.5]  # seconds, not taken for dates
     assert frame["path"].tolist() == ["cam/gain", "cam/gain"]
     assert frame["value"].tolist() == [1, 2]
     assert frame["carried"].tolist() == [True, False]
