@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("folder", metavar="EXPERIMENT_FOLDER", help="a saved experiment's folder")
     show.add_argument(
         "--history",
-        type=int,
+        type=_count,
         default=100,
         metavar="N",
         help="parameter changes printed, the first N (0: all; default: %(default)s)",
@@ -459,6 +459,13 @@ def _positive(text: str) -> int:
     number = int(text)
     if number < 1:
         raise argparse.ArgumentTypeError("at least 1")
+    return number
+
+
+def _count(text: str) -> int:
+    number = int(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError("0 (all) or more")
     return number
 
 

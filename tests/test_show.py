@@ -142,6 +142,9 @@ def test_show_names_what_is_wrong_with_its_folder(tmp_path: Path) -> None:
     result = run_cli("show", str(tmp_path))
     assert result.returncode == 1
     assert "holds no *_metadata.json" in result.stderr
+    result = run_cli("show", str(tmp_path), "--history", "-1")
+    assert result.returncode == 2
+    assert "--history: 0 (all) or more" in result.stderr
 
 
 def test_plot_without_matplotlib_names_the_install_command(saved: list[Path], tmp_path) -> None:
