@@ -9,6 +9,7 @@ drawn, as a tree, in ``collectord.errors``.
 __version__ = "0.1.0"
 
 from . import errors
+from .changes import Change, load_changes
 from .client import Client, State
 from .clocks import clock_samples, to_daemon_time
 from .errors import *  # noqa: F403 - the exception tree, exactly errors.__all__
@@ -16,11 +17,13 @@ from .jsonio import load_json
 from .stream import Stream
 
 __all__ = [
+    "Change",
     "Client",
     "State",
     "Stream",
     "__version__",
     "clock_samples",
+    "load_changes",
     "load_json",
     "to_daemon_time",
     *errors.__all__,
