@@ -9,9 +9,19 @@ drawn, as a tree, in ``collectord.errors``.
 __version__ = "0.1.0"
 
 from . import errors
+from .changes import Change, load_changes
 from .client import Client, State
 from .errors import *  # noqa: F403 - the exception tree, exactly errors.__all__
 from .jsonio import load_json
 from .stream import Stream
 
-__all__ = ["Client", "State", "Stream", "__version__", "load_json", *errors.__all__]
+__all__ = [
+    "Change",
+    "Client",
+    "State",
+    "Stream",
+    "__version__",
+    "load_changes",
+    "load_json",
+    *errors.__all__,
+]

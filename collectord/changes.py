@@ -1,0 +1,204 @@
+"""The history of an experiment's parameters: every change, when and from whom.
+
+The metadata keeps each parameter's final value only. Beside it, a save
+writes ``<stem>_changes.jsonl`` (``103000_metadata.json`` has
+``103000_changes.jsonl``): one JSON object per line, in the order the daemon
+applied the changes, the values the experiment started with first. Each line::
+
+    {"time": 1733097000.25, "source": "tracking", "session": "3f1c...",
+     "seq": 12, "path": "tracking/threshold", "value": 40, "carried": false}
+
+``time``
+    seconds since the Unix epoch on the daemon's clock: when the message
+    arrived (for a value carried in, the experiment's start; for a value a
+    process restored from the last config, when it asked).
+``source``, ``session``
+    the client's name and session, null where not known (a value carried in
+    from a process the daemon no longer knows).
+``seq``
+    the message's sequence number in its session; null for carried values.
+``path``
+    the parameter's full slash-separated path.
+``value``
+    the new value, tagged as in the metadata (``jsonio``: ``$bytes``,
+    ``$float`` for NaN and infinities).
+``carried``
+    true for a value the experiment did not receive in a message: carried in
+    from the previous experiment (those that end up in its metadata) or
+    restored from the last config.
+
+Nothing of collectord is needed to read it: ``pandas.read_json(path,
+lines=True)``, or ``json.loads`` per line. ``load_changes`` returns ``Change``
+tuples with the tags decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from . import system
+from .jsonio import from_json, to_json
+from .store import METADATA_SUFFIX
+
+CHANGES_SUFFIX = "_changes.jsonl"
+
+#: Lines encoded per call of the C encoder: few enough that the daemon's loop
+#: runs in between (the encoder holds the GIL), many enough to be cheap.
+BATCH = 256
+
+#: Where one line ends and the next begins in a JSON array of rows, each a
+#: map whose first key is "time". Inside a JSON string a quote is escaped, so
+#: this can only be a row boundary or a value's own nested map; counting it
+#: tells which (see ``_encode``).
+_BOUNDARY = '}, {"time": '
+_NEWLINE_BOUNDARY = '}\n{"time": '
+
+
+class Change(NamedTuple):
+    """One line of a changes file: a parameter set to ``value`` at ``time``."""
+
+    time: float
+    source: str | None
+    session: str | None
+    seq: int | None
+    path: str
+    value: Any
+    carried: bool
+
+
+def changes_path(metadata_file: Path) -> Path:
+    """The changes file beside a metadata file (same stem)."""
+    name = metadata_file.name
+    stem = name[: -len(METADATA_SUFFIX)] if name.endswith(METADATA_SUFFIX) else metadata_file.stem
+    return metadata_file.with_name(stem + CHANGES_SUFFIX)
+
+
+def row(
+    time: float,
+    source: str | None,
+    session: str | None,
+    seq: int | None,
+    path: str,
+    value: Any,
+    carried: bool,
+) -> dict[str, Any]:
+    """One line as a map, its keys in the documented order ("time" first)."""
+    return {
+        "time": time,
+        "source": source,
+        "session": session,
+        "seq": seq,
+        "path": path,
+        "value": value,
+        "carried": carried,
+    }
+
+
+def encode(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """The file's bytes for ``rows`` (maps made by ``row``), a batch at a time."""
+    batch: list[dict[str, Any]] = []
+    for item in rows:
+        batch.append(item)
+        if len(batch) == BATCH:
+            yield _encode(batch).encode("utf-8")
+            batch = []
+    if batch:
+        yield _encode(batch).encode("utf-8")
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, default=_tagged)
+    except ValueError:  # a NaN or infinity somewhere: tag the whole piece first
+        return json.dumps(to_json(value), allow_nan=False)
+
+
+def _tagged(value: Any) -> Any:
+    converted = to_json(value)
+    if converted is value:
+        raise TypeError(f"{type(value).__name__} is not a tree value")
+    return converted
+
+
+def _encode(batch: list[dict[str, Any]]) -> str:
+    """Lines for ``batch``: one call of the C encoder for the whole batch, its
+    array cut at the row boundaries; a row at a time if a value holds a map
+    that looks like a row boundary (then the count is off)."""
+    text = _dumps(batch)[1:-1]
+    if text.count(_BOUNDARY) == len(batch) - 1:
+        return text.replace(_BOUNDARY, _NEWLINE_BOUNDARY) + "\n"
+    return "".join(_dumps(item) + "\n" for item in batch)
+
+
+def write_changes(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write a changes file atomically and durably (like the metadata beside it):
+    a temporary file, fsynced, renamed into place, the folder fsynced."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            for chunk in encode(rows):
+                file.write(chunk)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    system.fsync_dir(path.parent)
+
+
+def find_changes(folder: str | Path) -> Path:
+    """The changes file of an experiment folder, of its metadata file, or itself."""
+    where = Path(folder)
+    if where.is_dir():
+        metadata = sorted(where.glob(f"*{METADATA_SUFFIX}"))
+        if not metadata:
+            raise FileNotFoundError(
+                f"{where} holds no *{METADATA_SUFFIX}: not an experiment folder"
+            )
+        where = metadata[0]
+    if where.name.endswith(CHANGES_SUFFIX):
+        return where
+    found = changes_path(where)
+    if not found.is_file():
+        raise FileNotFoundError(
+            f"{found} does not exist (experiments saved before collectord kept "
+            "the history of parameters have none)"
+        )
+    return found
+
+
+def load_changes(folder: str | Path) -> list[Change]:
+    """Every parameter change of a saved experiment, in the order applied.
+
+    ``folder``: the experiment folder, its metadata file or its changes file.
+    Tagged values come back as ``bytes`` and ``float`` (as ``load_json``).
+    Raises ``FileNotFoundError`` if the experiment has no changes file, and
+    ``ValueError`` naming the line for one that is not a change.
+    """
+    path = find_changes(folder)
+    changes = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line, object_hook=from_json)
+                changes.append(
+                    Change(
+                        item["time"],
+                        item["source"],
+                        item["session"],
+                        item["seq"],
+                        item["path"],
+                        item["value"],
+                        item["carried"],
+                    )
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}: line {number} is not a change: {exc!r}") from None
+    return changes

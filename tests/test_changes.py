@@ -1,0 +1,160 @@
+"""changes.py: the parameter history's file, written and read back, losing nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from equality import same
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import collectord
+from collectord.changes import (
+    BATCH,
+    CHANGES_SUFFIX,
+    Change,
+    changes_path,
+    encode,
+    load_changes,
+    row,
+    write_changes,
+)
+
+keys = st.text(max_size=8).filter(lambda key: not key.startswith("$"))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=10),
+    st.binary(max_size=16),
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(keys, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+names = st.text(min_size=1, max_size=6).filter(lambda name: "/" not in name)
+changes = st.builds(
+    Change,
+    time=st.floats(0, 4e9),
+    source=st.none() | names,
+    session=st.none() | st.text(max_size=12),
+    seq=st.none() | st.integers(1, 2**64 - 1),
+    path=st.lists(names, min_size=1, max_size=3).map("/".join),
+    value=values,
+    carried=st.booleans(),
+)
+
+
+def strict_line(line: str) -> dict[str, Any]:
+    def refuse(token: str) -> Any:
+        raise ValueError(f"not strict JSON: {token}")
+
+    parsed = json.loads(line, parse_constant=refuse)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def write(folder: Path, items: list[Change]) -> Path:
+    (folder / "103000_metadata.json").write_text("{}\n")
+    path = folder / f"103000{CHANGES_SUFFIX}"
+    write_changes(path, (row(*change) for change in items))
+    return path
+
+
+def assert_same_changes(read: list[Change], written: list[Change]) -> None:
+    assert len(read) == len(written)
+    for got, want in zip(read, written, strict=True):
+        for field in Change._fields:
+            assert same(getattr(want, field), getattr(got, field)), (field, want, got)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(changes, max_size=BATCH + 20))
+def test_changes_round_trip_through_strict_json_lines(tmp_path: Path, items: list[Change]) -> None:
+    path = write(tmp_path, items)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(items)
+    for line, item in zip(lines, items, strict=True):
+        parsed = strict_line(line)
+        assert list(parsed) == list(Change._fields)
+        assert parsed["path"] == item.path
+    assert_same_changes(load_changes(tmp_path), items)
+
+
+def test_a_value_that_looks_like_a_line_boundary_stays_in_its_line(tmp_path: Path) -> None:
+    """A value holding maps with a "time" key defeats the batch's quick cut;
+    those lines are written one at a time instead, whole."""
+    tricky = [{"a": 1}, {"time": 2, "source": None}]
+    items = [
+        Change(1.0 + index, "cam", "s1", index + 1, f"cam/p{index}", tricky, False)
+        for index in range(5)
+    ]
+    path = write(tmp_path, items)
+    assert len(path.read_text().splitlines()) == 5
+    assert_same_changes(load_changes(path), items)
+
+
+def test_bytes_and_non_finite_floats_are_tagged_as_in_the_metadata(tmp_path: Path) -> None:
+    items = [
+        Change(5.0, None, None, None, "a/b", float("nan"), True),
+        Change(6.0, "x", "s", 3, "a/c", {"raw": b"\x00\xff", "gain": float("-inf")}, False),
+    ]
+    path = write(tmp_path, items)
+    first, second = (strict_line(line) for line in path.read_text().splitlines())
+    assert first["value"] == {"$float": "nan"}
+    assert second["value"] == {"gain": {"$float": "-inf"}, "raw": {"$bytes": "AP8="}}
+    assert_same_changes(load_changes(tmp_path / "103000_metadata.json"), items)
+
+
+def test_pandas_reads_the_file_without_collectord(tmp_path: Path) -> None:
+    pandas = pytest.importorskip("pandas")
+    items = [
+        Change(100.0, None, None, None, "cam/gain", 1, True),
+        Change(101.5, "cam", "s1", 7, "cam/gain", 2, False),
+    ]
+    frame = pandas.read_json(write(tmp_path, items), lines=True)
+    assert list(frame.columns) == list(Change._fields)
+    assert frame["path"].tolist() == ["cam/gain", "cam/gain"]
+    assert frame["value"].tolist() == [1, 2]
+    assert frame["carried"].tolist() == [True, False]
+
+
+def test_the_file_is_named_after_the_metadata() -> None:
+    assert changes_path(Path("d/103000_metadata.json")) == Path("d/103000_changes.jsonl")
+    assert changes_path(Path("d/run_1_metadata.json")) == Path("d/run_1_changes.jsonl")
+
+
+def test_load_changes_is_public_and_names_what_is_missing(tmp_path: Path) -> None:
+    assert collectord.load_changes is load_changes
+    assert collectord.Change is Change
+    with pytest.raises(FileNotFoundError, match="not an experiment folder"):
+        load_changes(tmp_path)
+    (tmp_path / "103000_metadata.json").write_text("{}\n")
+    with pytest.raises(FileNotFoundError, match=r"103000_changes\.jsonl"):
+        load_changes(tmp_path)
+
+
+def test_a_line_that_is_not_a_change_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, [Change(1.0, "a", "s", 1, "a/b", 1, False)])
+    with open(path, "a", encoding="utf-8") as file:
+        file.write('{"time": 2.0, "path": "a/c"}\n')
+    with pytest.raises(ValueError, match="line 2 is not a change"):
+        load_changes(tmp_path)
+
+
+def test_encoding_is_batched_and_streams() -> None:
+    """A history of millions of changes is written a batch at a time, never
+    held whole as text."""
+    rows = (row(float(i), None, None, None, f"p/{i}", i, True) for i in range(3 * BATCH + 1))
+    chunks = list(encode(rows))
+    assert len(chunks) == 4
+    assert sum(chunk.count(b"\n") for chunk in chunks) == 3 * BATCH + 1
