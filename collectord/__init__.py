@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from . import errors
 from .changes import Change, load_changes
 from .client import Client, State
+from .clocks import clock_samples, to_daemon_time
 from .errors import *  # noqa: F403 - the exception tree, exactly errors.__all__
 from .jsonio import load_json
 from .stream import Stream
@@ -21,7 +22,9 @@ __all__ = [
     "State",
     "Stream",
     "__version__",
+    "clock_samples",
     "load_changes",
     "load_json",
+    "to_daemon_time",
     *errors.__all__,
 ]

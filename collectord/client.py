@@ -55,7 +55,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
@@ -75,7 +75,7 @@ from .errors import (
     MessageTooLargeError,
     UnsupportedValueError,
 )
-from .link import Link, Request, Shared
+from .link import CLOCK_INTERVAL, Clock, Link, Request, Shared
 from .paths import check_name, parse_path
 from .protocol import Command, Kind
 from .security import ClientSecurity
@@ -122,6 +122,16 @@ class Client:
     open when the interpreter exits waits for the daemon to confirm what it
     holds (None: ``EXIT_TIMEOUT`` as it is at exit; 0: not at all); what is
     not confirmed by then is logged as lost.
+
+    ``clock`` is the clock this process stamps its data with (seconds, a
+    float; ``time.time`` by default): a camera process that stamps frames
+    with the camera's hardware clock passes a function reading it. The
+    client measures that clock's offset from the daemon's at connection and
+    every ``clock_interval`` seconds (0: only at connection), in its I/O
+    thread, and the daemon records the measurements in the metadata; a
+    stream's ``time_column`` is then mapped onto the daemon's clock with
+    ``collectord.to_daemon_time``. The clock is read from the I/O thread: it
+    must be thread-safe and quick.
     """
 
     def __init__(
@@ -133,10 +143,16 @@ class Client:
         config: str | os.PathLike[str] | None = None,
         buffer: int = DEFAULT_BUFFER,
         exit_timeout: float | None = None,
+        clock: Callable[[], float] = time.time,
+        clock_interval: float = CLOCK_INTERVAL,
     ) -> None:
         self.name = check_name(name, where="client name")
         if exit_timeout is not None and not (0 <= exit_timeout < math.inf):
             raise ValueError(f"exit_timeout must be seconds >= 0, not {exit_timeout!r}")
+        if not callable(clock):
+            raise TypeError(f"clock must be a function returning seconds, not {clock!r}")
+        if not (0 <= clock_interval < math.inf):
+            raise ValueError(f"clock_interval must be seconds >= 0, not {clock_interval!r}")
         settings = config_module.load(config)
         self.data_endpoint = data or settings.data
         self.control_endpoint = control or settings.control
@@ -173,6 +189,7 @@ class Client:
             buffer_limit=buffer,
             max_message_bytes=settings.max_message_bytes,
             security=ClientSecurity.from_config(settings),
+            clock=Clock(clock, clock_interval),
         )
         self._conn = _Connection(
             self.name,
@@ -240,6 +257,7 @@ class Client:
         units: Sequence[str] | None = None,
         block_rows: int | None = None,
         flush_interval: float = 0.05,
+        time_column: str | None = None,
     ) -> Stream:
         """Declare a stream: a table of rows at ``path``, one ``dtype`` for all columns.
 
@@ -248,6 +266,10 @@ class Client:
         sent when full or when ``flush_interval`` seconds old. At each stop,
         the daemon writes the stream's rows so far into a file beside the
         metadata, and the tree holds a descriptor of it at ``path``.
+
+        ``time_column`` names the column that holds each row's time, on this
+        client's ``clock``: the descriptor then names that clock, and
+        ``collectord.to_daemon_time`` maps the column onto the daemon's clock.
         """
         columns = list(columns)
         for column in columns:
@@ -262,6 +284,8 @@ class Client:
         declaration: dict[str, Any] = {"path": path, "columns": columns, "dtype": resolved.str}
         if units is not None:
             declaration["units"] = [str(unit) for unit in units]
+        if time_column is not None:
+            declaration["time_column"] = time_column
         try:  # the daemon's own check, so that a bad declaration fails here
             StreamSpec.parse(parse_path(path), declaration, self.session, self.name)
         except StreamError as exc:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from . import __version__, codec, experiment
+from .clocks import Sample
 from .errors import InvalidPathError
 from .experiment import Experiment, StopRequest
 from .journal import RecordType
@@ -130,6 +131,13 @@ class Collector:
         if source is not None:
             source.closed = True
         return source
+
+    def clock_sample(self, session: str, sample: Sample) -> None:
+        """A clock sample of ``session`` (ignored if the session is unknown: a
+        replayed journal whose HELLO was lost to damage)."""
+        source = self.sources.by_session.get(session)
+        if source is not None:
+            source.clock_sample(sample)
 
     def apply_message(
         self,
@@ -269,7 +277,8 @@ class Collector:
         if existing is not None:
             if not existing.same_layout(spec):
                 raise StreamError(
-                    f"a stream with other columns is already declared at {join_path(spec.path)!r}"
+                    f"a stream with other columns, units or time column is already declared at "
+                    f"{join_path(spec.path)!r}"
                 )
             # The same stream again: a reconnection, or a restarted process taking over.
             existing.session, existing.source = spec.session, spec.source

@@ -67,6 +67,7 @@ class RecordType(str, enum.Enum):
     STOP = "stop"  # the stop barrier passed: a journal ending with this is saved
     RESTORE = "restore"  # a process restored a node from the last config
     NAME = "name"  # a client named the experiment
+    CLOCK = "clock"  # a client's clock sample (clocks.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +119,12 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
     RecordType.BYE: {"session": _STR},
     RecordType.RESTART: {"restart": Field((dict,))},
     RecordType.NAME: {"name": _STR},
+    RecordType.CLOCK: {  # a clocks.Sample of the session's clock
+        "session": _STR,
+        "at": Field((float,)),
+        "offset": Field((float,)),
+        "rtt": Field((float,)),
+    },
     RecordType.RESTORE: {
         "node": Field((list,)),  # the node's path, as names
         "values": Field((bytes,)),  # what was restored, packed with the value codec

@@ -11,7 +11,10 @@ asleep, wake it: they never wait for the network. This thread then
   resends on a ``resend`` notice, and after the daemon comes back (a new
   subscription) introduces itself again and resends what is unconfirmed;
 * carries requests (``sync``, ``stop``, ``restore``, ``status``) on a DEALER
-  socket whose routing id is the session, answers ``barrier`` notices.
+  socket whose routing id is the session, answers ``barrier`` notices;
+* measures the client's clock against the daemon's (``clock`` exchanges in
+  bursts, the best reported with ``offset``: ``clocks.Probe`` says when), so
+  that publishing never waits for it.
 """
 
 from __future__ import annotations
@@ -20,15 +23,17 @@ import collections
 import dataclasses
 import itertools
 import logging
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from . import codec
+from .clocks import Probe
 from .errors import ClientClosedError, CollectordError, RequestError, TransportError
 from .outbox import Batch, Limits, Outbox, Unconfirmed
 from .protocol import PROTOCOL_VERSION, Command, Kind, Notice
@@ -49,6 +54,16 @@ HELLO_RETRY = 2.0
 #: Requests the link may resend after the daemon comes back: done twice, they
 #: do what they did once (a bye the killed daemon never journaled is said again).
 IDEMPOTENT = {Command.SYNC, Command.RESTORE, Command.STATUS, Command.BYE}
+#: Seconds between two measurements of the client's clock, by default.
+CLOCK_INTERVAL = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Clock:
+    """The clock a client stamps its data with, and how often to measure it."""
+
+    read: Callable[[], float]
+    interval: float
 
 
 @dataclasses.dataclass
@@ -85,6 +100,7 @@ class Link(threading.Thread):
         buffer_limit: int,
         max_message_bytes: int,
         security: ClientSecurity | None,
+        clock: Clock,
     ) -> None:
         super().__init__(name=f"collectord-link-{hello['name']}", daemon=True)
         self.shared = shared
@@ -122,6 +138,9 @@ class Link(threading.Thread):
         self._stalled_since: float | None = None
         self._next_stream_flush: float | None = None
         self._busy = False  # had messages to move in the last round
+        self.clock = clock
+        self.probe = Probe(clock.interval)
+        self._clock_id: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -191,6 +210,7 @@ class Link(threading.Thread):
             self._pump()
             self._ask_progress()
             self._retry_hello()
+            self._measure_clock()
             if self._done():
                 return
 
@@ -384,6 +404,48 @@ class Link(threading.Thread):
         ):
             self._send_hello()
 
+    def _measure_clock(self) -> None:
+        """Send the next ``clock`` exchange if one is due (``clocks.Probe``)."""
+        if not self.introduced or not self.probe.want(time.monotonic()):
+            return
+        t1 = self._read_clock()
+        if t1 is None:
+            return
+        fields = {"t1": t1, "session": self.session}
+        self._clock_id = self._send_request(Command.CLOCK, fields)
+        self.probe.sent(t1, time.monotonic())
+
+    def _read_clock(self) -> float | None:
+        """The client's clock; None, and no more measuring, if it fails."""
+        try:
+            value = float(self.clock.read())
+        except Exception as exc:  # the user's clock must not end this thread
+            log.error("reading the clock failed (%r): its offset is not measured", exc)
+            self.probe.refused()
+            return None
+        if not math.isfinite(value):
+            log.error("the clock read %r: its offset is not measured", value)
+            self.probe.refused()
+            return None
+        return value
+
+    def _on_clock_reply(self, message: dict[str, Any]) -> None:
+        t4 = self._read_clock()
+        self._clock_id = None
+        result = message.get("result") if message.get("ok") else None
+        if not isinstance(result, dict):
+            error = message.get("error") or {}
+            log.info("the daemon does not measure clocks: %s", error.get("message", error))
+            self.probe.refused()
+            return
+        t2, t3 = result.get("t2"), result.get("t3")
+        if t4 is None or not isinstance(t2, float) or not isinstance(t3, float):
+            return
+        sample = self.probe.replied(t2, t3, t4, time.monotonic())
+        if sample is not None:
+            # Not awaited: a report lost with a dying daemon is one sample fewer.
+            self._send_request(Command.OFFSET, {"session": self.session, **sample._asdict()})
+
     def _take_requests(self) -> None:
         while self.shared.requests:
             request = self.shared.requests.popleft()
@@ -422,6 +484,9 @@ class Link(threading.Thread):
 
     def _on_reply(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")
+        if request_id is not None and request_id == self._clock_id:
+            self._on_clock_reply(message)
+            return
         result = message.get("result") if message.get("ok") else None
         if request_id == self._hello_id:
             self._hello_id = None
@@ -435,6 +500,8 @@ class Link(threading.Thread):
                 self.limits = Limits.of(int(result.get("max_message_bytes", self.limits.message)))
                 self.introduced = True
                 self._resend_pending()
+                self._clock_id = None
+                self.probe.restart(time.monotonic())
             return
         if request_id == self._ack_id:
             self._ack_id = None

@@ -56,6 +56,8 @@ class Command(str, enum.Enum):
     RESTORE = "restore"
     SAVE_CONFIG = "save_config"
     NAME = "name"
+    CLOCK = "clock"
+    OFFSET = "offset"
 
 
 class Notice(str, enum.Enum):
@@ -132,6 +134,7 @@ BODIES: dict[Kind, Schema] = {
         Field("columns", (list,)),
         Field("dtype", (str,)),
         Field("units", (list,), required=False),
+        Field("time_column", (str,), required=False),
     ),
     Kind.BLOCK: (Field("path", (str,)), Field("rows", (int,))),
 }
@@ -176,6 +179,13 @@ REQUESTS: dict[Command, Schema] = {
     Command.RESTORE: (Field("node", (str,)), Field("session", (str,), required=False)),
     Command.SAVE_CONFIG: (Field("session", (str,), required=False),),
     Command.NAME: (Field("name", (str,)), Field("session", (str,), required=False)),
+    Command.CLOCK: (Field("t1", (float,)), Field("session", (str,), required=False)),
+    Command.OFFSET: (
+        _SESSION,
+        Field("at", (float,)),
+        Field("offset", (float,)),
+        Field("rtt", (float,)),
+    ),
 }
 
 NOTICE: Schema = (Field("v", (int,)), Field("notice", (str,)))
@@ -201,6 +211,7 @@ SOURCE: Schema = (
     Field("messages", (dict,)),
     Field("gaps", (list,)),
     Field("recent_rejections", (list,)),
+    Field("clock", (dict,), required=False),
 )
 
 #: The ``result`` of each command's reply.
@@ -248,6 +259,8 @@ RESULTS: dict[Command, Schema] = {
     Command.RESTORE: (Field("values", (dict,)),),
     Command.SAVE_CONFIG: (Field("last_config", (str,)),),
     Command.NAME: (),
+    Command.CLOCK: (Field("t2", (float,)), Field("t3", (float,))),
+    Command.OFFSET: (),
 }
 
 #: The saved metadata's ``collectord`` section: the daemon's account of the experiment.
@@ -277,6 +290,8 @@ STREAM_DESCRIPTOR: Schema = (
     Field("source", (str,)),
     Field("units", (list,), required=False),
     Field("conversion_failed", (str,), required=False),
+    Field("time_column", (str,), required=False),
+    Field("clock", (str,), required=False),
 )
 
 #: Largest sequence number or id accepted: msgpack's unsigned 64-bit range.

@@ -21,6 +21,8 @@ import dataclasses
 import enum
 from typing import Any
 
+from .clocks import ClockRecord, Sample
+
 GAP_TIMEOUT = 30.0
 MAX_REASONS = 10
 MAX_GAPS = 100
@@ -83,6 +85,10 @@ class Source:
     )
     gap_since: float | None = None
     resend_asked_at: float | None = None
+    #: Its clock samples (clocks.py): since the daemon started, and in the
+    #: current experiment (its metadata carries these).
+    clock: ClockRecord = dataclasses.field(default_factory=ClockRecord)
+    run_clock: ClockRecord = dataclasses.field(default_factory=ClockRecord)
 
     def admit(self, seq: int, now: float) -> Admit:
         """Decide what to do with message ``seq`` arriving at time ``now``."""
@@ -151,11 +157,16 @@ class Source:
         self.reasons.append(reason)
         self.run_reasons.append(reason)
 
+    def clock_sample(self, sample: Sample) -> None:
+        self.clock.add(sample)
+        self.run_clock.add(sample)
+
     def new_run(self) -> None:
         self.run = Counts()
         self.present = False
         self.run_gaps = []
         self.run_reasons.clear()
+        self.run_clock = ClockRecord()
 
     def snapshot(self) -> dict[str, Any]:
         """What a new experiment's journal must know of this session."""
@@ -183,7 +194,8 @@ class Source:
         counts = self.run if run else self.total
         gaps = self.run_gaps if run else self.gaps
         reasons = self.run_reasons if run else self.reasons
-        return {
+        clock = self.run_clock if run else self.clock
+        described = {
             "name": self.name,
             "session": self.session,
             "host": self.host,
@@ -196,6 +208,10 @@ class Source:
             "gaps": [list(gap) for gap in gaps],
             "recent_rejections": list(reasons),
         }
+        if clock:
+            # The samples go to the metadata only: status is polled often.
+            described["clock"] = clock.describe(with_samples=run)
+        return described
 
 
 #: Where rejections go when a message is too broken to name its sender.

@@ -63,6 +63,9 @@ class StreamSpec:
     session: str
     source: str
     rows: int = 0
+    #: The column holding each row's time, on the clock of the client that
+    #: declared the stream (the session named in the descriptor's ``clock``).
+    time_column: str | None = None
 
     @classmethod
     def parse(cls, path: TreePath, body: dict[str, Any], session: str, source: str) -> StreamSpec:
@@ -105,7 +108,10 @@ class StreamSpec:
             or not all(isinstance(u, str) for u in units)
         ):
             raise StreamError("units must be a list of strings, one per column")
-        return cls(path, list(columns), dtype.str, units, session, source)
+        time_column = body.get("time_column")
+        if time_column is not None and time_column not in columns:
+            raise StreamError(f"time_column {time_column!r} is not one of the columns")
+        return cls(path, list(columns), dtype.str, units, session, source, 0, time_column)
 
     @functools.cached_property
     def row_dtype(self) -> np.dtype[Any]:
@@ -117,7 +123,8 @@ class StreamSpec:
         return self.row_dtype.itemsize
 
     def same_layout(self, other: StreamSpec) -> bool:
-        return (self.columns, self.dtype, self.units) == (other.columns, other.dtype, other.units)
+        mine = (self.columns, self.dtype, self.units, self.time_column)
+        return mine == (other.columns, other.dtype, other.units, other.time_column)
 
     def file_name(self) -> str:
         """Where the file goes, relative to the experiment folder.
@@ -147,6 +154,9 @@ class StreamSpec:
             described["units"] = self.units
         if conversion_failed is not None:
             described["conversion_failed"] = conversion_failed
+        if self.time_column is not None:
+            described["time_column"] = self.time_column
+            described["clock"] = self.session
         return described
 
     def snapshot(self) -> dict[str, Any]:

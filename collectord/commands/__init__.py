@@ -13,7 +13,20 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import Command
-from . import bye, dropped, hello, name, restore, save_config, sent, status, stop, sync
+from . import (
+    bye,
+    clock,
+    dropped,
+    hello,
+    name,
+    offset,
+    restore,
+    save_config,
+    sent,
+    status,
+    stop,
+    sync,
+)
 
 if TYPE_CHECKING:
     from ..daemon import Daemon, ReplyTo
@@ -31,4 +44,6 @@ COMMANDS: dict[Command, Handler] = {
     Command.RESTORE: restore.handle,
     Command.SAVE_CONFIG: save_config.handle,
     Command.NAME: name.handle,
+    Command.CLOCK: clock.handle,
+    Command.OFFSET: offset.handle,
 }

@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import codec, journal, jsonio, store, system
+from ..clocks import Sample
 from ..collector import Applied, Collector, RowsOnDisk, decode_header, message_count
 from ..errors import UnreadableRecord
 from ..experiment import Experiment, StopRequest, now
@@ -345,6 +346,9 @@ class Lifecycle:
                 collector.reject(record.get("session"), record["reason"])
             elif kind is RecordType.NAME:
                 collector.experiment.name = record["name"]
+            elif kind is RecordType.CLOCK:
+                sample = Sample(record["at"], record["offset"], record["rtt"])
+                collector.clock_sample(record["session"], sample)
             elif kind is RecordType.RESTORE:
                 collector.tree.restored(tuple(record["node"]), codec.unpack(record["values"]))
             elif kind is RecordType.STOP:
@@ -509,6 +513,11 @@ class Lifecycle:
         """A client named the current experiment (its folder and file names)."""
         self.collector.experiment.name = check_name(name, where="experiment name")
         self._record(RecordType.NAME, name=name)
+
+    def clock_sample(self, source: Source, sample: Sample) -> None:
+        """``source`` measured its clock: the sample goes to the current experiment."""
+        self.collector.clock_sample(source.session, sample)
+        self._record(RecordType.CLOCK, session=source.session, **sample._asdict())
 
     def save_config(self) -> Path:
         """Write the last config now, the experiment going on (stytra's
