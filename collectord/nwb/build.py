@@ -36,6 +36,7 @@ from pynwb.epoch import TimeIntervals
 from pynwb.file import Subject
 
 from .. import formats, jsonio
+from ..clocks import clock_samples, to_daemon_time
 from ..errors import CollectordError
 from . import fields
 
@@ -103,7 +104,7 @@ def export(
     if history is not None:
         nwbfile.add_acquisition(history)
     target = Path(output) if output is not None else metadata.with_name(_stem(metadata) + ".nwb")
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(f"{target.stem}.partial.nwb")
     try:
         with NWBHDF5IO(str(partial), "w") as io:
             io.write(nwbfile)
@@ -200,9 +201,17 @@ def on_daemon_clock(
     when the experiment recorded nothing that maps the stream's clock onto it.
 
     The one place where a source's clock meets the daemon's: the streams in the
-    NWB file are on the session's time axis only through here.
+    NWB file are on the session's time axis only through here: through the
+    clock samples of the session named in the descriptor's ``clock``.
     """
-    return None
+    clock = descriptor.get("clock")
+    if not isinstance(clock, str) or descriptor.get("time_column") is None:
+        return None
+    try:
+        samples = clock_samples(tree, clock)
+    except (KeyError, ValueError):
+        return None
+    return to_daemon_time(times, samples)
 
 
 def _stream(
