@@ -44,6 +44,8 @@ from . import fields
 TIME_COLUMNS = ("t", "time")
 #: The NWB unit of columns whose unit was not declared, or differs between them.
 NO_UNIT = "n/a"
+#: Subject fields nwbinspector calls critical when missing (DANDI requires them).
+NEEDED = ("subject_id", "species", "age")
 #: The table of parameter changes, and of stimuli.
 HISTORY = "parameter_history"
 STIMULI = "stimulus_log"
@@ -91,7 +93,7 @@ def export(
     if start.tzinfo is None:
         start = start.astimezone()
     notes: list[str] = []
-    nwbfile = _file(tree, table, account, start, raw)
+    nwbfile = _file(tree, table, account, start, raw, notes)
     names = _Names()
     for path, descriptor in descriptors(tree):
         added = _stream(metadata.parent, path, descriptor, tree, start, names.take(path), notes)
@@ -120,6 +122,7 @@ def _file(
     account: dict[str, Any],
     start: dt.datetime,
     raw: str,
+    notes: list[str],
 ) -> NWBFile:
     def text(field: str) -> str | None:
         return fields.text(fields.lookup(tree, table, field))
@@ -147,6 +150,13 @@ def _file(
         nwbfile.subject = Subject(
             sex=fields.sex(fields.lookup(tree, table, "subject.sex")),
             **{key: value for key, value in subject.items() if value is not None},
+        )
+    lacking = [key for key in NEEDED if subject[key] is None]
+    if lacking:
+        # Never made up: the lab names where its tree has them.
+        notes.append(
+            f"subject: no {' or '.join(lacking)} in the tree (nwbinspector and DANDI require "
+            "them): name their paths with --map (see collectord/nwb/fields.py)"
         )
     return nwbfile
 
