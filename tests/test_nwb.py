@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -142,6 +143,25 @@ def test_the_whole_metadata_is_in_the_file_as_written(
     assert jsonio.loads(text) == tree
 
 
+def test_a_missing_stream_file_is_said_and_the_rest_exported(
+    demo: tuple[Path, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    folder, tree, _ = demo
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    (copy / tree["tracking"]["tail_log"]["file"]).unlink()
+    result = run_cli("export", "nwb", str(copy))
+    assert result.returncode == 0, result.stderr
+    assert "stream tracking/tail_log: file streams/tracking/tail_log" in result.stderr
+    with NWBHDF5IO(result.stdout.strip(), "r") as io:
+        acquisition = io.read().acquisition
+        assert "tracking.tail_log" not in acquisition
+        assert (
+            len(acquisition["camera.frame_times"].timestamps)
+            == tree["camera"]["frame_times"]["rows"]
+        )
+
+
 def write_changes(metadata: Path, changes: list[dict[str, Any]]) -> None:
     """A changes file in the agreed format (``collectord/changes.py``), written by hand."""
     stem = metadata.name.removesuffix("_metadata.json")
@@ -269,6 +289,13 @@ def test_a_bad_map_file_is_named(tmp_path: Path) -> None:
     result = run_cli("export", "nwb", str(tmp_path), "--map", str(mapping))
     assert result.returncode == 1
     assert "unknown field 'subject.colour'" in result.stderr and str(mapping) in result.stderr
+
+
+def test_the_command_has_help_with_an_example() -> None:
+    for command in (("export",), ("export", "nwb")):
+        result = run_cli(*command, "--help")
+        assert result.returncode == 0
+        assert "example:" in result.stdout and "collectord export nwb" in result.stdout
 
 
 def test_a_folder_without_metadata_is_refused(tmp_path: Path) -> None:

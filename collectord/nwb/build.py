@@ -15,6 +15,9 @@ the metadata JSON, exactly as written     ``general/data_collection`` (text)
 ========================================  ==========================================
 
 Times in the file count in seconds from ``session_start_time``, as NWB wants.
+In the parameter history, a null source or session is ``""`` and a null
+sequence number (a value carried in) ``-1``; each value is JSON text, tagged
+as in the metadata.
 Nothing of the experiment is only in its JSON: ``general/data_collection``
 holds the metadata file's text byte for byte, which
 ``collectord.jsonio.loads(nwbfile.data_collection)`` turns back into the tree.
@@ -83,8 +86,11 @@ def export(
     """Write the experiment in ``folder`` as an NWB file (default: ``<stem>.nwb`` beside
     its metadata). The file appears whole or not at all."""
     metadata = metadata_file(folder)
-    raw = metadata.read_text(encoding="utf-8")
-    tree = jsonio.loads(raw)
+    try:
+        raw = metadata.read_bytes().decode("utf-8")
+        tree = jsonio.loads(raw)
+    except (OSError, ValueError) as exc:
+        raise CollectordError(f"{metadata}: cannot be read as metadata JSON: {exc}") from None
     table = field_map if field_map is not None else fields.DEFAULT_MAP
     account = tree.get("collectord") if isinstance(tree, dict) else None
     if not isinstance(account, dict) or "started" not in account or "run_id" not in account:
@@ -111,6 +117,8 @@ def export(
         with NWBHDF5IO(str(partial), "w") as io:
             io.write(nwbfile)
         os.replace(partial, target)
+    except OSError as exc:
+        raise CollectordError(f"cannot write {target}: {exc}") from None
     finally:
         partial.unlink(missing_ok=True)
     return Exported(target, notes)
@@ -240,7 +248,13 @@ def _stream(
     if not file.is_relative_to(folder.resolve()) or not file.is_file():
         notes.append(f"stream {path}: file {descriptor['file']} is missing; not exported")
         return None
-    data = formats.read(file, descriptor["format"], descriptor["dtype"])
+    try:
+        data = formats.read(file, descriptor["format"], descriptor["dtype"])
+    except (OSError, ValueError) as exc:
+        notes.append(
+            f"stream {path}: file {descriptor['file']} is unreadable ({exc}); not exported"
+        )
+        return None
     columns: list[str] = list(data.dtype.names or ())
     units = dict(zip(columns, descriptor.get("units") or [""] * len(columns), strict=True))
     time = time_column(descriptor)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,7 +69,7 @@ SEXES = {
 }
 
 
-def load_map(path: str | Path | None) -> dict[str, tuple[str, ...]]:
+def load_map(path: str | os.PathLike[str] | None) -> dict[str, tuple[str, ...]]:
     """``DEFAULT_MAP`` with the entries of the file at ``path`` (JSON or TOML) over it."""
     table = dict(DEFAULT_MAP)
     if path is None:
