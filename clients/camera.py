@@ -2,6 +2,8 @@
 
 It publishes its settings at start (restored from the last config), an
 auto-exposure adjustment now and then, and the frame count as static data.
+Each frame's time goes into a stream (``camera/frame_times``), on this
+process's simulated clock (``--clock-offset``, ``--clock-drift``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import numpy as np
 from collectord import Client
 
 if __package__:
-    from ._args import parse
+    from ._args import CLOCK_INTERVAL, parse, simulated_clock
 else:  # run as a script from a checkout: python clients/camera.py
-    from _args import parse  # type: ignore[no-redef]
+    from _args import CLOCK_INTERVAL, parse, simulated_clock  # type: ignore[no-redef]
 
 DEFAULTS = {
     "exposure": 4.0,  # ms
@@ -29,7 +31,10 @@ DEFAULTS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = parse("Simulated camera process.", argv)
-    with Client("camera", args.data, args.control) as client:
+    clock = simulated_clock(args)
+    with Client(
+        "camera", args.data, args.control, clock=clock, clock_interval=CLOCK_INTERVAL
+    ) as client:
         settings = {**DEFAULTS, **client.restore("camera/settings")}
         client.set_params("camera/settings", settings)
         client.add_data(
@@ -41,11 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         frames = 0
         timestamps = []
-        frame_times = client.stream("camera/frame_times", ["frame", "t"], "f8", units=["", "s"])
+        # Each frame's time on the camera PC's clock, which the daemon maps
+        # onto its own with the clock's measured offsets.
+        frame_times = client.stream(
+            "camera/frame_times", ["frame", "t"], "f8", units=["", "s"], time_column="t"
+        )
         while time.monotonic() - start < args.duration:
             frames += 1
             timestamps.append(time.monotonic() - start)
-            frame_times.append([frames, timestamps[-1]])
+            frame_times.append([frames, clock()])
             if frames % 100 == 0:
                 # Auto-exposure nudges the exposure around its set point.
                 exposure = round(DEFAULTS["exposure"] + rng.normal(0, 0.2), 3)

@@ -14,9 +14,9 @@ import time
 from collectord import Client
 
 if __package__:
-    from ._args import parse
+    from ._args import CLOCK_INTERVAL, parse, simulated_clock
 else:  # run as a script from a checkout: python clients/stimulus.py
-    from _args import parse  # type: ignore[no-redef]
+    from _args import CLOCK_INTERVAL, parse, simulated_clock  # type: ignore[no-redef]
 
 ANIMAL = {"species": "Danio rerio", "genotype": "TL", "age": 7, "comments": ""}
 PROTOCOL = {"n_repeats": 3, "flash_duration": 0.2, "pause": 0.4, "luminance": 0.8}
@@ -24,7 +24,10 @@ PROTOCOL = {"n_repeats": 3, "flash_duration": 0.2, "pause": 0.4, "luminance": 0.
 
 def main(argv: list[str] | None = None) -> int:
     args = parse("Simulated stimulus process (stops the experiment at protocol end).", argv)
-    with Client("stimulus", args.data, args.control) as client:
+    clock = simulated_clock(args)
+    with Client(
+        "stimulus", args.data, args.control, clock=clock, clock_interval=CLOCK_INTERVAL
+    ) as client:
         animal = {**ANIMAL, **client.restore("general/animal")}
         protocol = {**PROTOCOL, **client.restore("stimulus/protocol/flashes")}
         client.set_params("general/animal", animal)

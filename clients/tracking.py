@@ -4,7 +4,8 @@ It publishes the tail-tracking parameters (restored from the last config),
 re-publishes the threshold when the "user" tunes it, and at the end the
 number of bouts it found and the last tail angles it computed. Every frame's
 tail angles go into a stream (``tracking/tail_log``), saved as a file beside
-the metadata.
+the metadata, stamped (column ``t``) with this process's clock: simulated,
+as another PC's would be (``--clock-offset``, ``--clock-drift``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import numpy as np
 from collectord import Client
 
 if __package__:
-    from ._args import parse
+    from ._args import CLOCK_INTERVAL, parse, simulated_clock
 else:  # run as a script from a checkout: python clients/tracking.py
-    from _args import parse  # type: ignore[no-redef]
+    from _args import CLOCK_INTERVAL, parse, simulated_clock  # type: ignore[no-redef]
 
 DEFAULTS = {
     "n_segments": 9,
@@ -32,13 +33,20 @@ DEFAULTS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = parse("Simulated tail-tracking process.", argv)
-    with Client("tracking", args.data, args.control) as client:
+    clock = simulated_clock(args)
+    with Client(
+        "tracking", args.data, args.control, clock=clock, clock_interval=CLOCK_INTERVAL
+    ) as client:
         params = {**DEFAULTS, **client.restore("tracking/tail")}
         client.set_params("tracking/tail", params)
         client.set_params("tracking/bouts", vigor_threshold=0.3, min_duration_ms=20)
         columns = ["t"] + [f"theta_{i:02d}" for i in range(params["n_segments"])]
         tail_log = client.stream(
-            "tracking/tail_log", columns, "f8", units=["s"] + ["rad"] * params["n_segments"]
+            "tracking/tail_log",
+            columns,
+            "f8",
+            units=["s"] + ["rad"] * params["n_segments"],
+            time_column="t",  # on this PC's clock
         )
         rng = np.random.default_rng()
         angles = np.zeros(params["n_segments"])
@@ -48,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         while time.monotonic() - start < args.duration:
             step += 1
             angles = 0.9 * angles + rng.normal(0, 0.05, params["n_segments"])
-            tail_log.append([time.monotonic() - start, *angles])
+            tail_log.append([clock(), *angles])
             if abs(angles[-1]) > 0.3:
                 bouts += 1
             if step == 150:

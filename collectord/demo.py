@@ -5,10 +5,15 @@ prints what it got), so the demo never disturbs a real daemon on 13550/13551.
 The camera and tracking processes run for the protocol's duration; the
 stimulus process runs its protocol a little longer and stops the experiment.
 Then the daemon is stopped with SIGTERM, as a service manager would.
+
+Each process runs with a clock of its own (``CLOCKS``), as on the PCs of a
+real rig: the demo prints the offsets the daemon recorded, and the times of
+the streams' time columns mapped onto the daemon's clock.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import os
 import signal
@@ -18,11 +23,18 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from . import jsonio
+from .clocks import clock_samples, to_daemon_time
 from .control import request
 from .daemon.process import Spawned, spawn
 from .errors import CollectordError
 from .protocol import Command
+
+#: Each demo process's simulated clock: seconds ahead of the daemon's, and
+#: parts per million fast, as PCs' clocks differ.
+CLOCKS = {"camera": (0.035, 20.0), "tracking": (-0.012, -15.0), "stimulus": (0.004, 5.0)}
 
 
 def _start_daemon(output: Path, log: IO[str]) -> Spawned:
@@ -36,10 +48,15 @@ def _start_daemon(output: Path, log: IO[str]) -> Spawned:
 def client_script(name: str) -> Path:
     """The file of demo process ``name``.
 
-    Installed, the top-level ``clients/`` folder ships as ``collectord.clients``;
-    in a checkout (``python -m collectord`` from its root) it is ``clients/``
-    beside the package.
+    In a checkout (``python -m collectord`` from its root, or the package on
+    ``PYTHONPATH``) it is ``clients/`` beside the package, taken first: the
+    processes must be those of the package that runs, not of another copy
+    installed meanwhile (an editable install of another checkout). Installed,
+    the top-level ``clients/`` folder ships as ``collectord.clients``.
     """
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "clients" / f"{name}.py").is_file():
+        return checkout / "clients" / f"{name}.py"
     try:
         spec = importlib.util.find_spec(f"collectord.clients.{name}")
     except ModuleNotFoundError:
@@ -93,6 +110,10 @@ def run_demo(output: str | os.PathLike[str], duration: float) -> int:
                             control,
                             "--duration",
                             str(seconds),
+                            "--clock-offset",
+                            str(CLOCKS[name][0]),
+                            "--clock-drift",
+                            str(CLOCKS[name][1]),
                         ],
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -135,7 +156,54 @@ def run_demo(output: str | os.PathLike[str], duration: float) -> int:
         "sources: "
         + ", ".join(f"{s['name']} ({s['messages']['messages']} messages)" for s in sources)
     )
+    print("\n".join(_clocks(sources)))
+    print("\n".join(_mapped(metadata, saved[-1].parent, streams)))
     return 1 if failed else 0
+
+
+def _clocks(sources: list[dict[str, Any]]) -> list[str]:
+    """The offsets recorded of each process's clock, beside how it was set."""
+    lines = ["clocks (add the offset to a process's time to get the daemon's):"]
+    for source in sources:
+        clock = source.get("clock")
+        if not clock:
+            lines.append(f"  {source['name']:<10} not measured")
+            continue
+        ahead, drift = CLOCKS.get(source["name"], (0.0, 0.0))
+        lines.append(
+            f"  {source['name']:<10} {clock['median_offset'] * 1000:+8.3f} ms "
+            f"(spread {clock['offset_spread'] * 1000:.3f} ms, {clock['count']} samples, "
+            f"round trip {clock['median_rtt'] * 1000:.2f} ms); "
+            f"its clock was set {abs(ahead) * 1000:.1f} ms {'ahead' if ahead >= 0 else 'behind'}, "
+            f"{abs(drift):.0f} ppm {'fast' if drift >= 0 else 'slow'}"
+        )
+    return lines
+
+
+def _mapped(metadata: dict[str, Any], folder: Path, streams: list[tuple[str, Any]]) -> list[str]:
+    """Each stream's time column mapped onto the daemon's clock (``to_daemon_time``)."""
+    lines = []
+    for path, descriptor in streams:
+        column = descriptor.get("time_column")
+        if column is None or descriptor["format"] != "npy" or not descriptor["rows"]:
+            continue
+        times = np.load(folder / descriptor["file"])[column]
+        try:
+            mapped = to_daemon_time(times, clock_samples(metadata, descriptor["clock"]))
+        except (KeyError, ValueError) as exc:
+            lines.append(f"time column   {path}: {exc}")
+            continue
+        first, last = (_time_of_day(t) for t in mapped[[0, -1]])
+        shift = (mapped[0] - times[0]) * 1000
+        lines.append(
+            f"time column   {path}.{column}: {first} to {last} on the daemon's clock "
+            f"({shift:+.3f} ms from the process's)"
+        )
+    return lines
+
+
+def _time_of_day(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds).strftime("%H:%M:%S.%f")
 
 
 def _descriptors(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

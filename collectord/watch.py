@@ -288,6 +288,17 @@ def _gaps(row: SourceRow) -> str:
     return str(len(gaps)) if isinstance(gaps, list) else "-"
 
 
+def _offset(row: SourceRow) -> str:
+    """The median offset of the source's clock from the daemon's (``clock`` in
+    its status entry): what to add to its timestamps to get the daemon's."""
+    seconds = _number(_get(row.source, "clock", "median_offset"))
+    if seconds is None:
+        return "-"
+    if abs(seconds) < 1:
+        return f"{seconds * 1000:+.1f} ms"
+    return f"{seconds:+.3f} s"
+
+
 def _counter(name: str) -> Callable[[SourceRow], str]:
     return lambda row: _integer(_get(row.source, "messages", name))
 
@@ -332,6 +343,7 @@ COLUMNS: list[Column] = [
         style=_alarm(_counter("rejected"), "red"),
         line="rejected {}",
     ),
+    Column("clock offset", _offset, line="clock offset {}"),
 ]
 
 

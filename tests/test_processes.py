@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pathlib
+import re
 import signal
 import threading
 
@@ -14,6 +15,7 @@ import rig_processes
 from conftest import DaemonProcess, run_cli, wait_for
 
 from collectord import Client, load_json
+from collectord.demo import CLOCKS
 
 
 def test_three_publishers_and_a_fourth_that_stops(daemon: DaemonProcess, figures) -> None:
@@ -142,6 +144,14 @@ def test_demo_runs_end_to_end(tmp_path: pathlib.Path) -> None:
         "stimulus",
     }
     assert str(paths[0]) in result.stdout
+    # Each process ran with its own clock; the demo prints what was recorded.
+    for source in saved["collectord"]["sources"]:
+        ahead, _ = CLOCKS[source["name"]]
+        for _, offset, rtt in source["clock"]["samples"]:
+            assert abs(offset + ahead) <= rtt / 2 + 0.001  # drift: 20 ppm of seconds
+        assert re.search(rf"{source['name']} +[+-]\d+\.\d+ ms \(spread", result.stdout)
+    assert tail_log["time_column"] == "t"
+    assert "time column   tracking/tail_log.t: " in result.stdout
     last = load_json(tmp_path / "demo" / "last_config.json")
     assert "log" not in last.get("stimulus", {})
 

@@ -28,6 +28,7 @@ import dataclasses
 import enum
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -717,7 +718,11 @@ def test_replies_and_saved_metadata_hold_exactly_their_schemas(
         client.set_params("camera/settings", exposure=1.0)
         client.stream("camera/plain", ["x"], "<f8").append([1.0])
         client.stream("camera/units", ["x", "y"], "<f8", units=["s", "mm"]).append([1.0, 2.0])
+        client.stream("camera/timed", ["t"], "<f8", time_column="t").append([1.0])
         client.sync()
+        exchange = result("clock", t1=time.time(), session=raw.session)
+        at = (exchange["t2"] + exchange["t3"]) / 2
+        result("offset", session=raw.session, at=at, offset=0.001, rtt=0.0002)
         result("sync", session=raw.session, seq=0)
         result("dropped", session=raw.session, upto=0)
         result("name", name="trial", session=raw.session)
@@ -727,6 +732,7 @@ def test_replies_and_saved_metadata_hold_exactly_their_schemas(
         assert len(status["sources"]) == 2
         for entry in status["sources"]:
             _written(entry, SOURCE, "an entry of status's sources")
+        assert any("clock" in entry for entry in status["sources"])
         stop_id = raw.send("stop", reason="test", session=raw.session)
         barrier = raw.receive()
         assert barrier["notice"] == "barrier", barrier
@@ -741,9 +747,12 @@ def test_replies_and_saved_metadata_hold_exactly_their_schemas(
     assert len(metadata["collectord"]["sources"]) == 2
     for entry in metadata["collectord"]["sources"]:
         _written(entry, SOURCE, "an entry of the saved sources")
-    for name in ("plain", "units"):
+    assert any("clock" in entry for entry in metadata["collectord"]["sources"])
+    for name in ("plain", "units", "timed"):
         _written(metadata["camera"][name], STREAM_DESCRIPTOR, f"the descriptor of {name}")
     assert "units" not in metadata["camera"]["plain"]
+    assert "time_column" not in metadata["camera"]["plain"]
+    assert metadata["camera"]["timed"]["clock"] == client.session
     assert metadata["camera"]["units"]["units"] == ["s", "mm"]
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import itertools
 import os
+import re
 import select
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonProcess
+from conftest import DaemonProcess, wait_for
 from rich.console import Console
 
 from collectord import Client
@@ -132,13 +133,13 @@ def test_the_view_shows_each_source_the_experiment_the_save_and_the_last_save() 
     *_, view = views([sample(first, 0.0), sample(second, 0.5)])
     rendered = text(view)
 
-    # source, state, msg/s, messages, last heard, gaps, lost, rejected
+    # source, state, msg/s, messages, last heard, gaps, lost, rejected, clock offset
     assert row(rendered, camera) == [
-        *["camera", "connected", "100", "150", "0.0", "s", "ago", "0", "0", "0"]
+        *["camera", "connected", "100", "150", "0.0", "s", "ago", "0", "0", "0", "-"]
     ]
     cells = row(rendered, tracking)
     assert cells[:4] == ["tracking", "gone", "0.0", "40"]
-    assert cells[-3:] == ["2", "7", "3"]
+    assert cells[-4:] == ["2", "7", "3", "-"]
     assert "20241124T103000-abcdef, running 0:01:05" in rendered
     assert "saving      20241124T102000-123456: writing metadata (1.2 s)" in rendered
     assert "last save   /data/rig1/241124/102000/102000_metadata.json (2 saved)" in rendered
@@ -170,6 +171,21 @@ def test_a_column_added_to_the_list_is_drawn_in_the_table_and_in_the_lines(
     assert row(rendered, "stim")[-1] == "-"
     assert "camera (connected, - msg/s, messages 5, " in line(view)
     assert "clock offset +3 ms)" in line(view)
+
+
+def test_each_source_s_clock_offset_is_its_median_offset() -> None:
+    def timed(name: str, offset: float) -> dict[str, Any]:
+        clock = {"median_offset": offset, "offset_spread": 1e-4, "median_rtt": 3e-4}
+        return source(name, 5) | {"clock": {**clock, "count": 4, "kept": 4}}
+
+    reply = status(timed("camera", 0.01234), timed("scope", -2.5), source("stim", 1))
+    view = views([sample(reply, 0.0)])[0]
+    rendered = text(view)
+    assert row(rendered, "camera")[-2:] == ["+12.3", "ms"]
+    assert row(rendered, "scope")[-2:] == ["-2.500", "s"]
+    assert row(rendered, "stim")[-1] == "-"
+    assert "clock offset +12.3 ms)" in line(view)
+    assert "clock offset -)" in line(view)
 
 
 def test_rates_come_from_the_daemons_uptime_and_last_heard_from_moving_counters() -> None:
@@ -225,7 +241,7 @@ def test_a_status_without_fields_is_drawn_with_what_it_has() -> None:
         assert "experiment" in rendered
         assert line(view).startswith("2024-11-24 10:31:05 experiment -, running -")
     view = views([sample({"sources": [{"name": "camera"}]}, 0.0)])[0]
-    assert row(text(view), "camera") == ["camera", "-", "-", "-", "-", "-", "-", "-"]
+    assert row(text(view), "camera") == ["camera", *["-"] * 8]
 
 
 def test_streams_are_shown_when_the_status_gives_them() -> None:
@@ -414,6 +430,10 @@ def test_the_command_shows_the_rig_in_plain_lines(daemon: DaemonProcess) -> None
         stimulus.add_data("stimulus/log", [1, 2, 3])
         camera.sync()
         stimulus.sync()
+        wait_for(
+            lambda: all("clock" in s for s in daemon.status()["sources"]),
+            what="both clocks measured",
+        )
         started = time.monotonic()
         done = subprocess.run(
             watch_command(daemon, "--count", "3", "--interval", "0.2"),
@@ -431,6 +451,8 @@ def test_the_command_shows_the_rig_in_plain_lines(daemon: DaemonProcess) -> None
         assert "stimulus (connected, " in printed
         assert ", messages 1, " in printed
     assert "camera (connected, 0.0 msg/s, messages 25, " in lines[-1]
+    # The same machine's clock: an offset of well under a second, in ms.
+    assert re.search(r"camera \(.*clock offset [+-]\d+\.\d ms\)", lines[-1]), lines[-1]
     assert took >= 0.4  # three refreshes, 0.2 s apart
 
 
