@@ -17,7 +17,15 @@ import pytest
 from nwbinspector import Importance, inspect_nwbfile
 from pynwb import NWBHDF5IO, NWBFile, validate
 
-from collectord import Client, formats, jsonio, load_changes, load_json
+from collectord import (
+    Client,
+    clock_samples,
+    formats,
+    jsonio,
+    load_changes,
+    load_json,
+    to_daemon_time,
+)
 from collectord.nwb import fields
 from tests.conftest import DaemonProcess, run_cli, saved_experiments
 
@@ -94,6 +102,9 @@ def test_every_stream_is_there_with_all_its_rows(demo: tuple[Path, dict[str, Any
         "camera.frame_times": tree["camera"]["frame_times"],
         "tracking.tail_log": tree["tracking"]["tail_log"],
     }
+    account = tree["collectord"]
+    started = dt.datetime.fromisoformat(account["started"])
+    length = (dt.datetime.fromisoformat(account["stopped"]) - started).total_seconds()
     with NWBHDF5IO(str(path), "r") as io:
         nwbfile = io.read()
         assert set(streams) <= set(nwbfile.acquisition)
@@ -105,8 +116,12 @@ def test_every_stream_is_there_with_all_its_rows(demo: tuple[Path, dict[str, Any
             expected = np.column_stack([rows[c] for c in values])
             data = np.asarray(series.data[()]).reshape(len(rows), len(values))
             np.testing.assert_array_equal(data, expected)
-            # The demo's clocks stamp no time column for the daemon: times as stamped.
-            np.testing.assert_array_equal(series.timestamps[()], rows["t"])
+            # Each demo process stamps its rows with a clock of its own (offset, drift):
+            # on the session's axis through the offsets recorded, within the session.
+            samples = clock_samples(tree, descriptor["clock"])
+            on_axis = to_daemon_time(rows["t"], samples) - started.timestamp()
+            np.testing.assert_allclose(series.timestamps[()], on_axis, rtol=0, atol=1e-9)
+            assert on_axis[0] > -0.05 and on_axis[-1] < length + 0.05
         assert nwbfile.acquisition["tracking.tail_log"].unit == "rad"
         assert nwbfile.acquisition["camera.frame_times"].unit == "n/a"  # undeclared ("")
 
