@@ -272,6 +272,38 @@ def test_a_tree_without_stytras_layout_exports_what_it_has(
         assert jsonio.loads(nwbfile.data_collection) == tree
 
 
+def test_stimuli_of_mixed_kinds_keep_every_value(make_daemon: Any) -> None:
+    """stytra's log as stytra writes it: nested values, a key only some stimuli have, a
+    0 where a datetime could not be written; no protocol start in the tree."""
+    log = [
+        {"name": "flash", "t_start": 0.0, "t_stop": 4.0, "luminance": 0.3, "shuffled": False,
+         "color": [82, 82, 82], "df_param": {"t": [0, 2]}, "real_time_stop": 0, "n": 1},
+        {"name": "pause", "t_start": 4.0, "t_stop": 6.5, "luminance": 1, "shuffled": True,
+         "color": [0, 0, 0], "df_param": {"t": [0]}, "real_time_stop": "2019-07-02T16:31:16",
+         "n": 2, "phase": float("nan")},
+    ]  # fmt: skip
+    daemon: DaemonProcess = make_daemon()
+    with Client("stimulus", daemon.data, daemon.control) as client:
+        client.add_data("stimulus/log", log)
+        client.sync()
+    metadata = Path(daemon.stop()["path"])
+    result = run_cli("export", "nwb", str(metadata.parent))
+    assert result.returncode == 0, result.stderr
+    assert "stimulus log: no protocol start" in result.stderr
+    check_valid(Path(result.stdout.strip()), NO_SUBJECT)
+    with NWBHDF5IO(result.stdout.strip(), "r") as io:
+        table = io.read().intervals["stimulus_log"].to_dataframe()
+    assert list(table["start_time"]) == [0.0, 4.0] and list(table["stop_time"]) == [4.0, 6.5]
+    assert list(table["stimulus_name"]) == ["flash", "pause"]
+    assert list(table["luminance"]) == [0.3, 1.0]  # ints and floats: floats
+    assert list(table["shuffled"]) == [False, True]
+    assert list(table["n"]) == [1, 2]
+    for key in ("color", "df_param", "real_time_stop"):  # not one scalar kind: JSON
+        assert [jsonio.loads(text) for text in table[key]] == [entry[key] for entry in log]
+    assert table["phase"][0] == ""  # the first stimulus has none
+    assert np.isnan(jsonio.loads(table["phase"][1]))
+
+
 def test_a_map_file_points_fields_at_other_paths(make_daemon: Any, tmp_path: Path) -> None:
     daemon: DaemonProcess = make_daemon()
     with Client("rig", daemon.data, daemon.control) as client:
