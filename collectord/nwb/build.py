@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from hdmf.common import DynamicTable, VectorData
+from hdmf.data_utils import GenericDataChunkIterator
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.epoch import TimeIntervals
 from pynwb.file import Subject
@@ -47,6 +48,8 @@ from . import fields
 TIME_COLUMNS = ("t", "time")
 #: The NWB unit of columns whose unit was not declared, or differs between them.
 NO_UNIT = "n/a"
+#: Gigabytes of a stream copied into memory at once as it is written (20 MB).
+BUFFER_GB = 0.02
 #: Subject fields nwbinspector calls critical when missing (DANDI requires them).
 NEEDED = ("subject_id", "species", "age")
 #: The table of parameter changes, and of stimuli.
@@ -284,11 +287,11 @@ def _stream(
         clock = f"{time} on the daemon's clock, in seconds from session_start_time"
     declared = {units[c] for c in values}
     unit = declared.pop() if len(declared) == 1 and "" not in declared else NO_UNIT
-    matrix = np.column_stack([np.asarray(data[c]) for c in values])
+    empty = (0,) if len(values) == 1 else (0, len(values))
     described = ", ".join(f"{c} ({units[c]})" if units[c] else c for c in values)
     return TimeSeries(
         name=name,
-        data=matrix[:, 0] if len(values) == 1 else matrix,
+        data=_Columns(data, values) if len(data) else np.empty(empty, data.dtype[values[0]]),
         unit=unit,
         timestamps=timestamps,
         description=f"stream {path} from {source}; columns: {described}; timestamps: {clock}",
@@ -296,6 +299,29 @@ def _stream(
             {"path": path, "columns": values, "time_column": time, "descriptor": descriptor}
         ),
     )
+
+
+class _Columns(GenericDataChunkIterator):  # type: ignore[misc]
+    """Columns of a stream as one dataset (rows x columns; one column: rows), read a
+    buffer of rows at a time from the memory-mapped file: a stream of any length
+    is exported in bounded memory."""
+
+    def __init__(self, table: np.ndarray[Any, Any], columns: list[str]) -> None:
+        self._table, self._names = table, columns
+        super().__init__(buffer_gb=BUFFER_GB)
+
+    def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray[Any, Any]:
+        block = self._table[selection[0]]
+        if len(self._names) == 1:
+            return np.asarray(block[self._names[0]])
+        return np.column_stack([block[name] for name in self._names])[:, selection[1]]
+
+    def _get_maxshape(self) -> tuple[int, ...]:
+        rows = len(self._table)
+        return (rows,) if len(self._names) == 1 else (rows, len(self._names))
+
+    def _get_dtype(self) -> np.dtype[Any]:
+        return np.dtype(self._table.dtype[self._names[0]])
 
 
 def _stimuli(
