@@ -41,6 +41,14 @@ from .tree import Tree, TreeConflict, merge_config
 log = logging.getLogger("collectord")
 
 
+#: One parameter message of the history, a plain tuple (made per message on the
+#: hot path): (received: seconds since the epoch on the daemon's clock,
+#: session, seq (None: restored from the last config), node, values merged at
+#: node (the message's own map, shared with the tree's leaves), carried:
+#: restored rather than sent).
+Changed = tuple[float, str | None, int | None, TreePath, Mapping[str, Any], bool]
+
+
 class Applied(NamedTuple):
     """What ``Collector.apply_message`` did with a message's messages."""
 
@@ -109,6 +117,13 @@ class Collector:
         self.restarts: list[dict[str, Any]] = []
         #: Messages applied in this experiment, by kind.
         self.applied: collections.Counter[Kind] = collections.Counter()
+        #: The parameter history of this experiment: one ``Changed`` per
+        #: parameter message applied (a tuple append: the message path stays
+        #: cheap; a save writes it out a leaf a line, ``changes.py``).
+        self.history: list[Changed] = []
+        #: The tree as this experiment began: its parameters are the values
+        #: carried in (groups copied, leaves shared with the tree it forks).
+        self.began = Tree()
 
     # -- changes (each one the journal can replay) ----------------------------------
 
@@ -146,6 +161,7 @@ class Collector:
         frames: list[Any],
         seen: int,
         refused: Mapping[int, str] | None = None,
+        received: float = 0.0,
     ) -> Applied:
         """Apply an admitted message, or a batch's messages after the first ``seen``.
 
@@ -153,7 +169,9 @@ class Collector:
         A message that fails for the daemon's own reasons (a full disk, a bug)
         is rejected and listed in ``Applied.refused``, for its journal record:
         a replay passes those back as ``refused`` instead of trying again, so
-        it counts what the live daemon counted. A block's rows that cannot be
+        it counts what the live daemon counted. ``received``: when the daemon
+        received it (``time.time()``, journaled), for the parameter history.
+        A block's rows that cannot be
         written raise ``OSError`` instead, for the daemon to decide
         (``Daemon._apply_block``).
         """
@@ -174,7 +192,7 @@ class Collector:
             except _REFUSALS as exc:
                 outcome.rejections.append(self._refuse(source, first, exc))
                 return outcome
-            self._apply_one(source, kind, body, frames[2:], first, 0, refused, outcome)
+            self._apply_one(source, kind, body, frames[2:], first, 0, refused, outcome, received)
             return outcome
         kinds = header["kinds"]
         try:
@@ -187,7 +205,7 @@ class Collector:
         for index in range(seen, len(kinds)):
             kind = _KINDS[kinds[index]]
             self._apply_one(
-                source, kind, bodies[index], (), first + index, index, refused, outcome
+                source, kind, bodies[index], (), first + index, index, refused, outcome, received
             )
         return outcome
 
@@ -201,13 +219,14 @@ class Collector:
         index: int,
         refused: Mapping[int, str],
         outcome: Applied,
+        received: float,
     ) -> None:
         if index in refused:
             self.refuse(source, refused[index])
             outcome.rejections.append(refused[index])
             return
         try:
-            self._apply(source, kind, body, raw, outcome)
+            self._apply(source, kind, body, raw, outcome, seq, received)
             self.applied[kind] += 1
         except _REFUSALS as exc:
             outcome.rejections.append(self._refuse(source, seq, exc))
@@ -246,7 +265,14 @@ class Collector:
         source.reject(reason)
 
     def _apply(
-        self, source: Source, kind: Kind, body: Any, raw: Sequence[Any], outcome: Applied
+        self,
+        source: Source,
+        kind: Kind,
+        body: Any,
+        raw: Sequence[Any],
+        outcome: Applied,
+        seq: int,
+        received: float,
     ) -> None:
         """Apply one decoded (not yet checked) body to the tree, or raise why not."""
         if (
@@ -259,12 +285,15 @@ class Collector:
             # The commonest message, checked without the generic schema walk:
             # the tree checks every key as a parameter name.
             values = codec.check_decoded_params(body["values"])
-            self.tree.merge_params(parse_path(body["path"]), values, source.session)
+            node = parse_path(body["path"])
+            self.tree.merge_params(node, values, source.session)
+            self.history.append((received, source.session, seq, node, values, False))
             return
         body = check_fields(codec.check_decoded(body), BODIES[kind], f"{kind.value} body")
         path = parse_path(body["path"])
         if kind is Kind.PARAMS:
             self.tree.merge_params(path, body["values"], source.session)
+            self.history.append((received, source.session, seq, path, body["values"], False))
         elif kind is Kind.DATA:
             self.tree.set_data(path, body["value"])
         elif kind is Kind.STREAM:
@@ -309,6 +338,14 @@ class Collector:
         spec.rows += rows
         return at
 
+    def restored(
+        self, node: TreePath, values: Mapping[str, Any], received: float, session: str | None
+    ) -> None:
+        """A process (``session``, if it said) restored ``values`` under ``node``
+        from the last config: in force now; those the tree lacked are history."""
+        for path, value in self.tree.restored(node, values):
+            self.history.append((received, session, None, path[:-1], {path[-1]: value}, True))
+
     def reject(self, session: str | None, reason: str) -> Source:
         source = self.sources.by_session.get(session) if session else None
         target = source or self.sources.unidentified
@@ -342,9 +379,12 @@ class Collector:
     def merged_config(self) -> dict[str, Any]:
         return merge_config(self.last_config, self.tree.params())
 
-    def next_experiment(self, config: dict[str, Any], following: Experiment) -> None:
-        """The experiment was saved with ``config`` as last config: ``following`` begins."""
+    def next_experiment(self, config: dict[str, Any], following: Experiment, began: Tree) -> None:
+        """The experiment was saved with ``config`` as last config: ``following``
+        begins, with the parameters of ``began`` (a fork of the tree at the stop)."""
         self.last_config = config
+        self.began = began
+        self.history = []
         self.tree.next_experiment()
         for spec in self.streams.values():
             spec.rows = 0
@@ -384,6 +424,8 @@ class Collector:
                 self.tree.merge_params(tuple(path), {}, carried=True)
             for path, value in codec.unpack(record["params"]):
                 self.tree.merge_params(tuple(path[:-1]), {path[-1]: value}, carried=True)
+        self.began = self.tree.fork()
+        self.history = []
         self.sources = Sources()
         for snapshot in record["sources"]:
             source = Source.from_snapshot(snapshot)

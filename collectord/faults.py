@@ -27,6 +27,7 @@ class Fault(str, enum.Enum):
     SAVE_NEXT_BEGUN = "save.next_begun"  # the next experiment's BEGIN record fsynced
     SAVE_STREAMS_FINISHED = "save.streams_finished"  # stream files finished and converted
     SAVE_METADATA_WRITTEN = "save.metadata_written"  # metadata file in the staging folder
+    SAVE_CHANGES_WRITTEN = "save.changes_written"  # parameter history beside it
     SAVE_LAST_CONFIG_WRITTEN = "save.last_config_written"
     SAVE_MARKED = "save.marked"  # the staging folder marked saved
     SAVE_JOURNAL_DISCARDED = "save.journal_discarded"

@@ -112,6 +112,9 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
         "raw": Field((int,), optional=True),  # a block: the length of its rows
         "refused": Field((list,), optional=True),  # [index, reason] of messages not applied
         "at": Field((int,), optional=True),  # a block: the row its rows start at in the file
+        # params or batch: when it arrived (time.time()), for the parameter history;
+        # absent before the history was kept (replay then takes the experiment's start)
+        "time": Field((float,), optional=True),
     },
     RecordType.FIRST: {"at": _STR},  # ISO 8601
     RecordType.SKIP: {"session": _STR, "name": _STR, "upto": _INT},
@@ -128,6 +131,8 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
     RecordType.RESTORE: {
         "node": Field((list,)),  # the node's path, as names
         "values": Field((bytes,)),  # what was restored, packed with the value codec
+        "time": Field((float,), optional=True),  # when (absent: as for MESSAGE)
+        "session": Field((str, types.NoneType), optional=True),  # who asked, if said
     },
     RecordType.STOP: {  # a StopRequest's fields, and what the save writes of the stop
         "by": _STR,

@@ -185,13 +185,16 @@ class Tree:
             branch = child
         return branch
 
-    def restored(self, node: Path, values: Mapping[str, Any]) -> None:
+    def restored(self, node: Path, values: Mapping[str, Any]) -> list[tuple[Path, Any]]:
         """A process restored ``values`` (the last config's, under ``node``):
         they are in force in this experiment.
 
         Parameters the tree holds there count as set now; those it lacks are
-        added (owner unknown), where nothing is in the way.
+        added (owner unknown), where nothing is in the way. Returns the
+        parameters added, (path, value): the history's restored values (those
+        the tree held are in it already, carried in or changed).
         """
+        added: list[tuple[Path, Any]] = []
         for path, value in leaves(values, node):
             try:
                 removals = self._clear_way(path, _PARAM)
@@ -209,6 +212,8 @@ class Tree:
             else:
                 group = self._group(path[:-1], self.generation)
                 group[path[-1]] = _Leaf(_PARAM, value, None, self.generation)
+                added.append((path, value))
+        return added
 
     def set_data(self, path: Path, value: Any) -> None:
         """Set static data at ``path``, replacing earlier static data there."""
@@ -263,6 +268,12 @@ class Tree:
         """Parameters only, as nested plain dicts: what the last config keeps."""
         return _export(self._root, False, None, self.generation)
 
+    def carried_in(self, began: Tree, in_force: InForce) -> Iterator[tuple[str, Any, str | None]]:
+        """The parameters an experiment began with (``began``: the tree then)
+        that are in its metadata (this tree, at its stop, filtered by
+        ``in_force`` as ``to_dict`` does): (slash path, value then, owner)."""
+        return _carried_in(began._root, self._root, "", in_force, self.generation)
+
     def is_empty(self) -> bool:
         return not self._root
 
@@ -309,6 +320,25 @@ def _export(
         else:
             out[name] = {}
     return out
+
+
+def _carried_in(
+    was: dict[str, Any], now: dict[str, Any], prefix: str, in_force: InForce, gen: int
+) -> Iterator[tuple[str, Any, str | None]]:
+    for name, child in was.items():
+        current = now.get(name)
+        if current is None:
+            continue
+        if type(child) is _Leaf:
+            if (
+                child.kind is _PARAM
+                and type(current) is _Leaf
+                and current.kind is _PARAM
+                and (current.gen == gen or in_force(current.owner))
+            ):
+                yield prefix + name, child.value, child.owner
+        elif child and type(current) is not _Leaf:
+            yield from _carried_in(child, current, f"{prefix}{name}/", in_force, gen)
 
 
 def _carried(branch: dict[str, Any]) -> dict[str, Any]:

@@ -285,6 +285,9 @@ def test_replaying_the_journal_rebuilds_the_daemons_state(first_run, second_run,
         journal.check(record)
     assert rebuilt.tree.to_dict() == live.tree.to_dict()
     assert rebuilt.experiment.run_id == live.experiment.run_id
+    # The parameter history too: each message with the time it was received.
+    assert rebuilt.history == live.history
+    assert rebuilt.began.params() == live.began.params()
     # Duplicates and out-of-order arrivals are not journaled: they describe
     # deliveries to one daemon process, not the experiment's content.
     for session, source in live.sources.by_session.items():
@@ -307,6 +310,7 @@ def test_replaying_the_journal_rebuilds_the_daemons_state(first_run, second_run,
 typed_values: dict[type, st.SearchStrategy[Any]] = {
     str: st.text(max_size=5),
     int: st.integers(0, 2**64 - 1),
+    float: st.floats(allow_nan=False),
     bytes: st.binary(max_size=8),
     list: st.lists(values, max_size=3),
     dict: st.dictionaries(st.text(max_size=5), values, max_size=3),
@@ -327,7 +331,7 @@ def schema_records(draw, kind: journal.RecordType) -> dict[str, Any]:
 
 def full_record(kind: journal.RecordType) -> dict[str, Any]:
     """A record of ``kind`` with every field of its schema, of its first type."""
-    simple = {str: "x", int: 1, bytes: b"x", list: [], dict: {}, types.NoneType: None}
+    simple = {str: "x", int: 1, float: 1.5, bytes: b"x", list: [], dict: {}, types.NoneType: None}
     fields = journal.SCHEMA[kind].items()
     return {"t": kind.value, **{name: simple[field.types[0]] for name, field in fields}}
 
@@ -423,6 +427,19 @@ def test_check_and_replay_agree_on_the_fields_each_record_needs(written, tmp_pat
             assert refused == needed, (record["t"], name)
 
 
+def test_a_message_journaled_before_receive_times_counts_from_the_start(written, tmp_path) -> None:
+    """Journals written before records carried "time" still replay; their
+    changes are dated at the experiment's start, the one time known for sure."""
+    records, last_config = written
+    lifecycle = Lifecycle(tmp_path, tmp_path / "none.json", "npy", Durability(1, print))
+    lifecycle.collector.last_config = last_config
+    for record in records:
+        lifecycle.replay_record({key: value for key, value in record.items() if key != "time"})
+    started = lifecycle.collector.experiment.started.timestamp()
+    times = {(change[3], change[0]) for change in lifecycle.collector.history}
+    assert times == {(("cam",), started)}
+
+
 def test_check_rejects_an_unknown_type_saying_a_newer_version_may_know_it() -> None:
     with pytest.raises(UnreadableRecord, match=r"unknown .*'snapshot'.*newer version"):
         journal.check({"t": "snapshot", "at": "x"})
@@ -454,7 +471,8 @@ def test_check_rejects_a_missing_field_naming_it(kind: journal.RecordType, name:
 def test_check_rejects_a_field_of_the_wrong_type_naming_it(
     kind: journal.RecordType, name: str
 ) -> None:
-    wrong = True if journal.SCHEMA[kind][name].types == (int,) else 1.5  # a bool is no int
+    types_ = journal.SCHEMA[kind][name].types
+    wrong = True if types_ == (int,) else "1.5" if float in types_ else 1.5  # a bool is no int
     record = {**full_record(kind), name: wrong}
     with pytest.raises(
         UnreadableRecord,

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from conftest import DaemonProcess, run_cli, saved_experiments, send_stop_without_waiting, wait_for
 
-from collectord import Client, journal, load_json, store
+from collectord import Client, journal, load_changes, load_json, store
 from collectord.collector import Collector
 from collectord.config import Config
 from collectord.control import request
@@ -90,6 +90,17 @@ def test_a_crash_at_any_step_of_a_save_saves_the_experiment_once(
     assert stream_rows(after, "cam", "frames")["i"].tolist() == list(range(100, 200))
     no_losses(before)
     no_losses(after)
+    # The parameter history of each, complete: carried-in values first.
+    assert [(c.path, c.value, c.carried) for c in load_changes(before["_path"])] == [
+        ("cam/settings/exposure", 4.0, False),
+        ("cam/settings/gain", 2.0, False),
+    ]
+    history = load_changes(after["_path"])
+    assert [(c.path, c.value, c.carried, c.seq is None) for c in history] == [
+        ("cam/settings/exposure", 4.0, True, True),
+        ("cam/settings/gain", 2.0, True, True),
+        ("cam/settings/exposure", 5.0, False, False),
+    ]
     figures(step=step.value, rows=200, rows_saved=200, experiments=2)
 
 

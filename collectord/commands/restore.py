@@ -40,5 +40,6 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
             ErrorCode.NOT_A_GROUP, f"the last config holds a single value at {request['node']!r}"
         )
     if values:
-        daemon.lifecycle.restored(node, values)
+        session = request.get("session")
+        daemon.lifecycle.restored(node, values, session if isinstance(session, str) else None)
     return {"values": values}

@@ -29,21 +29,22 @@ A save (``begin_save``, then a ``SaveJob``: the steps are in ``saving.py``)::
     0. STOP journaled; journal and stream files fsynced; the tree forked;
        the next experiment begun, its records held in memory   (this thread)
     1. the next experiment's BEGIN written; its records may go to disk
-    2-4. stream files finished, metadata and last config written
-    5. marked saved
-    6-7. journal deleted, folder renamed into place           (the job's thread)
+    2-5. stream files finished, metadata, parameter history and last
+         config written
+    6. marked saved
+    7-8. journal deleted, folder renamed into place           (the job's thread)
 
 The daemon takes messages for the next experiment from step 0 on, and answers
 requests throughout. A crash before 1 leaves a journal ending in STOP, and a
 successor without BEGIN, which goes (nothing of it was confirmed: clients
-send it again); a crash before 5 leaves the journal ending in STOP besides
+send it again); a crash before 6 leaves the journal ending in STOP besides
 its successor. Either way the next start saves the stopped experiment from
-its journal, then resumes the newest. From 5 on, a start only does what is
-left of 6 and 7 (``_complete``). The stopped experiment is saved once, and
+its journal, then resumes the newest. From 6 on, a start only does what is
+left of 7 and 8 (``_complete``). The stopped experiment is saved once, and
 the next one holds what it inherited.
 
 A step that fails (rather than a crash) is tried again by the saver until it
-succeeds, the daemon going on meanwhile; nothing from 5 on fails a save
+succeeds, the daemon going on meanwhile; nothing from 6 on fails a save
 (a client told that its stop failed would stop again and save a second
 experiment): what fails there is logged, and the next start does it.
 """
@@ -90,6 +91,10 @@ LOGGED_REJECTIONS = 3
 _NO_ROOM = frozenset(
     getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, name)
 )
+
+#: Message kinds whose journal records carry their receive time ("time"):
+#: those that may hold parameters.
+_WITH_PARAMS = frozenset((Kind.PARAMS.value, Kind.BATCH.value))
 
 RECOVERED = StopRequest(
     by="collectord recover", reason="the daemon ended without saving this experiment"
@@ -213,7 +218,7 @@ class Lifecycle:
         return Lifecycle(self.output, self.last_config_file, self.stream_format, durability)
 
     def _complete(self, staging: Path) -> Path | None:
-        """Steps 6 and 7 of a save marked saved; the metadata path, if any."""
+        """Steps 7 and 8 of a save marked saved; the metadata path, if any."""
         (staging / JOURNAL_NAME).unlink(missing_ok=True)
         _remove_converted(staging)
         published = store.finish_publishing(self.output, staging)
@@ -331,7 +336,13 @@ class Lifecycle:
                 if "raw" in record:  # a block: its rows are in the stream file
                     frames.append(RowsOnDisk(record["raw"], record.get("at")))
                 refused = dict(record.get("refused", ()))
-                self.receive(frames, 0.0, refused=refused, lost_before=lost_before)
+                self.receive(
+                    frames,
+                    0.0,
+                    refused=refused,
+                    lost_before=lost_before,
+                    received=record.get("time", self._journal_time()),
+                )
             elif kind is RecordType.HELLO:
                 collector.hello(record["session"], record)
             elif kind is RecordType.BYE:
@@ -350,7 +361,12 @@ class Lifecycle:
                 sample = Sample(record["at"], record["offset"], record["rtt"])
                 collector.clock_sample(record["session"], sample)
             elif kind is RecordType.RESTORE:
-                collector.tree.restored(tuple(record["node"]), codec.unpack(record["values"]))
+                collector.restored(
+                    tuple(record["node"]),
+                    codec.unpack(record["values"]),
+                    record.get("time", self._journal_time()),
+                    record.get("session"),
+                )
             elif kind is RecordType.STOP:
                 for session in record.get("gone", ()):
                     found = collector.sources.by_session.get(session)
@@ -361,6 +377,11 @@ class Lifecycle:
             self._stop_journaled = _JournaledStop.of(record) if kind is RecordType.STOP else None
         finally:
             self._replaying = replaying
+
+    def _journal_time(self) -> float:
+        """The receive time of a record journaled before records carried one:
+        the experiment's start, the one time such a journal knows for sure."""
+        return self.collector.experiment.started.timestamp()
 
     # -- beginning ---------------------------------------------------------------------
 
@@ -391,6 +412,7 @@ class Lifecycle:
         *,
         refused: Mapping[int, str] | None = None,
         lost_before: bool = False,
+        received: float | None = None,
     ) -> tuple[Received, Source | None]:
         """Admit one data message, live or replayed from the journal.
 
@@ -399,6 +421,8 @@ class Lifecycle:
         are a ``RowsOnDisk``, ``refused`` what the live daemon failed on, and
         ``lost_before`` says earlier records were lost to damage: a gap in a
         session's sequence is then accepted as lost, not waited for.
+        ``received``: the wall-clock time it arrived, journaled with messages
+        that may hold parameters (their history's ``time``); live, now.
         """
         try:
             header = decode_header(frames)
@@ -426,8 +450,13 @@ class Lifecycle:
         if header["kind"] == Kind.BLOCK.value and len(frames) == 3:
             return self._receive_block(source, header, frames, refused), source
         frames = [_as_bytes(frame) for frame in frames]
-        outcome = self.collector.apply_message(source, header, frames, seen, refused)
-        self._record_message(frames, outcome)
+        if received is None:
+            received = time.time()
+        outcome = self.collector.apply_message(source, header, frames, seen, refused, received)
+        if header["kind"] in _WITH_PARAMS:
+            self._record_message(frames, outcome, time=received)
+        else:
+            self._record_message(frames, outcome)
         _log_rejections(source, outcome.rejections)
         return Received.APPLIED, source
 
@@ -530,10 +559,20 @@ class Lifecycle:
         )
         return self.last_config_file
 
-    def restored(self, node: tuple[str, ...], values: dict[str, Any]) -> None:
-        """A process restored ``values`` under ``node``: they are in force now."""
-        self.collector.tree.restored(node, values)
-        self._record(RecordType.RESTORE, node=list(node), values=codec.pack(values))
+    def restored(
+        self, node: tuple[str, ...], values: dict[str, Any], session: str | None = None
+    ) -> None:
+        """A process (``session``, if it said) restored ``values`` under ``node``:
+        they are in force now."""
+        received = time.time()
+        self.collector.restored(node, values, received, session)
+        self._record(
+            RecordType.RESTORE,
+            node=list(node),
+            values=codec.pack(values),
+            time=received,
+            session=session,
+        )
 
     def bye(self, session: str) -> Source | None:
         source = self.collector.bye(session)
@@ -594,6 +633,9 @@ class Lifecycle:
             job = SaveJob(
                 experiment=collector.experiment,
                 tree=collector.tree.fork(),
+                began_with=collector.began,
+                history=collector.history,
+                names={session: s.name for session, s in collector.sources.by_session.items()},
                 in_force=collector.in_force(),
                 account=collector.account(request, unconfirmed, stopped),
                 streams=streams,
@@ -613,7 +655,7 @@ class Lifecycle:
             successor = Journal(store.staging_dir(self.output, following.run_id) / JOURNAL_NAME)
             files = StreamFiles(successor.path.parent)
             try:
-                collector.next_experiment(collector.last_config, following)
+                collector.next_experiment(collector.last_config, following, job.tree)
                 collector.attach_files(files)
             except Exception as exc:  # a bug: logged, and gone on from
                 log.error("beginning %s: %r; it goes on", following.run_id, exc, exc_info=True)

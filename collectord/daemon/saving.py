@@ -11,15 +11,16 @@ steps, each a fault point (``faults.py``)::
     1. the next experiment's BEGIN record, fsynced (the loop may now flush)
     2. stream files finished (and converted)        } in the experiment's
     3. metadata file written                        } staging folder
-    4. last config replaced
-    5. the staging folder marked saved (``saved``, fsynced)
-    6. the experiment's journal deleted
-    7. its staging folder renamed into place
+    4. parameter history written (``changes.py``)   }
+    5. last config replaced
+    6. the staging folder marked saved (``saved``, fsynced)
+    7. the experiment's journal deleted
+    8. its staging folder renamed into place
 
 A step that fails is tried again from where it stopped (``Saver`` retries);
-nothing before 5 counts as saved. The next start finishes whatever a crash
+nothing before 6 counts as saved. The next start finishes whatever a crash
 cut short (``lifecycle.py``): a journal that ends with STOP and no ``saved``
-mark is saved from its journal, a marked folder only needs 6 and 7.
+mark is saved from its journal, a marked folder only needs 7 and 8.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .. import codec, jsonio, store, system
+from ..changes import changes_path, row, write_changes
+from ..collector import Changed
 from ..experiment import Experiment, metadata
 from ..faults import Fault, reached
 from ..journal import Journal
@@ -41,7 +45,7 @@ from ..tree import Tree, gc_paused, merge_config
 
 log = logging.getLogger("collectord")
 
-#: The mark of a staging folder whose experiment is saved (step 5).
+#: The mark of a staging folder whose experiment is saved (step 6).
 SAVED_MARK = "saved"
 #: A failed save is tried again after this many seconds.
 RETRY_INTERVAL = 5.0
@@ -62,6 +66,9 @@ class SaveJob:
 
     experiment: Experiment
     tree: Tree  # a fork: the daemon's own tree goes on with the next experiment
+    began_with: Tree  # the tree as the experiment began: its carried-in parameters
+    history: list[Changed]  # its parameter messages, in the order applied
+    names: dict[str, str]  # client names by session, for the history
     in_force: frozenset[str]  # sessions whose carried parameters are in its metadata
     account: dict[str, Any]  # its ``collectord`` section
     streams: dict[tuple[str, ...], StreamSpec]  # copies, with their rows at the stop
@@ -78,6 +85,7 @@ class SaveJob:
     #: Results of steps done, kept for a retry.
     kept: dict[tuple[str, ...], Finished] | None = None
     metadata_file: Path | None = None
+    changes_file: Path | None = None
     written_config: bytes | None = None
     saved_config: dict[str, Any] | None = None
     marked: bool = False
@@ -115,6 +123,12 @@ class SaveJob:
                 self.staging, self.experiment.folder_name, self._metadata()
             )
             reached(Fault.SAVE_METADATA_WRITTEN)
+        if self.changes_file is None:
+            self.step = "writing the parameter history"
+            path = changes_path(self.metadata_file)
+            write_changes(path, self._changes())
+            self.changes_file = path
+            reached(Fault.SAVE_CHANGES_WRITTEN)
         if self.written_config is None:
             self.step = "writing the last config"
             merged = merge_config(self.last_config, self.tree.params())
@@ -157,8 +171,22 @@ class SaveJob:
         tree = self.tree.to_dict(in_force=self.in_force.__contains__)
         return metadata(tree, self.account)
 
+    def _changes(self) -> Iterator[dict[str, Any]]:
+        """The history's lines: the carried-in parameters that are in the
+        metadata, at the experiment's start, then each change as applied."""
+        names = self.names
+        started = self.experiment.started.timestamp()
+        in_force = self.in_force.__contains__
+        for path, value, owner in self.tree.carried_in(self.began_with, in_force):
+            yield row(started, names.get(owner) if owner else None, owner, None, path, value, True)
+        for received, session, seq, node, values, carried in self.history:
+            source = names.get(session) if session else None
+            prefix = "/".join(node) + "/" if node else ""
+            for name, value in values.items():
+                yield row(received, source, session, seq, prefix + name, value, carried)
+
     def _publish(self) -> None:
-        """Steps 6 and 7: the experiment is saved, so these never fail the save."""
+        """Steps 7 and 8: the experiment is saved, so these never fail the save."""
         assert self.metadata_file is not None
         self.step = "moving it into place"
         try:

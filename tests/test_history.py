@@ -1,0 +1,184 @@
+"""The parameter history a real daemon saves beside each experiment's metadata:
+every change with its receive time, source and sequence number, the values
+carried in first; the same after a kill -9 and a resume, and after a recovery."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from conftest import run_cli, saved_experiments
+from equality import same
+
+from collectord import Change, Client, load_changes
+from collectord.tree import leaves
+
+
+def params_in(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a metadata file by path (the tests' trees hold no data)."""
+    tree = {name: value for name, value in metadata.items() if name not in ("collectord", "_path")}
+    return {"/".join(path): value for path, value in leaves(tree)}
+
+
+def last_values(changes: list[Change]) -> dict[str, Any]:
+    values = {}
+    for change in changes:
+        values[change.path] = change.value
+    return values
+
+
+def check_history(metadata: dict[str, Any], changes: list[Change]) -> None:
+    """What holds for every history: the values carried in first, at the
+    start; then the rest in time order, within the experiment; and replayed
+    in order they give exactly the metadata's final values."""
+    account = metadata["collectord"]
+    started = dt.datetime.fromisoformat(account["started"]).timestamp()
+    stopped = dt.datetime.fromisoformat(account["stopped"]).timestamp()
+    count = 0
+    while count < len(changes) and changes[count].carried and changes[count].time == started:
+        count += 1
+    rest = changes[count:]
+    assert all(c.seq is None for c in changes[:count])
+    assert all((c.seq is None) == c.carried for c in rest)
+    times = [c.time for c in rest]
+    assert times == sorted(times)
+    assert all(started <= moment <= stopped for moment in times)
+    assert same(last_values(changes), params_in(metadata))
+
+
+def sent(changes: list[Change]) -> list[tuple[str | None, int | None, str, Any]]:
+    return [(c.source, c.seq, c.path, c.value) for c in changes if not c.carried]
+
+
+def test_two_experiments_with_changes_midway_and_values_carried_in(make_daemon) -> None:
+    daemon = make_daemon()
+    with (
+        Client("cam", daemon.data, daemon.control) as cam,
+        Client("tracking", daemon.data, daemon.control) as tracking,
+    ):
+        before = time.time()
+        cam.set_params("cam/settings", exposure=4.0, gain=2.0)
+        tracking.set_params("tracking", threshold=10)
+        cam.sync()
+        tracking.sync()
+        midway = time.time()
+        tracking.set_params("tracking", threshold=12, raw=b"\x01", missing=float("nan"))
+        tracking.sync()
+        after = time.time()
+        cam.stop()
+        tracking.set_params("tracking", threshold=20)
+        tracking.sync()
+        cam.stop()
+
+    first, second = saved_experiments(daemon.output)
+    history = load_changes(first["_path"].parent)
+    check_history(first, history)
+    assert [c for c in history if c.carried] == []  # nothing before the first
+    assert sorted(sent(history)[:3]) == [  # the two clients' messages race
+        ("cam", 1, "cam/settings/exposure", 4.0),
+        ("cam", 1, "cam/settings/gain", 2.0),
+        ("tracking", 1, "tracking/threshold", 10),
+    ]
+    late = {c.path: c for c in history[3:]}
+    assert late["tracking/threshold"].value == 12
+    assert late["tracking/raw"].value == b"\x01"
+    assert late["tracking/missing"].value != late["tracking/missing"].value  # NaN
+    assert {c.seq for c in late.values()} == {2}
+    assert all(before <= c.time <= midway for c in history[:3])
+    assert all(midway <= c.time <= after for c in history[3:])
+    assert {c.session for c in history} == {s["session"] for s in first["collectord"]["sources"]}
+
+    carried_in = load_changes(second["_path"])
+    check_history(second, carried_in)
+    carried = {c.path: c for c in carried_in if c.carried}
+    assert carried.keys() == {
+        "cam/settings/exposure",
+        "cam/settings/gain",
+        "tracking/threshold",
+        "tracking/raw",
+        "tracking/missing",
+    }
+    assert carried["tracking/threshold"].value == 12
+    assert carried["tracking/threshold"].source == "tracking"
+    assert carried["cam/settings/gain"].source == "cam"
+    assert sent(carried_in) == [("tracking", 3, "tracking/threshold", 20)]
+
+
+def test_the_history_is_complete_after_a_kill_and_a_resume(make_daemon) -> None:
+    first = make_daemon()
+    client = Client("rig", first.data, first.control)
+    windows = []
+    for value in range(3):
+        before = time.time()
+        client.set_params("rig", speed=value)
+        client.sync()
+        windows.append((before, time.time()))
+    first.kill9()
+
+    second = make_daemon(data=first.data, control=first.control)
+    before = time.time()
+    client.set_params("rig", speed=3)
+    client.sync(timeout=60)
+    windows.append((before, time.time()))
+    client.stop(timeout=60)
+    client.close()
+    second.terminate()
+
+    (saved,) = saved_experiments(first.output)
+    history = load_changes(saved["_path"])
+    check_history(saved, history)
+    assert sent(history) == [("rig", n + 1, "rig/speed", n) for n in range(4)]
+    # Replayed from the journal, the changes before the kill keep their times.
+    for change, (before, after) in zip(history, windows, strict=True):
+        assert before <= change.time <= after
+
+
+def test_the_history_is_complete_after_collectord_recover(make_daemon) -> None:
+    daemon = make_daemon()
+    client = Client("rig", daemon.data, daemon.control)
+    client.set_params("rig", speed=1)
+    client.stop()
+    client.set_params("rig", speed=2, angle=0.5)
+    client.sync()
+    daemon.kill9()
+    client.close(timeout=1)
+    result = run_cli("recover", "--output", str(daemon.output))
+    assert result.returncode == 0, result.stderr
+
+    _, recovered = saved_experiments(daemon.output)
+    history = load_changes(recovered["_path"])
+    check_history(recovered, history)
+    assert [(c.path, c.value, c.carried) for c in history] == [
+        ("rig/speed", 1, True),
+        ("rig/speed", 2, False),
+        ("rig/angle", 0.5, False),
+    ]
+
+
+def test_values_restored_from_the_last_config_are_carried_in_when_asked(make_daemon) -> None:
+    first = make_daemon()
+    with Client("rig", first.data, first.control) as client:
+        client.set_params("rig", speed=1, angle=0.5)
+        client.stop()
+    first.terminate()
+
+    # Another output folder, the same last config: the tree begins empty.
+    config = str(first.output / "last_config.json")
+    second = make_daemon(output=first.output.parent / "new", extra=("--last-config", config))
+    with Client("rig", second.data, second.control) as client:
+        client.set_params("rig", speed=7)
+        client.sync()
+        before = time.time()
+        assert client.restore("rig") == {"speed": 1, "angle": 0.5}
+        after = time.time()
+        client.stop()
+
+    (restored,) = saved_experiments(second.output)
+    history = load_changes(restored["_path"])
+    check_history(restored, history)
+    assert [(c.source, c.seq, c.path, c.value, c.carried) for c in history] == [
+        ("rig", 1, "rig/speed", 7, False),
+        ("rig", None, "rig/angle", 0.5, True),
+    ]
+    assert before <= history[1].time <= after
