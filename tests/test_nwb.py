@@ -27,7 +27,7 @@ from collectord import (
     to_daemon_time,
 )
 from collectord.nwb import fields
-from tests.conftest import DaemonProcess, run_cli, saved_experiments
+from tests.conftest import DaemonProcess, run_cli, saved_experiments, wait_for
 
 
 def exported(folder: Path, *args: str) -> Path:
@@ -158,23 +158,46 @@ def test_the_whole_metadata_is_in_the_file_as_written(
     assert jsonio.loads(text) == tree
 
 
-def test_a_missing_stream_file_is_said_and_the_rest_exported(
+def test_missing_files_are_said_and_the_rest_exported(
     demo: tuple[Path, dict[str, Any], Path], tmp_path: Path
 ) -> None:
     folder, tree, _ = demo
     copy = tmp_path / folder.name
     shutil.copytree(folder, copy)
     (copy / tree["tracking"]["tail_log"]["file"]).unlink()
+    (changes,) = copy.glob("*_changes.jsonl")  # as an experiment saved before the history
+    changes.unlink()
     result = run_cli("export", "nwb", str(copy))
     assert result.returncode == 0, result.stderr
     assert "stream tracking/tail_log: file streams/tracking/tail_log" in result.stderr
+    assert f"no parameter history ({changes.name})" in result.stderr
     with NWBHDF5IO(result.stdout.strip(), "r") as io:
         acquisition = io.read().acquisition
         assert "tracking.tail_log" not in acquisition
+        assert "parameter_history" not in acquisition
         assert (
             len(acquisition["camera.frame_times"].timestamps)
             == tree["camera"]["frame_times"]["rows"]
         )
+
+
+def test_the_demos_parameter_history_is_a_table(
+    demo: tuple[Path, dict[str, Any], Path],
+) -> None:
+    folder, tree, path = demo
+    changes = load_changes(folder)
+    started = dt.datetime.fromisoformat(tree["collectord"]["started"]).timestamp()
+    with NWBHDF5IO(str(path), "r") as io:
+        table = io.read().acquisition["parameter_history"].to_dataframe()
+    assert len(table) == len(changes) > 0
+    np.testing.assert_allclose(table["time"], [c.time - started for c in changes], atol=1e-6)
+    assert list(table["path"]) == [c.path for c in changes]
+    assert list(table["source"]) == [c.source or "" for c in changes]
+    assert [jsonio.loads(v) for v in table["value"]] == [c.value for c in changes]
+    # The experimenter tuned the tracking threshold mid-recording, after setting it.
+    threshold = table[table["path"] == "tracking/tail/threshold"]
+    assert [jsonio.loads(v) for v in threshold["value"]] == [0.12, 0.1]
+    assert list(threshold["time"]) == sorted(threshold["time"])
 
 
 def write_changes(metadata: Path, changes: list[dict[str, Any]]) -> None:
@@ -239,12 +262,19 @@ def test_a_tree_without_stytras_layout_exports_what_it_has(
         planes = client.stream("scope/planes", ["stamp", "z"], "f8", units=["s", "um"],
                                time_column="stamp")  # fmt: skip
         counts = client.stream("scope/counts", ["frame", "photons"], "i8")
+        temperature = client.stream("scope/temperature", ["t", "celsius"], "f4")
         stamps = []
         for i in range(50):
             stamps.append(ahead())
             planes.append([stamps[-1], i * 2.0])
             counts.append([i, 1000 + i])
+            temperature.append([i / 10, 20 + i / 100])
         client.sync()
+        # The first burst of clock exchanges may end after the sync: wait for it.
+        wait_for(
+            lambda: any(s.get("clock", {}).get("count") for s in daemon.status()["sources"]),
+            what="a clock sample of the scope",
+        )
     metadata = Path(daemon.stop()["path"])
     tree = load_json(metadata)
     assert tree["scope"]["planes"]["format"] == "parquet"
@@ -266,6 +296,10 @@ def test_a_tree_without_stytras_layout_exports_what_it_has(
         on_session_axis = np.array(stamps) - 2.5 - started
         # Mapped through the recorded offsets: loopback is good to well within 50 ms.
         assert np.max(np.abs(planes.timestamps[()] - on_session_axis)) < 0.05
+        # A column named t, with no time_column declared: times as the client wrote them.
+        temperature = nwbfile.acquisition["scope.temperature"]
+        assert list(temperature.timestamps[()]) == [np.float32(i / 10) for i in range(50)]
+        assert "no clock offsets" in temperature.description
         table = nwbfile.acquisition["scope.counts"].to_dataframe()
         assert list(table["frame"]) == list(range(50))
         assert list(table["photons"]) == [1000 + i for i in range(50)]
@@ -290,6 +324,7 @@ def test_stimuli_of_mixed_kinds_keep_every_value(make_daemon: Any) -> None:
     result = run_cli("export", "nwb", str(metadata.parent))
     assert result.returncode == 0, result.stderr
     assert "stimulus log: no protocol start" in result.stderr
+    assert "the parameter history is empty" in result.stderr
     check_valid(Path(result.stdout.strip()), NO_SUBJECT)
     with NWBHDF5IO(result.stdout.strip(), "r") as io:
         table = io.read().intervals["stimulus_log"].to_dataframe()

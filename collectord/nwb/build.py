@@ -407,6 +407,9 @@ def _history(
         notes.append(f"no parameter history ({_stem(metadata)}_changes.jsonl) to export")
         return None
     changes = load_changes(metadata)
+    if not changes:
+        notes.append("the parameter history is empty: no parameter was set")
+        return None
     origin = start.timestamp()
 
     def column(key: str, description: str, data: list[Any]) -> VectorData:
