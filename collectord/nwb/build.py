@@ -42,8 +42,11 @@ from pynwb.file import Subject
 from .. import formats, jsonio
 from ..clocks import clock_samples, to_daemon_time
 from ..errors import CollectordError
+from ..protocol import STREAM_DESCRIPTOR
 from . import fields
 
+#: The fields every stream descriptor has (``protocol.STREAM_DESCRIPTOR``).
+DESCRIBED = frozenset(field.name for field in STREAM_DESCRIPTOR if field.required)
 #: Stream columns taken as its time column when its descriptor names none.
 TIME_COLUMNS = ("t", "time")
 #: The NWB unit of columns whose unit was not declared, or differs between them.
@@ -184,7 +187,7 @@ def descriptors(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str
     for key, value in sorted(tree.items()):
         if not isinstance(value, dict) or (not prefix and key == "collectord"):
             continue
-        if {"file", "format", "rows", "columns", "dtype"} <= value.keys():
+        if value.keys() >= DESCRIBED:
             yield prefix + key, value
         else:
             yield from descriptors(value, f"{prefix}{key}/")
@@ -221,9 +224,9 @@ def on_daemon_clock(
     """A stream's time column on the daemon's clock (seconds since the epoch), or None
     when the experiment recorded nothing that maps the stream's clock onto it.
 
-    The one place where a source's clock meets the daemon's: the streams in the
-    NWB file are on the session's time axis only through here: through the
-    clock samples of the session named in the descriptor's ``clock``.
+    The one place where a source's clock meets the daemon's: a stream gets onto
+    the session's time axis only here, through the clock samples recorded of
+    the session its descriptor names in ``clock`` (``collectord.clocks``).
     """
     clock = descriptor.get("clock")
     if not isinstance(clock, str) or descriptor.get("time_column") is None:
@@ -280,6 +283,11 @@ def _stream(
     raw_times = np.asarray(data[time], dtype="f8")
     mapped = on_daemon_clock(raw_times, descriptor, tree)
     if mapped is None:
+        if descriptor.get("time_column") is not None:
+            notes.append(
+                f"stream {path}: no clock samples of its source were recorded; its "
+                "timestamps are as the source stamped them"
+            )
         timestamps = raw_times
         clock = f"{time} as {source} stamped it (no clock offsets: not on the session's axis)"
     else:
@@ -375,7 +383,9 @@ def _stimuli(
 
 def _column_name(table: DynamicTable, key: str) -> str:
     """``key``, or ``stimulus_<key>`` where the table already has that name (``name``,
-    ``description``, ``tags``, ...: a column of that name would not read back)."""
+    ``description``, ``tags``, ...: a column of that name would not read back); an
+    HDF5 name holds no ``/``, which becomes ``_``."""
+    key = key.replace("/", "_")
     return f"stimulus_{key}" if hasattr(table, key) or key in table.colnames else key
 
 
