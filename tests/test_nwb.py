@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import DaemonProcess, run_cli, saved_experiments, wait_for
 from nwbinspector import Importance, inspect_nwbfile
 from pynwb import NWBHDF5IO, NWBFile, validate
 
@@ -27,7 +28,6 @@ from collectord import (
     to_daemon_time,
 )
 from collectord.nwb import fields
-from tests.conftest import DaemonProcess, run_cli, saved_experiments, wait_for
 
 
 def exported(folder: Path, *args: str) -> Path:
