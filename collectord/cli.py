@@ -1,4 +1,5 @@
-"""The ``collectord`` command: run, stop, status, watch, recover, keygen, bench, demo, export.
+"""The ``collectord`` command: run, stop, status, watch, recover, keygen, bench, show, demo,
+export.
 
 Each sub-command's ``--help`` says what it does, with an example. Errors from
 below (``CollectordError``) are printed as one clear line and turned into a
@@ -23,6 +24,7 @@ from .control import request
 from .errors import CollectordError
 from .protocol import Command
 from .security import ClientSecurity, keygen
+from .show import INSTALL as show_install
 from .watch import INSTALL, LINES_INTERVAL, MIN_INTERVAL, TERMINAL_INTERVAL
 
 
@@ -230,6 +232,28 @@ def build_parser() -> argparse.ArgumentParser:
         "default: %(default)s)",
     )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    show = _command(
+        commands,
+        "show",
+        "print a saved experiment: tree, sources, streams, parameter history",
+        "Print what a saved experiment folder holds: its metadata tree (long arrays and "
+        "texts cut short), each source with its message counts and gaps, the streams "
+        "(path, rows, columns, file) and the history of its parameters (times since the "
+        "start, source, path, new value). --plot draws the streams over time with the "
+        f"parameter changes marked, into a PNG file; it needs matplotlib: {show_install}.",
+        "collectord show ~/data/rig1/241201/103000\n"
+        "  collectord show ~/data/rig1/241201/103000 --plot 103000.png",
+    )
+    show.add_argument("folder", metavar="EXPERIMENT_FOLDER", help="a saved experiment's folder")
+    show.add_argument(
+        "--history",
+        type=_count,
+        default=100,
+        metavar="N",
+        help="parameter changes printed, the first N (0: all; default: %(default)s)",
+    )
+    show.add_argument("--plot", metavar="FILE.png", help="draw the streams into this PNG file")
 
     demo = _command(
         commands,
@@ -466,6 +490,13 @@ def _positive(text: str) -> int:
     return number
 
 
+def _count(text: str) -> int:
+    number = int(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError("0 (all) or more")
+    return number
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from . import watch
 
@@ -505,6 +536,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.repeat, args.messages, args.rows, args.stream_mb, args.json, args.tree)
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from . import show
+
+    if args.plot:
+        problem = show.missing_matplotlib()
+        if problem:
+            print(f"collectord show: {problem}", file=sys.stderr)
+            return 1
+    try:
+        experiment = show.Experiment(Path(args.folder).expanduser())
+    except (OSError, ValueError) as exc:
+        print(f"collectord show: {exc}", file=sys.stderr)
+        return 1
+    for line in show.report(experiment, args.history):
+        print(line)
+    if args.plot:
+        for note in show.plot(experiment, Path(args.plot).expanduser()):
+            print(f"collectord show: {note}", file=sys.stderr)
+        print(f"\nplot: {args.plot}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -529,6 +582,7 @@ HANDLERS = {
     "recover": cmd_recover,
     "keygen": cmd_keygen,
     "bench": cmd_bench,
+    "show": cmd_show,
     "demo": cmd_demo,
     "export": cmd_export,
 }

@@ -41,12 +41,15 @@ from .tree import Tree, TreeConflict, merge_config
 log = logging.getLogger("collectord")
 
 
-#: One parameter message of the history, a plain tuple (made per message on the
-#: hot path): (received: seconds since the epoch on the daemon's clock,
-#: session, seq (None: restored from the last config), node, values merged at
-#: node (the message's own map, shared with the tree's leaves), carried:
-#: restored rather than sent).
-Changed = tuple[float, str | None, int | None, TreePath, Mapping[str, Any], bool]
+#: One parameter message of the history, a plain tuple made on the hot path:
+#: (received: seconds since the epoch on the daemon's clock, session, seq
+#: (None: restored from the last config), node, then ``name, value`` for a
+#: message of one parameter (the commonest: no map kept for it), else the
+#: message's map of values merged at ``node``).
+Changed = (
+    tuple[float, str | None, int | None, TreePath, str, Any]
+    | tuple[float, str | None, int | None, TreePath, Mapping[str, Any]]
+)
 
 
 class Applied(NamedTuple):
@@ -287,13 +290,13 @@ class Collector:
             values = codec.check_decoded_params(body["values"])
             node = parse_path(body["path"])
             self.tree.merge_params(node, values, source.session)
-            self.history.append((received, source.session, seq, node, values, False))
+            self._changed(received, source.session, seq, node, values)
             return
         body = check_fields(codec.check_decoded(body), BODIES[kind], f"{kind.value} body")
         path = parse_path(body["path"])
         if kind is Kind.PARAMS:
             self.tree.merge_params(path, body["values"], source.session)
-            self.history.append((received, source.session, seq, path, body["values"], False))
+            self._changed(received, source.session, seq, path, body["values"])
         elif kind is Kind.DATA:
             self.tree.set_data(path, body["value"])
         elif kind is Kind.STREAM:
@@ -338,13 +341,28 @@ class Collector:
         spec.rows += rows
         return at
 
+    def _changed(
+        self,
+        received: float,
+        session: str | None,
+        seq: int,
+        node: TreePath,
+        values: Mapping[str, Any],
+    ) -> None:
+        """Keep a parameter message for the history: a tuple (``Changed``)."""
+        if len(values) == 1:
+            for name, value in values.items():
+                self.history.append((received, session, seq, node, name, value))
+        elif values:
+            self.history.append((received, session, seq, node, values))
+
     def restored(
         self, node: TreePath, values: Mapping[str, Any], received: float, session: str | None
     ) -> None:
         """A process (``session``, if it said) restored ``values`` under ``node``
         from the last config: in force now; those the tree lacked are history."""
         for path, value in self.tree.restored(node, values):
-            self.history.append((received, session, None, path[:-1], {path[-1]: value}, True))
+            self.history.append((received, session, None, path[:-1], path[-1], value))
 
     def reject(self, session: str | None, reason: str) -> Source:
         source = self.sources.by_session.get(session) if session else None

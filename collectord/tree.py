@@ -325,20 +325,27 @@ def _export(
 def _carried_in(
     was: dict[str, Any], now: dict[str, Any], prefix: str, in_force: InForce, gen: int
 ) -> Iterator[tuple[str, Any, str | None]]:
-    for name, child in was.items():
-        current = now.get(name)
-        if current is None:
-            continue
-        if type(child) is _Leaf:
-            if (
-                child.kind is _PARAM
-                and type(current) is _Leaf
-                and current.kind is _PARAM
-                and (current.gen == gen or in_force(current.owner))
-            ):
-                yield prefix + name, child.value, child.owner
-        elif child and type(current) is not _Leaf:
-            yield from _carried_in(child, current, f"{prefix}{name}/", in_force, gen)
+    """A group's parameters, then its groups' (a loop, not a generator per
+    level: a save walks millions of leaves)."""
+    pending = [(was, now, prefix)]
+    while pending:
+        was, now, prefix = pending.pop()
+        groups = []
+        for name, child in was.items():
+            current = now.get(name)
+            if current is None:
+                continue
+            if type(child) is _Leaf:
+                if (
+                    child.kind is _PARAM
+                    and type(current) is _Leaf
+                    and current.kind is _PARAM
+                    and (current.gen == gen or in_force(current.owner))
+                ):
+                    yield prefix + name, child.value, child.owner
+            elif child and type(current) is not _Leaf:
+                groups.append((child, current, f"{prefix}{name}/"))
+        pending.extend(reversed(groups))
 
 
 def _carried(branch: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import codec, jsonio, store, system
-from ..changes import changes_path, row, write_changes
+from ..changes import changes_path, write_changes
 from ..collector import Changed
 from ..experiment import Experiment, metadata
 from ..faults import Fault, reached
@@ -171,19 +171,25 @@ class SaveJob:
         tree = self.tree.to_dict(in_force=self.in_force.__contains__)
         return metadata(tree, self.account)
 
-    def _changes(self) -> Iterator[dict[str, Any]]:
-        """The history's lines: the carried-in parameters that are in the
-        metadata, at the experiment's start, then each change as applied."""
+    def _changes(self) -> Iterator[tuple[Any, ...]]:
+        """The history's lines (as ``Change`` tuples): the carried-in
+        parameters that are in the metadata, at the experiment's start, then
+        each change as applied."""
         names = self.names
         started = self.experiment.started.timestamp()
         in_force = self.in_force.__contains__
         for path, value, owner in self.tree.carried_in(self.began_with, in_force):
-            yield row(started, names.get(owner) if owner else None, owner, None, path, value, True)
-        for received, session, seq, node, values, carried in self.history:
+            yield (started, names.get(owner) if owner else None, owner, None, path, value, True)
+        for entry in self.history:
+            received, session, seq, node = entry[:4]
             source = names.get(session) if session else None
             prefix = "/".join(node) + "/" if node else ""
-            for name, value in values.items():
-                yield row(received, source, session, seq, prefix + name, value, carried)
+            restored = seq is None  # not sent: a value restored from the last config
+            if len(entry) == 6:
+                yield (received, source, session, seq, prefix + entry[4], entry[5], restored)
+            else:
+                for name, value in entry[4].items():
+                    yield (received, source, session, seq, prefix + name, value, restored)
 
     def _publish(self) -> None:
         """Steps 7 and 8: the experiment is saved, so these never fail the save."""
