@@ -40,6 +40,7 @@ from pynwb.epoch import TimeIntervals
 from pynwb.file import Subject
 
 from .. import formats, jsonio
+from ..changes import changes_path, load_changes
 from ..clocks import clock_samples, to_daemon_time
 from ..errors import CollectordError
 from ..protocol import STREAM_DESCRIPTOR
@@ -269,7 +270,8 @@ def _stream(
     if time is None or not values:
         return DynamicTable(
             name=name,
-            description=f"stream {path} from {source} (no time column)",
+            description=f"stream {path} from {source}"
+            + (" (no time column)" if time is None else f" (no column besides its time, {time})"),
             columns=[
                 VectorData(
                     name=column,
@@ -411,10 +413,8 @@ def _cell(entry: dict[str, Any], key: str, kind: type | None) -> Any:
 def _history(
     metadata: Path, start: dt.datetime, name: str, notes: list[str]
 ) -> DynamicTable | None:
-    from ..changes import load_changes
-
-    if not metadata.with_name(_stem(metadata) + "_changes.jsonl").is_file():
-        notes.append(f"no parameter history ({_stem(metadata)}_changes.jsonl) to export")
+    if not changes_path(metadata).is_file():
+        notes.append(f"no parameter history ({changes_path(metadata).name}) to export")
         return None
     changes = load_changes(metadata)
     if not changes:
@@ -428,12 +428,12 @@ def _history(
     return DynamicTable(
         name=name,
         description="every parameter change in the experiment, in the order the daemon "
-        "applied them, the values carried in from the previous experiment first",
+        "applied them, the values it began with first (collectord's <stem>_changes.jsonl)",
         columns=[
             column(
                 "time",
                 "when the daemon received the change, in seconds from session_start_time "
-                "(carried-in values: 0, the experiment's start)",
+                "(a value carried in: 0, the experiment's start)",
                 [c.time - origin for c in changes],
             ),
             column(
@@ -448,7 +448,7 @@ def _history(
             ),
             column(
                 "seq",
-                "the message's sequence number (-1 for carried-in values)",
+                "the message's sequence number (-1 for a value carried in or restored)",
                 [-1 if c.seq is None else c.seq for c in changes],
             ),
             column("path", "the parameter's slash-separated path", [c.path for c in changes]),
@@ -459,7 +459,8 @@ def _history(
             ),
             column(
                 "carried",
-                "true for a value carried in at the experiment's start",
+                "true for a value not received in a message: carried in from the previous "
+                "experiment, or restored from the last config",
                 [bool(c.carried) for c in changes],
             ),
         ],
