@@ -380,6 +380,16 @@ def test_the_command_has_help_with_an_example() -> None:
         assert "example:" in result.stdout and "collectord export nwb" in result.stdout
 
 
+def test_an_unwritable_target_is_named(
+    demo: tuple[Path, dict[str, Any], Path], tmp_path: Path
+) -> None:
+    target = tmp_path / "no such folder" / "x.nwb"
+    result = run_cli("export", "nwb", str(demo[0]), "-o", str(target))
+    assert result.returncode == 1
+    assert f"collectord export: cannot write {target}" in result.stderr
+    assert not target.parent.exists()
+
+
 def test_a_folder_without_metadata_is_refused(tmp_path: Path) -> None:
     result = run_cli("export", "nwb", str(tmp_path))
     assert result.returncode == 1
