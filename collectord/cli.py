@@ -1,4 +1,5 @@
-"""The ``collectord`` command: run, stop, status, watch, recover, keygen, bench, show, demo.
+"""The ``collectord`` command: run, stop, status, watch, recover, keygen, bench, show, demo,
+export.
 
 Each sub-command's ``--help`` says what it does, with an example. Errors from
 below (``CollectordError``) are printed as one clear line and turned into a
@@ -303,6 +304,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="length of the simulated protocol (default: %(default)s)",
     )
+    export = _command(
+        commands,
+        "export",
+        "write a saved experiment in another format (NWB)",
+        "Write a saved experiment folder in another format. nwb: one NWB file (Neurodata "
+        "Without Borders, what DANDI takes) holding the session, the subject, every stream, "
+        "the stimulus log, the parameter history and the whole metadata tree; needs pynwb: "
+        "pip install 'collectord[nwb]'.",
+        "collectord export nwb collectord-demo/241124/103000 -o fish3.nwb",
+    )
+    formats = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    nwb = formats.add_parser(
+        "nwb",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="one NWB file",
+        description="Write the experiment as one NWB file (default: <stem>.nwb beside its "
+        "metadata) and print its path. Notes on what is in the metadata text only go to "
+        "stderr.\n\nexample:\n  collectord export nwb ~/data/rig1/241124/103000",
+    )
+    nwb.add_argument("folder", metavar="EXPERIMENT_FOLDER", help="a saved experiment's folder")
+    nwb.add_argument("-o", "--output", metavar="FILE", help="the NWB file to write")
+    nwb.add_argument(
+        "--map",
+        metavar="FILE",
+        help="JSON or TOML file of NWB field -> tree path(s), over the default "
+        "(stytra's layout: general/animal, general/basic)",
+    )
     return parser
 
 
@@ -595,6 +623,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.output, args.duration)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .nwb import export
+
+    path, notes = export(args.folder, args.output, args.map)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(path)
+    return 0
+
+
 HANDLERS = {
     "run": cmd_run,
     "stop": cmd_stop,
@@ -605,6 +643,7 @@ HANDLERS = {
     "bench": cmd_bench,
     "show": cmd_show,
     "demo": cmd_demo,
+    "export": cmd_export,
 }
 
 

@@ -12,6 +12,7 @@ file is complete and the experiment's journal is gone.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,6 +128,73 @@ def convert(npy_file: Path, fmt: str, units: list[str] | None) -> Path:
         target.unlink(missing_ok=True)
         raise
     return target
+
+
+def _read_csv(path: Path, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    with open(path, newline="", encoding="utf-8") as file:
+        names = next(csv.reader(file))
+        text = file.read()
+    if not text.strip():
+        return _structured(names, [np.empty(0, dtype) for _ in names], dtype)
+    # bool columns are written as 0 and 1, which loadtxt does not read as bool.
+    parsed = np.int8 if dtype.kind == "b" else dtype
+    plain = np.loadtxt(io.StringIO(text), delimiter=",", dtype=parsed, ndmin=2)
+    return _structured(names, [plain[:, i] for i in range(len(names))], dtype)
+
+
+def _read_hdf5(path: Path, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    try:
+        import h5py
+    except ImportError:
+        raise ConfigError(
+            "reading an hdf5 stream needs h5py: pip install 'collectord[hdf5]'"
+        ) from None
+    with h5py.File(path, "r") as file:
+        return np.asarray(file["data"][()])
+
+
+def _read_arrow(path: Path, dtype: np.dtype[Any], kind: str) -> np.ndarray[Any, Any]:
+    try:
+        import pyarrow.feather as feather
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(
+            f"reading a {kind} stream needs pyarrow: pip install 'collectord[arrow]'"
+        ) from None
+    table = pq.read_table(path) if kind == "parquet" else feather.read_table(path)
+    names = table.column_names
+    return _structured(names, [table.column(name).to_numpy() for name in names], dtype)
+
+
+def _structured(
+    names: list[str], columns: list[np.ndarray[Any, Any]], dtype: np.dtype[Any]
+) -> np.ndarray[Any, Any]:
+    rows = len(columns[0]) if columns else 0
+    table = np.empty(rows, dtype=[(name, dtype) for name in names])
+    for name, column in zip(names, columns, strict=True):
+        table[name] = column
+    return table
+
+
+#: Format name -> reader of a finished stream file (as ``load``: one field per column).
+READERS: dict[str, Callable[[Path, np.dtype[Any]], np.ndarray[Any, Any]]] = {
+    "npy": lambda path, dtype: load(path),
+    "csv": _read_csv,
+    "hdf5": _read_hdf5,
+    "parquet": lambda path, dtype: _read_arrow(path, dtype, "parquet"),
+    "feather": lambda path, dtype: _read_arrow(path, dtype, "feather"),
+}
+
+
+def read(path: Path, fmt: str, dtype: str) -> np.ndarray[Any, Any]:
+    """A saved stream file in any format as a structured array, one field per column.
+
+    ``dtype`` is the stream's (its descriptor's ``dtype``): CSV does not keep it.
+    The ``.npy`` file is memory-mapped; the other formats are read whole.
+    """
+    if fmt not in READERS:
+        raise ValueError(f"{path}: unknown stream format {fmt!r}")
+    return READERS[fmt](path, np.dtype(dtype))
 
 
 def check_available(fmt: str) -> None:
