@@ -24,8 +24,8 @@ applied the changes, the values the experiment started with first. Each line::
     ``$float`` for NaN and infinities).
 ``carried``
     true for a value the experiment did not receive in a message: carried in
-    from the previous experiment (those that end up in its metadata) or
-    restored from the last config.
+    from the previous experiment (every parameter the daemon held as it
+    began) or restored from the last config.
 
 Nothing of collectord is needed to read it: ``pandas.read_json(path,
 lines=True)``, or ``json.loads`` per line. ``load_changes`` returns ``Change``

@@ -276,14 +276,13 @@ class Tree:
         """Parameters only, as nested plain dicts: what the last config keeps."""
         return self.export().params
 
-    def carried_in(self, began: Tree, in_force: InForce) -> Iterator[tuple[str, Any, str | None]]:
-        """The parameters an experiment began with (``began``: the tree then)
-        that are in its metadata (this tree, at its stop, filtered by
-        ``in_force`` as ``to_dict`` does): (slash path, value then, owner)."""
-        return _carried_in(began._root, self._root, "", in_force, self.generation)
-
     def is_empty(self) -> bool:
         return not self._root
+
+    def parameters(self) -> Iterator[tuple[str, Any, str | None]]:
+        """Every parameter as (slash path, value, owner), a group's parameters
+        before its groups: the values an experiment began with, for its history."""
+        return _parameters(self._root)
 
     def carried(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The parameters as a new experiment inherits them, for its journal's
@@ -409,29 +408,19 @@ def _export(
     return (params if same else metadata), params, owners
 
 
-def _carried_in(
-    was: dict[str, Any], now: dict[str, Any], prefix: str, in_force: InForce, gen: int
-) -> Iterator[tuple[str, Any, str | None]]:
-    """A group's parameters, then its groups' (a loop, not a generator per
-    level: a save walks millions of leaves)."""
-    pending = [(was, now, prefix)]
+def _parameters(root: dict[str, Any]) -> Iterator[tuple[str, Any, str | None]]:
+    """``Tree.parameters``, with a loop, not a generator per level: a tree
+    may hold millions."""
+    pending = [(root, "")]
     while pending:
-        was, now, prefix = pending.pop()
+        branch, prefix = pending.pop()
         groups = []
-        for name, child in was.items():
-            current = now.get(name)
-            if current is None:
-                continue
+        for name, child in branch.items():
             if type(child) is _Leaf:
-                if (
-                    child.kind is _PARAM
-                    and type(current) is _Leaf
-                    and current.kind is _PARAM
-                    and (current.gen == gen or in_force(current.owner))
-                ):
+                if child.kind is _PARAM:
                     yield prefix + name, child.value, child.owner
-            elif child and type(current) is not _Leaf:
-                groups.append((child, current, f"{prefix}{name}/"))
+            elif child:
+                groups.append((child, f"{prefix}{name}/"))
         pending.extend(reversed(groups))
 
 

@@ -5,13 +5,16 @@ carried in first; the same after a kill -9 and a resume, and after a recovery.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
+from pathlib import Path
 from typing import Any
 
-from conftest import run_cli, saved_experiments
+from conftest import run_cli, saved_experiments, wait_for
 from equality import same
 
 from collectord import Change, Client, load_changes
+from collectord.daemon.history import PARTIAL_NAME
 from collectord.tree import leaves
 
 
@@ -19,6 +22,15 @@ def params_in(metadata: dict[str, Any]) -> dict[str, Any]:
     """The parameters of a metadata file by path (the tests' trees hold no data)."""
     tree = {name: value for name, value in metadata.items() if name not in ("collectord", "_path")}
     return {"/".join(path): value for path, value in leaves(tree)}
+
+
+def written_ahead(output: Path) -> list[dict[str, Any]]:
+    """The running experiment's history as written so far, in its staging folder."""
+    found = list((output / ".collectord" / "staging").glob(f"*/{PARTIAL_NAME}"))
+    if not found:
+        return []
+    text = found[0].read_text()
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
 
 def last_values(changes: list[Change]) -> dict[str, Any]:
@@ -31,7 +43,8 @@ def last_values(changes: list[Change]) -> dict[str, Any]:
 def check_history(metadata: dict[str, Any], changes: list[Change]) -> None:
     """What holds for every history: the values carried in first, at the
     start; then the rest in time order, within the experiment; and replayed
-    in order they give exactly the metadata's final values."""
+    in order they give the metadata's final values (and more only where a
+    value was carried in from a process that took no part)."""
     account = metadata["collectord"]
     started = dt.datetime.fromisoformat(account["started"]).timestamp()
     stopped = dt.datetime.fromisoformat(account["stopped"]).timestamp()
@@ -44,7 +57,9 @@ def check_history(metadata: dict[str, Any], changes: list[Change]) -> None:
     times = [c.time for c in rest]
     assert times == sorted(times)
     assert all(started <= moment <= stopped for moment in times)
-    assert same(last_values(changes), params_in(metadata))
+    final, expected = last_values(changes), params_in(metadata)
+    assert same({path: final[path] for path in expected}, expected)
+    assert all(c.carried for c in changes if c.path not in expected)
 
 
 def sent(changes: list[Change]) -> list[tuple[str | None, int | None, str, Any]]:
@@ -114,6 +129,9 @@ def test_the_history_is_complete_after_a_kill_and_a_resume(make_daemon) -> None:
         client.set_params("rig", speed=value)
         client.sync()
         windows.append((before, time.time()))
+    # The history is written while the experiment runs, not only at its stop:
+    # the daemon dies with those lines in its staging folder.
+    wait_for(lambda: len(written_ahead(first.output)) == 3, what="the history written ahead")
     first.kill9()
 
     second = make_daemon(data=first.data, control=first.control)
@@ -182,3 +200,30 @@ def test_values_restored_from_the_last_config_are_carried_in_when_asked(make_dae
         ("rig", None, "rig/angle", 0.5, True),
     ]
     assert before <= history[1].time <= after
+
+
+def test_the_history_begins_with_every_parameter_the_experiment_began_with(make_daemon) -> None:
+    """Carried-in values are written as the experiment begins, before anyone
+    took part in it: all the daemon held, those of a process that ended too
+    (which the metadata leaves out)."""
+    daemon = make_daemon()
+    with Client("old", daemon.data, daemon.control) as old:
+        old.set_params("old", x=1)
+    with Client("cam", daemon.data, daemon.control) as cam:
+        cam.set_params("cam", gain=2)
+        cam.stop()
+        lines = wait_for(lambda: written_ahead(daemon.output), what="the carried-in lines")
+        assert {(line["path"], line["value"], line["carried"]) for line in lines} == {
+            ("old/x", 1, True),
+            ("cam/gain", 2, True),
+        }
+        cam.set_params("cam", gain=3)
+        cam.stop()
+    _, second = saved_experiments(daemon.output)
+    assert "old" not in second  # its process took no part
+    history = load_changes(second["_path"])
+    assert [(c.source, c.path, c.value, c.carried) for c in history] == [
+        ("old", "old/x", 1, True),
+        ("cam", "cam/gain", 2, True),
+        ("cam", "cam/gain", 3, False),
+    ]

@@ -611,25 +611,21 @@ def test_restored_returns_only_the_values_it_added() -> None:
     assert added == [(("general", "animal", "age"), 7)]
 
 
-def test_carried_in_is_what_began_of_the_metadata_with_its_value_then() -> None:
-    """The values an experiment began with, of the parameters its metadata holds:
-    changed since (value then), in force (owner took part), not those of a
-    process gone (its parameters are not in the metadata) nor reshaped ones."""
+def test_parameters_are_every_parameter_with_its_owner_groups_after_parameters() -> None:
+    """What an experiment began with, for its history: every parameter (not
+    static data), at any depth, a dict-valued one as a value."""
     tree = Tree()
-    tree.merge_params(("cam",), {"gain": 1, "exposure": 4.0, "roi": 5}, "cam-1")
+    tree.merge_params(("cam", "roi"), {"x": 0}, "cam-1")
+    tree.merge_params(("cam",), {"gain": 1, "window": {"w": 2}}, "cam-1")
     tree.merge_params(("old",), {"x": 1}, "gone-1")
     tree.merge_params(("empty",), {})
-    tree.next_experiment()
-    began = tree.fork()
-    tree.merge_params(("cam",), {"gain": 2}, "cam-1")
-    tree.merge_params(("cam", "roi"), {"x": 0}, "cam-1")
-    took_part = {"cam-1"}.__contains__
-    assert list(tree.carried_in(began, took_part)) == [
+    tree.set_data(("stimulus", "log"), [1])
+    assert list(tree.parameters()) == [
         ("cam/gain", 1, "cam-1"),
-        ("cam/exposure", 4.0, "cam-1"),
+        ("cam/window", {"w": 2}, "cam-1"),
+        ("cam/roi/x", 0, "cam-1"),
+        ("old/x", 1, "gone-1"),
     ]
-    nobody = frozenset[str]().__contains__
-    assert list(tree.carried_in(began, nobody)) == [("cam/gain", 1, "cam-1")]
 
 
 def test_the_carried_form_rebuilds_the_parameters_at_any_depth() -> None:

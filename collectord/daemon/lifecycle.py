@@ -85,6 +85,7 @@ from ..streamfiles import FILE_SUFFIXES, StreamFiles
 from ..tree import gc_paused
 from . import saving
 from .durability import Durability
+from .history import HistoryLog
 from .saving import SaveJob, Successor
 
 log = logging.getLogger("collectord")
@@ -161,6 +162,8 @@ class Lifecycle:
         self._config_saved: tuple[str, int] | None = None
         #: The journal ends with STOP (the stop barrier passed): it must be saved.
         self._stop_journaled: _JournaledStop | None = None
+        #: The running experiment's parameter history (``history.py``).
+        self.history: HistoryLog | None = None
         #: A session may have connected or gone since ``check_required`` last
         #: looked, and why a name may have gone (the last cause given for it).
         self._presence_changed = False
@@ -249,6 +252,7 @@ class Lifecycle:
         """Replay ``staging``'s experiment and go on with it; the restart is recorded."""
         self.collector.last_config = LastConfig.reading(self.last_config_file)
         restart = self._replay(staging, opened)
+        self._begin_history(staging)
         reached(Fault.OPEN_REPLAYED)
         restart["resumed" if resumed else "recovered"] = now().isoformat()
         self.collector.restarts.append(restart)
@@ -430,6 +434,38 @@ class Lifecycle:
         self.collector.experiment = following
         self.collector.attach_files(StreamFiles(staging))
         self.durability.switch(opened, self.collector.files)
+        self._begin_history(staging)
+
+    def _begin_history(self, staging: Path, stopped: HistoryLog | None = None) -> None:
+        """The running experiment's history log: its entries, and the
+        parameters it began with, go to ``staging`` as they grow. Sessions the
+        ``stopped`` experiment knew keep their names for the carried-in lines
+        (the new experiment forgot those that are done)."""
+        collector = self.collector
+        known = stopped.names if stopped is not None else None
+
+        def name_of(session: str) -> str | None:
+            source = collector.sources.by_session.get(session)
+            if source is not None:
+                return source.name
+            return known(session) if known is not None else None
+
+        self.history = HistoryLog(
+            staging,
+            collector.history,
+            collector.began,
+            collector.experiment.started.timestamp(),
+            name_of,
+        )
+
+    def _history_for_save(self) -> HistoryLog:
+        """The stopped experiment's history log, for its save, with the names
+        of its sessions as they are now (the next experiment forgets some)."""
+        history = self.history
+        assert history is not None
+        sessions = self.collector.sources.by_session
+        history.names = {session: s.name for session, s in sessions.items()}.get
+        return history
 
     # -- admitting ---------------------------------------------------------------------
 
@@ -717,9 +753,7 @@ class Lifecycle:
             job = SaveJob(
                 experiment=collector.experiment,
                 tree=collector.tree.fork(),
-                began_with=collector.began,
-                history=collector.history,
-                names={session: s.name for session, s in collector.sources.by_session.items()},
+                history=self._history_for_save(),
                 in_force=collector.in_force(),
                 account=collector.account(request, unconfirmed, stopped),
                 streams=streams,
@@ -734,6 +768,7 @@ class Lifecycle:
             self._stop_journaled = None
             if not begin_next:
                 self.durability.switch(None, None)
+                self.history = None
                 return job
             following = Experiment.begin()
             successor = Journal(store.staging_dir(self.output, following.run_id) / JOURNAL_NAME)
@@ -746,6 +781,7 @@ class Lifecycle:
                 collector.experiment = following  # its journal's name, which a save uses
             # Taken after the sessions that are done were forgotten (new_run).
             job.successor = Successor(successor, collector.begin_record(following, job.run_id))
+            self._begin_history(successor.path.parent, job.history)
             # Whatever failed, blocks go to the next experiment's files (a stream
             # whose file is not open gets it with its first block).
             collector.files = files

@@ -31,6 +31,7 @@ from .barrier import Barrier, PendingStop
 from .connections import Connections
 from .control import ReplyTo, dispatch
 from .durability import Durability
+from .history import WRITE_INTERVAL, HistoryWriter
 from .lifecycle import Lifecycle, Opened, Received, Start
 from .saving import SaveJob, Saver
 
@@ -75,6 +76,7 @@ class Daemon:
         gc.freeze()
         self.barrier = Barrier(config.barrier_timeout)
         self.saver = Saver()
+        self.history_writer = HistoryWriter(lambda: self.lifecycle.history, WRITE_INTERVAL)
         #: The stop whose save runs: its replies wait for it.
         self._stopping: PendingStop | None = None
         #: A signal came while a save ran: exit once it is done.
@@ -102,6 +104,7 @@ class Daemon:
         poller.register(self._control, zmq.POLLIN)
         poller.register(self._connections.monitor, zmq.POLLIN)
         self._running = True
+        self.history_writer.start()
         try:
             while self._running:
                 # A running flush is looked at every millisecond: syncs wait for it.
@@ -128,6 +131,9 @@ class Daemon:
         if finished is not None and not isinstance(finished[1], BaseException):
             self.lifecycle.finish_save(finished[0])
         self.saver.close()
+        self.history_writer.close()
+        if self.lifecycle.history is not None:
+            self.lifecycle.history.close()  # the journal keeps it for the next start
         self.durability.close()
         self.lock.release()
 

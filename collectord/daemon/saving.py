@@ -29,20 +29,20 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .. import jsonio, store, system
-from ..changes import changes_path, write_changes
-from ..collector import Changed, carried_fields
+from ..changes import changes_path
+from ..collector import carried_fields
 from ..experiment import Experiment, metadata
 from ..faults import Fault, reached
 from ..journal import Journal
 from ..store import LastConfig
 from ..streamfiles import Finished, StreamFiles, StreamSpec
 from ..tree import Exported, Tree, gc_paused, merge_config, with_value
+from .history import HistoryLog
 
 log = logging.getLogger("collectord")
 
@@ -67,9 +67,7 @@ class SaveJob:
 
     experiment: Experiment
     tree: Tree  # a fork: the daemon's own tree goes on with the next experiment
-    began_with: Tree  # the tree as the experiment began: its carried-in parameters
-    history: list[Changed]  # its parameter messages, in the order applied
-    names: dict[str, str]  # client names by session, for the history
+    history: HistoryLog  # its parameter history, written as it grew
     in_force: frozenset[str]  # sessions whose carried parameters are in its metadata
     account: dict[str, Any]  # its ``collectord`` section
     streams: dict[tuple[str, ...], StreamSpec]  # copies, with their rows at the stop
@@ -130,7 +128,7 @@ class SaveJob:
         if self.changes_file is None:
             self.step = "writing the parameter history"
             path = changes_path(self.metadata_file)
-            write_changes(path, self._changes())
+            self.history.finish(path)
             self.changes_file = path
             reached(Fault.SAVE_CHANGES_WRITTEN)
         if self.saved_config is None:
@@ -182,26 +180,6 @@ class SaveJob:
                 descriptor = spec.descriptor(*kept)
             tree = with_value(tree, path, descriptor)
         return metadata(tree, self.account)
-
-    def _changes(self) -> Iterator[tuple[Any, ...]]:
-        """The history's lines (as ``Change`` tuples): the carried-in
-        parameters that are in the metadata, at the experiment's start, then
-        each change as applied."""
-        names = self.names
-        started = self.experiment.started.timestamp()
-        in_force = self.in_force.__contains__
-        for path, value, owner in self.tree.carried_in(self.began_with, in_force):
-            yield (started, names.get(owner) if owner else None, owner, None, path, value, True)
-        for entry in self.history:
-            received, session, seq, node = entry[:4]
-            source = names.get(session) if session else None
-            prefix = "/".join(node) + "/" if node else ""
-            restored = seq is None  # not sent: a value restored from the last config
-            if len(entry) == 6:
-                yield (received, source, session, seq, prefix + entry[4], entry[5], restored)
-            else:
-                for name, value in entry[4].items():
-                    yield (received, source, session, seq, prefix + name, value, restored)
 
     def _publish(self) -> None:
         """Steps 7 and 8: the experiment is saved, so these never fail the save."""

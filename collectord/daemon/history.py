@@ -1,0 +1,174 @@
+"""One experiment's parameter history, written while the experiment runs.
+
+The history of an experiment of a million parameters is a million lines
+(``changes.py``), about two seconds to write: at its stop that would more
+than double a save (``docs/performance.md``). So the lines are written as
+the history grows, by a thread of their own (``HistoryWriter``), into the
+experiment's staging folder (``changes.partial``), and a save only writes
+the last few and renames the file into place (``HistoryLog.finish``).
+
+The file in staging is not what makes the history safe: the journal is.
+After a crash the journal's replay rebuilds the history, and the new
+``HistoryLog`` of the experiment starts its file again from the first line.
+A line is never written twice or left out: each log counts what it wrote,
+and a write that fails is cut back to the last whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .. import system
+from ..changes import encode
+from ..collector import Changed
+from ..tree import Tree
+
+log = logging.getLogger("collectord")
+
+#: The history file of a running experiment, in its staging folder.
+PARTIAL_NAME = "changes.partial"
+#: How often the writer thread writes what arrived, in seconds.
+WRITE_INTERVAL = 0.5
+
+#: The client's name for a session, or None if the daemon does not know it.
+Names = Callable[[str], str | None]
+
+
+class HistoryLog:
+    """The history of one experiment: its entries (``Collector.history``,
+    appended by the daemon's loop) and how much of it is written.
+
+    The first lines are the parameters the experiment began with (``began``,
+    all of them, carried in at ``started``), then each entry as applied.
+    ``advance`` and ``finish`` may run in different threads.
+    """
+
+    def __init__(
+        self,
+        staging: Path,
+        entries: list[Changed],
+        began: Tree,
+        started: float,
+        names: Names,
+    ) -> None:
+        self.entries = entries
+        self.names = names
+        self._began: Tree | None = began
+        self._started = started
+        self._partial = staging / PARTIAL_NAME
+        self._file: IO[bytes] | None = None
+        self._written = 0  # entries written
+        self._size = 0  # bytes of whole batches written
+        self._done = False
+        self._lock = threading.Lock()
+        self._partial.unlink(missing_ok=True)  # a crashed daemon's: started again
+
+    def advance(self) -> None:
+        """Write the entries that arrived since the last call (the writer thread)."""
+        with self._lock:
+            if not self._done:
+                self._write_pending()
+
+    def finish(self, final: Path) -> None:
+        """Write the rest, make it durable and rename it to ``final`` (a save's
+        step). Raises if it cannot; a later call goes on from what was written."""
+        with self._lock:
+            if self._done:
+                return
+            self._write_pending()
+            file = self._open()
+            file.flush()
+            os.fsync(file.fileno())
+            file.close()
+            self._file = None
+            os.replace(self._partial, final)
+            self._done = True
+        system.fsync_dir(final.parent)
+
+    def close(self) -> None:
+        """Let the file go without finishing it (the daemon is exiting)."""
+        with self._lock:
+            self._done = True
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def _open(self) -> IO[bytes]:
+        if self._file is None:
+            self._file = open(self._partial, "r+b" if self._size else "wb")  # noqa: SIM115
+            self._file.seek(self._size)
+            self._file.truncate()
+        return self._file
+
+    def _write_pending(self) -> None:
+        end = len(self.entries)
+        if self._began is None and end == self._written:
+            return
+        file = self._open()
+        try:
+            for chunk in encode(self._lines(end)):
+                file.write(chunk)
+            file.flush()
+        except BaseException:
+            file.close()  # reopened at the last whole write, and truncated there
+            self._file = None
+            raise
+        self._began = None
+        self._written = end
+        self._size = file.tell()
+
+    def _lines(self, end: int) -> Iterator[tuple[Any, ...]]:
+        """``Change`` tuples of what is not written yet, up to entry ``end``."""
+        names = self.names
+        if self._began is not None:
+            started = self._started
+            for path, value, owner in self._began.parameters():
+                source = names(owner) if owner else None
+                yield (started, source, owner, None, path, value, True)
+        for index in range(self._written, end):
+            entry = self.entries[index]
+            received, session, seq, node = entry[:4]
+            source = names(session) if session else None
+            prefix = "/".join(node) + "/" if node else ""
+            restored = seq is None  # not sent: a value restored from the last config
+            if len(entry) == 6:
+                yield (received, source, session, seq, prefix + entry[4], entry[5], restored)
+            else:
+                for name, value in entry[4].items():
+                    yield (received, source, session, seq, prefix + name, value, restored)
+
+
+class HistoryWriter:
+    """A thread writing the running experiment's history every ``interval``."""
+
+    def __init__(self, current: Callable[[], HistoryLog | None], interval: float) -> None:
+        self._current = current
+        self._interval = interval
+        self._failed: HistoryLog | None = None  # said once per experiment
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="collectord-history", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            history = self._current()
+            if history is None:
+                continue
+            try:
+                history.advance()
+            except Exception as exc:  # a full disk: the save writes it (and says so)
+                if self._failed is not history:
+                    self._failed = history
+                    log.warning("writing the parameter history ahead failed: %r", exc)
