@@ -6,7 +6,8 @@ copies one row into the current block (about a microsecond, no message), and
 that a slow stream is not held back, when its first row is older than
 ``flush_interval`` (the client's I/O thread checks). Its rows travel as one
 raw buffer frame, handed to ZeroMQ without copying, never element by element
-through msgpack.
+through msgpack. Small blocks extended while the I/O thread is busy travel
+together (``Stream._gather``): a message per megabyte, not per call.
 """
 
 from __future__ import annotations
