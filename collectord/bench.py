@@ -13,9 +13,10 @@ ceilings of this machine at this moment (shared machines are noisy):
   ratio is rows per second to the raw message rate (batching must beat one
   message per row);
 * block extends: ``stream.extend`` of 1000 x 20 float64, until ``sync()``;
-  the ratio is to the raw block bandwidth, and also to the disk: the rate at
-  which 100 MB can be written and fsynced in the daemon's output folder, the
-  ceiling of anything that keeps the data;
+  the ratio is to the raw block bandwidth, to the disk (the rate at which
+  100 MB can be written and fsynced in the daemon's output folder, the
+  ceiling of anything that keeps the data), and to the lower of the two,
+  which is what the target is for (issue 11);
 * the daemon's peak memory while it ingests ``--stream-mb`` of blocks (from
   ``/proc`` while it runs, else from ``wait4`` once it ends; unavailable on
   Windows), and the rate of that longer extend, which the disk's sustained
@@ -57,7 +58,7 @@ from .daemon.process import spawn
 from .protocol import PROTOCOL_VERSION, Command
 
 BLOCK = (1000, 20)
-TARGETS = {"params": 0.7, "append": 2.0, "extend": 0.5}
+TARGETS = {"params": 0.7, "append": 2.0, "extend_to_ceiling": 0.7}
 #: Upper bounds for a big tree: stop to saved, as a ratio to its serialisation
 #: ceiling; a restart on a folder of a million parameters, in seconds.
 TREE_TARGETS = {"save": 2.0, "restart_s_at_1M": 2.0}
@@ -439,6 +440,8 @@ def run(
         "append": median["append_rows_per_s"] / median["raw_messages_per_s"],
         "extend": median["extend_bytes_per_s"] / median["raw_block_bytes_per_s"],
         "extend_to_disk": median["extend_bytes_per_s"] / median["disk_bytes_per_s"],
+        "extend_to_ceiling": median["extend_bytes_per_s"]
+        / min(median["raw_block_bytes_per_s"], median["disk_bytes_per_s"]),
     }
     return {
         "version": __version__,
@@ -494,8 +497,9 @@ def report(result: dict[str, Any]) -> str:
         f"  append, 20 float64 columns     {median['append_rows_per_s']:>12,.0f} rows/s  "
         f"x{ratios['append']:.2f} (target x{TARGETS['append']}: {verdict('append')})",
         f"  extend, 1000 x 20 float64      {median['extend_bytes_per_s'] / 1e6:>12,.0f} MB/s    "
-        f"x{ratios['extend']:.2f} (target x{TARGETS['extend']}: {verdict('extend')}); "
-        f"x{ratios['extend_to_disk']:.2f} of the disk",
+        f"x{ratios['extend_to_ceiling']:.2f} of the lower ceiling (target "
+        f"x{TARGETS['extend_to_ceiling']}: {verdict('extend_to_ceiling')}); "
+        f"x{ratios['extend']:.2f} of the transport, x{ratios['extend_to_disk']:.2f} of the disk",
         f"  cost of set_params             {median['set_params_us']:>12.2f} us per call",
         f"  cost of append                 {median['append_us']:>12.2f} us per call",
         "  daemon peak memory             "

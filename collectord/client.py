@@ -301,6 +301,19 @@ class Client:
         # Rows appended before close() began are delivered while it closes.
         return self._publish(Kind.BLOCK, body, rows, closing_ok=True)
 
+    def _grow_block(self, seq: int, path: str, rows: np.ndarray[Any, Any]) -> bool:
+        """Send ``rows`` as block ``seq`` (whose rows they begin with) if that
+        block is still waiting for the I/O thread; False if it is not, or if
+        the grown block would be larger than the daemon accepts."""
+        body = msgpack.packb({"path": path, "rows": len(rows)})
+        if len(body) + rows.nbytes > self._link.limits.body:
+            return False
+        with self._shared.lock:
+            state = self._conn.state
+            if state is not State.OPEN and state is not State.CLOSING:
+                raise ClientClosedError(f"client {self.name!r} is {state.value}")
+            return self._shared.outbox.grow_block(seq, body, rows)
+
     def _max_block_rows(self, row_bytes: int) -> int:
         """Rows that fit in one message within the daemon's size limit."""
         return max(1, self._link.limits.body // row_bytes)

@@ -148,6 +148,23 @@ class Outbox:
             self.open = None
         self.closed.append(Batch(seq, BLOCK, body, rows))
 
+    def grow_block(self, seq: int, body: bytes, rows: Any) -> bool:
+        """Make block ``seq`` carry ``rows`` (its rows and more) instead, with
+        ``body`` as its body; False if it can no longer change.
+
+        It can while it is the last message published and the I/O thread has
+        not taken it: nothing has been sent of it, and nothing after it.
+        """
+        if self.open is not None or not self.closed:
+            return False
+        last = self.closed[-1]
+        if last.first != seq or last.rows is None:
+            return False
+        last.payload = bytearray(body)
+        last.ends[0] = len(body)
+        last.rows = rows
+        return True
+
     def take(self) -> list[Batch]:
         """Everything published so far, in order; the open batch is closed."""
         if self.open is not None:

@@ -245,7 +245,13 @@ def test_bench_runs_and_reports_every_figure() -> None:
     )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert set(figures["ratios"]) == {"params", "append", "extend", "extend_to_disk"}
+    assert set(figures["ratios"]) == {
+        "params",
+        "append",
+        "extend",
+        "extend_to_disk",
+        "extend_to_ceiling",
+    }
     assert all(value > 0 for value in figures["medians"].values())
     assert figures["memory"]["extend_bytes_per_s"] > 0
     tree = figures["tree"]
