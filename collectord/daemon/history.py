@@ -69,10 +69,12 @@ class HistoryLog:
         self._partial.unlink(missing_ok=True)  # a crashed daemon's: started again
 
     def advance(self) -> None:
-        """Write the entries that arrived since the last call (the writer thread)."""
+        """Write the entries that arrived since the last call, and fsync them
+        (the writer thread): a save then has little left to write or to sync."""
         with self._lock:
-            if not self._done:
-                self._write_pending()
+            if not self._done and self._write_pending():
+                assert self._file is not None
+                os.fsync(self._file.fileno())
 
     def finish(self, final: Path) -> None:
         """Write the rest, make it durable and rename it to ``final`` (a save's
@@ -105,10 +107,11 @@ class HistoryLog:
             self._file.truncate()
         return self._file
 
-    def _write_pending(self) -> None:
+    def _write_pending(self) -> bool:
+        """Write what is not written yet; whether there was anything."""
         end = len(self.entries)
         if self._began is None and end == self._written:
-            return
+            return False
         file = self._open()
         try:
             for chunk in encode(self._lines(end)):
@@ -121,6 +124,7 @@ class HistoryLog:
         self._began = None
         self._written = end
         self._size = file.tell()
+        return True
 
     def _lines(self, end: int) -> Iterator[tuple[Any, ...]]:
         """``Change`` tuples of what is not written yet, up to entry ``end``."""

@@ -31,7 +31,7 @@ from .barrier import Barrier, PendingStop
 from .connections import Connections
 from .control import ReplyTo, dispatch
 from .durability import Durability
-from .history import WRITE_INTERVAL, HistoryWriter
+from .history import WRITE_INTERVAL, HistoryLog, HistoryWriter
 from .lifecycle import Lifecycle, Opened, Received, Start
 from .saving import SaveJob, Saver
 
@@ -76,7 +76,7 @@ class Daemon:
         gc.freeze()
         self.barrier = Barrier(config.barrier_timeout)
         self.saver = Saver()
-        self.history_writer = HistoryWriter(lambda: self.lifecycle.history, WRITE_INTERVAL)
+        self.history_writer = HistoryWriter(self._history_to_write, WRITE_INTERVAL)
         #: The stop whose save runs: its replies wait for it.
         self._stopping: PendingStop | None = None
         #: A signal came while a save ran: exit once it is done.
@@ -123,6 +123,12 @@ class Daemon:
                 self._save_when_ready()
         finally:
             self._teardown()
+
+    def _history_to_write(self) -> HistoryLog | None:
+        """The running experiment's history, for the writer thread; none while
+        a save runs, which it would only slow down (the next experiment's
+        first lines, all the parameters it began with, can wait for it)."""
+        return None if self.saver.busy else self.lifecycle.history
 
     def _teardown(self) -> None:
         self._close_sockets()
