@@ -34,6 +34,9 @@ log = logging.getLogger("collectord")
 PARTIAL_NAME = "changes.partial"
 #: How often the writer thread writes what arrived, in seconds.
 WRITE_INTERVAL = 0.5
+#: More entries than this in one interval: the daemon is busy taking a burst
+#: of messages, and the writer waits for a quieter interval (or the save).
+BUSY_ENTRIES = 1000
 
 #: The client's name for a session, or None if the daemon does not know it.
 Names = Callable[[str], str | None]
@@ -166,9 +169,18 @@ class HistoryWriter:
             self._thread.join()
 
     def _run(self) -> None:
+        seen: tuple[HistoryLog | None, int] = (None, 0)
         while not self._stop.wait(self._interval):
             history = self._current()
             if history is None:
+                continue
+            # Writing competes with the daemon's loop for the interpreter: in
+            # a burst of parameter messages it would cut the rate they are
+            # taken at by a third. What a burst leaves is written after it.
+            count = len(history.entries)
+            busy = seen[0] is history and count - seen[1] > BUSY_ENTRIES
+            seen = (history, count)
+            if busy:
                 continue
             try:
                 history.advance()
