@@ -35,15 +35,13 @@ tuples with the tags decoded.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from json.encoder import encode_basestring_ascii as _string
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import system
 from .jsonio import from_json, to_json
-from .store import METADATA_SUFFIX
+from .store import METADATA_SUFFIX, atomic_write
 
 CHANGES_SUFFIX = "_changes.jsonl"
 
@@ -138,20 +136,8 @@ def _tagged(value: Any) -> Any:
 
 
 def write_changes(path: Path, changes: Iterable[tuple[Any, ...]]) -> None:
-    """Write a changes file atomically and durably (like the metadata beside it):
-    a temporary file, fsynced, renamed into place, the folder fsynced."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            for chunk in encode(changes):
-                file.write(chunk)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    system.fsync_dir(path.parent)
+    """Write a changes file atomically and durably (like the metadata beside it)."""
+    atomic_write(path, encode(changes))
 
 
 def find_changes(folder: str | Path) -> Path:
