@@ -11,6 +11,7 @@ import pytest
 from equality import same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tree_values import keys, scalars
 
 import collectord
 from collectord.changes import (
@@ -24,15 +25,6 @@ from collectord.changes import (
 )
 from collectord.jsonio import to_json
 
-keys = st.text(max_size=8).filter(lambda key: not key.startswith("$"))
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**64 - 1),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=10),
-    st.binary(max_size=16),
-)
 values = st.recursive(
     scalars,
     lambda children: st.one_of(

@@ -11,6 +11,7 @@ import numpy as np
 from equality import same
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tree_values import keys, scalars
 
 from collectord.jsonio import BYTES_TAG, FLOAT_TAG, dumps, from_json, load_json, loads, to_json
 
@@ -24,16 +25,6 @@ def strict_loads(text: bytes) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
-# Keys a client may send (no '$' prefix); values the daemon's tree may hold.
-keys = st.text(max_size=8).filter(lambda key: not key.startswith("$"))
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**64 - 1),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=10),
-    st.binary(max_size=16),
-)
 trees = st.dictionaries(
     keys,
     st.recursive(
