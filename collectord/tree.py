@@ -279,10 +279,13 @@ class Tree:
     def is_empty(self) -> bool:
         return not self._root
 
-    def parameters(self) -> Iterator[tuple[str, Any, str | None]]:
-        """Every parameter as (slash path, value, owner), a group's parameters
-        before its groups: the values an experiment began with, for its history."""
-        return _parameters(self._root)
+    def parameter_runs(self) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+        """Every parameter as (group prefix, {name: value}, owner): the
+        consecutive parameters of a group that one owner set, a group's
+        parameters before its groups. The values an experiment began with,
+        for its history: a line per parameter, built a run at a time
+        (``changes.encode_runs``)."""
+        return _parameter_runs(self._root)
 
     def carried(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The parameters as a new experiment inherits them, for its journal's
@@ -408,19 +411,36 @@ def _export(
     return (params if same else metadata), params, owners
 
 
-def _parameters(root: dict[str, Any]) -> Iterator[tuple[str, Any, str | None]]:
-    """``Tree.parameters``, with a loop, not a generator per level: a tree
-    may hold millions."""
+def _parameter_runs(root: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str | None]]:
     pending = [(root, "")]
     while pending:
         branch, prefix = pending.pop()
+        children = branch.values()
+        size = len(branch)
+        if (
+            size
+            and operator.countOf(map(type, children), _Leaf) == size
+            and operator.countOf(map(_kind, children), _PARAM) == size
+        ):
+            owners = set(map(_owner, children))
+            if len(owners) == 1:  # the commonest: no loop in Python
+                yield prefix, dict(zip(branch, map(_value, children), strict=True)), owners.pop()
+                continue
         groups = []
+        run: dict[str, Any] = {}
+        owner: Any = _UNSET
         for name, child in branch.items():
             if type(child) is _Leaf:
                 if child.kind is _PARAM:
-                    yield prefix + name, child.value, child.owner
+                    if child.owner != owner and run:
+                        yield prefix, run, owner
+                        run = {}
+                    owner = child.owner
+                    run[name] = child.value
             elif child:
                 groups.append((child, f"{prefix}{name}/"))
+        if run:
+            yield prefix, run, owner
         pending.extend(reversed(groups))
 
 

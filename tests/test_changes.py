@@ -15,11 +15,13 @@ from tree_values import keys, scalars
 
 import collectord
 from collectord.changes import (
-    BATCH,
     CHANGES_SUFFIX,
+    CHUNK,
     Change,
+    Run,
     changes_path,
     encode,
+    encode_runs,
     load_changes,
     write_changes,
 )
@@ -146,12 +148,63 @@ def test_a_line_that_is_not_a_change_is_named(tmp_path: Path) -> None:
 
 
 def test_encoding_is_batched_and_streams() -> None:
-    """A history of millions of changes is written a batch at a time, never
+    """A history of millions of changes is written a chunk at a time, never
     held whole as text."""
-    items = (Change(float(i), None, None, None, f"p/{i}", i, True) for i in range(3 * BATCH + 1))
+    count = 3 * CHUNK // 60
+    items = (Change(float(i), None, None, None, f"p/{i}", i, True) for i in range(count))
     chunks = list(encode(items))
-    assert len(chunks) == 4
-    assert sum(chunk.count(b"\n") for chunk in chunks) == 3 * BATCH + 1
+    assert len(chunks) >= 3
+    assert all(len(chunk) < CHUNK + 200 for chunk in chunks)
+    assert sum(chunk.count(b"\n") for chunk in chunks) == count
+
+
+#: Runs as the daemon makes them: a message's values, often of one type (the
+#: lines built without a loop in Python), and names that may need escaping.
+uniform_values = st.one_of(
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=6),
+    st.lists(st.floats(-1e300, 1e300), max_size=6),
+    st.lists(st.integers(-(2**64), 2**64), max_size=6),
+    st.lists(st.text(max_size=6), max_size=6),
+    st.lists(values, max_size=4),
+)
+runs = st.builds(
+    lambda time, source, session, seq, carried, prefix, names, items: Run(
+        time, source, session, seq, carried, prefix, dict(zip(names, items, strict=False))
+    ),
+    time=st.floats(0, 4e9),
+    source=st.none() | names,
+    session=st.none() | st.text(max_size=12),
+    seq=st.none() | st.integers(1, 2**64 - 1),
+    carried=st.booleans(),
+    prefix=st.sampled_from(["", "cam/", "a/b/"]) | names.map(lambda name: name + "/"),
+    names=st.lists(names, min_size=6, max_size=6, unique=True),
+    items=uniform_values,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(runs, max_size=12))
+def test_runs_are_written_as_json_writes_each_line(items: list[Run]) -> None:
+    text = b"".join(encode_runs(items)).decode("utf-8")
+    expected = [
+        json.dumps(
+            to_json(
+                Change(
+                    run.time,
+                    run.source,
+                    run.session,
+                    run.seq,
+                    run.prefix + name,
+                    value,
+                    run.carried,
+                )._asdict()
+            ),
+            allow_nan=False,
+        )
+        for run in items
+        for name, value in run.values.items()
+    ]
+    assert text.splitlines() == expected
 
 
 def test_numpy_values_are_written_as_the_metadata_writes_them(tmp_path: Path) -> None:

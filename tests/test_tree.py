@@ -611,20 +611,26 @@ def test_restored_returns_only_the_values_it_added() -> None:
     assert added == [(("general", "animal", "age"), 7)]
 
 
-def test_parameters_are_every_parameter_with_its_owner_groups_after_parameters() -> None:
+def test_parameter_runs_are_every_parameter_with_its_owner_groups_after_parameters() -> None:
     """What an experiment began with, for its history: every parameter (not
-    static data), at any depth, a dict-valued one as a value."""
+    static data), at any depth, a dict-valued one as a value, in runs of one
+    owner each."""
     tree = Tree()
     tree.merge_params(("cam", "roi"), {"x": 0}, "cam-1")
     tree.merge_params(("cam",), {"gain": 1, "window": {"w": 2}}, "cam-1")
     tree.merge_params(("old",), {"x": 1}, "gone-1")
     tree.merge_params(("empty",), {})
     tree.set_data(("stimulus", "log"), [1])
-    assert list(tree.parameters()) == [
-        ("cam/gain", 1, "cam-1"),
-        ("cam/window", {"w": 2}, "cam-1"),
-        ("cam/roi/x", 0, "cam-1"),
-        ("old/x", 1, "gone-1"),
+    tree.merge_params(("mixed",), {"a": 1, "b": 2}, "s1")
+    tree.merge_params(("mixed",), {"c": 3}, "s2")
+    tree.merge_params(("mixed",), {"d": 4}, "s1")
+    assert list(tree.parameter_runs()) == [
+        ("cam/", {"gain": 1, "window": {"w": 2}}, "cam-1"),
+        ("cam/roi/", {"x": 0}, "cam-1"),
+        ("old/", {"x": 1}, "gone-1"),
+        ("mixed/", {"a": 1, "b": 2}, "s1"),
+        ("mixed/", {"c": 3}, "s2"),
+        ("mixed/", {"d": 4}, "s1"),
     ]
 
 

@@ -21,10 +21,10 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from .. import system
-from ..changes import encode
+from ..changes import Run, encode_runs
 from ..collector import Changed
 from ..tree import Tree
 
@@ -117,7 +117,7 @@ class HistoryLog:
             return False
         file = self._open()
         try:
-            for chunk in encode(self._lines(end)):
+            for chunk in encode_runs(self._runs(end)):
                 file.write(chunk)
             file.flush()
         except BaseException:
@@ -129,25 +129,22 @@ class HistoryLog:
         self._size = file.tell()
         return True
 
-    def _lines(self, end: int) -> Iterator[tuple[Any, ...]]:
-        """``Change`` tuples of what is not written yet, up to entry ``end``."""
+    def _runs(self, end: int) -> Iterator[Run]:
+        """The runs of lines not written yet, up to entry ``end``."""
         names = self.names
         if self._began is not None:
             started = self._started
-            for path, value, owner in self._began.parameters():
+            for prefix, began, owner in self._began.parameter_runs():
                 source = names(owner) if owner else None
-                yield (started, source, owner, None, path, value, True)
+                yield Run(started, source, owner, None, True, prefix, began)
         for index in range(self._written, end):
             entry = self.entries[index]
             received, session, seq, node = entry[:4]
             source = names(session) if session else None
             prefix = "/".join(node) + "/" if node else ""
             restored = seq is None  # not sent: a value restored from the last config
-            if len(entry) == 6:
-                yield (received, source, session, seq, prefix + entry[4], entry[5], restored)
-            else:
-                for name, value in entry[4].items():
-                    yield (received, source, session, seq, prefix + name, value, restored)
+            values = {entry[4]: entry[5]} if len(entry) == 6 else entry[4]
+            yield Run(received, source, session, seq, restored, prefix, values)
 
 
 class HistoryWriter:
