@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import errno
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from collectord import Client, journal, load_changes, load_json, store
 from collectord.collector import Collector
 from collectord.config import Config
 from collectord.control import request
-from collectord.daemon import Daemon
+from collectord.daemon import Daemon, lifecycle
 from collectord.experiment import StopRequest
 from collectord.faults import ENV, PAUSE_ENV, SAVE_STEPS, Fault
 from collectord.journal import JOURNAL_NAME
@@ -210,6 +212,37 @@ def test_a_stop_right_after_a_restart_waits_for_clients_known_from_the_journal(
 def _journal_of(output: Path) -> Path:
     (path,) = (output / ".collectord" / "staging").glob(f"*/{JOURNAL_NAME}")
     return path
+
+
+def test_a_recovery_shows_how_far_its_replay_has_got(make_daemon, monkeypatch, caplog) -> None:
+    """``collectord recover`` over a long journal says how far it is (here at
+    every record: the interval is set below any replay's duration)."""
+    daemon = make_daemon()
+    with Client("cam", daemon.data, daemon.control) as client:
+        for index in range(50):
+            client.set_params("cam/settings", exposure=float(index))
+            client.sync()  # one record per message
+        daemon.kill9()
+        records = len(journal.read(_journal_of(daemon.output)).records)
+        monkeypatch.setattr(lifecycle, "REPLAY_PROGRESS_EVERY", -1.0)
+        config = Config(output=str(daemon.output))
+        with caplog.at_level(logging.INFO, logger="collectord"):
+            opened = lifecycle.recover(config.output_dir, config.last_config_file, "npy")
+        client.close(timeout=0.1)  # everything was confirmed
+    shown = [
+        (float(match[1]), int(match[2]), int(match[3]))
+        for match in (
+            re.search(r"replaying .*: (\d+)% \((\d+) of (\d+) records\)", record.getMessage())
+            for record in caplog.records
+        )
+        if match
+    ]
+    assert [index for _, index, _ in shown] == list(range(records))
+    assert {total for _, _, total in shown} == {records}
+    percents = [percent for percent, _, _ in shown]
+    assert percents == sorted(percents) and percents[0] == 0 and percents[-1] < 100
+    (path,) = opened.saved
+    assert load_json(path)["cam"]["settings"]["exposure"] == 49.0
 
 
 def test_a_flipped_byte_in_the_middle_of_a_journal_costs_one_record(make_daemon) -> None:
