@@ -24,6 +24,12 @@ ceilings of this machine at this moment (shared machines are noisy):
 * the cost of the calls an acquisition loop pays, in microseconds;
 * how long a ``status`` request takes while the daemon holds ``--sessions``
   sessions (``collectord watch`` asks a few times a second);
+* a big tree (``--tree`` parameters, 100 to a node): stop to saved, as a
+  ratio to ``json.dumps`` + write + fsync + rename of the same tree, once with
+  the tree just set (its history, a line per parameter, is then written at
+  the stop too: the ceiling of writing those lines is reported beside it)
+  and once carried into the next experiment; the longest ``status`` meanwhile;
+  a restart on the folder;
 * the precision of the clock offsets measured on loopback (``--clock``
   samples): a client on the daemon's own clock, whose true offset is 0, so
   each sample's offset is its error.
@@ -252,6 +258,39 @@ def serialisation_ceiling(tree: dict[str, Any], folder: Path) -> float:
     return took
 
 
+def history_ceiling(nodes: dict[str, dict[str, float]], folder: Path) -> float:
+    """Seconds for one ``json.dumps`` call per node of the lines of the
+    history of setting ``nodes`` (``changes.py``: a map per parameter, built
+    beforehand, untimed) + write + fsync + rename: the least that writing the
+    same history costs, to set beside the tree's own ceiling."""
+    target = folder / "history-ceiling.json"
+    took = 0.0
+    with open(folder / "history-ceiling.tmp", "wb") as file:
+        for seq, (node, values) in enumerate(nodes.items(), 1):
+            lines = [
+                {
+                    "time": 1.7e9 + seq,
+                    "source": "bench-tree",
+                    "session": "0123456789abcdef",
+                    "seq": seq,
+                    "path": f"{node}/{name}",
+                    "value": value,
+                    "carried": False,
+                }
+                for name, value in values.items()
+            ]
+            started = time.perf_counter()
+            file.write(json.dumps(lines).encode())
+            took += time.perf_counter() - started
+        started = time.perf_counter()
+        file.flush()
+        os.fsync(file.fileno())
+        os.replace(folder / "history-ceiling.tmp", target)
+        took += time.perf_counter() - started
+    target.unlink()
+    return took
+
+
 #: How long the bench's second experiment on a big tree runs before its stop.
 EXPERIMENT_S = 5.0
 
@@ -300,6 +339,8 @@ def big_tree(parameters: int) -> dict[str, float | None]:
             started = time.perf_counter()
             client.stop(timeout=600)
             save_carried = time.perf_counter() - started
+        _quiet_disk()  # measured after the saves: the history's writer ran meanwhile
+        history = history_ceiling(nodes, Path(daemon.folder.name))
         daemon.close(keep_folder=True)
         _quiet_disk()
         cpu = system.children_cpu_seconds()
@@ -317,6 +358,7 @@ def big_tree(parameters: int) -> dict[str, float | None]:
         "save_s": save,
         "save_carried_s": save_carried,
         "ceiling_s": ceiling,
+        "history_ceiling_s": history,
         "status_max_s": max(latencies) if latencies else 0.0,
         "restart_s": restart,
         "restart_cpu_s": restart_cpu,
@@ -484,7 +526,14 @@ def run(
 def _tree_medians(trees: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not trees:
         return None
-    keys = ("save_s", "save_carried_s", "ceiling_s", "status_max_s", "restart_s")
+    keys = (
+        "save_s",
+        "save_carried_s",
+        "ceiling_s",
+        "history_ceiling_s",
+        "status_max_s",
+        "restart_s",
+    )
     median = {key: statistics.median(t[key] for t in trees) for key in keys}
     cpus = [t["restart_cpu_s"] for t in trees if t.get("restart_cpu_s") is not None]
     median["restart_cpu_s"] = statistics.median(cpus) if cpus else None
@@ -492,6 +541,9 @@ def _tree_medians(trees: list[dict[str, Any]]) -> dict[str, Any] | None:
         "parameters": trees[0]["parameters"],
         **median,
         "save_ratio": statistics.median(t["save_s"] / t["ceiling_s"] for t in trees),
+        "save_with_history_ratio": statistics.median(
+            t["save_s"] / (t["ceiling_s"] + t["history_ceiling_s"]) for t in trees
+        ),
         "save_carried_ratio": statistics.median(
             t["save_carried_s"] / t["ceiling_s"] for t in trees
         ),
@@ -543,6 +595,9 @@ def report(result: dict[str, Any]) -> str:
             f"    json + write + fsync + rename {tree['ceiling_s']:>10.3f} s    (ceiling)",
             f"    stop to saved, just set       {tree['save_s']:>10.3f} s    "
             f"x{tree['save_ratio']:.2f} (target at most x{TREE_TARGETS['save']}: {verdict_save})",
+            f"      its history: json.dumps, write {tree['history_ceiling_s']:>10.3f} s    "
+            f"(a line per parameter; the save is x{tree['save_with_history_ratio']:.2f} "
+            "of both ceilings together)",
             f"    stop to saved, carried in     {tree['save_carried_s']:>10.3f} s    "
             f"x{tree['save_carried_ratio']:.2f} (target at most x{TREE_TARGETS['save']}: "
             f"{verdict_carried}; the next experiment, {EXPERIMENT_S:g} s long)",

@@ -256,7 +256,16 @@ def test_bench_runs_and_reports_every_figure() -> None:
     assert figures["memory"]["extend_bytes_per_s"] > 0
     tree = figures["tree"]
     assert tree["parameters"] == 2000
-    keys = ("save_s", "save_carried_s", "ceiling_s", "status_max_s", "restart_s", "restart_cpu_s")
+    keys = (
+        "save_s",
+        "save_carried_s",
+        "ceiling_s",
+        "history_ceiling_s",
+        "save_with_history_ratio",
+        "status_max_s",
+        "restart_s",
+        "restart_cpu_s",
+    )
     assert all(tree[key] > 0 for key in keys)
     clock = figures["clock"]
     assert clock["samples"] >= 5
