@@ -242,10 +242,11 @@ def _big_tree(parameters: int) -> dict[str, dict[str, float]]:
     }
 
 
-def serialisation_ceiling(tree: dict[str, Any], folder: Path) -> float:
+def serialisation_ceiling(tree: dict[str, Any], folder: Path) -> tuple[float, float]:
     """Seconds for ``json.dumps`` + write + fsync + rename of ``tree``: the least
-    any save of it costs."""
+    any save of it costs; and the CPU seconds this process used for it."""
     target = folder / "ceiling.json"
+    cpu = time.process_time()
     started = time.perf_counter()
     data = json.dumps(tree, sort_keys=True).encode()
     with open(folder / "ceiling.tmp", "wb") as file:
@@ -254,8 +255,9 @@ def serialisation_ceiling(tree: dict[str, Any], folder: Path) -> float:
         os.fsync(file.fileno())
     os.replace(folder / "ceiling.tmp", target)
     took = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     target.unlink()
-    return took
+    return took, cpu
 
 
 def history_ceiling(nodes: dict[str, dict[str, float]], folder: Path) -> float:
@@ -291,6 +293,15 @@ def history_ceiling(nodes: dict[str, dict[str, float]], folder: Path) -> float:
     return took
 
 
+def _cpu_since(daemon: _Daemon, before: float | None) -> float | None:
+    """The CPU seconds the daemon used since it had used ``before``."""
+    now = system.process_cpu_seconds(daemon.process.pid)
+    return now - before if now is not None and before is not None else None
+
+
+#: Seconds between the bench's ``status`` requests while a big tree saves.
+STATUS_EVERY = 0.02
+
 #: How long the bench's second experiment on a big tree runs before its stop.
 EXPERIMENT_S = 5.0
 
@@ -310,22 +321,29 @@ def big_tree(parameters: int) -> dict[str, float | None]:
             client.sync(timeout=600)
             nested: dict[str, Any] = {"rig": {k.split("/")[1]: v for k, v in nodes.items()}}
             _quiet_disk()
-            ceiling = serialisation_ceiling(nested, Path(daemon.folder.name))
+            ceiling, ceiling_cpu = serialisation_ceiling(nested, Path(daemon.folder.name))
             latencies: list[float] = []
             saving = threading.Event()
 
             def ask_status() -> None:
-                while not saving.is_set():
+                # A few times a second and more, as `collectord watch` asks:
+                # often enough to see the daemon deaf for a moment, seldom
+                # enough not to make the save's CPU figure its own.
+                while True:
                     asked = time.perf_counter()
                     request(daemon.control, Command.STATUS, {}, timeout=120)
                     latencies.append(time.perf_counter() - asked)
+                    if saving.wait(STATUS_EVERY):
+                        break
 
             _quiet_disk()
             prober = threading.Thread(target=ask_status)
             prober.start()
+            cpu = system.process_cpu_seconds(daemon.process.pid)
             started = time.perf_counter()
             client.stop(timeout=600)
             save = time.perf_counter() - started
+            save_cpu = _cpu_since(daemon, cpu)
             saving.set()
             prober.join()
             # The rig's usual case: the next experiment carries the tree in,
@@ -336,9 +354,11 @@ def big_tree(parameters: int) -> dict[str, float | None]:
             client.sync(timeout=600)
             time.sleep(EXPERIMENT_S)
             _quiet_disk()
+            cpu = system.process_cpu_seconds(daemon.process.pid)
             started = time.perf_counter()
             client.stop(timeout=600)
             save_carried = time.perf_counter() - started
+            save_carried_cpu = _cpu_since(daemon, cpu)
         _quiet_disk()  # measured after the saves: the history's writer ran meanwhile
         history = history_ceiling(nodes, Path(daemon.folder.name))
         daemon.close(keep_folder=True)
@@ -358,6 +378,9 @@ def big_tree(parameters: int) -> dict[str, float | None]:
         "save_s": save,
         "save_carried_s": save_carried,
         "ceiling_s": ceiling,
+        "ceiling_cpu_s": ceiling_cpu,
+        "save_cpu_s": save_cpu,
+        "save_carried_cpu_s": save_carried_cpu,
         "history_ceiling_s": history,
         "status_max_s": max(latencies) if latencies else 0.0,
         "restart_s": restart,
@@ -535,11 +558,19 @@ def _tree_medians(trees: list[dict[str, Any]]) -> dict[str, Any] | None:
         "restart_s",
     )
     median = {key: statistics.median(t[key] for t in trees) for key in keys}
-    cpus = [t["restart_cpu_s"] for t in trees if t.get("restart_cpu_s") is not None]
-    median["restart_cpu_s"] = statistics.median(cpus) if cpus else None
+    for key in ("restart_cpu_s", "ceiling_cpu_s", "save_cpu_s", "save_carried_cpu_s"):
+        known = [t[key] for t in trees if t.get(key) is not None]
+        median[key] = statistics.median(known) if known else None
+
+    def cpu_ratio(key: str) -> float | None:
+        known = [t[key] / t["ceiling_cpu_s"] for t in trees if t.get(key) is not None]
+        return statistics.median(known) if known else None
+
     return {
         "parameters": trees[0]["parameters"],
         **median,
+        "save_cpu_ratio": cpu_ratio("save_cpu_s"),
+        "save_carried_cpu_ratio": cpu_ratio("save_carried_cpu_s"),
         "save_ratio": statistics.median(t["save_s"] / t["ceiling_s"] for t in trees),
         "save_with_history_ratio": statistics.median(
             t["save_s"] / (t["ceiling_s"] + t["history_ceiling_s"]) for t in trees
@@ -550,6 +581,19 @@ def _tree_medians(trees: list[dict[str, Any]]) -> dict[str, Any] | None:
         "samples": trees,
         "targets": TREE_TARGETS,
     }
+
+
+def _cpu_lines(tree: dict[str, Any]) -> list[str]:
+    """The saves' CPU against the ceiling's: what a loaded machine disturbs least."""
+    if tree.get("save_cpu_ratio") is None:
+        return []
+    return [
+        f"    CPU: the ceiling              {tree['ceiling_cpu_s']:>10.3f} s",
+        f"    CPU: the daemon, just set     {tree['save_cpu_s']:>10.3f} s    "
+        f"x{tree['save_cpu_ratio']:.2f} of the ceiling's",
+        f"    CPU: the daemon, carried in   {tree['save_carried_cpu_s']:>10.3f} s    "
+        f"x{tree['save_carried_cpu_ratio']:.2f} of the ceiling's",
+    ]
 
 
 def report(result: dict[str, Any]) -> str:
@@ -602,6 +646,7 @@ def report(result: dict[str, Any]) -> str:
             f"x{tree['save_carried_ratio']:.2f} (target at most x{TREE_TARGETS['save']}: "
             f"{verdict_carried}; the next experiment, {EXPERIMENT_S:g} s long)",
             f"    longest status during it      {tree['status_max_s']:>10.3f} s",
+            *_cpu_lines(tree),
             f"    restart on its folder         {tree['restart_s']:>10.3f} s    "
             f"(target under {TREE_TARGETS['restart_s_at_1M']} s at 1,000,000)",
         ]

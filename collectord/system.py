@@ -471,6 +471,21 @@ def peak_memory_mb(pid: int) -> float | None:
     return int(found.group(1)) / 1024 if found else None
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user and system) a running process has used so far, or
+    None where the system does not show it (no ``/proc``). Counted by the
+    kernel for that process alone, so other load on a shared machine moves
+    it little, where it moves wall-clock times a lot."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # "pid (name) state ppid ...": the name may hold spaces and parentheses.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime and stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def children_cpu_seconds() -> float | None:
     """CPU seconds (user and system) used by this process's children that were
     waited for, or None where the system does not count them (no ``resource``)."""

@@ -637,6 +637,39 @@ def test_peak_memory_of_a_running_process(
     assert system.peak_memory_mb(grown.pid) is None
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="no /proc here")
+def test_cpu_seconds_of_a_running_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the bench reads of the daemon: the CPU it used, as the process
+    itself counts it."""
+    burner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "while time.process_time() < 0.3: pass\n"
+            "print(time.process_time(), flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert burner.stdout is not None
+        used = float(burner.stdout.readline())
+        seen = system.process_cpu_seconds(burner.pid)
+        assert seen is not None
+        assert used - 0.05 <= seen <= used + 0.05  # clock ticks are 10 ms
+        monkeypatch.setattr(system, "_PROC", tmp_path)  # a system without /proc
+        assert system.process_cpu_seconds(burner.pid) is None
+    finally:
+        burner.kill()
+        burner.wait()
+        assert burner.stdin is not None and burner.stdout is not None
+        burner.stdin.close()
+        burner.stdout.close()
+
+
 @pytest.mark.skipif(not hasattr(os, "wait4"), reason="no wait4 here")
 def test_peak_memory_of_a_child_once_it_has_ended(grown: subprocess.Popen[str]) -> None:
     grown.kill()

@@ -267,6 +267,9 @@ def test_bench_runs_and_reports_every_figure() -> None:
         "restart_cpu_s",
     )
     assert all(tree[key] > 0 for key in keys)
+    # The daemon's CPU, in clock ticks of 10 ms: a tiny tree's save may use none.
+    cpus = ("ceiling_cpu_s", "save_cpu_s", "save_carried_cpu_s", "save_cpu_ratio")
+    assert all(tree[key] >= 0 for key in cpus)
     clock = figures["clock"]
     assert clock["samples"] >= 5
     assert clock["median_rtt_s"] > 0 and clock["offset_spread_s"] >= 0
