@@ -7,7 +7,10 @@ import os
 import pathlib
 import re
 import signal
+import subprocess
+import sys
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +18,9 @@ import rig_processes
 from conftest import DaemonProcess, run_cli, wait_for
 
 from collectord import Client, load_json
+from collectord.control import request
 from collectord.demo import CLOCKS
+from collectord.protocol import Command
 
 
 def test_three_publishers_and_a_fourth_that_stops(daemon: DaemonProcess, figures) -> None:
@@ -276,6 +281,61 @@ def test_bench_runs_and_reports_every_figure() -> None:
     assert abs(clock["median_offset_s"]) < 0.1  # the daemon's own clock: no offset
     status = figures["status"]
     assert status["sessions"] == 300 and status["max_s"] >= status["median_s"] > 0
+
+
+#: A client written by hand that says hello and then never answers a stop's
+#: barrier notice, as a process stuck in a long computation would not.
+MUTE_CLIENT = """
+import os, sys, zmq
+from collectord import codec
+context = zmq.Context()
+sock = context.socket(zmq.DEALER)
+sock.setsockopt(zmq.IDENTITY, b"mute-1")
+sock.connect(sys.argv[1])
+hello = {"v": 1, "cmd": "hello", "id": 1, "name": "mute", "session": "mute-1",
+         "host": "here", "pid": os.getpid(), "program": "test", "versions": {}}
+sock.send_multipart([b"", codec.pack(hello)])
+assert codec.unpack(sock.recv_multipart()[-1])["ok"]
+print("hello", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_stop_waiting_for_a_client_that_dies_goes_on_at_once(make_daemon, tmp_path) -> None:
+    """The barrier would wait ten minutes for the mute client; its death ends the wait."""
+    config = tmp_path / "patient.toml"
+    config.write_text("[stop]\nbarrier_timeout = 600\n")
+    daemon = make_daemon(extra=("--config", str(config)))
+    mute = subprocess.Popen(
+        [sys.executable, "-c", MUTE_CLIENT, daemon.control],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    replies: list[dict[str, Any]] = []
+    try:
+        assert mute.stdout is not None and mute.stdout.readline() == "hello\n"
+        stopping = threading.Thread(
+            target=lambda: replies.append(
+                request(daemon.control, Command.STOP, {"reason": "test"}, timeout=300)
+            )
+        )
+        stopping.start()
+        wait_for(lambda: daemon.status()["stop_pending"], what="the stop to wait for the barrier")
+        assert not replies  # it waits for the mute client
+        mute.kill()
+        stopping.join(120)
+        assert not stopping.is_alive(), "the stop went on waiting for a dead client"
+    finally:
+        mute.kill()
+        mute.wait()
+        assert mute.stdin is not None and mute.stdout is not None
+        mute.stdin.close()
+        mute.stdout.close()
+    (reply,) = replies
+    assert reply["unconfirmed"] == ["mute (mute-1)"]
+    saved = load_json(reply["path"])
+    assert saved["collectord"]["unconfirmed"] == ["mute (mute-1)"]
 
 
 def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemon, tmp_path):

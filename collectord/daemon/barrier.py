@@ -9,7 +9,10 @@ Whom to wait for: a session whose notice cannot be delivered is gone (its
 process died without ``bye``), unless it is known only from the journal of a
 restarted daemon: its client may be reconnecting right now. Such a session is
 sent the notice again until it answers or the barrier times out; if it does
-not answer, it is named as unconfirmed and counted as gone from then on.
+not answer, it is named as unconfirmed and counted as gone from then on. A
+session whose connection closes while the stop waits (its process died after
+the notice reached it: ``connections.py``) is not waited for either; it is
+named as unconfirmed if what it reported, or anything at all, is not in.
 """
 
 from __future__ import annotations
@@ -107,7 +110,10 @@ class Barrier:
                 continue
             if seq is None or source.received < seq:
                 unconfirmed.append(source)
-        if unconfirmed and time.monotonic() < stop.deadline:
+        # Only those that may still answer hold the stop: a live connection,
+        # or one that may be coming back to a restarted daemon.
+        holding = any(source.reachable or source.from_journal for source in unconfirmed)
+        if holding and time.monotonic() < stop.deadline:
             return None
         self.pending = None
         for source in unconfirmed:
