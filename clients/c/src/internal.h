@@ -137,7 +137,11 @@ struct collectord_client {
 /* errors.c: record a failure for collectord_last_error() and the handle,
  * and return `code`. `client` may be NULL. */
 int cd_fail(collectord_client *client, int code, const char *format, ...)
-#ifdef __GNUC__
+#if defined(__MINGW32__)
+    /* MinGW's printf checks are Microsoft's unless told otherwise; the
+     * library is built with __USE_MINGW_ANSI_STDIO (%zu, %llu). */
+    __attribute__((format(gnu_printf, 3, 4)))
+#elif defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;

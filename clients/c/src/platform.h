@@ -11,7 +11,11 @@
 typedef CRITICAL_SECTION cd_mutex;
 typedef CONDITION_VARIABLE cd_cond;
 typedef HANDLE cd_thread;
-#  define CD_THREAD_LOCAL __declspec(thread)
+#  if defined(_MSC_VER)
+#    define CD_THREAD_LOCAL __declspec(thread)
+#  else /* MinGW's GCC ignores __declspec(thread): a shared buffer */
+#    define CD_THREAD_LOCAL __thread
+#  endif
 #else
 #  include <pthread.h>
 typedef pthread_mutex_t cd_mutex;
