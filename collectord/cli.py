@@ -20,6 +20,7 @@ from typing import Any
 
 from . import __version__
 from . import config as config_module
+from .clocks import offset_text
 from .control import request
 from .errors import CollectordError
 from .protocol import Command
@@ -519,6 +520,9 @@ def format_status(status: dict[str, Any]) -> str:
             for key in ("rejected", "duplicates", "lost")
             if counts[key]
         )
+        clock = source.get("clock")
+        if clock:
+            extra += f", clock offset {offset_text(clock['median_offset'])}"
         lines.append(
             f"    {source['name']:<12} {state:<9} pid {source['pid']} on {source['host']}: "
             f"{counts['messages']} messages{extra}"

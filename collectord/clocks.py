@@ -218,6 +218,13 @@ def summary(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
+def offset_text(seconds: float) -> str:
+    """An offset as people read it: ``+35.0 ms``, ``-2.500 s``."""
+    if abs(seconds) < 1:
+        return f"{seconds * 1000:+.1f} ms"
+    return f"{seconds:+.3f} s"
+
+
 def clock_samples(metadata: Mapping[str, Any], clock: str) -> list[Sample]:
     """The samples a saved experiment's metadata holds of the clock named ``clock``.
 

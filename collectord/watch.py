@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Literal
 
+from .clocks import offset_text
 from .errors import CollectordError
 
 if TYPE_CHECKING:
@@ -347,11 +348,7 @@ def _offset(row: SourceRow) -> str:
     """The median offset of the source's clock from the daemon's (``clock`` in
     its status entry): what to add to its timestamps to get the daemon's."""
     seconds = _number(_get(row.source, "clock", "median_offset"))
-    if seconds is None:
-        return "-"
-    if abs(seconds) < 1:
-        return f"{seconds * 1000:+.1f} ms"
-    return f"{seconds:+.3f} s"
+    return "-" if seconds is None else offset_text(seconds)
 
 
 def _counter(name: str) -> Callable[[SourceRow], str]:

@@ -102,8 +102,13 @@ def test_cli_status_and_stop(daemon: DaemonProcess) -> None:
         assert [s["name"] for s in parsed["sources"]] == ["camera"]
         assert parsed["rejected"] == 0
 
+        # The clock offset the client measured at its hello, once it is in.
+        wait_for(
+            lambda: daemon.status()["sources"][0].get("clock"), what="the camera's clock offset"
+        )
         human = run_cli("status", "--control", daemon.control)
         assert "camera" in human.stdout and "connected" in human.stdout
+        assert re.search(r"camera .* clock offset [+-]\d+\.\d ms", human.stdout), human.stdout
 
         stopped = run_cli("stop", "--control", daemon.control, "--reason", "from the CLI")
         assert stopped.returncode == 0, stopped.stderr
