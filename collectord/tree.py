@@ -361,13 +361,7 @@ def _export(
     parameters are equal, the same dict is returned for both. Written for
     speed: a save exports every leaf of trees of up to millions.
     """
-    children = branch.values()
-    size = len(branch)
-    if (
-        size
-        and operator.countOf(map(type, children), _Leaf) == size
-        and operator.countOf(map(_kind, children), _PARAM) == size
-    ):
+    if _params_only(branch):
         return _export_params(branch, in_force, gen)
     metadata: dict[str, Any] = {}
     params: dict[str, Any] = {}
@@ -411,17 +405,22 @@ def _export(
     return (params if same else metadata), params, owners
 
 
+def _params_only(branch: dict[str, Any]) -> bool:
+    """Whether a group holds parameters and nothing else (as most do), in one
+    pass in C: the kind of a leaf is its first item, and a group has no item
+    0 (its keys are names)."""
+    try:
+        return 0 < len(branch) == operator.countOf(map(_kind, branch.values()), _PARAM)
+    except KeyError:  # a group in it
+        return False
+
+
 def _parameter_runs(root: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str | None]]:
     pending = [(root, "")]
     while pending:
         branch, prefix = pending.pop()
         children = branch.values()
-        size = len(branch)
-        if (
-            size
-            and operator.countOf(map(type, children), _Leaf) == size
-            and operator.countOf(map(_kind, children), _PARAM) == size
-        ):
+        if _params_only(branch):
             owners = set(map(_owner, children))
             if len(owners) == 1:  # the commonest: no loop in Python
                 yield prefix, dict(zip(branch, map(_value, children), strict=True)), owners.pop()
@@ -463,7 +462,7 @@ def _export_params(
     }
     if dict in set(map(type, params.values())):
         owners[_DICTS] = [name for name, value in params.items() if type(value) is dict]
-    if set(map(_gen, children)) == {gen} or all(map(in_force, owner_set)):
+    if all(map(in_force, owner_set)) or set(map(_gen, children)) == {gen}:
         return params, params, owners
     metadata = {
         name: child.value
