@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import gc
+import itertools
 import operator
 from collections.abc import Callable, Iterator, Mapping
 from itertools import repeat
@@ -72,13 +73,31 @@ class _Leaf(tuple):  # type: ignore[type-arg]
 
 
 class _Group(dict):  # type: ignore[type-arg]
-    """A group of the tree: a dict that knows which experiment made it."""
+    """A group of the tree: a dict that knows which experiment made it
+    (``gen``) and which tree may change it in place (``epoch``).
 
-    __slots__ = ("gen",)
+    A fork shares its groups with the tree it was forked from (``Tree.fork``);
+    each tree then changes only groups of its own epoch, and copies a shared
+    one (and the groups above it) before it changes it.
+    """
 
-    def __init__(self, gen: int) -> None:
+    __slots__ = ("epoch", "gen")
+
+    def __init__(self, gen: int, epoch: int) -> None:
         super().__init__()
         self.gen = gen
+        self.epoch = epoch
+
+
+#: Each tree's epoch, new at every fork: a group of another epoch is shared.
+_EPOCHS = itertools.count(1)
+
+
+def _copy(group: _Group, epoch: int) -> _Group:
+    """A shallow copy of ``group`` for the tree of ``epoch`` to change."""
+    copied = _Group(group.gen, epoch)
+    copied.update(group)
+    return copied
 
 
 #: Decides whether a carried-over parameter is in force: gets its owner.
@@ -97,7 +116,8 @@ class Tree:
 
     def __init__(self) -> None:
         self.generation = 1
-        self._root: dict[str, Any] = _Group(0)
+        self._epoch = next(_EPOCHS)
+        self._root: _Group = _Group(0, self._epoch)
         #: Where static data was set in this experiment (some may be gone).
         self._data: list[Path] = []
 
@@ -107,12 +127,12 @@ class Tree:
             return child.kind is _PARAM and child.gen < self.generation
         return _carried_only(child, self.generation)
 
-    def _clear_way(self, path: Path, kind: LeafKind | None) -> list[tuple[dict[str, Any], str]]:
+    def _clear_way(self, path: Path, kind: LeafKind | None) -> list[Path]:
         """What must go for ``path`` to hold a leaf of ``kind`` (None: a group).
 
-        Returns the carried-over entries in the way, as (parent, name), for the
-        caller to remove once every check has passed. Raises ``TreeConflict``
-        if anything of the current experiment is in the way.
+        Returns the paths of the carried-over entries in the way, for the
+        caller to remove (``_remove``) once every check has passed. Raises
+        ``TreeConflict`` if anything of the current experiment is in the way.
         """
         branch = self._root
         for depth, name in enumerate(path):
@@ -125,34 +145,45 @@ class Tree:
                     if child.kind is kind:
                         return []
                     if self._carried(child):
-                        return [(branch, name)]
+                        return [path[: depth + 1]]
                     wanted = "static data" if kind is _DATA else "a parameter"
                     raise TreeConflict(
                         f"{join_path(path)!r} holds {child.kind.value}, not {wanted}"
                     )
                 if self._carried(child):
-                    return [(branch, name)]
+                    return [path[: depth + 1]]
                 where = join_path(path[: depth + 1])
                 raise TreeConflict(
                     f"{where!r} holds {child.kind.value}, so {join_path(path)!r} cannot be a group"
                 )
             if last and kind is not None:
                 if self._carried(child):
-                    return [(branch, name)]
+                    return [path[: depth + 1]]
                 raise TreeConflict(f"{join_path(path)!r} is a group, it cannot become a value")
             branch = child
         return []
 
-    def _group(self, node: Path, gen: int) -> dict[str, Any]:
-        """The group at ``node``, created (in experiment ``gen``) if absent;
-        the way must be clear."""
+    def _group(self, node: Path, gen: int) -> _Group:
+        """The group at ``node``, this tree's own to change: created (in
+        experiment ``gen``) if absent, copied (with the groups above it) if a
+        fork shares it. The way must be clear."""
+        epoch = self._epoch
         branch = self._root
+        if branch.epoch != epoch:
+            branch = self._root = _copy(branch, epoch)
         for name in node:
             child = branch.get(name)
             if type(child) is _Leaf or child is None:
-                child = branch[name] = _Group(gen)
+                child = branch[name] = _Group(gen, epoch)
+            elif child.epoch != epoch:
+                child = branch[name] = _copy(child, epoch)
             branch = child
         return branch
+
+    def _remove(self, path: Path) -> None:
+        """Remove the entry at ``path`` (``_clear_way`` found it there)."""
+        if self._existing_group(path[:-1]) is not None:
+            del self._group(path[:-1], 0)[path[-1]]
 
     def merge_params(
         self,
@@ -176,11 +207,11 @@ class Tree:
                 check_name(name, where=lambda: f"parameter name under {join_path(node)!r}")
             elif not (type(current) is _Leaf and current.kind is _PARAM):
                 removals += self._clear_way((*node, name), _PARAM)
-        for parent, name in removals:
-            del parent[name]
+        for path in removals:
+            self._remove(path)
         gen = 0 if carried else self.generation
         branch = self._group(node, gen)
-        if not values and not carried and isinstance(branch, _Group):
+        if not values and not carried:
             branch.gen = gen  # the node is declared in this experiment
         for name, value in values.items():
             branch[name] = _Leaf((_PARAM, value, owner, gen))
@@ -214,8 +245,8 @@ class Tree:
             parent = self._existing_group(path[:-1])
             leaf = parent.get(path[-1]) if parent is not None else None
             if type(leaf) is _Leaf:
-                assert parent is not None
-                parent[path[-1]] = _Leaf((_PARAM, leaf.value, leaf.owner, self.generation))
+                own = self._group(path[:-1], self.generation)
+                own[path[-1]] = _Leaf((_PARAM, leaf.value, leaf.owner, self.generation))
             elif isinstance(value, dict):
                 self._group(path, self.generation)  # a group with no parameters
             else:
@@ -226,8 +257,8 @@ class Tree:
 
     def set_data(self, path: Path, value: Any) -> None:
         """Set static data at ``path``, replacing earlier static data there."""
-        for parent, name in self._clear_way(path, _DATA):
-            del parent[name]
+        for removed in self._clear_way(path, _DATA):
+            self._remove(removed)
         leaf = _Leaf((_DATA, value, None, self.generation))
         self._group(path[:-1], self.generation)[path[-1]] = leaf
         self._data.append(path)
@@ -238,30 +269,38 @@ class Tree:
         Costs what this experiment's static data costs, not what the tree holds.
         """
         for path in self._data:
+            parent = self._existing_group(path[:-1])
+            leaf = parent.get(path[-1]) if parent is not None else None
+            if not (type(leaf) is _Leaf and leaf.kind is _DATA):
+                continue
+            self._group(path[:-1], 0)  # this tree's own, all the way down
             chain = [self._root]
             for name in path[:-1]:
-                child = chain[-1].get(name)
-                if child is None or type(child) is _Leaf:
+                chain.append(chain[-1][name])
+            del chain[-1][path[-1]]
+            # Groups this emptied go too.
+            for depth in range(len(chain) - 1, 0, -1):
+                if chain[depth]:
                     break
-                chain.append(child)
-            else:
-                leaf = chain[-1].get(path[-1])
-                if type(leaf) is _Leaf and leaf.kind is _DATA:
-                    del chain[-1][path[-1]]
-                    # Groups this emptied go too; a group declared empty stays.
-                    for depth in range(len(chain) - 1, 0, -1):
-                        if chain[depth]:
-                            break
-                        del chain[depth - 1][path[depth - 1]]
+                del chain[depth - 1][path[depth - 1]]
         self._data = []
         self.generation += 1
 
     def fork(self) -> Tree:
-        """A copy of this tree as it is now, for a save to read while this one
-        goes on: its groups are copied, its leaves (never changed) shared."""
+        """A copy of this tree as it is now, for a save to read (or an
+        experiment's history to begin with) while this one goes on.
+
+        Costs nothing at once: the two share every group, and from now on
+        each copies a group (and those above it) before it first changes it
+        (``_group``). A stop of a daemon holding a million parameters forks
+        its tree in the loop's thread; copying all of it there left the daemon
+        deaf for a few tenths of a second, and kept a second copy of every
+        group for as long as the experiment ran.
+        """
         forked = Tree()
         forked.generation = self.generation
-        forked._root = _copy_groups(self._root)
+        forked._root = self._root
+        self._epoch = next(_EPOCHS)  # the groups it had are shared from now on
         return forked
 
     def to_dict(self, in_force: InForce | None = None) -> dict[str, Any]:
@@ -320,7 +359,7 @@ class Tree:
     def from_carried(cls, values: Mapping[str, Any], owners: Mapping[str, Any]) -> Tree:
         """The tree ``carried()`` describes, every parameter carried over."""
         tree = cls()
-        tree._root = _build(values, owners)
+        tree._root = _build(values, owners, tree._epoch)
         return tree
 
     @classmethod
@@ -328,7 +367,7 @@ class Tree:
         """The tree of a BEGIN record written before ``carried()`` had its
         present form: groups as maps, each parameter as ``[value, owner]``."""
         tree = cls()
-        tree._root = _build_pairs(carried)
+        tree._root = _build_pairs(carried, tree._epoch)
         return tree
 
 
@@ -481,8 +520,8 @@ def _owners_by_name(branch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _build(values: Mapping[str, Any], owners: Mapping[str, Any]) -> _Group:
-    group = _Group(0)
+def _build(values: Mapping[str, Any], owners: Mapping[str, Any], epoch: int) -> _Group:
+    group = _Group(0, epoch)
     owner = owners.get(_OWNER)
     by_name = owner if type(owner) is dict else None
     dicts = owners.get(_DICTS, ())
@@ -493,7 +532,7 @@ def _build(values: Mapping[str, Any], owners: Mapping[str, Any]) -> _Group:
         return group
     for name, value in values.items():
         if type(value) is dict and name not in dicts:
-            group[name] = _build(value, owners.get(name, _NO_OWNERS))
+            group[name] = _build(value, owners.get(name, _NO_OWNERS), epoch)
         else:
             who = owner if by_name is None else by_name.get(name)
             group[name] = _Leaf((_PARAM, value, who, 0))
@@ -503,24 +542,15 @@ def _build(values: Mapping[str, Any], owners: Mapping[str, Any]) -> _Group:
 _NO_OWNERS: Mapping[str, Any] = {}
 
 
-def _build_pairs(carried: Mapping[str, Any]) -> _Group:
-    group = _Group(0)
+def _build_pairs(carried: Mapping[str, Any], epoch: int) -> _Group:
+    group = _Group(0, epoch)
     for name, child in carried.items():
         if type(child) is dict:
-            group[name] = _build_pairs(child)
+            group[name] = _build_pairs(child, epoch)
         else:
             value, owner = child
             group[name] = _Leaf((_PARAM, value, owner, 0))
     return group
-
-
-def _copy_groups(branch: dict[str, Any]) -> _Group:
-    copied = _Group(getattr(branch, "gen", 0))
-    copied.update(branch)
-    for name, child in branch.items():
-        if type(child) is not _Leaf:
-            copied[name] = _copy_groups(child)
-    return copied
 
 
 def _carried_only(branch: dict[str, Any], gen: int) -> bool:

@@ -405,6 +405,34 @@ def test_random_operations_match_the_model(ops: list[tuple[Any, ...]]) -> None:
         assert forked.to_dict() == then
 
 
+def test_a_fork_and_its_tree_change_apart_sharing_only_what_neither_changed() -> None:
+    """A fork shares every group until one side changes it: each side then
+    changes a copy of its own, and the groups neither changed stay shared."""
+    tree = Tree()
+    tree.merge_params(("cam", "settings"), {"exposure": 1.0, "gain": 2}, "s1")
+    tree.merge_params(("stim",), {"speed": 3}, "s2")
+    tree.set_data(("stim", "log"), [1, 2])
+    tree.merge_params(("big",), {f"p{i}": i for i in range(100)}, "s3")
+    before = copy.deepcopy(tree.to_dict())
+    forked = tree.fork()
+    tree.merge_params(("cam", "settings"), {"exposure": 5.0}, "s1")
+    tree.next_experiment()  # removes the static data
+    forked.merge_params(("stim",), {"speed": 4}, "s2")
+    forked.merge_params(("new",), {"x": 1}, "s4")
+    assert tree.to_dict() == {
+        "cam": {"settings": {"exposure": 5.0, "gain": 2}},
+        "stim": {"speed": 3},
+        "big": {f"p{i}": i for i in range(100)},
+    }
+    assert forked.to_dict() == {
+        **before,
+        "stim": {"speed": 4, "log": [1, 2]},
+        "new": {"x": 1},
+    }
+    assert tree._root["big"] is forked._root["big"]  # nobody changed it: not copied
+    assert tree._root["cam"] is not forked._root["cam"]
+
+
 def assert_no_leaf_under_leaf(model: Model) -> None:
     for leaf in model.leaves:
         assert leaf not in model.groups
