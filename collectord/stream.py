@@ -7,7 +7,7 @@ that a slow stream is not held back, when its first row is older than
 ``flush_interval`` (the client's I/O thread checks). Its rows travel as one
 raw buffer frame, handed to ZeroMQ without copying, never element by element
 through msgpack. Small blocks extended while the I/O thread is busy travel
-together (``Stream._gather``): a message per megabyte, not per call.
+together (``Stream._gather``): a message per 4 MiB, not per call.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ MESSAGE_BYTES = 8 * 1024 * 1024
 SLAB_BYTES = 8 * 1024 * 1024
 #: Largest message that blocks of consecutive ``extend`` calls are gathered
 #: into while they wait for the client's I/O thread (see ``Stream._gather``).
-GATHER_BYTES = 1024 * 1024
+GATHER_BYTES = 4 * 1024 * 1024
 #: The huge page size of x86-64 and most arm64 kernels: slabs start on one.
 HUGE_PAGE = 2 * 1024 * 1024
 
@@ -120,7 +120,7 @@ class Stream:
         A producer that extends faster than the I/O thread sends would
         otherwise pay, per block, a message on both sides: a Python round in
         the I/O thread, a journal record and a decoding in the daemon. Gathered
-        up to ``GATHER_BYTES``, those costs are paid per megabyte instead,
+        up to ``GATHER_BYTES``, those costs are paid per 4 MiB instead,
         and the rows cost no extra copy: they are already side by side.
         """
         tail = self._tail

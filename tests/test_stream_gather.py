@@ -115,7 +115,7 @@ def test_a_gathered_block_stays_within_its_bounds() -> None:
     """At most ``GATHER_BYTES``; never across slabs; never past the daemon's limit."""
     publisher = Publisher()
     stream = make_stream(publisher)
-    rows = 4096  # 96 KiB a block: 10 fit in a gathered block, 85 in a slab
+    rows = 4096  # 96 KiB a block: 42 fit in a gathered block, 85 in a slab
     count = 2 * SLAB_BYTES // (rows * 24) + 3
     for index in range(count):
         stream.extend(numbered(index * rows, rows))
