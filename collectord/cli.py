@@ -364,7 +364,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     daemon = Daemon(_settings(args), start=Start.RESUME if args.resume else Start.RECOVER)
     endpoints = daemon.bind()
-    daemon.install_signal_handlers()
+    daemon.set_up_process()
     print(listening_line(__version__, endpoints, daemon.config.output_dir), flush=True)
     if args.detached:
         _stdout_to_stderr()

@@ -7,13 +7,17 @@ that a slow stream is not held back, when its first row is older than
 ``flush_interval`` (the client's I/O thread checks). Its rows travel as one
 raw buffer frame, handed to ZeroMQ without copying, never element by element
 through msgpack. Small blocks extended while the I/O thread is busy travel
-together (``Stream._gather``): a message per megabyte, not per call.
+together (``Stream._gather``): a message per 4 MiB, not per call. The
+memory of those copies is reused once confirmed (``_Spares``): up to 64 MiB
+of it stays with the process for its next extends.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +34,12 @@ MESSAGE_BYTES = 8 * 1024 * 1024
 SLAB_BYTES = 8 * 1024 * 1024
 #: Largest message that blocks of consecutive ``extend`` calls are gathered
 #: into while they wait for the client's I/O thread (see ``Stream._gather``).
-GATHER_BYTES = 1024 * 1024
+GATHER_BYTES = 4 * 1024 * 1024
 #: The huge page size of x86-64 and most arm64 kernels: slabs start on one.
 HUGE_PAGE = 2 * 1024 * 1024
+#: Filled slabs kept for the next ``extend`` calls of this process, in bytes
+#: (see ``_Spares``).
+SPARE_BYTES = 64 * 1024 * 1024
 
 
 class Stream:
@@ -60,6 +67,7 @@ class Stream:
         self._filled = 0
         self._first_at = 0.0
         self._slab = np.empty(0, np.uint8)  # where extend's copies go (see _copy)
+        self._slab_memory: np.ndarray[Any, Any] | None = None  # what _slab is a view of
         self._slab_used = SLAB_BYTES
         #: The last block extend sent from the slab, while it may still grow:
         #: its sequence number and where its rows start and end in the slab.
@@ -120,7 +128,7 @@ class Stream:
         A producer that extends faster than the I/O thread sends would
         otherwise pay, per block, a message on both sides: a Python round in
         the I/O thread, a journal record and a decoding in the daemon. Gathered
-        up to ``GATHER_BYTES``, those costs are paid per megabyte instead,
+        up to ``GATHER_BYTES``, those costs are paid per 4 MiB instead,
         and the rows cost no extra copy: they are already side by side.
         """
         tail = self._tail
@@ -146,7 +154,8 @@ class Stream:
         memory costs a page fault per 4 KiB page on first touch: about as much
         as the copy itself. Copies up to ``SLAB_BYTES / 4`` are carved from
         slabs of ``SLAB_BYTES`` instead, which numpy asks the kernel to back
-        with huge pages; a slab is freed when the last block in it is confirmed.
+        with huge pages; once the last block in a slab is confirmed, the slab
+        is freed, or reused by a later one (``_Spares``).
         Copies follow each other without a gap, so that ``_gather`` can send
         consecutive ones as one block.
         """
@@ -154,7 +163,9 @@ class Stream:
         if nbytes > SLAB_BYTES // 4:
             return np.array(source, dtype=self.dtype, order="C", copy=True), None
         if self._slab_used + nbytes > SLAB_BYTES:
-            self._slab = _new_slab()
+            if self._slab_memory is not None:
+                _spares.keep(self._slab_memory)
+            self._slab_memory, self._slab = _new_slab()
             self._slab_used = 0
             self._tail = None  # its offsets were in the old slab
         start = self._slab_used
@@ -194,8 +205,56 @@ class Stream:
         return f"<Stream {self.path!r} {len(self.columns)} columns {self.dtype}>"
 
 
-def _new_slab() -> np.ndarray[Any, Any]:
-    """``SLAB_BYTES`` of fresh memory starting on a huge page boundary.
+class _Spares:
+    """Slabs that streams have filled, kept for the next ``extend`` calls.
+
+    Fresh memory costs a page fault and the kernel's zeroing of every page on
+    first touch, more than the copy into it (about 20 ms of CPU per 100 MB
+    here). A process that extends in bursts (a trial's frames, then ``sync``)
+    would pay that for every burst; instead the last ``SPARE_BYTES`` of
+    slabs filled stay here, and a new slab is one of them whose every block
+    is gone: confirmed and dropped by the client, and released by ZeroMQ.
+    What is still sent or kept for a resend holds a view of its slab, and so
+    a reference to the memory: a slab is reused only once nothing but this
+    list refers to it (``sys.getrefcount``, counted the way an unused one was
+    at import). An older slab is dropped from the list, and freed once its
+    last block is.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._lock = threading.Lock()
+        self._slabs: deque[np.ndarray[Any, Any]] = deque()
+        self._limit = limit // (SLAB_BYTES + HUGE_PAGE)
+
+    def keep(self, memory: np.ndarray[Any, Any]) -> None:
+        with self._lock:
+            self._slabs.append(memory)
+            while len(self._slabs) > self._limit:
+                self._slabs.popleft()
+
+    def take(self) -> np.ndarray[Any, Any] | None:
+        """A kept slab that nothing else refers to any more, or None."""
+        with self._lock:
+            for index in range(len(self._slabs)):
+                if _references(self._slabs, index) <= _UNUSED:
+                    memory = self._slabs[index]
+                    del self._slabs[index]
+                    return memory
+        return None
+
+
+def _references(slabs: deque[np.ndarray[Any, Any]], index: int) -> int:
+    return sys.getrefcount(slabs[index])
+
+
+#: What ``_references`` counts for a slab that only the list refers to.
+_UNUSED = _references(deque([np.empty(0, np.uint8)]), 0)
+_spares = _Spares(SPARE_BYTES)
+
+
+def _new_slab() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """``SLAB_BYTES`` starting on a huge page boundary, and the memory it is a
+    view of: a spare one (see ``_Spares``), or fresh.
 
     numpy asks for huge pages for large arrays, but the kernel can only use
     them for whole aligned 2 MiB ranges: an 8 MiB array that starts anywhere
@@ -203,6 +262,12 @@ def _new_slab() -> np.ndarray[Any, Any]:
     100 MB extended, against about 60 when aligned). The unused head and tail
     of the allocation are never touched, so they cost address space only.
     """
-    buffer = np.empty(SLAB_BYTES + HUGE_PAGE, np.uint8)
-    skip = -buffer.ctypes.data % HUGE_PAGE
-    return buffer[skip : skip + SLAB_BYTES]
+    memory = _spares.take()
+    if memory is None:
+        memory = _fresh_memory(SLAB_BYTES + HUGE_PAGE)
+    skip = -memory.ctypes.data % HUGE_PAGE
+    return memory, memory[skip : skip + SLAB_BYTES]
+
+
+def _fresh_memory(nbytes: int) -> np.ndarray[Any, Any]:
+    return np.empty(nbytes, np.uint8)

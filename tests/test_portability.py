@@ -8,16 +8,19 @@ is imported. The other tests try each fallback on its own.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import logging
 import os
+import platform
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -590,6 +593,93 @@ def test_without_a_file_size_signal_there_is_nothing_to_ignore(
 ) -> None:
     monkeypatch.delattr(signal, "SIGXFSZ", raising=False)
     assert system.ignore_file_size_signal() is False
+
+
+# -- memory -----------------------------------------------------------------------------
+
+#: Allocates and frees 16 blocks of 1 MiB three times over in a thread of its
+#: own (the daemon's blocks come from ZeroMQ's I/O thread), with ``keep`` or
+#: not, and prints the page faults of each round.
+ROUNDS = """
+import ctypes, resource, sys, threading
+from collectord import system
+if sys.argv[1] == "keep":
+    assert system.keep_freed_memory(64 * 1024 * 1024)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+faults = []
+def rounds():
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        blocks = [libc.malloc(1 << 20) for _ in range(16)]
+        for block in blocks:
+            ctypes.memset(block, 1, 1 << 20)
+        for block in blocks:
+            libc.free(block)
+        faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+thread = threading.Thread(target=rounds)
+thread.start()
+thread.join()
+print(*faults)
+"""
+
+
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc" or not hasattr(system._resource, "RUSAGE_THREAD"),
+    reason="glibc's allocator, counted per thread (Linux)",
+)
+@pytest.mark.parametrize("keep", ["keep", "default"])
+def test_freed_blocks_are_reused_without_fresh_page_faults(keep: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ROUNDS, keep], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    first, second, third = (int(n) for n in done.stdout.split())
+    pages = 16 * 1024 * 1024 // 4096
+    assert first >= pages * 0.9  # fresh memory: a fault per page
+    if keep == "keep":
+        assert second + third < pages * 0.1
+    else:  # what it is for: glibc alone gives the memory back each round
+        assert second > pages * 0.5 and third > pages * 0.5
+
+
+def test_keep_freed_memory_where_the_c_library_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+
+    class Mallopt:  # musl's does nothing and says so
+        argtypes: Any = None
+        restype: Any = None
+
+        def __call__(self, param: int, value: int) -> int:
+            calls.append((param, value))
+            return 0
+
+    refusing = types.SimpleNamespace(mallopt=Mallopt())
+    monkeypatch.setattr(system, "_c_library", lambda: refusing)
+    assert system.keep_freed_memory(1 << 20) is False and len(calls) == 1
+    monkeypatch.setattr(system, "_c_library", lambda: object())  # macOS: no mallopt
+    assert system.keep_freed_memory(1 << 20) is False
+    monkeypatch.setattr(system, "_c_library", lambda: None)  # ctypes cannot name it
+    assert system.keep_freed_memory(1 << 20) is False
+
+    def no_library(name: Any) -> Any:
+        raise TypeError("Windows takes no None")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    assert system._c_library() is None
+
+
+def test_a_daemon_in_its_own_process_keeps_freed_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectord.daemon import Daemon
+    from collectord.daemon.loop import KEEP_FREED_BYTES
+
+    kept: list[int] = []
+    monkeypatch.setattr(system, "keep_freed_memory", lambda nbytes: bool(kept.append(nbytes)))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # pytest keeps its handlers
+    Daemon.set_up_process(types.SimpleNamespace(_signals=[]))  # type: ignore[arg-type]
+    assert kept == [KEEP_FREED_BYTES]
 
 
 # -- the bench --------------------------------------------------------------------------

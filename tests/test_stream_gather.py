@@ -4,16 +4,21 @@ stream publishing into a real ``Outbox``, as the client does under its lock)."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
+import pytest
 from conftest import DaemonProcess
 
 from collectord import Client, load_json
 from collectord.outbox import Batch, Limits, Outbox
-from collectord.stream import GATHER_BYTES, SLAB_BYTES, Stream
+from collectord.stream import GATHER_BYTES, SLAB_BYTES, SPARE_BYTES, Stream
+
+#: The module itself (``collectord.stream`` is also a name the package exports).
+stream_module = importlib.import_module("collectord.stream")
 
 COLUMNS = ["a", "b", "c"]
 
@@ -115,7 +120,7 @@ def test_a_gathered_block_stays_within_its_bounds() -> None:
     """At most ``GATHER_BYTES``; never across slabs; never past the daemon's limit."""
     publisher = Publisher()
     stream = make_stream(publisher)
-    rows = 4096  # 96 KiB a block: 10 fit in a gathered block, 85 in a slab
+    rows = 4096  # 96 KiB a block: 42 fit in a gathered block, 85 in a slab
     count = 2 * SLAB_BYTES // (rows * 24) + 3
     for index in range(count):
         stream.extend(numbered(index * rows, rows))
@@ -164,3 +169,102 @@ def test_gathered_blocks_of_odd_sizes_arrive_row_for_row(daemon: DaemonProcess) 
     assert descriptor["rows"] == len(values) == len(table)
     for index, column in enumerate(COLUMNS):
         assert np.array_equal(table[column], values[:, index])
+
+
+# -- spare slabs ------------------------------------------------------------------------
+# A test that held a slab itself would keep it from being reused: they compare
+# where the memory is instead.
+
+
+def slab_rows() -> int:
+    """Rows of three float64 that fill one slab in extends of 1000 rows."""
+    return SLAB_BYTES // (1000 * 24) * 1000
+
+
+def memory_at(stream: Stream) -> int:
+    """Where the memory of the stream's current slab is."""
+    assert stream._slab_memory is not None
+    return int(stream._slab_memory.ctypes.data)
+
+
+@pytest.fixture
+def spares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No spare slabs from other tests."""
+    monkeypatch.setattr(stream_module, "_spares", stream_module._Spares(SPARE_BYTES))
+
+
+@pytest.mark.usefixtures("spares")
+def test_a_slab_is_reused_once_nothing_refers_to_its_blocks() -> None:
+    publisher = Publisher()
+    stream = make_stream(publisher)
+    for start in range(0, slab_rows() + 1000, 1000):  # a slab filled, a second begun
+        stream.extend(numbered(start, 1000))
+    second = memory_at(stream)
+    published = blocks(publisher.outbox.take())  # copies: the messages themselves are gone
+    for start in range(slab_rows() + 1000, 2 * slab_rows() + 1000, 1000):  # a third begun
+        stream.extend(numbered(start, 1000))
+    # Its blocks still wait to be sent: the second slab is not reused.
+    assert memory_at(stream) != second
+    for start in range(2 * slab_rows() + 1000, 3 * slab_rows() + 1000, 1000):
+        stream.extend(numbered(start, 1000))
+    published += blocks(publisher.outbox.take())
+    rows = np.concatenate([values for *_, values in published])
+    assert np.array_equal(rows, numbered(0, 3 * slab_rows() + 1000))
+
+
+@pytest.mark.usefixtures("spares")
+def test_the_first_slab_comes_back_for_the_third(monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh: list[int] = []
+
+    def allocate(nbytes: int) -> np.ndarray[Any, Any]:
+        fresh.append(nbytes)
+        return np.empty(nbytes, np.uint8)
+
+    monkeypatch.setattr(stream_module, "_fresh_memory", allocate)
+    publisher = Publisher()
+    stream = make_stream(publisher)
+    stream.extend(numbered(0, 1000))
+    first = memory_at(stream)
+    for start in range(1000, slab_rows() + 1000, 1000):  # the second slab begins
+        stream.extend(numbered(start, 1000))
+    assert memory_at(stream) != first and len(fresh) == 2
+    publisher.outbox.take()  # the first slab's blocks are confirmed and dropped
+    for start in range(slab_rows() + 1000, 2 * slab_rows() + 1000, 1000):
+        stream.extend(numbered(start, 1000))  # the third begins with one block
+    assert memory_at(stream) == first and len(fresh) == 2
+    # Past the third slab's first block, the first slab's second block.
+    past = stream._slab[24_000:48_000].view(np.float64).reshape(1000, 3)
+    assert np.array_equal(past, numbered(1000, 1000))
+
+
+@pytest.mark.usefixtures("spares")
+def test_a_slab_with_a_block_still_unconfirmed_is_never_written_over() -> None:
+    """The client keeps what the daemon has not confirmed, to resend it: its
+    slab holds rows that must not change, however many slabs come after."""
+    publisher = Publisher()
+    stream = make_stream(publisher)
+    stream.extend(numbered(0, 1000))
+    (kept,) = publisher.outbox.take()  # unconfirmed: the message and its rows live on
+    held = memory_at(stream)
+    for _ in range(4 * SPARE_BYTES // SLAB_BYTES):
+        for start in range(0, slab_rows(), 1000):
+            stream.extend(numbered(start + 1000, 1000))
+        publisher.outbox.take()  # confirmed at once
+        assert memory_at(stream) != held
+    assert kept.rows is not None and np.array_equal(kept.rows, numbered(0, 1000))
+
+
+def test_spare_slabs_are_bounded_and_taken_only_when_free() -> None:
+    spares = stream_module._Spares(2 * (SLAB_BYTES + stream_module.HUGE_PAGE))
+    memories = [np.empty(16, np.uint8) for _ in range(3)]
+    at = [memory.ctypes.data for memory in memories]
+    view = memories[1][4:8]  # a block of the second is still out
+    for memory in memories:
+        spares.keep(memory)
+    del memory, memories
+    taken = spares.take()
+    assert taken is not None and taken.ctypes.data == at[2]  # the first was dropped
+    assert spares.take() is None
+    del view
+    again = spares.take()
+    assert again is not None and again.ctypes.data == at[1]
