@@ -14,8 +14,8 @@ from conftest import run_cli, saved_experiments, wait_for
 from equality import same
 
 from collectord import Change, Client, load_changes
-from collectord.daemon.history import PARTIAL_NAME
-from collectord.tree import leaves
+from collectord.daemon.history import BUSY_ENTRIES, PARTIAL_NAME, Bursts, HistoryLog
+from collectord.tree import Tree, leaves
 
 
 def params_in(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -227,3 +227,24 @@ def test_the_history_begins_with_every_parameter_the_experiment_began_with(make_
         ("cam", "cam/gain", 2, True),
         ("cam", "cam/gain", 3, False),
     ]
+
+
+def test_the_writer_waits_out_a_burst_even_in_an_experiments_first_interval(
+    tmp_path: Path,
+) -> None:
+    """The rule that keeps the writer off the interpreter while a burst is
+    taken: it also holds for an experiment that begins with one (a daemon
+    started, then at once 50,000 parameter messages), which it once let
+    through, costing the burst a third of its rate."""
+    entries: list[Any] = []
+    log = HistoryLog(tmp_path, entries, Tree(), 0.0, lambda session: None)
+    bursts = Bursts()
+    entries.extend([(0.0, "s", seq, ("a",), "x", seq) for seq in range(BUSY_ENTRIES + 1)])
+    assert bursts.busy(log)  # its first look: a burst already
+    assert not bursts.busy(log)  # nothing new since
+    entries.extend(entries[:10])
+    assert not bursts.busy(log)
+    entries.extend(entries[: BUSY_ENTRIES + 1])
+    assert bursts.busy(log)
+    following = HistoryLog(tmp_path, [], Tree(), 0.0, lambda session: None)
+    assert not bursts.busy(following)  # the next experiment starts quiet

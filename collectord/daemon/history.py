@@ -147,6 +147,26 @@ class HistoryLog:
             yield Run(received, source, session, seq, restored, prefix, values)
 
 
+class Bursts:
+    """Whether the daemon is taking a burst of parameter messages, seen from
+    the writer's thread once an interval: writing then competes with the
+    daemon's loop for the interpreter, and cut the rate a burst is taken at
+    by a third to a half. What a burst leaves is written after it."""
+
+    def __init__(self) -> None:
+        self._history: HistoryLog | None = None
+        self._count = 0
+
+    def busy(self, history: HistoryLog) -> bool:
+        """More than ``BUSY_ENTRIES`` entries since the last look; an
+        experiment's entries start from none, so a new one that got that many
+        in its first interval is busy too."""
+        count = len(history.entries)
+        before = self._count if history is self._history else 0
+        self._history, self._count = history, count
+        return count - before > BUSY_ENTRIES
+
+
 class HistoryWriter:
     """A thread writing the running experiment's history every ``interval``."""
 
@@ -166,18 +186,10 @@ class HistoryWriter:
             self._thread.join()
 
     def _run(self) -> None:
-        seen: tuple[HistoryLog | None, int] = (None, 0)
+        bursts = Bursts()
         while not self._stop.wait(self._interval):
             history = self._current()
-            if history is None:
-                continue
-            # Writing competes with the daemon's loop for the interpreter: in
-            # a burst of parameter messages it would cut the rate they are
-            # taken at by a third. What a burst leaves is written after it.
-            count = len(history.entries)
-            busy = seen[0] is history and count - seen[1] > BUSY_ENTRIES
-            seen = (history, count)
-            if busy:
+            if history is None or bursts.busy(history):
                 continue
             try:
                 history.advance()
