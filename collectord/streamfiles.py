@@ -24,7 +24,7 @@ import io
 import logging
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from . import system
 from .paths import Path as TreePath
-from .paths import has_control_character
+from .paths import has_control_character, join_path
 
 log = logging.getLogger("collectord")
 
@@ -397,14 +397,18 @@ class StreamFiles:
         self.unsynced = 0
         return dirty
 
-    def finish(self, fmt: str) -> dict[TreePath, Finished]:
+    def finish(
+        self, fmt: str, progress: Callable[[str], None] | None = None
+    ) -> dict[TreePath, Finished]:
         """Finish every file and convert it to ``fmt``; say what each stream kept.
 
         The ``.npy`` files of converted streams stay until ``remove_converted``.
         A conversion that fails (HDF5 cannot hold a compound type of about a
         thousand columns or more) keeps the ``.npy`` file as the stream's file,
         and says why: the rows are all there, in a format numpy reads, and the
-        save goes on rather than failing at every stop.
+        save goes on rather than failing at every stop. ``progress`` is told
+        which stream is being converted (a save of many big streams to
+        csv, hdf5 or parquet takes a while: ``status`` shows it).
         """
         from .formats import convert
 
@@ -417,9 +421,13 @@ class StreamFiles:
         for path, stream in list(self.files.items()):
             self._finished[path] = (stream.finish(), stream.spec.units)
             del self.files[path]
-        for path, (npy, units) in self._finished.items():
+        for number, (path, (npy, units)) in enumerate(self._finished.items(), 1):
             if path in self._kept:
                 continue
+            if progress is not None and fmt != "npy":
+                progress(
+                    f"converting {join_path(path)} to {fmt} ({number} of {len(self._finished)})"
+                )
             try:
                 file = convert(npy, fmt, units)
             except Exception as exc:

@@ -484,3 +484,45 @@ def test_the_client_refuses_control_characters_in_column_names(
         with pytest.raises(InvalidPathError, match="column") as raised:
             client.stream("rig/table", ["ok", bad], "f8")
         assert repr(bad) in str(raised.value)
+
+
+def test_finishing_the_files_says_which_stream_is_being_converted(tmp_path: Path) -> None:
+    """What ``status`` shows of a save that converts many streams (its step)."""
+    files = streamfiles.StreamFiles(tmp_path)
+    specs = [
+        StreamSpec.parse(
+            (node, "frames"),
+            {"path": f"{node}/frames", "columns": ["a"], "dtype": "<f8"},
+            "s",
+            "x",
+        )
+        for node in ("cam", "tail", "stim")
+    ]
+    try:
+        for spec in specs:
+            files.open(spec)
+            files.write(spec, np.arange(3.0).tobytes())
+        said: list[str] = []
+        kept = files.finish("csv", said.append)
+    finally:
+        files.close()
+    assert said == [
+        "converting cam/frames to csv (1 of 3)",
+        "converting tail/frames to csv (2 of 3)",
+        "converting stim/frames to csv (3 of 3)",
+    ]
+    assert {finished.format for finished in kept.values()} == {"csv"}
+
+
+def test_finishing_without_converting_says_nothing(tmp_path: Path) -> None:
+    files = streamfiles.StreamFiles(tmp_path)
+    spec = StreamSpec.parse(
+        ("cam", "x"), {"path": "cam/x", "columns": ["a"], "dtype": "<f8"}, "s", "x"
+    )
+    try:
+        files.open(spec)
+        said: list[str] = []
+        files.finish("npy", said.append)
+    finally:
+        files.close()
+    assert said == []

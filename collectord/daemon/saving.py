@@ -117,7 +117,11 @@ class SaveJob:
             reached(Fault.SAVE_NEXT_BEGUN)
         if self.kept is None:
             self.step = "finishing the stream files"
-            self.kept = self.files.finish(self.stream_format) if self.files is not None else {}
+            self.kept = (
+                self.files.finish(self.stream_format, self._converting)
+                if self.files is not None
+                else {}
+            )
             reached(Fault.SAVE_STREAMS_FINISHED)
         if self.metadata_file is None:
             self.step = "writing the metadata"
@@ -155,6 +159,9 @@ class SaveJob:
             "unconfirmed": list(self.account["unconfirmed"]),
             "missing": list(self.account.get("missing_at_stop", [])),
         }
+
+    def _converting(self, what: str) -> None:
+        self.step = f"finishing the stream files: {what}"
 
     def _exported(self) -> Exported:
         if self.exported is None:
