@@ -1,11 +1,12 @@
 """One experiment's parameter history, written while the experiment runs.
 
 The history of an experiment of a million parameters is a million lines
-(``changes.py``), about two seconds to write: at its stop that would more
-than double a save (``docs/performance.md``). So the lines are written as
-the history grows, by a thread of their own (``HistoryWriter``), into the
-experiment's staging folder (``changes.partial``), and a save only writes
-the last few and renames the file into place (``HistoryLog.finish``).
+(``changes.py``), about one and a half seconds of CPU to write: at its stop
+that would more than double a save (``docs/performance.md``). So the lines
+are written as the history grows, by a thread of their own
+(``HistoryWriter``), into the experiment's staging folder
+(``changes.partial``), and a save only writes the last few and renames the
+file into place (``HistoryLog.finish``).
 
 The file in staging is not what makes the history safe: the journal is.
 After a crash the journal's replay rebuilds the history, and the new
