@@ -14,14 +14,7 @@ from conftest import run_cli, saved_experiments, wait_for
 from equality import same
 
 from collectord import Change, Client, load_changes
-from collectord.daemon.history import (
-    BUSY_ENTRIES,
-    PARTIAL_NAME,
-    PROMPT_BACKLOG,
-    WRITE_INTERVAL,
-    HistoryLog,
-    Pace,
-)
+from collectord.daemon.history import BUSY_ENTRIES, PARTIAL_NAME, Bursts, HistoryLog
 from collectord.tree import Tree, leaves
 
 
@@ -236,28 +229,22 @@ def test_the_history_begins_with_every_parameter_the_experiment_began_with(make_
     ]
 
 
-def test_the_writer_waits_out_bursts_and_writes_a_backlog_at_once(tmp_path: Path) -> None:
-    """When the writer thread writes (``Pace``): never while a burst is taken,
-    also one in an experiment's first moments (a daemon started, then at once
-    50,000 parameter messages: it once wrote in the middle of that, costing
-    the burst a third of its rate); a big backlog at the first quiet look; a
-    trickle every ``WRITE_INTERVAL``."""
-
-    def log(entries: list[Any]) -> HistoryLog:
-        history = HistoryLog(tmp_path, entries, Tree(), 0.0, lambda session: None)
-        history._began = None  # nothing carried in: the backlog is the entries
-        return history
-
-    entry = (0.0, "s", 1, ("a",), "x", 1)
-    pace = Pace()
-    history = log([entry] * 5)
-    assert pace.due(history, 0.0)  # nothing written yet
-    history.entries.extend([entry] * PROMPT_BACKLOG)
-    assert not pace.due(history, 0.1)  # a burst
-    assert pace.due(history, 0.2)  # over: its backlog at once, not an interval later
-    trickle = log([entry] * 5)
-    assert not pace.due(trickle, 0.3)  # a few: they wait for the interval
-    assert pace.due(trickle, 0.25 + WRITE_INTERVAL)
-    started = log([entry] * (BUSY_ENTRIES + 1))
-    assert not pace.due(started, 5.0)  # a burst before its first look
-    assert pace.due(started, 5.1)
+def test_the_writer_waits_out_a_burst_even_in_an_experiments_first_interval(
+    tmp_path: Path,
+) -> None:
+    """The rule that keeps the writer off the interpreter while a burst is
+    taken: it also holds for an experiment that begins with one (a daemon
+    started, then at once 50,000 parameter messages), which it once let
+    through, costing the burst a third of its rate."""
+    entries: list[Any] = []
+    log = HistoryLog(tmp_path, entries, Tree(), 0.0, lambda session: None)
+    bursts = Bursts()
+    entries.extend([(0.0, "s", seq, ("a",), "x", seq) for seq in range(BUSY_ENTRIES + 1)])
+    assert bursts.busy(log)  # its first look: a burst already
+    assert not bursts.busy(log)  # nothing new since
+    entries.extend(entries[:10])
+    assert not bursts.busy(log)
+    entries.extend(entries[: BUSY_ENTRIES + 1])
+    assert bursts.busy(log)
+    following = HistoryLog(tmp_path, [], Tree(), 0.0, lambda session: None)
+    assert not bursts.busy(following)  # the next experiment starts quiet

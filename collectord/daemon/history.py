@@ -18,10 +18,8 @@ and a write that fails is cut back to the last whole batch.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -35,18 +33,11 @@ log = logging.getLogger("collectord")
 
 #: The history file of a running experiment, in its staging folder.
 PARTIAL_NAME = "changes.partial"
-#: How often the writer thread looks at the history, in seconds.
-LOOK_INTERVAL = 0.1
-#: More entries than this since its last look: the daemon is busy taking a
-#: burst of messages (2,000 a second or more), and the writer waits for a
-#: quieter look (or the save).
-BUSY_ENTRIES = 200
-#: A backlog of this many entries (or the lines carried in) is written at the
-#: first quiet look, so that little is left for a stop that follows a burst;
-#: a smaller one once ``WRITE_INTERVAL`` seconds have passed since the last
-#: write (each ends with an fsync).
-PROMPT_BACKLOG = 10_000
+#: How often the writer thread writes what arrived, in seconds.
 WRITE_INTERVAL = 0.5
+#: More entries than this in one interval: the daemon is busy taking a burst
+#: of messages, and the writer waits for a quieter interval (or the save).
+BUSY_ENTRIES = 1000
 
 #: The client's name for a session, or None if the daemon does not know it.
 Names = Callable[[str], str | None]
@@ -80,12 +71,6 @@ class HistoryLog:
         self._done = False
         self._lock = threading.Lock()
         self._partial.unlink(missing_ok=True)  # a crashed daemon's: started again
-
-    def backlog(self) -> int:
-        """Entries not written yet; the lines carried in, until written,
-        count as ``PROMPT_BACKLOG``. Read without the lock: a hint."""
-        waiting = len(self.entries) - self._written
-        return waiting if self._began is None else max(waiting, PROMPT_BACKLOG)
 
     def advance(self) -> None:
         """Write the entries that arrived since the last call, and fsync them
@@ -163,42 +148,32 @@ class HistoryLog:
             yield Run(received, source, session, seq, restored, prefix, values)
 
 
-class Pace:
-    """When the writer thread writes, decided at each of its looks.
-
-    Not while the daemon takes a burst of parameter messages (more than
-    ``BUSY_ENTRIES`` since the last look): writing then competes with the
+class Bursts:
+    """Whether the daemon is taking a burst of parameter messages, seen from
+    the writer's thread once an interval: writing then competes with the
     daemon's loop for the interpreter, and cut the rate a burst is taken at
-    by a third to a half. An experiment's entries start from none, so one that
-    got that many before its first look is in a burst too. Otherwise at once
-    if ``PROMPT_BACKLOG`` entries (or the lines carried in) wait, so that
-    little is left for a stop that follows a burst, and else once
-    ``WRITE_INTERVAL`` has passed since the last write.
-    """
+    by a third to a half. What a burst leaves is written after it."""
 
     def __init__(self) -> None:
         self._history: HistoryLog | None = None
         self._count = 0
-        self._written_at = -math.inf
 
-    def due(self, history: HistoryLog, now: float) -> bool:
+    def busy(self, history: HistoryLog) -> bool:
+        """More than ``BUSY_ENTRIES`` entries since the last look; an
+        experiment's entries start from none, so a new one that got that many
+        in its first interval is busy too."""
         count = len(history.entries)
         before = self._count if history is self._history else 0
         self._history, self._count = history, count
-        if count - before > BUSY_ENTRIES:
-            return False
-        if history.backlog() < PROMPT_BACKLOG and now - self._written_at < WRITE_INTERVAL:
-            return False
-        self._written_at = now
-        return True
+        return count - before > BUSY_ENTRIES
 
 
 class HistoryWriter:
-    """A thread writing the running experiment's history: it looks every
-    ``LOOK_INTERVAL`` and writes when its ``Pace`` says so."""
+    """A thread writing the running experiment's history every ``interval``."""
 
-    def __init__(self, current: Callable[[], HistoryLog | None]) -> None:
+    def __init__(self, current: Callable[[], HistoryLog | None], interval: float) -> None:
         self._current = current
+        self._interval = interval
         self._failed: HistoryLog | None = None  # said once per experiment
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="collectord-history", daemon=True)
@@ -212,10 +187,10 @@ class HistoryWriter:
             self._thread.join()
 
     def _run(self) -> None:
-        pace = Pace()
-        while not self._stop.wait(LOOK_INTERVAL):
+        bursts = Bursts()
+        while not self._stop.wait(self._interval):
             history = self._current()
-            if history is None or not pace.due(history, time.monotonic()):
+            if history is None or bursts.busy(history):
                 continue
             try:
                 history.advance()

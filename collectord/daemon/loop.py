@@ -31,7 +31,7 @@ from .barrier import Barrier, PendingStop
 from .connections import Connections
 from .control import ReplyTo, dispatch
 from .durability import Durability
-from .history import HistoryLog, HistoryWriter
+from .history import WRITE_INTERVAL, HistoryLog, HistoryWriter
 from .lifecycle import Lifecycle, Opened, Received, Start
 from .saving import SaveJob, Saver
 
@@ -79,7 +79,7 @@ class Daemon:
         gc.freeze()
         self.barrier = Barrier(config.barrier_timeout)
         self.saver = Saver()
-        self.history_writer = HistoryWriter(self._history_to_write)
+        self.history_writer = HistoryWriter(self._history_to_write, WRITE_INTERVAL)
         #: The stop whose save runs: its replies wait for it.
         self._stopping: PendingStop | None = None
         #: A signal came while a save ran: exit once it is done.
