@@ -34,10 +34,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import gc
-import itertools
 import operator
 from collections.abc import Callable, Iterator, Mapping
-from itertools import repeat
+from itertools import count, repeat
 from typing import Any, NamedTuple
 
 from .paths import Path, check_name, join_path
@@ -90,7 +89,7 @@ class _Group(dict):  # type: ignore[type-arg]
 
 
 #: Each tree's epoch, new at every fork: a group of another epoch is shared.
-_EPOCHS = itertools.count(1)
+_EPOCHS = count(1)
 
 
 def _copy(group: _Group, epoch: int) -> _Group:
