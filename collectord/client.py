@@ -44,6 +44,7 @@ still garbage collected, and what it published is still delivered at exit.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import enum
 import logging
 import math
@@ -312,6 +313,7 @@ class Client:
             state = self._conn.state
             if state is not State.OPEN and state is not State.CLOSING:
                 raise ClientClosedError(f"client {self.name!r} is {state.value}")
+            self._conn.check_link()
             return self._shared.outbox.grow_block(seq, body, rows)
 
     def _max_block_rows(self, row_bytes: int) -> int:
@@ -336,6 +338,7 @@ class Client:
             state = conn.state
             if state is not State.OPEN and not (closing_ok and state is State.CLOSING):
                 raise ClientClosedError(f"client {self.name!r} is {state.value}")
+            conn.check_link()
             shared.seq += 1
             seq = shared.seq
             if raw is None:
@@ -487,11 +490,22 @@ class _Connection:
 
     # -- requests --------------------------------------------------------------------
 
+    def check_link(self) -> None:
+        """Refuse to queue what nobody would send; call with the lock held."""
+        if self.shared.stopped:
+            raise ClientClosedError(
+                f"client {self.name!r} cannot reach the daemon any more: its I/O thread "
+                f"stopped ({self.link.failure or 'see the log'})"
+            )
+
     def wake_link(self) -> None:
         """Wake the I/O thread if it sleeps; call with the lock held."""
         if self.shared.sleeping:
             self.shared.sleeping = False
-            self.wake.send(b"", zmq.NOBLOCK)
+            # zmq.Again: the I/O thread has stopped and closed its end of the
+            # pipe, and there is nobody to wake.
+            with contextlib.suppress(zmq.Again):
+                self.wake.send(b"", zmq.NOBLOCK)
 
     def submit(self, command: Command, fields: dict[str, Any]) -> Future[dict[str, Any]]:
         """Hand a request to the I/O thread; its answer completes the future."""
@@ -499,6 +513,7 @@ class _Connection:
         with self.shared.lock:
             if self.state is State.CLOSED:
                 raise ClientClosedError(f"client {self.name!r} is closed")
+            self.check_link()
             self.shared.requests.append(Request(command, fields, future))
             self.wake_link()
         return future
@@ -575,7 +590,7 @@ class _Connection:
                 # Best effort: without it the daemon only waits for this client at
                 # its next stop for barrier_timeout; everything sent is delivered.
                 self.request(Command.BYE, {"session": self.session}, min(timeout, BYE_TIMEOUT))
-            except DaemonTimeout:
+            except (DaemonTimeout, ClientClosedError):
                 log.info("no answer to bye; closing anyway (all messages were confirmed)")
         finally:
             self.finish(timeout)

@@ -84,6 +84,7 @@ class Shared:
         self.streams: list[Stream] = []  # their partial blocks are flushed on time
         self.sleeping = False  # the link is (about to be) blocked in poll
         self.closing = False  # no more messages will come; finish and exit
+        self.stopped = False  # the link has ended: nothing more is sent or answered
 
 
 class Link(threading.Thread):
@@ -180,7 +181,11 @@ class Link(threading.Thread):
             log.exception("collectord client link failed")
             self.failure = exc
         finally:
-            for request in list(self._pending.values()) + list(self.shared.requests):
+            with self.shared.lock:  # from now on requests are refused, not queued
+                self.shared.stopped = True
+                unanswered = list(self._pending.values()) + list(self.shared.requests)
+                self.shared.requests.clear()
+            for request in unanswered:
                 if not request.future.done():
                     request.future.set_exception(
                         self.failure or ClientClosedError("the client closed before an answer")

@@ -73,6 +73,33 @@ def test_calls_after_close_raise(daemon) -> None:
     client.close()  # closing twice is harmless
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_client_whose_io_thread_stopped_refuses_calls_and_closes(daemon) -> None:
+    """Once the I/O thread has ended, nothing can be sent: calls say so at
+    once, and close() neither fails on the closed wake-up pipe (as CI saw
+    once, with zmq.Again) nor waits for answers that cannot come."""
+    ended = threading.Event()
+
+    def clock() -> float:
+        if ended.is_set():
+            raise SystemExit  # as sys.exit() in a user's clock would: not an Exception
+        return time.monotonic()
+
+    client = Client("camera", daemon.data, daemon.control, clock=clock, clock_interval=0.01)
+    client.set_params("camera/params", exposure=5)
+    client.sync()
+    ended.set()
+    wait_for(lambda: client._link.finished.is_set(), what="the I/O thread to end")
+    with pytest.raises(ClientClosedError, match="I/O thread stopped"):
+        client.set_params("camera/params", exposure=6)
+    with pytest.raises(ClientClosedError, match="I/O thread stopped"):
+        client.stream("camera/frames", ["t"]).extend([[1.0]])
+    client.close()  # everything it took was confirmed: nothing to report
+    assert client.state is State.CLOSED
+    saved = load_json(daemon.stop()["path"])
+    assert saved["camera"]["params"] == {"exposure": 5}
+
+
 def test_close_delivers_everything_sent(daemon) -> None:
     client = Client("burst", daemon.data, daemon.control)
     for index in range(5000):
