@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from .changes import Change, find_changes, load_changes
+from .errors import ConfigError
+from .formats import READERS, check_available, read
 from .jsonio import load_json
 from .paths import RESERVED_KEY
 from .protocol import STREAM_DESCRIPTOR
 from .store import METADATA_SUFFIX
-from .streamfiles import load
 
 #: What to run when matplotlib is missing.
 INSTALL = "pip install 'collectord[plot]'"
@@ -74,17 +75,16 @@ class Experiment:
 
     def stream_table(self, path: str) -> np.ndarray[Any, Any] | None:
         """The rows of the stream at ``path`` (a structured array), or None if its
-        file is missing or in a format this cannot read without an extra."""
+        file is missing or in a format whose library is not installed."""
         descriptor = self.streams[path]
-        if not descriptor.get("file"):
+        name, fmt = descriptor.get("file"), descriptor.get("format")
+        if not name or fmt not in READERS or not (self.folder / name).is_file():
             return None
-        file = self.folder / descriptor["file"]
-        if descriptor.get("format") == "npy" and file.is_file():
-            return load(file)
-        if descriptor.get("format") == "csv" and file.is_file():
-            table = np.genfromtxt(file, delimiter=",", names=True, dtype=descriptor["dtype"])
-            return np.atleast_1d(table)
-        return None
+        try:
+            check_available(fmt)
+        except ConfigError:
+            return None
+        return np.atleast_1d(read(self.folder / name, fmt, descriptor["dtype"]))
 
 
 def _metadata_file(folder: Path) -> Path:

@@ -80,6 +80,30 @@ def test_show_plot_draws_a_png(saved: list[Path], tmp_path: Path) -> None:
     assert f"plot: {target}" in result.stdout
 
 
+@pytest.mark.parametrize("fmt", ["csv", "hdf5", "parquet", "feather"])
+def test_streams_in_every_format_are_read_back(make_daemon, tmp_path: Path, fmt: str) -> None:
+    """What ``--plot`` draws: the rows as saved, whatever the stream format,
+    column names with a comma or a quote included (a CSV header quotes them)."""
+    if fmt == "hdf5":
+        pytest.importorskip("h5py", reason="pip install 'collectord[hdf5]'")
+    elif fmt != "csv":
+        pytest.importorskip("pyarrow", reason="pip install 'collectord[arrow]'")
+    config = tmp_path / f"{fmt}.toml"
+    config.write_text(f'[streams]\nstream_format = "{fmt}"\n')
+    daemon = make_daemon(extra=("--config", str(config)))
+    columns = ["t", "x,y", 'note "q"']
+    with Client("cam", daemon.data, daemon.control) as client:
+        frames = client.stream("cam/frames", columns, "f8")
+        for i in range(20):
+            frames.append([i * 0.5, i, -i])
+        folder = Path(client.stop()).parent
+    table = Experiment(folder).stream_table("cam/frames")
+    assert table is not None
+    assert list(table.dtype.names or ()) == columns
+    assert table["x,y"].tolist() == list(range(20))
+    assert table['note "q"'].tolist() == [-i for i in range(20)]
+
+
 def test_a_time_column_on_the_epoch_is_drawn_against_the_start(tmp_path: Path) -> None:
     """A descriptor's ``time_column`` (seconds since the epoch) is the x axis;
     one on a clock of its own is drawn, and said not to be aligned."""
