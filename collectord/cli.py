@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         "run the collector daemon in the foreground",
         "Run the collector daemon in the foreground. It saves the running experiment on "
-        "SIGTERM or Ctrl-C (a second one skips the stop barrier) and exits 0.",
+        "SIGTERM or Ctrl-C and exits 0. A second signal skips the stop barrier or, once the "
+        "save is under way, exits when its current attempt ends (the next start completes it).",
         "collectord run --output ~/data/rig1",
     )
     _common(run)

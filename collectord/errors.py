@@ -8,7 +8,8 @@
     ├── InvalidPathError (ValueError)       a tree path or name is not allowed
     ├── UnsupportedValueError (TypeError)   a value cannot be sent faithfully
     ├── MessageTooLargeError (ValueError)   a message exceeds the daemon's size limit
-    ├── ClientClosedError            a call on a client that is closing or closed
+    ├── ClientClosedError            a call on a client that is closing or closed,
+    │                                or whose I/O thread stopped
     ├── TransportError               ZeroMQ failed (wraps zmq.ZMQError)
     ├── DaemonTimeout (TimeoutError) the daemon did not answer in time
     ├── UnreadableRecord (ValueError)       a journal record this version cannot replay
@@ -63,7 +64,8 @@ class MessageTooLargeError(CollectordError, ValueError):
 
 
 class ClientClosedError(CollectordError):
-    """The client is closing or closed and takes no more calls."""
+    """The client is closing or closed, or its I/O thread stopped: it takes no
+    more calls, since nothing would send them."""
 
 
 class TransportError(CollectordError):

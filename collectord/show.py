@@ -225,7 +225,7 @@ def report(experiment: Experiment, history: int = 100) -> Iterator[str]:
     yield ""
     changes = experiment.changes
     if changes is None:
-        yield "Parameter history: none saved (experiments saved before collectord 0.1 kept one)"
+        yield "Parameter history: none saved (an earlier collectord wrote none)"
         return
     carried = sum(1 for change in changes if change.carried)
     yield f"Parameter history ({len(changes)} values, {carried} carried in; times since the start)"

@@ -1,11 +1,12 @@
 """Writing a stopped experiment, in a thread of its own, while the daemon goes on.
 
 A stop hands the lifecycle's stopped experiment to a ``SaveJob``: a fork of
-the tree (groups copied, leaves shared: ``Tree.fork``), the account of its
-sources, its stream files and its journal. The daemon's loop has already begun
-the next experiment, whose journal waits for its BEGIN record: the job writes
-it first (the loop holds the new journal's records in memory meanwhile, and
-confirms nothing), then the experiment's files, then marks it saved. The
+the tree (copy-on-write: either side copies a group before it changes it,
+``Tree.fork``), the account of its sources, its stream files and its
+journal. The daemon's loop has already begun the next experiment, whose
+journal waits for its BEGIN record: the job writes it first (the loop holds
+the new journal's records in memory meanwhile, and confirms nothing), then
+the experiment's files, then marks it saved. The
 steps, each a fault point (``faults.py``)::
 
     1. the next experiment's BEGIN record, fsynced (the loop may now flush)
@@ -221,7 +222,7 @@ class SaveJob:
 
 
 def mark_saved(staging: Path) -> None:
-    """Step 5: from here on the experiment in ``staging`` counts as saved."""
+    """Step 6: from here on the experiment in ``staging`` counts as saved."""
     mark = staging / SAVED_MARK
     fd = system.open_binary(mark, os.O_WRONLY | os.O_CREAT)
     try:
