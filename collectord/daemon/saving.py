@@ -6,8 +6,8 @@ the tree (copy-on-write: either side copies a group before it changes it,
 journal. The daemon's loop has already begun the next experiment, whose
 journal waits for its BEGIN record: the job writes it first (the loop holds
 the new journal's records in memory meanwhile, and confirms nothing), then
-the experiment's files, then marks it saved. The
-steps, each a fault point (``faults.py``)::
+the experiment's files, then marks it saved. The steps, each a fault point
+(``faults.py``)::
 
     1. the next experiment's BEGIN record, fsynced (the loop may now flush)
     2. stream files finished (and converted)        } in the experiment's
