@@ -34,7 +34,13 @@ import zmq
 
 from . import codec
 from .clocks import Probe
-from .errors import ClientClosedError, CollectordError, RequestError, TransportError
+from .errors import (
+    ClientClosedError,
+    CollectordError,
+    RequestError,
+    TransportError,
+    UnsupportedValueError,
+)
 from .outbox import Batch, Limits, Outbox, Unconfirmed
 from .protocol import PROTOCOL_VERSION, Command, Kind, Notice
 from .security import ClientSecurity
@@ -458,7 +464,14 @@ class Link(threading.Thread):
     def _take_requests(self) -> None:
         while self.shared.requests:
             request = self.shared.requests.popleft()
-            request_id = self._send_request(request.command, request.fields)
+            try:
+                request_id = self._send_request(request.command, request.fields)
+            except UnsupportedValueError as exc:
+                # A field the caller passed cannot be encoded (``stop(reason=...)``
+                # of another type than text): that call fails, not this thread,
+                # which would have left it and every later call unanswered.
+                request.future.set_exception(exc)
+                continue
             self._pending[request_id] = request
 
     def _on_control(self) -> None:

@@ -14,6 +14,7 @@ from collectord import (
     DaemonTimeout,
     State,
     TransportError,
+    UnsupportedValueError,
     load_json,
 )
 
@@ -97,6 +98,19 @@ def test_a_client_whose_io_thread_stopped_refuses_calls_and_closes(daemon) -> No
     client.close()  # everything it took was confirmed: nothing to report
     assert client.state is State.CLOSED
     saved = load_json(daemon.stop()["path"])
+    assert saved["camera"]["params"] == {"exposure": 5}
+
+
+def test_a_request_field_that_cannot_be_encoded_fails_that_call_only(daemon) -> None:
+    """Requests are encoded by the I/O thread: a field it cannot encode (a
+    stop reason that is not text) once ended that thread, and the call waited
+    out its timeout. Now that call fails with the encoding error, at once, and
+    the client goes on."""
+    with Client("camera", daemon.data, daemon.control) as client:
+        with pytest.raises(UnsupportedValueError):
+            client.stop(reason=object(), timeout=10)  # type: ignore[arg-type]
+        client.set_params("camera/params", exposure=5)
+        saved = load_json(client.stop())
     assert saved["camera"]["params"] == {"exposure": 5}
 
 
