@@ -187,7 +187,12 @@ class Link(threading.Thread):
             log.exception("collectord client link failed")
             self.failure = exc
         finally:
-            with self.shared.lock:  # from now on requests are refused, not queued
+            # Under the lock: from now on requests are refused, not queued; and
+            # finish(), which sets ``closing`` and then wakes this thread holding
+            # the lock, cannot find this end of the wake-up pipe closed by a
+            # thread that saw ``closing`` first (close() failed on it with
+            # zmq.Again, about once in a thousand closes on a loaded machine).
+            with self.shared.lock:
                 self.shared.stopped = True
                 unanswered = list(self._pending.values()) + list(self.shared.requests)
                 self.shared.requests.clear()
