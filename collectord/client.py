@@ -264,7 +264,7 @@ class Client:
 
         ``stream.append(row)`` and ``stream.extend(block)`` add rows; they are
         batched into blocks of ``block_rows`` rows (default: about 64 KiB),
-        sent when full or when ``flush_interval`` seconds old. At each stop,
+        sent when full or when ``flush_interval`` seconds old (finite). At each stop,
         the daemon writes the stream's rows so far into a file beside the
         metadata, and the tree holds a descriptor of it at ``path``.
 
@@ -272,6 +272,10 @@ class Client:
         client's ``clock``: the descriptor then names that clock, and
         ``collectord.to_daemon_time`` maps the column onto the daemon's clock.
         """
+        if not (0 <= flush_interval < math.inf):
+            # Checked here: the I/O thread computes its wait from it, and an
+            # infinite one (meant as "only full blocks") ended that thread.
+            raise ValueError(f"flush_interval must be seconds >= 0, not {flush_interval!r}")
         columns = list(columns)
         for column in columns:
             check_name(column, where=f"column name of {path!r}")

@@ -34,7 +34,13 @@ import zmq
 
 from . import codec
 from .clocks import Probe
-from .errors import ClientClosedError, CollectordError, RequestError, TransportError
+from .errors import (
+    ClientClosedError,
+    CollectordError,
+    RequestError,
+    TransportError,
+    UnsupportedValueError,
+)
 from .outbox import Batch, Limits, Outbox, Unconfirmed
 from .protocol import PROTOCOL_VERSION, Command, Kind, Notice
 from .security import ClientSecurity
@@ -181,7 +187,12 @@ class Link(threading.Thread):
             log.exception("collectord client link failed")
             self.failure = exc
         finally:
-            with self.shared.lock:  # from now on requests are refused, not queued
+            # Under the lock: from now on requests are refused, not queued; and
+            # finish(), which sets ``closing`` and then wakes this thread holding
+            # the lock, cannot find this end of the wake-up pipe closed by a
+            # thread that saw ``closing`` first (close() failed on it with
+            # zmq.Again, about once in a thousand closes on a loaded machine).
+            with self.shared.lock:
                 self.shared.stopped = True
                 unanswered = list(self._pending.values()) + list(self.shared.requests)
                 self.shared.requests.clear()
@@ -458,7 +469,14 @@ class Link(threading.Thread):
     def _take_requests(self) -> None:
         while self.shared.requests:
             request = self.shared.requests.popleft()
-            request_id = self._send_request(request.command, request.fields)
+            try:
+                request_id = self._send_request(request.command, request.fields)
+            except UnsupportedValueError as exc:
+                # A field the caller passed cannot be encoded (``stop(reason=...)``
+                # of another type than text): that call fails, not this thread,
+                # which would have left it and every later call unanswered.
+                request.future.set_exception(exc)
+                continue
             self._pending[request_id] = request
 
     def _on_control(self) -> None:

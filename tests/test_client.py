@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
 import threading
 import time
+from types import FrameType
+from typing import Any
 
 import pytest
+import zmq
 from conftest import wait_for
 
 from collectord import (
@@ -14,8 +19,11 @@ from collectord import (
     DaemonTimeout,
     State,
     TransportError,
+    UnsupportedValueError,
     load_json,
 )
+from collectord.client import _Connection
+from collectord.link import Link
 
 
 def test_publishing_before_the_daemon_starts_loses_nothing(make_daemon, ipc, figures) -> None:
@@ -97,6 +105,92 @@ def test_a_client_whose_io_thread_stopped_refuses_calls_and_closes(daemon) -> No
     client.close()  # everything it took was confirmed: nothing to report
     assert client.state is State.CLOSED
     saved = load_json(daemon.stop()["path"])
+    assert saved["camera"]["params"] == {"exposure": 5}
+
+
+def test_close_never_finds_the_wake_pipe_closed_by_an_io_thread_leaving(daemon) -> None:
+    """The race behind CI's zmq.Again in close(): finish() sets ``closing``
+    and then wakes the I/O thread, holding the client's lock. An I/O thread
+    that is awake (its poll timed out, so it is still marked asleep) sees
+    ``closing`` at once and leaves its loop; when it then closed its end of
+    the wake-up pipe without taking that lock, close() could find that end
+    closed, and its wake-up failed with zmq.Again (about one close in a
+    thousand on a loaded machine; the thread had not failed).
+
+    Here a trace function holds finish() just before its wake-up until the
+    I/O thread has left its loop and then either waits for the lock (the
+    fix: it closes nothing before finish() is done) or has ended; if it has
+    ended, until this end of the pipe has learnt that the other is closed.
+    """
+    left_loop = threading.Event()
+    source, first = inspect.getsourcelines(Link.run)
+    lock_lines = {first + n for n, text in enumerate(source) if "with self.shared.lock" in text}
+
+    def trace_io_thread(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "call" and frame.f_code is Link._loop.__code__:
+
+            def on_return(frame: FrameType, event: str, arg: Any) -> Any:
+                if event == "return":
+                    left_loop.set()
+                return on_return
+
+            return on_return
+        return None
+
+    def waits_for_the_lock(link: Link) -> bool:
+        frame = sys._current_frames().get(link.ident or 0)
+        in_run = frame is not None and frame.f_code is Link.run.__code__
+        return in_run and frame is not None and frame.f_lineno in lock_lines
+
+    def trace_close(frame: FrameType, event: str, arg: Any) -> Any:
+        caller = frame.f_back
+        if (
+            event == "call"
+            and frame.f_code is _Connection.wake_link.__code__
+            and caller is not None
+            and caller.f_code is _Connection.finish.__code__
+        ):
+            link, wake = client._link, client._conn.wake
+            wait_for(left_loop.is_set, what="the I/O thread to see closing")
+            wait_for(
+                lambda: link.finished.is_set() or waits_for_the_lock(link),
+                what="the I/O thread to end or to wait for the lock",
+            )
+            if link.finished.is_set():  # without the fix: let the closed end show
+                wait_for(
+                    lambda: not wake.getsockopt(zmq.EVENTS) & zmq.POLLOUT,
+                    what="this end of the wake-up pipe to learn that the other is closed",
+                )
+        return None
+
+    threading.settrace(trace_io_thread)  # for the threads started from now on
+    try:
+        client = Client("camera", daemon.data, daemon.control)
+    finally:
+        threading.settrace(None)  # type: ignore[arg-type]
+    client.set_params("camera/params", exposure=5)
+    client.sync()
+    previous = sys.gettrace()  # a coverage tool's, if any
+    sys.settrace(trace_close)
+    try:
+        client.close()
+    finally:
+        sys.settrace(previous)
+    assert left_loop.is_set() and client.state is State.CLOSED
+    saved = load_json(daemon.stop()["path"])
+    assert saved["camera"]["params"] == {"exposure": 5}
+
+
+def test_a_request_field_that_cannot_be_encoded_fails_that_call_only(daemon) -> None:
+    """Requests are encoded by the I/O thread: a field it cannot encode (a
+    stop reason that is not text) once ended that thread, and the call waited
+    out its timeout. Now that call fails with the encoding error, at once, and
+    the client goes on."""
+    with Client("camera", daemon.data, daemon.control) as client:
+        with pytest.raises(UnsupportedValueError):
+            client.stop(reason=object(), timeout=10)  # type: ignore[arg-type]
+        client.set_params("camera/params", exposure=5)
+        saved = load_json(client.stop())
     assert saved["camera"]["params"] == {"exposure": 5}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import multiprocessing
 import threading
 import warnings
@@ -159,6 +160,23 @@ def test_rows_appended_before_close_are_delivered(daemon: DaemonProcess) -> None
     path = Path(daemon.stop()["path"])
     table = np.load(path.parent / load_json(path)["camera"]["frame_times"]["file"])
     assert list(table["t"]) == list(range(10))
+
+
+def test_a_flush_interval_that_is_not_finite_seconds_is_refused(daemon: DaemonProcess) -> None:
+    """The I/O thread computes how long it may sleep from the flush interval:
+    an infinite one (meant as "full blocks only") once ended that thread at
+    the first partial block, and nothing the client sent arrived any more.
+    Such an interval is refused at the call, as a bad value is."""
+    with Client("camera", daemon.data, daemon.control) as client:
+        for interval in (math.inf, math.nan, -1.0):
+            with pytest.raises(ValueError, match="flush_interval"):
+                client.stream("camera/frame_times", ["t"], flush_interval=interval)
+        stream = client.stream("camera/frame_times", ["t"], flush_interval=0)
+        stream.append([1.0])
+        client.set_params("camera/settings", exposure=5.0)
+        client.sync()
+        path = Path(client.stop())
+    assert load_json(path)["camera"]["settings"] == {"exposure": 5.0}
 
 
 def test_bad_stream_use_is_refused(daemon: DaemonProcess) -> None:
