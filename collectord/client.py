@@ -523,10 +523,22 @@ class _Connection:
         return future
 
     def request(self, command: Command, fields: dict[str, Any], timeout: float) -> dict[str, Any]:
-        future = self.submit(command, fields)
+        return self.answer(self.submit(command, fields), command, timeout)
+
+    def answer(
+        self, future: Future[dict[str, Any]], command: Command, timeout: float
+    ) -> dict[str, Any]:
+        """The answer to a request, or ``DaemonTimeout`` if none came in time.
+
+        Giving up cancels the request: if it still waits to be sent (a daemon
+        long away, ``Link._take_requests``), it never is, so that a ``stop``
+        its caller was told timed out does not stop an experiment later.
+        """
         try:
             return future.result(timeout)
         except FutureTimeout:
+            if not future.cancel():  # answered meanwhile
+                return future.result(0)
             raise DaemonTimeout(
                 f"no answer to {command.value!r} from the daemon at {self.control_endpoint} "
                 f"within {timeout} s: is `collectord run` running there?"
@@ -548,15 +560,8 @@ class _Connection:
 
     def sync(self, timeout: float) -> None:
         future = self.sync_future()
-        if future is None:
-            return
-        try:
-            future.result(timeout)
-        except FutureTimeout:
-            raise DaemonTimeout(
-                f"no answer to 'sync' from the daemon at {self.control_endpoint} "
-                f"within {timeout} s: is `collectord run` running there?"
-            ) from None
+        if future is not None:
+            self.answer(future, Command.SYNC, timeout)
 
     def unconfirmed(self) -> int:
         with self.shared.lock:  # publishing threads append to the outbox

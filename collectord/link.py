@@ -20,6 +20,7 @@ asleep, wake it: they never wait for the network. This thread then
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -27,7 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -57,6 +58,12 @@ ACK_INTERVAL = 0.25
 STALL_TIMEOUT = 2.0
 #: Seconds before an unanswered hello is sent again.
 HELLO_RETRY = 2.0
+#: Requests the control socket queues for a daemon that is not there (its
+#: high water mark); one more is not sent (``Link._send_request``).
+CONTROL_QUEUE = 1000
+#: The id of a request that could not be queued (see ``_send_request``);
+#: request ids start at 1.
+UNSENT = 0
 #: Requests the link may resend after the daemon comes back: done twice, they
 #: do what they did once (a bye the killed daemon never journaled is said again).
 IDEMPOTENT = {Command.SYNC, Command.RESTORE, Command.STATUS, Command.BYE}
@@ -74,9 +81,20 @@ class Clock:
 
 @dataclasses.dataclass
 class Request:
+    """A caller's request; its caller waits on ``future``, and cancels it on
+    giving up (``_Connection.answer``): a request not sent by then never is."""
+
     command: Command
     fields: dict[str, Any]
     future: Future[dict[str, Any]]
+
+    def answer(self, result: dict[str, Any]) -> None:
+        with contextlib.suppress(InvalidStateError):  # its caller gave up meanwhile
+            self.future.set_result(result)
+
+    def fail(self, error: BaseException) -> None:
+        with contextlib.suppress(InvalidStateError):  # its caller gave up meanwhile
+            self.future.set_exception(error)
 
 
 class Shared:
@@ -138,6 +156,8 @@ class Link(threading.Thread):
         self.finished = threading.Event()
         self._ids = itertools.count(1)
         self._pending: dict[int, Request] = {}
+        #: Callers' requests the control socket's full queue did not take yet.
+        self._unsent: collections.deque[Request] = collections.deque()
         self._hello_id: int | None = None
         self._hello_at = 0.0
         self._ack_id: int | None = None
@@ -161,6 +181,7 @@ class Link(threading.Thread):
             # a duplicate and we would never learn that it came back.
             pub.setsockopt(zmq.XPUB_VERBOSE, 1)
             pub.setsockopt(zmq.SNDHWM, 10_000)
+            dealer.setsockopt(zmq.SNDHWM, CONTROL_QUEUE)
             dealer.setsockopt(zmq.ROUTING_ID, self.session.encode())
             for sock in (pub, dealer):
                 if self.security is not None:
@@ -194,13 +215,12 @@ class Link(threading.Thread):
             # zmq.Again, about once in a thousand closes on a loaded machine).
             with self.shared.lock:
                 self.shared.stopped = True
-                unanswered = list(self._pending.values()) + list(self.shared.requests)
+                unanswered = [*self._pending.values(), *self._unsent, *self.shared.requests]
                 self.shared.requests.clear()
             for request in unanswered:
-                if not request.future.done():
-                    request.future.set_exception(
-                        self.failure or ClientClosedError("the client closed before an answer")
-                    )
+                request.fail(
+                    self.failure or ClientClosedError("the client closed before an answer")
+                )
             pub.close()
             dealer.close()
             self.wake.close()
@@ -243,7 +263,7 @@ class Link(threading.Thread):
             return 0
         if self.subscribed and self.introduced and self._backlog():
             return 1  # the data socket was full: try again soon
-        timeout = 50 if self.unacked or self._pending else 200
+        timeout = 50 if self.unacked or self._pending or self._unsent else 200
         if self._next_stream_flush is not None:
             wait = int((self._next_stream_flush - time.monotonic()) * 1000) + 1
             timeout = max(0, min(timeout, wait))
@@ -325,8 +345,8 @@ class Link(threading.Thread):
         if self.dropped_upto > max(self._dropped_reported, self.acked):
             # Tell the daemon not to wait for what we no longer have.
             fields = {"session": self.session, "upto": self.dropped_upto}
-            self._send_request(Command.DROPPED, fields)
-            self._dropped_reported = self.dropped_upto
+            if self._send_request(Command.DROPPED, fields) != UNSENT:
+                self._dropped_reported = self.dropped_upto
         for batch in list(self.unacked.after(self.sent)):
             # A batch partly sent (a resend from its middle) goes whole: the daemon
             # drops the messages it already has.
@@ -396,25 +416,42 @@ class Link(threading.Thread):
         if now - self._ack_at < ACK_INTERVAL:
             return
         self._ack_at = now
-        self._ack_id = self._send_request(Command.SYNC, {"session": self.session, "seq": 0})
+        asked = self._send_request(Command.SYNC, {"session": self.session, "seq": 0})
+        self._ack_id = None if asked == UNSENT else asked
 
     # -- control -------------------------------------------------------------------
 
     def _send_request(self, command: Command, fields: dict[str, Any]) -> int:
+        """Queue a request for the daemon; its id, or ``UNSENT``.
+
+        The control socket queues what it cannot deliver yet, up to
+        ``CONTROL_QUEUE`` messages, and a daemon away long enough lets the
+        queue fill. A blocking send would then stop this thread, and with it
+        the bound on what publishing may buffer; so a request that does not
+        fit is not sent, and each caller says what that means for it.
+        """
         request_id = next(self._ids)
         message = {"v": PROTOCOL_VERSION, "cmd": command.value, "id": request_id, **fields}
-        self.dealer.send_multipart([b"", codec.pack(message)])
+        try:
+            self.dealer.send_multipart([b"", codec.pack(message)], zmq.NOBLOCK)
+        except zmq.Again:
+            return UNSENT
         return request_id
 
     def _send_hello(self) -> None:
         fields = {**self.hello_fields, "session": self.session, "confirmed": self.acked}
-        self._hello_id = self._send_request(Command.HELLO, fields)
+        self._hello_id = self._send_request(Command.HELLO, fields)  # UNSENT: retried
         self._hello_at = time.monotonic()
 
     def _retry_hello(self) -> None:
-        """A hello the daemon never answered (it died first) is sent again."""
+        """A hello the daemon never answered (it died first) is sent again.
+
+        Only while subscribed: without a daemon there is nobody to answer,
+        and the daemon's subscription, when it comes, brings a hello anyway.
+        """
         if (
-            not self.introduced
+            self.subscribed
+            and not self.introduced
             and self._hello_id is not None
             and time.monotonic() - self._hello_at > HELLO_RETRY
         ):
@@ -467,17 +504,48 @@ class Link(threading.Thread):
             self._send_request(Command.OFFSET, {"session": self.session, **sample._asdict()})
 
     def _take_requests(self) -> None:
+        """Send the callers' requests, in order: first those that wait for room
+        in the control socket's queue (``_send_request``). A request whose
+        caller gave up before it was sent is dropped."""
+        while self._unsent:
+            request = self._unsent[0]
+            if not request.future.cancelled():
+                request_id = self._send_request(request.command, request.fields)
+                if request_id == UNSENT:
+                    break
+                self._pending[request_id] = request
+            self._unsent.popleft()
         while self.shared.requests:
             request = self.shared.requests.popleft()
+            if request.future.cancelled():
+                continue
+            if self._unsent:  # not before those that wait already
+                self._hold(request)
+                continue
             try:
                 request_id = self._send_request(request.command, request.fields)
             except UnsupportedValueError as exc:
                 # A field the caller passed cannot be encoded (``stop(reason=...)``
                 # of another type than text): that call fails, not this thread,
                 # which would have left it and every later call unanswered.
-                request.future.set_exception(exc)
+                request.fail(exc)
                 continue
+            self._await(request_id, request)
+
+    def _await(self, request_id: int, request: Request) -> None:
+        """Wait for the answer to ``request``, or for room to send it."""
+        if request_id == UNSENT:
+            self._hold(request)
+        else:
             self._pending[request_id] = request
+
+    def _hold(self, request: Request) -> None:
+        """Keep ``request`` until the control socket's queue has room. What is
+        kept is bounded by the callers still waiting: the requests of those
+        that gave up are dropped as the list grows."""
+        self._unsent.append(request)
+        if len(self._unsent) > CONTROL_QUEUE:
+            self._unsent = collections.deque(r for r in self._unsent if not r.future.cancelled())
 
     def _on_control(self) -> None:
         while (frames := self._recv(self.dealer)) is not None:
@@ -542,10 +610,10 @@ class Link(threading.Thread):
         if message.get("ok") and isinstance(result, dict):
             if request.command is Command.SYNC:
                 self._confirmed(int(result.get("received", 0)))
-            request.future.set_result(result)
+            request.answer(result)
         else:
             error = message.get("error") or {}
-            request.future.set_exception(
+            request.fail(
                 RequestError(str(error.get("code", "unknown")), str(error.get("message", "")))
             )
 
@@ -554,5 +622,6 @@ class Link(threading.Thread):
         for request_id, request in list(self._pending.items()):
             if request.command in IDEMPOTENT:
                 del self._pending[request_id]
-                self._pending[self._send_request(request.command, request.fields)] = request
+                if not request.future.cancelled():
+                    self._await(self._send_request(request.command, request.fields), request)
         self._ack_id = None

@@ -6,12 +6,13 @@ import inspect
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pytest
 import zmq
-from conftest import wait_for
+from conftest import saved_experiments, wait_for
 
 from collectord import (
     Client,
@@ -23,7 +24,8 @@ from collectord import (
     load_json,
 )
 from collectord.client import _Connection
-from collectord.link import Link
+from collectord.link import CONTROL_QUEUE, Link
+from collectord.protocol import Command
 
 
 def test_publishing_before_the_daemon_starts_loses_nothing(make_daemon, ipc, figures) -> None:
@@ -275,6 +277,39 @@ def test_an_overflowing_buffer_is_counted_and_reported(make_daemon, ipc, figures
         client_overflowed=900,
         faults="no daemon while 1000 messages went into a 100-message buffer",
     )
+
+
+def test_a_daemon_away_until_the_request_queue_is_full_never_stops_the_io_thread(
+    make_daemon, ipc
+) -> None:
+    """Requests wait in the control socket's queue for a daemon that is not
+    there. Once ``CONTROL_QUEUE`` of them waited, a blocking send stopped the
+    I/O thread for as long as the daemon stayed away, and with it the bound
+    on what the client buffers. Now the thread keeps further requests aside
+    and goes on: it counts what overflows, and delivers the rest, and every
+    request, when the daemon comes."""
+    data, control = ipc("data"), ipc("control")
+    with Client("scope", data, control, buffer=100) as client:
+        # Requests whose callers do not give up (``status(timeout=...)`` would
+        # cancel them): they fill the queue, and one more waits beside it.
+        waiting = [client._conn.submit(Command.STATUS, {}) for _ in range(CONTROL_QUEUE + 1)]
+        with pytest.raises(DaemonTimeout):
+            client.status(timeout=0.01)
+        for index in range(300):
+            client.set_params("scope/params", index=index)
+        # A stop its caller gave up on is dropped, not sent when the daemon comes.
+        with pytest.raises(DaemonTimeout):
+            client.stop(timeout=0.01)
+        wait_for(lambda: client.overflowed == 200, what="the buffer to overflow")
+        daemon = make_daemon(data=data, control=control)
+        client.sync(timeout=60)
+        assert all(future.result(timeout=60)["sources"] for future in waiting)
+        path = Path(client.stop())
+    assert [m["_path"] for m in saved_experiments(daemon.output)] == [path]
+    saved = load_json(path)
+    assert saved["scope"] == {"params": {"index": 299}}
+    (source,) = saved["collectord"]["sources"]
+    assert source["messages"]["messages"] == 100 and source["messages"]["lost"] == 200
 
 
 def test_a_bad_endpoint_fails_at_once() -> None:
