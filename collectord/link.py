@@ -597,6 +597,14 @@ class Link(threading.Thread):
                 self._resend_pending()
                 self._clock_id = None
                 self.probe.restart(time.monotonic())
+            else:
+                error = message.get("error") or {}
+                log.error(
+                    "the daemon at %s refused this client's hello (%s): what it publishes "
+                    "is not delivered until the daemon restarts",
+                    self.control_endpoint,
+                    error.get("message", error),
+                )
             return
         if request_id == self._ack_id:
             self._ack_id = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from collectord import (
     State,
     TransportError,
     UnsupportedValueError,
+    codec,
     load_json,
 )
 from collectord.client import _Connection
@@ -310,6 +312,35 @@ def test_a_daemon_away_until_the_request_queue_is_full_never_stops_the_io_thread
     assert saved["scope"] == {"params": {"index": 299}}
     (source,) = saved["collectord"]["sources"]
     assert source["messages"]["messages"] == 100 and source["messages"]["lost"] == 200
+
+
+def test_a_refused_hello_is_logged(caplog) -> None:
+    """A daemon that refuses the client's hello (another protocol version,
+    on a rig whose PCs run different releases) delivers nothing of it: the
+    client says so in its log, naming the daemon's reason. The daemon here
+    is a bare ROUTER socket that refuses every request."""
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with caplog.at_level(logging.ERROR, logger="collectord"):
+            client = Client("scope", "tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}")
+            identity, _, body = router.recv_multipart()
+            hello = codec.unpack(body)
+            assert hello["cmd"] == "hello"
+            error = {"code": "bad_request", "message": "protocol 99 is not spoken"}
+            refusal = {"v": 1, "id": hello["id"], "ok": False, "error": error}
+            router.send_multipart([identity, b"", codec.pack(refusal)])
+            wait_for(
+                lambda: any("refused this client's hello" in r.message for r in caplog.records),
+                what="the refusal in the log",
+            )
+            client.close(timeout=0.1)
+    finally:
+        router.close()
+    (record,) = [r for r in caplog.records if "refused" in r.message]
+    assert "protocol 99 is not spoken" in record.message and str(port) in record.message
 
 
 def test_a_bad_endpoint_fails_at_once() -> None:
