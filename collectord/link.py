@@ -556,10 +556,20 @@ class Link(threading.Thread):
                 continue
             if not isinstance(message, dict):
                 continue
-            if "notice" in message:
-                self._on_notice(message)
-            else:
-                self._on_reply(message)
+            try:
+                if "notice" in message:
+                    self._on_notice(message)
+                else:
+                    self._on_reply(message)
+            except (TypeError, ValueError) as exc:
+                # A field of a type this client does not expect (a daemon of
+                # another version): the message is skipped, not this thread's end.
+                log.error(
+                    "a message from the daemon at %s could not be used (%s): %.200r",
+                    self.control_endpoint,
+                    exc,
+                    message,
+                )
 
     def _on_notice(self, message: dict[str, Any]) -> None:
         kind = message.get("notice")

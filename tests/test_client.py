@@ -343,6 +343,35 @@ def test_a_refused_hello_is_logged(caplog) -> None:
     assert "protocol 99 is not spoken" in record.message and str(port) in record.message
 
 
+def test_a_reply_of_an_unexpected_shape_does_not_end_the_io_thread(caplog) -> None:
+    """A daemon that answers with a field of another type (here a hello's
+    ``received`` as text) once ended the client's I/O thread, and from then
+    on every call raised. The reply is now logged and skipped."""
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with caplog.at_level(logging.ERROR, logger="collectord"):
+            client = Client("scope", "tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}")
+            identity, _, body = router.recv_multipart()
+            hello = codec.unpack(body)
+            reply = {"v": 1, "id": hello["id"], "ok": True, "result": {"received": "lots"}}
+            router.send_multipart([identity, b"", codec.pack(reply)])
+            wait_for(
+                lambda: any("could not be used" in r.message for r in caplog.records),
+                what="the reply to be logged",
+            )
+            client.set_params("scope/params", gain=2)  # raised ClientClosedError
+            assert not client._link.finished.is_set()
+            with pytest.raises(DaemonTimeout):  # nobody confirms it here
+                client.close(timeout=0.1)
+    finally:
+        router.close()
+    (record,) = [r for r in caplog.records if "could not be used" in r.message]
+    assert "lots" in record.message and str(port) in record.message
+
+
 def test_a_bad_endpoint_fails_at_once() -> None:
     with pytest.raises(TransportError, match="bogus"):
         Client("camera", "bogus://x", "tcp://127.0.0.1:1")
