@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -314,31 +316,38 @@ def test_a_daemon_away_until_the_request_queue_is_full_never_stops_the_io_thread
     assert source["messages"]["messages"] == 100 and source["messages"]["lost"] == 200
 
 
-def test_a_refused_hello_is_logged(caplog) -> None:
-    """A daemon that refuses the client's hello (another protocol version,
-    on a rig whose PCs run different releases) delivers nothing of it: the
-    client says so in its log, naming the daemon's reason. The daemon here
-    is a bare ROUTER socket that refuses every request."""
-    context = zmq.Context.instance()
-    router = context.socket(zmq.ROUTER)
+@contextlib.contextmanager
+def hello_answered_with(**reply: Any) -> Iterator[tuple[Client, int]]:
+    """A client whose hello a bare ROUTER socket, standing for a daemon of
+    another version, answers with ``reply``; yields it and the port."""
+    router = zmq.Context.instance().socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     try:
-        with caplog.at_level(logging.ERROR, logger="collectord"):
-            client = Client("scope", "tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}")
-            identity, _, body = router.recv_multipart()
-            hello = codec.unpack(body)
-            assert hello["cmd"] == "hello"
-            error = {"code": "bad_request", "message": "protocol 99 is not spoken"}
-            refusal = {"v": 1, "id": hello["id"], "ok": False, "error": error}
-            router.send_multipart([identity, b"", codec.pack(refusal)])
-            wait_for(
-                lambda: any("refused this client's hello" in r.message for r in caplog.records),
-                what="the refusal in the log",
-            )
-            client.close(timeout=0.1)
+        client = Client("scope", "tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}")
+        identity, _, body = router.recv_multipart()
+        hello = codec.unpack(body)
+        assert hello["cmd"] == "hello"
+        router.send_multipart([identity, b"", codec.pack({"v": 1, "id": hello["id"], **reply})])
+        yield client, port
     finally:
         router.close()
+
+
+def test_a_refused_hello_is_logged(caplog) -> None:
+    """A daemon that refuses the client's hello (another protocol version,
+    on a rig whose PCs run different releases) delivers nothing of it: the
+    client says so in its log, naming the daemon's reason."""
+    error = {"code": "bad_request", "message": "protocol 99 is not spoken"}
+    with (
+        caplog.at_level(logging.ERROR, logger="collectord"),
+        hello_answered_with(ok=False, error=error) as (client, port),
+    ):
+        wait_for(
+            lambda: any("refused this client's hello" in r.message for r in caplog.records),
+            what="the refusal in the log",
+        )
+        client.close(timeout=0.1)
     (record,) = [r for r in caplog.records if "refused" in r.message]
     assert "protocol 99 is not spoken" in record.message and str(port) in record.message
 
@@ -347,27 +356,18 @@ def test_a_reply_of_an_unexpected_shape_does_not_end_the_io_thread(caplog) -> No
     """A daemon that answers with a field of another type (here a hello's
     ``received`` as text) once ended the client's I/O thread, and from then
     on every call raised. The reply is now logged and skipped."""
-    context = zmq.Context.instance()
-    router = context.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    port = router.bind_to_random_port("tcp://127.0.0.1")
-    try:
-        with caplog.at_level(logging.ERROR, logger="collectord"):
-            client = Client("scope", "tcp://127.0.0.1:1", f"tcp://127.0.0.1:{port}")
-            identity, _, body = router.recv_multipart()
-            hello = codec.unpack(body)
-            reply = {"v": 1, "id": hello["id"], "ok": True, "result": {"received": "lots"}}
-            router.send_multipart([identity, b"", codec.pack(reply)])
-            wait_for(
-                lambda: any("could not be used" in r.message for r in caplog.records),
-                what="the reply to be logged",
-            )
-            client.set_params("scope/params", gain=2)  # raised ClientClosedError
-            assert not client._link.finished.is_set()
-            with pytest.raises(DaemonTimeout):  # nobody confirms it here
-                client.close(timeout=0.1)
-    finally:
-        router.close()
+    with (
+        caplog.at_level(logging.ERROR, logger="collectord"),
+        hello_answered_with(ok=True, result={"received": "lots"}) as (client, port),
+    ):
+        wait_for(
+            lambda: any("could not be used" in r.message for r in caplog.records),
+            what="the reply to be logged",
+        )
+        client.set_params("scope/params", gain=2)  # raised ClientClosedError
+        assert not client._link.finished.is_set()
+        with pytest.raises(DaemonTimeout):  # nobody confirms it here
+            client.close(timeout=0.1)
     (record,) = [r for r in caplog.records if "could not be used" in r.message]
     assert "lots" in record.message and str(port) in record.message
 
