@@ -39,7 +39,7 @@ from c_library import (
     missing,
     verdict,
 )
-from conftest import DaemonProcess, wait_for
+from conftest import DaemonProcess, saved_experiments, wait_for
 from equality import same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -622,6 +622,36 @@ def test_a_full_resend_buffer_drops_the_oldest_and_says_so(
     source = the_source(saved)
     assert source["messages"]["lost"] == 900 and source["gaps"] == [[1, 900]]
     assert source["messages"]["messages"] == 100
+
+
+def test_a_request_made_while_the_control_queue_is_full_is_sent_when_the_daemon_comes(
+    library: ctypes.CDLL, make_daemon: Callable[..., DaemonProcess], ipc: Callable[[str], str]
+) -> None:
+    """A daemon away long enough fills the control socket's queue (1000
+    requests). A request made then got id 0 and was never sent: its caller
+    timed out although the daemon came. Now it waits aside and goes out as the
+    queue drains; and one whose caller gave up meanwhile never goes out (a
+    `stop` said to have timed out must not end an experiment later)."""
+    data, control = ipc("data"), ipc("control")
+    client = CClient(library, "queued", data, control)
+    client.call("add_int", "queued/x", 1)
+    for _ in range(1500):  # more than the queue holds; each caller gives up at once
+        with pytest.raises(CError) as caught:
+            client.restore("queued", timeout=0.0)
+        assert caught.value.code == E_TIMEOUT
+    with pytest.raises(CError) as caught:
+        client.stop("given up", timeout=0.0)
+    assert caught.value.code == E_TIMEOUT
+    stopped: list[str] = []
+    waiting = threading.Thread(target=lambda: stopped.append(client.stop("kept", timeout=60.0)))
+    waiting.start()
+    daemon = make_daemon(data=data, control=control)
+    waiting.join(90)
+    assert stopped, "the stop made while the queue was full was never answered"
+    client.close()
+    (saved,) = saved_experiments(daemon.output)
+    assert saved["_path"] == Path(stopped[0])
+    assert saved["queued"] == {"x": 1}
 
 
 def test_the_windows_branch_compiles(c_build: Path, tmp_path: Path) -> None:

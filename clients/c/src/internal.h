@@ -130,6 +130,7 @@ struct collectord_client {
         int64_t ack_at;
         int64_t stalled_since; /* 0: not stalled */
         cd_request *pending;   /* sent, awaiting their replies */
+        cd_request *unsent_head, *unsent_tail; /* the control queue was full: in order */
         uint64_t max_message_bytes;
     } link;
 };

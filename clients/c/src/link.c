@@ -287,20 +287,51 @@ static void pump(collectord_client *c)
     }
 }
 
+/* Send the requests that wait for room in the control socket's queue, in
+ * order (it fills while the daemon is away: 1000 requests). One whose caller
+ * gave up meanwhile is dropped unsent: a `stop` its caller was told timed out
+ * must not end an experiment when the daemon comes. */
+static void send_unsent(collectord_client *c)
+{
+    cd_request *request;
+    while ((request = c->link.unsent_head) != NULL) {
+        int abandoned;
+        cd_mutex_lock(&c->lock);
+        abandoned = request->abandoned;
+        cd_mutex_unlock(&c->lock);
+        if (!abandoned) {
+            request->id = send_request(c, request->command, request->fields,
+                                       request->fields_size, request->field_count);
+            if (request->id == 0) return; /* still full: tried again at the next turn */
+        }
+        c->link.unsent_head = request->next;
+        if (c->link.unsent_head == NULL) c->link.unsent_tail = NULL;
+        request->next = NULL;
+        if (abandoned) {
+            cd_request_free(request);
+        } else {
+            request->next = c->link.pending;
+            c->link.pending = request;
+        }
+    }
+}
+
+/* The callers' new requests join the end of the unsent ones, and go out as
+ * the queue takes them. */
 static void take_requests(collectord_client *c)
 {
-    cd_request *request, *next;
+    cd_request *request;
     cd_mutex_lock(&c->lock);
     request = c->requests_head;
     c->requests_head = c->requests_tail = NULL;
     cd_mutex_unlock(&c->lock);
-    for (; request != NULL; request = next) {
-        next = request->next;
-        request->id = send_request(c, request->command, request->fields, request->fields_size,
-                                   request->field_count);
-        request->next = c->link.pending;
-        c->link.pending = request;
+    if (request != NULL) {
+        if (c->link.unsent_tail) c->link.unsent_tail->next = request;
+        else c->link.unsent_head = request;
+        while (request->next != NULL) request = request->next;
+        c->link.unsent_tail = request;
     }
+    send_unsent(c);
 }
 
 /* Hand a request's outcome to the caller waiting for it (or free it if none waits). */
@@ -317,15 +348,28 @@ static void finish_request(collectord_client *c, cd_request *request)
     cd_mutex_unlock(&c->lock);
 }
 
-/* After a (re)introduction: repeat requests a restarted daemon may never have seen. */
+/* After a (re)introduction: repeat requests a restarted daemon may never have
+ * seen. They go before the unsent ones, which were made after them. */
 static void resend_pending(collectord_client *c)
 {
-    cd_request *request;
-    for (request = c->link.pending; request != NULL; request = request->next)
-        if (request->idempotent)
-            request->id = send_request(c, request->command, request->fields,
-                                       request->fields_size, request->field_count);
+    cd_request **link = &c->link.pending, *again = NULL, *request;
+    while ((request = *link) != NULL) {
+        if (request->idempotent) {
+            *link = request->next;
+            request->next = again; /* `pending` is newest first: this restores the order */
+            again = request;
+        } else {
+            link = &request->next;
+        }
+    }
+    if (again != NULL) {
+        for (request = again; request->next != NULL; request = request->next) continue;
+        request->next = c->link.unsent_head;
+        if (c->link.unsent_head == NULL) c->link.unsent_tail = request;
+        c->link.unsent_head = again;
+    }
     c->link.ack_id = 0;
+    send_unsent(c);
 }
 
 static void on_reply(collectord_client *c, const msgpack_object *message)
@@ -505,7 +549,7 @@ static long poll_timeout(collectord_client *c)
     if (c->link.subscribed && c->link.introduced
         && cd_unconfirmed_last(&c->link.unacked) > c->link.sent)
         return 1; /* the data socket was full: try again soon */
-    return c->link.unacked.count || c->link.pending ? 50 : 200;
+    return c->link.unacked.count || c->link.pending || c->link.unsent_head ? 50 : 200;
 }
 
 void cd_wake(collectord_client *c)
@@ -548,6 +592,11 @@ void cd_link_run(void *raw)
     }
     /* Whoever still waits learns that the client closed. */
     take_requests(c);
+    if (c->link.unsent_tail != NULL) {
+        c->link.unsent_tail->next = c->link.pending;
+        c->link.pending = c->link.unsent_head;
+        c->link.unsent_head = c->link.unsent_tail = NULL;
+    }
     while ((request = c->link.pending) != NULL) {
         c->link.pending = request->next;
         request->code = COLLECTORD_E_CLOSED;
