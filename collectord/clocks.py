@@ -26,6 +26,7 @@ those samples, following the drift between them. Pure logic: no sockets.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -207,13 +208,20 @@ def summary(samples: Sequence[Sample]) -> dict[str, Any]:
     """
     if not samples:
         raise ValueError("no samples to summarize")
-    offsets = np.array([sample.offset for sample in samples])
-    rtts = np.array([sample.rtt for sample in samples])
-    low, high = np.percentile(offsets, [25, 75])
+    offsets = [sample.offset for sample in samples]
+    # ``statistics``, not numpy: the daemon's loop summarizes a client's clock
+    # as its samples come, and ``np.percentile`` imports ``numpy.ma`` at its
+    # first call (16 to 80 ms here, during which the loop answered nothing).
+    # The "inclusive" quartiles are numpy's default (linear) ones.
+    low, _, high = (
+        statistics.quantiles(offsets, n=4, method="inclusive")
+        if len(offsets) > 1
+        else offsets * 3
+    )
     return {
-        "median_offset": float(np.median(offsets)),
+        "median_offset": float(statistics.median(offsets)),
         "offset_spread": float(high - low),
-        "median_rtt": float(np.median(rtts)),
+        "median_rtt": float(statistics.median(sample.rtt for sample in samples)),
         "kept": len(samples),
     }
 

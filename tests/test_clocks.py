@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collectord import clock_samples, to_daemon_time
@@ -146,6 +146,17 @@ def test_the_summary_gives_median_offset_its_spread_and_the_median_round_trip() 
     assert record.describe(with_samples=False) == {**described, "count": 5}
     assert record.describe(with_samples=True)["samples"] == [list(s) for s in samples]
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=50))
+def test_the_summary_is_numpys_median_and_quartiles(offsets: list[float]) -> None:
+    samples = [Sample(float(i), offset, abs(offset)) for i, offset in enumerate(offsets)]
+    described = summary(samples)
+    low, high = np.percentile(offsets, [25, 75])
+    assert described["median_offset"] == pytest.approx(np.median(offsets), rel=1e-12, abs=1e-12)
+    assert described["offset_spread"] == pytest.approx(high - low, rel=1e-9, abs=1e-9)
+    assert described["median_rtt"] == pytest.approx(np.median(np.abs(offsets)), abs=1e-12)
 
 # -- when the client measures -----------------------------------------------------------
 

@@ -369,3 +369,34 @@ def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemo
     status = daemon.status()
     assert "camera" not in [s["name"] for s in status["sources"]]
     assert status["forgotten"]["sessions"] >= 1
+
+
+def test_the_daemon_imports_nothing_once_it_listens(make_daemon) -> None:
+    """A module imported on first use runs on the daemon's loop, which then
+    answers nothing: ``numpy.ma``, imported by the first ``np.percentile`` of a
+    client's clock summary, held it 16 to 80 ms. Python reports each import
+    on stderr (``PYTHONPROFILEIMPORTTIME``); none may come after the daemon
+    listens, through an experiment with parameters, data, a stream, clock
+    samples, status, two saves and a SIGTERM."""
+    daemon = make_daemon(env={"PYTHONPROFILEIMPORTTIME": "1"})
+
+    def imports() -> list[str]:
+        lines = daemon.log.read_text().splitlines()
+        return [line.split("|")[-1].strip() for line in lines if line.startswith("import time:")]
+
+    at_start = imports()
+    assert "collectord.daemon.loop" in at_start  # stderr does hold the imports
+    with Client("camera", daemon.data, daemon.control, clock_interval=0.05) as client:
+        client.set_params("camera/settings", exposure=1.5)
+        client.add_data("camera/info", {"serial": "X1"})
+        stream = client.stream("camera/frames", ["t", "frame"], "<f8")
+        stream.extend(np.ones((100, 2)))
+        wait_for(
+            lambda: daemon.status()["sources"][0].get("clock", {}).get("kept", 0) >= 3,
+            what="clock samples",
+        )
+        client.stop()
+        client.set_params("camera/settings", exposure=2.0)
+        client.stop()
+    assert daemon.terminate() == 0
+    assert imports()[len(at_start) :] == []
