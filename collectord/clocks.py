@@ -214,9 +214,7 @@ def summary(samples: Sequence[Sample]) -> dict[str, Any]:
     # first call (16 to 80 ms here, during which the loop answered nothing).
     # The "inclusive" quartiles are numpy's default (linear) ones.
     low, _, high = (
-        statistics.quantiles(offsets, n=4, method="inclusive")
-        if len(offsets) > 1
-        else offsets * 3
+        statistics.quantiles(offsets, n=4, method="inclusive") if len(offsets) > 1 else offsets * 3
     )
     return {
         "median_offset": float(statistics.median(offsets)),

@@ -147,7 +147,6 @@ def test_the_summary_gives_median_offset_its_spread_and_the_median_round_trip() 
     assert record.describe(with_samples=True)["samples"] == [list(s) for s in samples]
 
 
-
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=50))
 def test_the_summary_is_numpys_median_and_quartiles(offsets: list[float]) -> None:
@@ -157,6 +156,7 @@ def test_the_summary_is_numpys_median_and_quartiles(offsets: list[float]) -> Non
     assert described["median_offset"] == pytest.approx(np.median(offsets), rel=1e-12, abs=1e-12)
     assert described["offset_spread"] == pytest.approx(high - low, rel=1e-9, abs=1e-9)
     assert described["median_rtt"] == pytest.approx(np.median(np.abs(offsets)), abs=1e-12)
+
 
 # -- when the client measures -----------------------------------------------------------
 
