@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import run_cli, saved_experiments, wait_for
 from equality import same
 
@@ -248,3 +249,32 @@ def test_the_writer_waits_out_a_burst_even_in_an_experiments_first_interval(
     assert bursts.busy(log)
     following = HistoryLog(tmp_path, [], Tree(), 0.0, lambda session: None)
     assert not bursts.busy(following)  # the next experiment starts quiet
+
+
+def test_written_entries_are_let_go_and_the_file_still_holds_every_change(
+    tmp_path: Path,
+) -> None:
+    """The daemon held every entry of an experiment until its stop: a process
+    setting a parameter at 100 Hz through a day's recording grew it by
+    gigabytes. Written entries now leave memory, and the saved file is the
+    same; a write that fails keeps what it did not write, for the next."""
+    entries: list[Any] = []
+    log = HistoryLog(tmp_path, entries, Tree(), 0.0, lambda session: "cam")
+    expected = []
+    for seq in range(1, 302):
+        entries.append((float(seq), "s1", seq, ("cam",), "gain", seq))
+        expected.append(("cam", seq, "cam/gain", seq))
+        if seq % 100 == 0:
+            log.advance()
+            assert entries == [] and log.arrived == seq
+    # A write that fails (here on a value no message can carry, standing
+    # for a full disk) keeps its entries and cuts the file back.
+    entries.append((302.0, "s1", 302, ("cam",), "gain", object()))
+    with pytest.raises(TypeError):
+        log.advance()
+    assert [entry[2] for entry in entries] == [301, 302] and log.arrived == 302
+    assert len((tmp_path / PARTIAL_NAME).read_text().splitlines()) == 300
+    entries.pop()
+    log.finish(tmp_path / "x_changes.jsonl")
+    assert entries == []
+    assert sent(load_changes(tmp_path / "x_changes.jsonl")) == expected
