@@ -15,7 +15,13 @@ from conftest import run_cli, saved_experiments, wait_for
 from equality import same
 
 from collectord import Change, Client, load_changes
-from collectord.daemon.history import BUSY_ENTRIES, PARTIAL_NAME, Bursts, HistoryLog
+from collectord.daemon.history import (
+    BACKLOG_ENTRIES,
+    BUSY_ENTRIES,
+    PARTIAL_NAME,
+    Bursts,
+    HistoryLog,
+)
 from collectord.tree import Tree, leaves
 
 
@@ -249,6 +255,24 @@ def test_the_writer_waits_out_a_burst_even_in_an_experiments_first_interval(
     assert bursts.busy(log)
     following = HistoryLog(tmp_path, [], Tree(), 0.0, lambda session: None)
     assert not bursts.busy(following)  # the next experiment starts quiet
+
+
+def test_a_burst_that_does_not_end_is_written_once_its_backlog_is_big(tmp_path: Path) -> None:
+    """A process that publishes parameters faster than ``BUSY_ENTRIES`` an
+    interval, for good, kept the writer waiting for ever, and every entry in
+    the daemon's memory until the stop."""
+    entries: list[Any] = []
+    log = HistoryLog(tmp_path, entries, Tree(), 0.0, lambda session: None)
+    bursts = Bursts()
+    batch = [(0.0, "s", 1, ("a",), "x", 1)] * (BUSY_ENTRIES + 1)
+    while len(entries) + len(batch) <= BACKLOG_ENTRIES:
+        entries.extend(batch)
+        assert bursts.busy(log)
+    entries.extend(batch)
+    assert not bursts.busy(log)  # busy, but the backlog is too big to wait
+    log.advance()
+    entries.extend(batch)
+    assert bursts.busy(log)  # written: waits again
 
 
 def test_written_entries_are_let_go_and_the_file_still_holds_every_change(

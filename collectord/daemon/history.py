@@ -38,6 +38,10 @@ WRITE_INTERVAL = 0.5
 #: More entries than this in one interval: the daemon is busy taking a burst
 #: of messages, and the writer waits for a quieter interval (or the save).
 BUSY_ENTRIES = 1000
+#: Unwritten entries the writer lets a burst leave, about 70 MB: past them it
+#: writes even while the daemon is busy, so that a process publishing
+#: parameters faster than that for good does not grow the daemon without end.
+BACKLOG_ENTRIES = 200_000
 
 #: The client's name for a session, or None if the daemon does not know it.
 Names = Callable[[str], str | None]
@@ -163,7 +167,8 @@ class Bursts:
     """Whether the daemon is taking a burst of parameter messages, seen from
     the writer's thread once an interval: writing then competes with the
     daemon's loop for the interpreter, and cut the rate a burst is taken at
-    by a third to a half. What a burst leaves is written after it."""
+    by a third to a half. What a burst leaves is written after it, or
+    during it once ``BACKLOG_ENTRIES`` wait."""
 
     def __init__(self) -> None:
         self._history: HistoryLog | None = None
@@ -176,7 +181,7 @@ class Bursts:
         count = history.arrived
         before = self._count if history is self._history else 0
         self._history, self._count = history, count
-        return count - before > BUSY_ENTRIES
+        return count - before > BUSY_ENTRIES and len(history.entries) <= BACKLOG_ENTRIES
 
 
 class HistoryWriter:
