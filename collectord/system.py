@@ -67,6 +67,15 @@ already; this makes sure where something (a program embedding Python, a
 library) set it back. Systems without the signal (Windows) have nothing to
 ignore; it returns False there. Call it from the main thread.
 
+``raise_open_file_limit(wanted)``: raises the soft limit on the process's
+open files (``RLIMIT_NOFILE``) to ``wanted``, or to the hard limit if that is
+lower. Each stream keeps its file open while the daemon runs, and streams
+outlive an experiment; at the soft limit most Linux systems start a process
+with (1024) a rig that declared some thousand streams had its blocks refused
+and every save failed, unable to create the next journal. Windows has no such
+limit to raise (its C runtime opens up to 8192 files); the call returns None
+there. A system that refuses the raise (macOS caps it lower) keeps its limit.
+
 ``keep_freed_memory(nbytes)``: asks the C library's allocator (glibc's
 ``mallopt``) to keep up to ``nbytes`` of freed memory in each of its heaps
 for reuse, and to take blocks of up to 32 MiB from its heaps rather than
@@ -455,6 +464,27 @@ def ignore_file_size_signal() -> bool:
         return False
     signal.signal(number, signal.SIG_IGN)
     return True
+
+
+# -- open files ---------------------------------------------------------------------
+
+
+def raise_open_file_limit(wanted: int) -> int | None:
+    """Raise the soft limit on open files to ``wanted`` (at most the hard
+    limit); return the soft limit now, or None where there is none to raise."""
+    if _resource is None:
+        return None
+    limit = _resource.RLIMIT_NOFILE
+    soft, hard = _resource.getrlimit(limit)
+    target = wanted if hard == _resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != _resource.RLIM_INFINITY and soft < target:
+        try:
+            _resource.setrlimit(limit, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open file limit from %d to %d: %s", soft, target, exc)
+        else:
+            soft = target
+    return int(soft)
 
 
 # -- memory -------------------------------------------------------------------------

@@ -313,6 +313,30 @@ def test_stream_names_cannot_meet_the_journal_or_each_other(make_daemon) -> None
     assert second.status()["pid"] == second.process.pid
 
 
+def test_more_streams_than_a_low_open_file_limit_are_all_saved(make_daemon) -> None:
+    """Each stream keeps its file open while the daemon runs. Past the soft
+    limit most Linux systems start a process with (1024; 256 here), the
+    streams past it had their blocks refused, and every save failed, unable
+    to create the next journal. The daemon now raises its limit at start."""
+    low = (
+        "import resource, runpy, sys; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, "
+        "(256, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+        "sys.argv[0] = 'collectord'; runpy.run_module('collectord', run_name='__main__')"
+    )
+    daemon = make_daemon(python_args=("-c", low))
+    count = 300
+    with Client("trials", daemon.data, daemon.control) as client:
+        for index in range(count):
+            client.stream(f"trials/t{index:03d}", ["x"], "<f8").extend(np.full((1, 1), index))
+        path = Path(client.stop())
+    saved = load_json(path)
+    assert saved["collectord"]["sources"][0]["messages"]["rejected"] == 0
+    for index in range(count):
+        descriptor = saved["trials"][f"t{index:03d}"]
+        assert np.load(path.parent / descriptor["file"])["x"].tolist() == [index]
+
+
 def test_stream_dtypes(daemon: DaemonProcess) -> None:
     with Client("camera", daemon.data, daemon.control) as client:
         big = client.stream("cam/big_endian", ["v"], ">f8")

@@ -5,7 +5,7 @@
 Before collectord is imported, it takes away what Windows lacks:
 
 * ``os.pwrite``, ``os.sync`` and ``signal.SIGXFSZ`` are removed;
-* ``import fcntl`` fails;
+* ``import fcntl`` and ``import resource`` fail;
 * ``os.open`` of a folder raises PermissionError, as it does on Windows, so
   that no folder can be fsynced;
 * ``os.O_BINARY`` is defined (as a bit no open flag here uses, removed before
@@ -77,6 +77,7 @@ def take_away_posix(msvcrt: bool) -> None:
 
     del os.pwrite, os.sync, signal.SIGXFSZ
     sys.modules["fcntl"] = None  # type: ignore[assignment]  # import fcntl fails
+    sys.modules["resource"] = None  # type: ignore[assignment]
     sys.modules["msvcrt"] = FakeMsvcrt(fcntl) if msvcrt else None  # type: ignore[assignment]
     real_open = os.open
     os.O_BINARY = FAKE_O_BINARY  # type: ignore[attr-defined]

@@ -48,6 +48,9 @@ RESEND_INTERVAL = 0.2
 #: Freed memory the C allocator keeps per heap for the next blocks (see
 #: ``system.keep_freed_memory``): a burst of blocks in flight.
 KEEP_FREED_BYTES = 64 * 1024 * 1024
+#: The open files a daemon asks the system for (``system.raise_open_file_limit``):
+#: one per stream, and sockets, journals and the files of a save.
+OPEN_FILES = 65536
 
 
 class Daemon:
@@ -372,6 +375,8 @@ class Daemon:
         # Blocks arrive in buffers of a megabyte or more: keep freed ones for
         # the next rather than fault in fresh pages for every burst.
         system.keep_freed_memory(KEEP_FREED_BYTES)
+        # Every stream keeps a file open, and streams outlive an experiment.
+        system.raise_open_file_limit(OPEN_FILES)
 
     def reply(self, reply_to: ReplyTo, result: dict[str, Any]) -> None:
         self.send(reply_to.envelope, reply_ok(reply_to.request_id, result))
