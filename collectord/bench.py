@@ -25,7 +25,8 @@ ceilings of this machine at this moment (shared machines are noisy):
 * how long a ``status`` request takes while the daemon holds ``--sessions``
   sessions (``collectord watch`` asks a few times a second);
 * a big tree (``--tree`` parameters, 100 to a node): stop to saved, as a
-  ratio to ``json.dumps`` + write + fsync + rename of the same tree, once with
+  ratio to ``json.dumps`` + write + fsync + rename of the same tree (measured
+  first, the daemon idle), once with
   the tree just set (its history, a line per parameter, is then written at
   the stop too: the ceiling of writing those lines is reported beside it)
   and once carried into the next experiment; the longest ``status`` meanwhile;
@@ -315,13 +316,16 @@ def big_tree(parameters: int) -> dict[str, float | None]:
     nodes = _big_tree(parameters)
     daemon = _Daemon()
     try:
+        # The ceiling first, while the daemon is idle: measured after the tree
+        # is set, it shared the machine with the daemon writing the history
+        # ahead, and the stop came as late as the ceiling took.
+        nested: dict[str, Any] = {"rig": {k.split("/")[1]: v for k, v in nodes.items()}}
+        _quiet_disk()
+        ceiling, ceiling_cpu = serialisation_ceiling(nested, Path(daemon.folder.name))
         with Client("bench-tree", daemon.data, daemon.control) as client:
             for node, values in nodes.items():
                 client.set_params(node, values)
             client.sync(timeout=600)
-            nested: dict[str, Any] = {"rig": {k.split("/")[1]: v for k, v in nodes.items()}}
-            _quiet_disk()
-            ceiling, ceiling_cpu = serialisation_ceiling(nested, Path(daemon.folder.name))
             latencies: list[float] = []
             saving = threading.Event()
 
