@@ -70,9 +70,9 @@ ignore; it returns False there. Call it from the main thread.
 ``raise_open_file_limit(wanted)``: raises the soft limit on the process's
 open files (``RLIMIT_NOFILE``) to ``wanted``, or to the hard limit if that is
 lower. Each stream keeps its file open while the daemon runs, and streams
-outlive an experiment; at the soft limit most Linux systems start a process
-with (1024) a rig that declared some thousand streams had its blocks refused
-and every save failed, unable to create the next journal. Windows has no such
+outlive an experiment. Under the soft limit most Linux systems give a process
+(1024), a rig that had declared about a thousand streams had their blocks
+refused, and every save failed: it could not create the next journal. Windows has no such
 limit to raise (its C runtime opens up to 8192 files); the call returns None
 there. A system that refuses the raise (macOS caps it lower) keeps its limit.
 

@@ -53,7 +53,7 @@ class HistoryLog:
 
     Entries written are taken out of the list: a process that sets a
     parameter at 100 Hz through an eight-hour recording makes three million
-    of them, about 250 bytes each, which the daemon would otherwise hold
+    of them, about 340 bytes each, which the daemon would otherwise hold
     until the stop. The file holds them, and the journal.
 
     The first lines are the parameters the experiment began with (``began``,
