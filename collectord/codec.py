@@ -36,6 +36,7 @@ import msgpack
 import numpy as np
 
 from .errors import UnsupportedValueError
+from .jsonio import datetime_text
 from .paths import check_name, is_known_name
 
 EXT_NDARRAY = 1
@@ -84,7 +85,7 @@ def _default(obj: Any) -> Any:
         raise TypeError(refusal)
     if isinstance(obj, np.ndarray | np.generic):
         if obj.dtype.kind == "M" and obj.ndim == 0:
-            return msgpack.ExtType(EXT_ISOTIME, str(np.datetime_as_string(obj)).encode())
+            return msgpack.ExtType(EXT_ISOTIME, datetime_text(obj).encode())
         return msgpack.ExtType(EXT_NDARRAY, _npy_bytes(np.asarray(obj)))
     if isinstance(obj, dt.datetime | dt.date | dt.time):
         return msgpack.ExtType(EXT_ISOTIME, obj.isoformat().encode())

@@ -43,6 +43,15 @@ def _float(value: float) -> Any:
     return {FLOAT_TAG: "inf" if value > 0 else "-inf"}
 
 
+def datetime_text(value: np.ndarray[Any, Any] | np.generic[Any]) -> Any:
+    """numpy's ISO 8601 text of datetime64 values (a str, or nested lists of
+    them), read in their byte order: ``datetime_as_string`` reads a big-endian
+    array as if it were the machine's order."""
+    if not value.dtype.isnative:
+        value = value.astype(value.dtype.newbyteorder("="))
+    return np.datetime_as_string(value).tolist()
+
+
 def to_json(value: Any) -> Any:
     """Return ``value`` made of JSON types only, tagging what JSON lacks."""
     if isinstance(value, dict):
@@ -55,7 +64,7 @@ def to_json(value: Any) -> Any:
         return {BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, np.ndarray | np.generic):
         if value.dtype.kind == "M":
-            return np.datetime_as_string(value).tolist()
+            return datetime_text(value)
         return to_json(value.tolist())
     return value
 

@@ -121,6 +121,18 @@ def test_unsupported_value_is_refused_at_the_call(daemon: DaemonProcess) -> None
     assert source["messages"]["messages"] == 1 and source["last_seq"] == 1
 
 
+def test_big_endian_datetimes_are_saved_as_the_times_they_hold(daemon: DaemonProcess) -> None:
+    """numpy's ``datetime_as_string`` reads a big-endian array as if it were
+    little-endian: these were saved as other times (1972 for 1 ns after 1970)."""
+    times = ["2024-05-17T14:03:09.123456789", "1970-01-01T00:00:00.000000001", "NaT"]
+    with client_for(daemon, "stimulus") as client:
+        client.add_data("stimulus/times", np.array(times, dtype=">M8[ns]"))
+        client.add_data("stimulus/start", np.array(np.datetime64(times[0]), dtype=">M8[ns]"))
+        path = client.stop()
+    saved = load_json(path)["stimulus"]
+    assert saved == {"times": times, "start": times[0]}
+
+
 def test_static_data_is_cleared_parameters_carry_over(daemon: DaemonProcess) -> None:
     with client_for(daemon, "stimulus") as client:
         client.set_params("general/animal", species="Danio rerio", age=7)
