@@ -61,8 +61,32 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def _supported_dtype(dtype: np.dtype[Any]) -> bool:
-    """Numbers, bools, text and datetime64: what JSON can hold faithfully."""
-    return not dtype.hasobject and dtype.kind in "biufUSM"
+    """Numbers, bools, text and datetime64: what JSON can hold faithfully.
+
+    Not floats wider than 64 bits (``numpy.longdouble``): JSON numbers are
+    doubles, and the metadata could not be written.
+    """
+    return (
+        not dtype.hasobject
+        and dtype.kind in "biufUSM"
+        and not (dtype.kind == "f" and dtype.itemsize > 8)
+    )
+
+
+def _unwritable(array: np.ndarray[Any, Any]) -> str | None:
+    """Why the elements of an array of a supported dtype have no text in the
+    saved JSON, or None: text (``U``) holding what is not a Unicode character
+    (a surrogate, or beyond U+10FFFF), or datetime64 values without a unit.
+    Such an array, once accepted, would fail every save of its experiment."""
+    kind = array.dtype.kind
+    if kind == "U" and array.size and array.dtype.itemsize:
+        order = array.dtype.byteorder if array.dtype.byteorder in "<>" else "="
+        codes = np.ascontiguousarray(array).reshape(-1).view(np.dtype(f"{order}u4"))
+        if ((codes > 0x10FFFF) | ((codes >= 0xD800) & (codes <= 0xDFFF))).any():
+            return "text that is not Unicode (a surrogate, or a code point beyond U+10FFFF)"
+    if kind == "M" and np.datetime_data(array.dtype)[0] == "generic" and not np.isnat(array).all():
+        return "datetime64 values without a unit"
+    return None
 
 
 def _refusal(obj: Any) -> str | None:
@@ -72,7 +96,8 @@ def _refusal(obj: Any) -> str | None:
     if isinstance(obj, np.ndarray | np.generic):
         if not _supported_dtype(obj.dtype):
             return f"numpy dtype {obj.dtype}"
-        return None
+        unwritable = _unwritable(np.asarray(obj))
+        return f"numpy array of {unwritable}" if unwritable else None
     if isinstance(obj, dt.datetime | dt.date | dt.time | os.PathLike):
         return None
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
@@ -224,6 +249,9 @@ def _ext_hook(code: int, data: bytes) -> Any:
             return _Refused(f"ext {EXT_NDARRAY} is not a valid .npy array: {exc}")
         if not _supported_dtype(array.dtype):
             return _Refused(f"arrays of dtype {array.dtype} are not accepted")
+        unwritable = _unwritable(array)
+        if unwritable:
+            return _Refused(f"arrays of {unwritable} are not accepted")
         return array
     if code == EXT_ISOTIME:
         try:

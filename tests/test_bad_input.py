@@ -405,6 +405,56 @@ def test_a_stream_declaration_with_a_control_character_in_a_column_is_refused(
     assert daemon.process.poll() is None
 
 
+def test_arrays_the_metadata_cannot_hold_are_refused_and_the_experiment_saves(
+    daemon: DaemonProcess, publisher
+) -> None:
+    """A float128 array, text holding a surrogate or a code point beyond
+    U+10FFFF, and datetimes without a unit were accepted, then failed every
+    save of their experiment (a RecursionError, a SystemError, a ValueError
+    while writing the JSON; retried for ever, later stops waiting behind), or
+    left a restore of their node unanswered. Each is refused, named."""
+
+    def array(values: np.ndarray) -> msgpack.ExtType:
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, values, allow_pickle=False)
+        return msgpack.ExtType(1, buffer.getvalue())
+
+    def text(code: int) -> np.ndarray:
+        return np.array([code], dtype="<u4").view("<U1")
+
+    bad = {
+        "wide": array(np.array([1.5], dtype=np.longdouble)),
+        "surrogate": array(text(0xD800)),
+        "beyond_big_endian": array(text(0x110000).astype(">U1")),
+        "beyond": array(text(0x110000)),
+        "no_unit": array(np.array([5], dtype="<i8").view("M8")),
+    }
+    seq = 0
+    for name, value in bad.items():
+        seq += 1
+        body = msgpack.packb({"path": "raw/settings", "values": {name: value}})
+        publisher.send_multipart([header(seq, kind="params"), body])
+    good = {"gain": array(np.array([1.5])), "label": array(np.array(["é🐟"]))}
+    publisher.send_multipart(
+        [header(seq + 1, kind="params"), msgpack.packb({"path": "raw/settings", "values": good})]
+    )
+
+    def raw() -> dict:
+        found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
+        return found[0] if found else {}
+
+    wait_for(lambda: raw().get("last_seq") == seq + 1, what="every message")
+    source = raw()
+    assert source["messages"]["rejected"] == len(bad)
+    reasons = "\n".join(source["recent_rejections"])
+    assert reasons.count("not Unicode") == 3
+    assert "float128" in reasons and "without a unit" in reasons
+    saved = load_json(daemon.stop()["path"])
+    assert saved["raw"] == {"settings": {"gain": [1.5], "label": ["é🐟"]}}
+    restored = daemon.request(Command.RESTORE, {"node": "raw"}, timeout=10)
+    assert restored == {"values": {"settings": {"gain": [1.5], "label": ["é🐟"]}}}
+
+
 def test_sessions_are_bounded_and_forgotten_once_done(daemon: DaemonProcess) -> None:
     """One connection inventing sessions gets a bounded number; sessions gone
     (or that said bye) are forgotten once their experiment is saved, their

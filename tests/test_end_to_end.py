@@ -121,6 +121,26 @@ def test_unsupported_value_is_refused_at_the_call(daemon: DaemonProcess) -> None
     assert source["messages"]["messages"] == 1 and source["last_seq"] == 1
 
 
+def test_values_the_metadata_cannot_hold_are_refused_at_the_call(
+    daemon: DaemonProcess,
+) -> None:
+    """A float wider than 64 bits, text that is not Unicode and datetimes
+    without a unit have no text in the JSON: accepted, they failed every save
+    of the experiment (retried for ever, and every later stop waited)."""
+    with client_for(daemon, "camera") as client:
+        with pytest.raises(UnsupportedValueError, match=r"camera/settings\['gain'\].*float128"):
+            client.set_params("camera/settings", gain=np.array([1.5], dtype=np.longdouble))
+        with pytest.raises(UnsupportedValueError, match="not Unicode"):
+            client.add_data("camera/labels", np.array(["ok", "\ud800"]))
+        with pytest.raises(UnsupportedValueError, match="without a unit"):
+            client.add_data("camera/times", np.array([5], dtype="<i8").view("M8"))
+        client.add_data("camera/nat", np.array(["NaT"], dtype="M8"))  # no unit, no value
+        client.set_params("camera/settings", gain=1.5)
+        path = client.stop()
+    saved = load_json(path)
+    assert saved["camera"] == {"settings": {"gain": 1.5}, "nat": ["NaT"]}
+
+
 def test_big_endian_datetimes_are_saved_as_the_times_they_hold(daemon: DaemonProcess) -> None:
     """numpy's ``datetime_as_string`` reads a big-endian array as if it were
     little-endian: these were saved as other times (1972 for 1 ns after 1970)."""
