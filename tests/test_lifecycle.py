@@ -531,6 +531,48 @@ def test_collectord_stop_shows_the_progress_of_a_long_save(make_daemon, tmp_path
 
 
 @pytest.mark.parametrize(
+    "step", [Fault.SAVE_CHANGES_WRITTEN, Fault.SAVE_LAST_CONFIG_WRITTEN], ids=lambda f: f.value
+)
+def test_a_save_config_during_a_save_is_not_undone_by_it(make_daemon, tmp_path, step) -> None:
+    """``save_config`` while a stop's save runs (stytra saves its config as it
+    closes, a big tree's save takes seconds): the save then wrote the last
+    config as the stopped experiment left it, over what ``save_config`` had
+    just written and confirmed, and ``restore`` answered the older values; a
+    daemon then ended with nothing new to save kept them so. (Both wrote
+    through one temporary file name, too.)"""
+    gate = tmp_path / "go-on"
+    daemon = make_daemon(env={PAUSE_ENV: f"{step.value}={gate}"})
+    with Client("cam", daemon.data, daemon.control) as client:
+        client.set_params("cam/settings", exposure=4.0)
+        client.sync()
+        replies: list[str] = []
+        stopping = threading.Thread(target=lambda: replies.append(client.stop(timeout=120)))
+        stopping.start()
+        wait_for(
+            lambda: (
+                (saving := daemon.status()["saving"])
+                and "metadata" not in saving["step"]
+                and "stream" not in saving["step"]
+                and "queued" not in saving["step"]
+                and "beginning" not in saving["step"]
+            ),
+            what="the save to be held at its pause point",
+        )
+        client.set_params("cam/settings", exposure=5.0)
+        client.sync()
+        written = Path(client.save_config())
+        assert load_json(written)["cam"]["settings"] == {"exposure": 5.0}
+        gate.touch()
+        stopping.join(120)
+        assert replies and load_json(replies[0])["cam"]["settings"] == {"exposure": 4.0}
+        assert client.restore("cam/settings") == {"exposure": 5.0}
+    assert load_json(written)["cam"]["settings"] == {"exposure": 5.0}
+    assert daemon.terminate() == 0  # nothing new since save_config: no experiment saved
+    assert load_json(written)["cam"]["settings"] == {"exposure": 5.0}
+    assert not list(written.parent.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
     "failing", ["begin", "metadata", "last config"], ids=lambda step: f"{step} fails"
 )
 def test_a_save_that_fails_is_tried_again_and_the_next_experiment_waits_for_it(

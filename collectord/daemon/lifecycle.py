@@ -58,6 +58,7 @@ import errno
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -160,6 +161,12 @@ class Lifecycle:
         self._replaying = False
         #: (experiment, parameter messages applied) when save_config last wrote.
         self._config_saved: tuple[str, int] | None = None
+        #: One writer of the last config at a time: ``save_config`` here, a
+        #: save's step 5 in the saver's thread (``SaveJob.config_lock``).
+        self._config_lock = threading.Lock()
+        #: The save under way (begun, not yet finished), whose last config a
+        #: ``save_config`` supersedes.
+        self._saving: SaveJob | None = None
         #: The journal ends with STOP (the stop barrier passed): it must be saved.
         self._stop_journaled: _JournaledStop | None = None
         #: The running experiment's parameter history (``history.py``).
@@ -619,9 +626,15 @@ class Lifecycle:
     def save_config(self) -> Path:
         """Write the last config now, the experiment going on (stytra's
         ``save_config_file``): what a save would write there, no folder."""
-        merged = self.collector.merged_config()
-        store.write_last_config(self.last_config_file, merged)
-        self.collector.last_config = LastConfig(merged)
+        with self._config_lock:
+            merged = self.collector.merged_config()
+            store.write_last_config(self.last_config_file, merged)
+            self.collector.last_config = LastConfig(merged)
+            if self._saving is not None:
+                # The tree's parameters include the stopped experiment's (they
+                # carried over): the save must not write its older config over
+                # this one, nor take it back as what ``restore`` answers.
+                self._saving.superseded = merged
         self._config_saved = (
             self.collector.experiment.run_id,
             self.collector.applied[Kind.PARAMS],
@@ -764,7 +777,9 @@ class Lifecycle:
                 output=self.output,
                 stream_format=self.stream_format,
                 successor=None,
+                config_lock=self._config_lock,
             )
+            self._saving = job
             self._stop_journaled = None
             if not begin_next:
                 self.durability.switch(None, None)
@@ -793,7 +808,9 @@ class Lifecycle:
     def finish_save(self, job: SaveJob) -> None:
         """A job's run is over and the experiment saved: take what it wrote."""
         if job.successor is not None and job.saved_config is not None:
-            self.collector.last_config = LastConfig(job.saved_config)
+            config = job.saved_config if job.superseded is None else job.superseded
+            self.collector.last_config = LastConfig(config)
+        self._saving = None
         self.saved_count += 1
         self.last_saved = job.path
         self.last_error = job.error

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -79,6 +80,11 @@ class SaveJob:
     output: Path
     stream_format: str
     successor: Successor | None
+    #: Held while the last config is written: ``Lifecycle.save_config`` writes it too.
+    config_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    #: What a ``save_config`` since the stop wrote to the last config: this
+    #: experiment's parameters and those set after it, over the same old config.
+    superseded: dict[str, Any] | None = None
     #: Progress, for ``status``: the step under way and when the save began.
     step: str = "queued"
     began: float = dataclasses.field(default_factory=time.monotonic)
@@ -138,11 +144,15 @@ class SaveJob:
             reached(Fault.SAVE_CHANGES_WRITTEN)
         if self.saved_config is None:
             self.step = "writing the last config"
-            merged = merge_config(self.last_config.get(), self._exported().params)
-            store.write_last_config(self.last_config_file, merged, self.memo)
-            # What restore() answers from now on (as the file holds it: the
-            # restore command reads its node back through JSON).
-            self.saved_config = merged
+            with self.config_lock:
+                if self.superseded is None:
+                    merged = merge_config(self.last_config.get(), self._exported().params)
+                    store.write_last_config(self.last_config_file, merged, self.memo)
+                else:  # the file holds a newer config already: keep it
+                    merged = self.superseded
+                # What restore() answers from now on (as the file holds it: the
+                # restore command reads its node back through JSON).
+                self.saved_config = merged
             reached(Fault.SAVE_LAST_CONFIG_WRITTEN)
         self.exported = None
         self.memo.clear()
