@@ -88,7 +88,7 @@ class StreamSpec:
                 raise StreamError(f"column name {column!r} contains a control or NUL character")
         try:
             dtype = np.dtype(body.get("dtype"))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # numpy raises either
             raise StreamError(f"dtype {body.get('dtype')!r} is not a numpy dtype") from exc
         if dtype.str not in STREAM_DTYPES:
             raise StreamError(

@@ -455,6 +455,28 @@ def test_arrays_the_metadata_cannot_hold_are_refused_and_the_experiment_saves(
     assert restored == {"values": {"settings": {"gain": [1.5], "label": ["é🐟"]}}}
 
 
+def test_a_stream_dtype_numpy_cannot_read_is_refused_as_such(
+    daemon: DaemonProcess, publisher
+) -> None:
+    """numpy raises ValueError, not TypeError, for some dtype strings: such a
+    declaration was rejected as the daemon's own "internal error", with a
+    traceback in its log, instead of naming the bad dtype."""
+    bad = ["(-1,)f8", "(99999999999,)f8"]
+    for seq, dtype in enumerate(bad, start=1):
+        body = {"path": f"raw/s{seq}", "columns": ["x"], "dtype": dtype}
+        publisher.send_multipart([header(seq, kind="stream"), msgpack.packb(body)])
+
+    def raw() -> dict:
+        found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
+        return found[0] if found else {}
+
+    wait_for(lambda: raw().get("messages", {}).get("rejected") == len(bad), what="refusals")
+    reasons = raw()["recent_rejections"]
+    for dtype in bad:
+        assert any(f"dtype {dtype!r} is not a numpy dtype" in reason for reason in reasons)
+    assert not any("internal error" in reason for reason in reasons)
+
+
 def test_sessions_are_bounded_and_forgotten_once_done(daemon: DaemonProcess) -> None:
     """One connection inventing sessions gets a bounded number; sessions gone
     (or that said bye) are forgotten once their experiment is saved, their
