@@ -454,6 +454,31 @@ def test_a_failure_after_the_next_experiment_began_is_logged_not_raised(
     assert len(list((output / ".collectord" / "staging").iterdir())) == 1
 
 
+def test_a_saved_folder_whose_metadata_is_damaged_does_not_stop_the_daemon(make_daemon) -> None:
+    """A folder marked saved whose metadata file cannot be read (damaged on
+    disk) made every start fail with a traceback: no daemon could run on the
+    output folder again. It waits in staging, named in the log and status."""
+    first = make_daemon(env={ENV: Fault.SAVE_MARKED.value})
+    with Client("cam", first.data, first.control) as client:
+        client.add_data("cam/note", "saved")
+        client.sync()
+        send_stop_without_waiting(first.control)
+        assert first.process is not None
+        assert first.process.wait(60) == -signal.SIGKILL  # died once marked saved
+        staging = first.output / ".collectord" / "staging"
+        (marked,) = [run for run in staging.iterdir() if (run / "saved").exists()]
+        (metadata,) = marked.glob("*_metadata.json")
+        metadata.write_bytes(metadata.read_bytes()[:40])  # cut short
+
+        second = make_daemon(data=first.data, control=first.control)
+        assert str(marked) in (second.status()["last_error"] or "")
+        client.add_data("cam/note", "next")
+        client.sync(timeout=60)
+        after = load_json(client.stop(timeout=60))
+    assert after["cam"]["note"] == "next"
+    assert metadata.is_file()  # kept, for a person to look at
+
+
 # -- 6. the daemon goes on while it saves ----------------------------------------------
 
 

@@ -250,7 +250,16 @@ class Lifecycle:
         """Steps 7 and 8 of a save marked saved; the metadata path, if any."""
         (staging / JOURNAL_NAME).unlink(missing_ok=True)
         _remove_converted(staging)
-        published = store.finish_publishing(self.output, staging)
+        try:
+            published = store.finish_publishing(self.output, staging)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Its metadata file damaged on disk, say: the folder waits where a
+            # person can look at it, and the daemon goes on.
+            self.last_error = (
+                f"{staging} is saved but cannot be moved into place: {type(exc).__name__}: {exc}"
+            )
+            log.error("%s; it waits in staging", self.last_error)
+            return None
         if published is not None:
             log.warning("completed the interrupted save of %s", published)
         return published
