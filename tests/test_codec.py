@@ -39,6 +39,12 @@ def round_trip(value: Any) -> Any:
     return unpack(pack(value))
 
 
+def native_datetime_text(value: np.ndarray | np.generic) -> str:
+    """numpy's text of a datetime64 scalar, read in its own byte order
+    (``datetime_as_string`` reads a big-endian one as if it were little-endian)."""
+    return str(np.datetime_as_string(value.astype(value.dtype.newbyteorder("="))))
+
+
 def expected(value: Any) -> Any:
     """What ``value`` should look like after a round trip."""
     if isinstance(value, dict):
@@ -47,7 +53,7 @@ def expected(value: Any) -> Any:
         return [expected(item) for item in value]
     if isinstance(value, np.ndarray | np.generic):
         if value.dtype.kind == "M" and value.ndim == 0:
-            return str(np.datetime_as_string(value))
+            return native_datetime_text(value)
         # numpy's float64, str_ and bytes_ subclass Python's types: msgpack sends them natively.
         for native in (float, str, bytes):
             if isinstance(value, native):
@@ -110,12 +116,24 @@ array_dtypes = st.one_of(
     hnp.datetime64_dtypes(endianness="?"),
 )
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
-numpy_arrays = hnp.arrays(array_dtypes, shapes)
+
+
+def unicode_text(array: np.ndarray) -> bool:
+    """Not text holding a surrogate (hypothesis makes some): refused, having
+    no UTF-8 form (``test_end_to_end.py``, ``test_bad_input.py``)."""
+    if array.dtype.kind != "U" or not array.size:
+        return True
+    codes = np.ascontiguousarray(array).reshape(-1).view(array.dtype.byteorder + "u4")
+    return not ((codes >= 0xD800) & (codes <= 0xDFFF)).any()
+
+
+numpy_arrays = hnp.arrays(array_dtypes, shapes).filter(unicode_text)
 
 
 @st.composite
 def non_contiguous_arrays(draw: st.DrawFn) -> np.ndarray:
-    array = draw(hnp.arrays(array_dtypes, hnp.array_shapes(min_dims=2, max_dims=3, min_side=2)))
+    shape = hnp.array_shapes(min_dims=2, max_dims=3, min_side=2)
+    array = draw(hnp.arrays(array_dtypes, shape).filter(unicode_text))
     view = draw(st.sampled_from(["step", "transpose", "fortran"]))
     if view == "step":
         return array[..., ::2]
@@ -124,7 +142,7 @@ def non_contiguous_arrays(draw: st.DrawFn) -> np.ndarray:
     return np.asfortranarray(array)
 
 
-numpy_scalars = hnp.arrays(array_dtypes, shape=()).map(lambda array: array[()])
+numpy_scalars = hnp.arrays(array_dtypes, shape=()).filter(unicode_text).map(lambda a: a[()])
 times = st.one_of(
     st.datetimes(
         timezones=st.sampled_from([None, dt.timezone.utc, dt.timezone(-dt.timedelta(hours=5))])
@@ -168,7 +186,7 @@ def test_supported_values_round_trip(value: Any) -> None:
 def test_arrays_keep_dtype_byte_order_shape_and_contents(array: np.ndarray) -> None:
     back = round_trip(array)
     if array.dtype.kind == "M" and array.ndim == 0:
-        assert back == str(np.datetime_as_string(array))
+        assert back == native_datetime_text(array)
         return
     assert isinstance(back, np.ndarray)
     assert back.dtype == array.dtype
