@@ -73,11 +73,18 @@ def _supported_dtype(dtype: np.dtype[Any]) -> bool:
     )
 
 
-def _unwritable(array: np.ndarray[Any, Any]) -> str | None:
+def _unwritable(array: np.ndarray[Any, Any], payload: int) -> str | None:
     """Why the elements of an array of a supported dtype have no text in the
     saved JSON, or None: text (``U``) holding what is not a Unicode character
     (a surrogate, or beyond U+10FFFF), or datetime64 values without a unit.
-    Such an array, once accepted, would fail every save of its experiment."""
+    Such an array, once accepted, would fail every save of its experiment.
+
+    Nor more zero-width elements (``S0``, ``U0``) than ``payload``, the bytes
+    of its ``.npy`` form: nothing else bounds how many a message may claim
+    (a hundred bytes can claim 10**12), and each is a value in the JSON.
+    """
+    if array.dtype.itemsize == 0 and array.size > payload:
+        return f"{array.size} empty elements, more than the {payload} bytes that carry them"
     kind = array.dtype.kind
     if kind == "U" and array.size and array.dtype.itemsize:
         order = array.dtype.byteorder if array.dtype.byteorder in "<>" else "="
@@ -96,7 +103,9 @@ def _refusal(obj: Any) -> str | None:
     if isinstance(obj, np.ndarray | np.generic):
         if not _supported_dtype(obj.dtype):
             return f"numpy dtype {obj.dtype}"
-        unwritable = _unwritable(np.asarray(obj))
+        array = np.asarray(obj)
+        payload = len(_npy_bytes(array)) if array.dtype.itemsize == 0 else array.nbytes
+        unwritable = _unwritable(array, payload)
         return f"numpy array of {unwritable}" if unwritable else None
     if isinstance(obj, dt.datetime | dt.date | dt.time | os.PathLike):
         return None
@@ -249,7 +258,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
             return _Refused(f"ext {EXT_NDARRAY} is not a valid .npy array: {exc}")
         if not _supported_dtype(array.dtype):
             return _Refused(f"arrays of dtype {array.dtype} are not accepted")
-        unwritable = _unwritable(array)
+        unwritable = _unwritable(array, len(data))
         if unwritable:
             return _Refused(f"arrays of {unwritable} are not accepted")
         return array

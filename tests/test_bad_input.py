@@ -455,6 +455,39 @@ def test_arrays_the_metadata_cannot_hold_are_refused_and_the_experiment_saves(
     assert restored == {"values": {"settings": {"gain": [1.5], "label": ["é🐟"]}}}
 
 
+def test_an_array_of_more_empty_elements_than_its_bytes_is_refused(
+    daemon: DaemonProcess, publisher
+) -> None:
+    """A .npy header of a hundred bytes can claim 10**12 elements of zero width
+    (``S0``): it was accepted, and its save would have built a value for
+    each (the daemon runs out of memory, and again at every start, replaying
+    it). Such an array is refused; a few empty elements are fine."""
+
+    def empty(shape: tuple[int, ...]) -> msgpack.ExtType:
+        buffer = io.BytesIO()
+        fields = {"descr": "|S0", "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(buffer, fields)
+        return msgpack.ExtType(1, buffer.getvalue())
+
+    bodies = [
+        {"path": "raw/huge", "value": empty((10**6, 10**6))},
+        {"path": "raw/few", "value": empty((3,))},
+    ]
+    for seq, body in enumerate(bodies, start=1):
+        publisher.send_multipart([header(seq, kind="data"), msgpack.packb(body)])
+
+    def raw() -> dict:
+        found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
+        return found[0] if found else {}
+
+    wait_for(lambda: raw().get("last_seq") == len(bodies), what="both messages")
+    source = raw()
+    assert source["messages"]["rejected"] == 1, source
+    assert "1000000000000 empty elements" in source["recent_rejections"][0]
+    saved = load_json(daemon.stop()["path"])
+    assert saved["raw"] == {"few": [b"", b"", b""]}
+
+
 def test_a_stream_dtype_numpy_cannot_read_is_refused_as_such(
     daemon: DaemonProcess, publisher
 ) -> None:
