@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import system
 from .errors import ConfigError
 from .streamfiles import load
 
@@ -122,12 +123,26 @@ def convert(npy_file: Path, fmt: str, units: list[str] | None) -> Path:
     target = npy_file.with_suffix(suffix)
     try:
         converter(npy_file, target, units)
+        # Once the experiment is saved it is the only copy of the rows (the
+        # journal and the .npy file go): on disk before that, as the .npy was.
+        _fsync(target)
     except BaseException:
         # A partial file must not pass for a converted one: a start that
         # completes a save deletes a .npy file that has a converted sibling.
         target.unlink(missing_ok=True)
         raise
     return target
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file the libraries wrote and closed (h5py and pyarrow do not),
+    and its folder's entry for it."""
+    fd = system.open_binary(path, os.O_RDWR)  # Windows fsyncs only what it may write
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    system.fsync_dir(path.parent)
 
 
 def _read_csv(path: Path, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:

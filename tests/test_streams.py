@@ -6,6 +6,10 @@ import csv
 import io
 import math
 import multiprocessing
+import re
+import shutil
+import signal
+import subprocess
 import threading
 import warnings
 from pathlib import Path
@@ -117,6 +121,50 @@ def test_every_row_round_trips_exactly(make_daemon, tmp_path: Path, fmt: str, dt
         assert values.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(values.astype(np.dtype(dtype)), rows)
     assert [p.name for p in descriptor["_file"].parent.iterdir()] == [descriptor["_file"].name]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "hdf5", "parquet", "feather"])
+def test_a_converted_stream_file_is_fsynced_before_its_npy_goes(
+    make_daemon, tmp_path: Path, fmt: str
+) -> None:
+    """Once saved, the converted file is the only copy of the rows (the
+    journal and the .npy file are deleted): hdf5, parquet and feather files
+    were never fsynced, so a power cut after a save could lose a stream whole.
+    The daemon's fsyncs are watched with strace."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("needs strace")
+    if fmt == "hdf5":
+        pytest.importorskip("h5py")
+    if fmt in ("parquet", "feather"):
+        pytest.importorskip("pyarrow")
+    config = tmp_path / f"{fmt}.toml"
+    config.write_text(f'[streams]\nstream_format = "{fmt}"\n')
+    daemon = make_daemon(extra=("--config", str(config)))
+    assert daemon.process is not None
+    trace, pid = tmp_path / "fsyncs.txt", str(daemon.process.pid)
+    watching = subprocess.Popen(
+        [strace, "-f", "-y", "-e", "trace=fsync,fdatasync", "-o", str(trace), "-p", pid],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watching.stderr is not None
+        attached = watching.stderr.readline()
+        if "attached" not in attached:
+            pytest.skip(f"strace cannot attach here: {attached.strip()}")
+        with Client("cam", daemon.data, daemon.control) as client:
+            frames = client.stream("cam/frames", ["t"], "f8")
+            frames.extend(np.arange(100.0)[:, None])
+            saved = Path(client.stop())
+        assert (saved.parent / "streams" / "cam" / f"frames{FORMATS[fmt][0]}").is_file()
+    finally:
+        watching.send_signal(signal.SIGINT)
+        watching.wait(30)
+    suffix = FORMATS[fmt][0]
+    assert re.search(
+        rf"^\d+ +f(data)?sync\(\d+<[^>]*/frames{re.escape(suffix)}>\) = 0", trace.read_text(), re.M
+    )
 
 
 def test_streams_continue_into_the_next_experiment(daemon: DaemonProcess) -> None:
