@@ -442,6 +442,9 @@ class Collector:
             "started": following.started.isoformat(),
             "follows": follows,
             "sources": [s.snapshot() for s in self.sources.by_session.values() if not s.closed],
+            # Sessions forgotten, with their last sequence number: one that
+            # comes back goes on from it (``Sources.get``), in a replay too.
+            "remembered": self.sources.remembered(),
             "streams": [spec.snapshot() for spec in self.streams.values()],
             "missing": self.required.carried(),
         }
@@ -466,6 +469,7 @@ class Collector:
         self.began = self.tree.fork()
         self.history = []
         self.sources = Sources()
+        self.sources.remember(record.get("remembered", {}))
         for snapshot in record["sources"]:
             source = Source.from_snapshot(snapshot)
             self.sources.by_session[source.session] = source

@@ -99,6 +99,8 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
         "params": Field((bytes,), optional=True),
         "groups": Field((list,), optional=True),
         "sources": Field((list,)),  # Source snapshots
+        # forgotten sessions' last sequence numbers (absent before this field existed)
+        "remembered": Field((dict,), optional=True),
         "streams": Field((list,), optional=True),  # StreamSpec snapshots; replay defaults to none
         # the run whose save this BEGIN completes (absent before this field existed)
         "follows": Field((str, types.NoneType), optional=True),

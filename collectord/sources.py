@@ -305,6 +305,16 @@ class Sources:
             source.received = self._remembered.pop(session, 0)
         return source
 
+    def remembered(self) -> dict[str, int]:
+        """The last sequence number of each forgotten session remembered, for
+        a BEGIN record: a replay must take one that comes back as the live
+        daemon did."""
+        return dict(self._remembered)
+
+    def remember(self, received: dict[str, int]) -> None:
+        """Take what ``remembered`` gave (a replayed BEGIN record)."""
+        self._remembered.update(received)
+
     def introduce(self, peer: bytes, session: str) -> None:
         """``peer`` (a control connection) introduces ``session``; raises
         ``TooManySessions`` beyond ``MAX_SESSIONS_PER_PEER`` of its own."""

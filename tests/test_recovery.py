@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import msgpack
+import zmq
 from conftest import run_cli, wait_for
 
 from collectord import Client, journal, load_json
@@ -208,3 +210,67 @@ def test_every_resume_of_an_experiment_is_recorded(make_daemon) -> None:
     restarts = saved["collectord"]["restarts"]
     assert len(restarts) == 2 and all("resumed" in r for r in restarts)
     assert saved["stimulus"]["log"] == [1]
+
+
+def test_a_session_that_came_back_after_it_was_forgotten_survives_a_kill9(make_daemon) -> None:
+    """A session the daemon forgot at a save (its control connection had
+    closed: a network cut, say) that then goes on publishing is taken from its
+    remembered sequence number. That memory was not journaled: a daemon
+    killed later replayed its confirmed messages as ahead of a gap and dropped
+    them, and a restarted daemon took it for a new session whose every
+    message was lost."""
+    first = make_daemon()
+    session = "back0001"
+    context = zmq.Context()
+    data = context.socket(zmq.XPUB)
+    data.setsockopt(zmq.LINGER, 0)
+    data.connect(first.data)
+    assert data.poll(30_000) and data.recv() == b"\x01"
+
+    def dealer() -> zmq.Socket:
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, session.encode())
+        sock.connect(first.control)
+        return sock
+
+    def ask(sock: zmq.Socket, request_id: int, cmd: str, **fields) -> dict:
+        message = {"v": 1, "cmd": cmd, "id": request_id, "session": session, **fields}
+        sock.send_multipart([b"", msgpack.packb(message)])
+        assert sock.poll(30_000), f"no answer to {cmd}"
+        return msgpack.unpackb(sock.recv_multipart()[-1])
+
+    def send(seq: int) -> None:
+        head = {"v": 1, "kind": "data", "source": "back", "session": session, "seq": seq}
+        data.send_multipart([msgpack.packb(head), msgpack.packb({"path": "back/n", "value": seq})])
+
+    control = dealer()
+    hello = {"name": "back", "host": "h", "pid": 1, "program": "p", "versions": {}}
+    assert ask(control, 1, "hello", **hello)["ok"]
+    for seq in (1, 2, 3):
+        send(seq)
+    assert ask(control, 2, "sync", seq=3)["result"]["received"] == 3
+    control.close()  # its connection closes: not connected, forgotten at the next save
+
+    def connected() -> bool:
+        return any(s["connected"] for s in first.status()["sources"] if s["session"] == session)
+
+    wait_for(lambda: not connected(), what="the session to be seen gone")
+    assert load_json(first.stop()["path"])["back"]["n"] == 3
+    assert first.status()["forgotten"]["sessions"] == 1
+
+    for seq in (4, 5, 6):  # it comes back, and goes on
+        send(seq)
+    control = dealer()
+    assert ask(control, 3, "sync", seq=6)["result"]["received"] == 6  # confirmed: journaled
+    first.kill9()
+    second = make_daemon(first.output, data=first.data, control=first.control)
+    assert ask(control, 4, "hello", **hello)["result"]["received"] == 6
+    saved = load_json(second.stop()["path"])
+    control.close()
+    data.close()
+    context.term()
+    assert saved["back"]["n"] == 6
+    (source,) = [s for s in saved["collectord"]["sources"] if s["session"] == session]
+    assert source["messages"]["messages"] == 3 and source["messages"]["lost"] == 0
+    assert source["gaps"] == [] and source["last_seq"] == 6
