@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import itertools
+import math
 import os
 import threading
 from typing import Any
@@ -79,12 +80,21 @@ def _unwritable(array: np.ndarray[Any, Any], payload: int) -> str | None:
     (a surrogate, or beyond U+10FFFF), or datetime64 values without a unit.
     Such an array, once accepted, would fail every save of its experiment.
 
-    Nor more zero-width elements (``S0``, ``U0``) than ``payload``, the bytes
-    of its ``.npy`` form: nothing else bounds how many a message may claim
-    (a hundred bytes can claim 10**12), and each is a value in the JSON.
+    Nor more values that no byte carries than ``payload``, the bytes of its
+    ``.npy`` form: zero-width elements (``S0``, ``U0``), or the empty lists
+    of a shape with a 0 in it (``(10**12, 0)`` is 10**12 of them). Nothing
+    else bounds how many a header of a hundred bytes may claim, and each is
+    a value in the JSON.
     """
-    if array.dtype.itemsize == 0 and array.size > payload:
-        return f"{array.size} empty elements, more than the {payload} bytes that carry them"
+    shape = array.shape
+    if 0 in shape:
+        empty = math.prod(shape[: shape.index(0)])
+    else:
+        empty = array.size if array.dtype.itemsize == 0 else 0
+    if empty > payload:
+        return (
+            f"{empty} empty values (shape {shape}), more than the {payload} bytes that carry them"
+        )
     kind = array.dtype.kind
     if kind == "U" and array.size and array.dtype.itemsize:
         order = array.dtype.byteorder if array.dtype.byteorder in "<>" else "="
@@ -104,7 +114,7 @@ def _refusal(obj: Any) -> str | None:
         if not _supported_dtype(obj.dtype):
             return f"numpy dtype {obj.dtype}"
         array = np.asarray(obj)
-        payload = len(_npy_bytes(array)) if array.dtype.itemsize == 0 else array.nbytes
+        payload = array.nbytes if array.nbytes else len(_npy_bytes(array))
         unwritable = _unwritable(array, payload)
         return f"numpy array of {unwritable}" if unwritable else None
     if isinstance(obj, dt.datetime | dt.date | dt.time | os.PathLike):

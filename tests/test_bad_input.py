@@ -455,23 +455,26 @@ def test_arrays_the_metadata_cannot_hold_are_refused_and_the_experiment_saves(
     assert restored == {"values": {"settings": {"gain": [1.5], "label": ["é🐟"]}}}
 
 
-def test_an_array_of_more_empty_elements_than_its_bytes_is_refused(
+def test_an_array_of_more_empty_values_than_its_bytes_is_refused(
     daemon: DaemonProcess, publisher
 ) -> None:
     """A .npy header of a hundred bytes can claim 10**12 elements of zero width
-    (``S0``): it was accepted, and its save would have built a value for
-    each (the daemon runs out of memory, and again at every start, replaying
-    it). Such an array is refused; a few empty elements are fine."""
+    (``S0``), or 10**12 empty rows (shape ``(10**12, 0)``): it was accepted,
+    and its save would have built a value for each (the daemon runs out of
+    memory, and again at every start, replaying it). Such an array is
+    refused; a few empty values are fine."""
 
-    def empty(shape: tuple[int, ...]) -> msgpack.ExtType:
+    def empty(shape: tuple[int, ...], descr: str = "|S0") -> msgpack.ExtType:
         buffer = io.BytesIO()
-        fields = {"descr": "|S0", "fortran_order": False, "shape": shape}
+        fields = {"descr": descr, "fortran_order": False, "shape": shape}
         np.lib.format.write_array_header_1_0(buffer, fields)
         return msgpack.ExtType(1, buffer.getvalue())
 
     bodies = [
         {"path": "raw/huge", "value": empty((10**6, 10**6))},
+        {"path": "raw/rows", "value": empty((10**12, 0), "<f8")},
         {"path": "raw/few", "value": empty((3,))},
+        {"path": "raw/none", "value": empty((3, 0), "<f8")},
     ]
     for seq, body in enumerate(bodies, start=1):
         publisher.send_multipart([header(seq, kind="data"), msgpack.packb(body)])
@@ -482,10 +485,11 @@ def test_an_array_of_more_empty_elements_than_its_bytes_is_refused(
 
     wait_for(lambda: raw().get("last_seq") == len(bodies), what="both messages")
     source = raw()
-    assert source["messages"]["rejected"] == 1, source
-    assert "1000000000000 empty elements" in source["recent_rejections"][0]
+    assert source["messages"]["rejected"] == 2, source
+    for reason in source["recent_rejections"]:
+        assert "1000000000000 empty values" in reason
     saved = load_json(daemon.stop()["path"])
-    assert saved["raw"] == {"few": [b"", b"", b""]}
+    assert saved["raw"] == {"few": [b"", b"", b""], "none": [[], [], []]}
 
 
 def test_a_stream_dtype_numpy_cannot_read_is_refused_as_such(

@@ -134,6 +134,8 @@ def test_values_the_metadata_cannot_hold_are_refused_at_the_call(
             client.add_data("camera/labels", np.array(["ok", "\ud800"]))
         with pytest.raises(UnsupportedValueError, match="without a unit"):
             client.add_data("camera/times", np.array([5], dtype="<i8").view("M8"))
+        with pytest.raises(UnsupportedValueError, match="1000000000000 empty values"):
+            client.add_data("camera/rows", np.empty((10**12, 0)))  # no memory, 10**12 rows
         client.add_data("camera/nat", np.array(["NaT"], dtype="M8"))  # no unit, no value
         client.set_params("camera/settings", gain=1.5)
         path = client.stop()
