@@ -38,7 +38,7 @@ import numpy as np
 
 from .errors import UnsupportedValueError
 from .jsonio import datetime_text
-from .paths import check_name, is_known_name
+from .paths import MAX_DEPTH, check_name, is_known_name
 
 EXT_NDARRAY = 1
 EXT_ISOTIME = 2
@@ -53,6 +53,11 @@ MAX_VALUE_DEPTH = 64
 #: value the client lets through is never refused by the daemon.
 DATA_VALUE_DEPTH = 1
 PARAM_VALUE_DEPTH = 2
+#: Deepest nesting of what the daemon sends back of its own (a reply; a
+#: journaled restore): a restore's values hold the groups of a path, and under
+#: them parameter values, whose arrays came back as nested lists (numpy
+#: arrays have at most 64 dimensions), inside a reply's map and its result.
+DAEMON_DEPTH = 3 + MAX_DEPTH + MAX_VALUE_DEPTH + 64
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -357,13 +362,15 @@ _PAIRS_OPTIONS: dict[str, Any] = {
 }
 
 
-def unpack(frame: bytes) -> Any:
+def unpack(frame: bytes, nesting: int = MAX_VALUE_DEPTH) -> Any:
     """Decode and check one frame sent by an untrusted peer.
 
     Timestamps (ext -1) become ISO 8601 text, like ext 2, so that every time
     ends up the same way in the JSON (``timestamp_text``). Size is bounded
     before we get here, by ZeroMQ's maximum message size on the daemon's
     sockets; msgpack bounds container lengths by the frame's length.
+    ``nesting``: the deepest nesting accepted (``DAEMON_DEPTH`` for what the
+    daemon sends back).
     """
     try:
         obj = msgpack.unpackb(frame, **_UNPACK_OPTIONS)
@@ -372,7 +379,7 @@ def unpack(frame: bytes) -> Any:
             obj = msgpack.unpackb(frame, **_PAIRS_OPTIONS)
         except Exception:
             raise DecodeError(f"not valid msgpack: {type(exc).__name__}: {exc}") from exc
-    return check_decoded(obj)
+    return check_decoded(obj, MAX_VALUE_DEPTH - nesting)
 
 
 def unpack_own(frame: bytes) -> Any:
@@ -417,10 +424,12 @@ def _split(payload: bytes, count: int, options: dict[str, Any]) -> list[Any]:
     return values
 
 
-def check_decoded(obj: Any) -> Any:
-    """Refuse what the client would have refused; turn timestamps into text."""
+def check_decoded(obj: Any, depth: int = 0) -> Any:
+    """Refuse what the client would have refused; turn timestamps into text.
+
+    ``depth``: the level ``obj`` sits at (see ``unpack``'s ``nesting``)."""
     if type(obj) in _CHECKED:
-        return _check_decoded(obj, 0)
+        return _check_decoded(obj, depth)
     return obj
 
 

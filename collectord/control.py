@@ -43,7 +43,7 @@ def request(
             raise DaemonTimeout(
                 f"no collectord daemon answered at {endpoint} within {timeout:g} s"
             )
-        reply = codec.unpack(sock.recv_multipart()[-1])
+        reply = codec.unpack(sock.recv_multipart()[-1], codec.DAEMON_DEPTH)
     except zmq.ZMQError as exc:
         raise TransportError(f"cannot reach {endpoint}: {exc}") from exc
     finally:

@@ -550,7 +550,7 @@ class Link(threading.Thread):
     def _on_control(self) -> None:
         while (frames := self._recv(self.dealer)) is not None:
             try:
-                message = codec.unpack(frames[-1])
+                message = codec.unpack(frames[-1], codec.DAEMON_DEPTH)
             except codec.DecodeError as exc:
                 log.error("unreadable message from the daemon: %s", exc)
                 continue

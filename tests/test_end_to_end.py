@@ -7,12 +7,14 @@ import json
 import math
 import pathlib
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
 from conftest import DaemonProcess
 
-from collectord import Client, InvalidPathError, UnsupportedValueError, load_json
+from collectord import Client, InvalidPathError, UnsupportedValueError, codec, load_json
+from collectord.paths import MAX_DEPTH
 
 
 def client_for(daemon: DaemonProcess, name: str) -> Client:
@@ -153,6 +155,37 @@ def test_big_endian_datetimes_are_saved_as_the_times_they_hold(daemon: DaemonPro
         path = client.stop()
     saved = load_json(path)["stimulus"]
     assert saved == {"times": times, "start": times[0]}
+
+
+def test_a_parameter_as_deep_as_the_client_allows_is_restored(make_daemon) -> None:
+    """Values nested as deep as a message allows, under a node as deep as a
+    path allows: the restore reply holding them nests deeper than a message
+    may. The client took it for a bad message and dropped it (restore then
+    timed out: "is collectord run running there?"), and a restarted daemon
+    took its journaled restore for damage."""
+    deepest: Any = "bottom"
+    for _ in range(codec.MAX_VALUE_DEPTH - codec.PARAM_VALUE_DEPTH):
+        deepest = [deepest]
+    node = "/".join(["deep"] * MAX_DEPTH)
+    first = make_daemon()
+    with Client("camera", first.data, first.control) as client:
+        client.set_params(node, x=deepest)
+        client.set_params("camera/settings", x=deepest)
+        client.stop()
+        assert client.restore("camera/settings") == {"x": deepest}
+        restored = client.restore("deep")
+        for _ in range(MAX_DEPTH - 1):
+            (restored,) = restored.values()
+        assert restored == {"x": deepest}
+        client.add_data("camera/note", "restored")
+        client.sync()  # the restores' journal records are on disk before it
+        first.kill9()
+        second = make_daemon(first.output, data=first.data, control=first.control)
+        saved = load_json(client.stop())
+    (restart,) = saved["collectord"]["restarts"]
+    assert "damage" not in restart
+    assert saved["camera"]["settings"] == {"x": deepest}
+    assert second.process is not None
 
 
 def test_static_data_is_cleared_parameters_carry_over(daemon: DaemonProcess) -> None:

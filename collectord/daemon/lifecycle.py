@@ -407,7 +407,7 @@ class Lifecycle:
             elif kind is RecordType.RESTORE:
                 collector.restored(
                     tuple(record["node"]),
-                    codec.unpack(record["values"]),
+                    codec.unpack(record["values"], codec.DAEMON_DEPTH),
                     record.get("time", self._journal_time()),
                     record.get("session"),
                 )
