@@ -206,6 +206,54 @@ def test_a_stop_right_after_a_restart_waits_for_clients_known_from_the_journal(
         child.wait(30)
 
 
+def test_a_restart_goes_on_with_the_newest_experiment_after_the_clock_went_back(
+    make_daemon, tmp_path
+) -> None:
+    """Run ids begin with the local wall-clock time, and a start took the
+    staging folder whose name sorts last for the newest experiment. After the
+    clock went back (the end of summer time, a clock stepped by NTP) between
+    an experiment's start and its stop, a daemon killed while saving it
+    left a successor whose id sorts first: the restart saved the successor
+    as recovered, then began the next experiment from the stopped one's
+    state (its parameters, its clients' sequence numbers), which wrote the
+    older parameters over the last config and took the successor's
+    confirmed messages for lost."""
+    gate = tmp_path / "go-on"
+    first = make_daemon(env={PAUSE_ENV: f"{Fault.SAVE_METADATA_WRITTEN.value}={gate}"})
+    with Client("cam", first.data, first.control) as client:
+        client.set_params("cam/settings", exposure=1.0)
+        client.sync()
+        send_stop_without_waiting(first.control)
+        wait_for(lambda: (s := first.status()["saving"]) and "metadata" in s["step"], what="save")
+        client.set_params("cam/settings", exposure=2.0)  # into the successor
+        client.sync()
+        first.kill9()
+        staging = first.output / ".collectord" / "staging"
+        stopped, successor = sorted(staging.iterdir())
+        # The successor as a clock an hour back would have named it.
+        earlier = f"{int(stopped.name[:8]) - 1}{successor.name[8:]}"
+        assert earlier < stopped.name
+        records = journal.read(successor / JOURNAL_NAME).records
+        assert records[0]["follows"] == stopped.name
+        records[0]["run_id"] = earlier
+        store.atomic_write(successor / JOURNAL_NAME, b"".join(map(journal.encode, records)))
+        successor.rename(staging / earlier)
+
+        make_daemon(first.output, data=first.data, control=first.control)
+        client.set_params("cam/settings", exposure=3.0)
+        client.sync(timeout=60)
+        client.stop(timeout=60)
+    before, after = saved_experiments(first.output)
+    assert before["collectord"]["run_id"] == stopped.name
+    assert before["cam"]["settings"] == {"exposure": 1.0}
+    assert after["collectord"]["run_id"] == earlier
+    assert after["cam"]["settings"] == {"exposure": 3.0}
+    assert [change.value for change in load_changes(after["_path"])] == [1.0, 2.0, 3.0]
+    no_losses(before)
+    no_losses(after)
+    assert load_json(first.output / "last_config.json")["cam"]["settings"] == {"exposure": 3.0}
+
+
 # -- 4. damage in the middle of a journal ----------------------------------------------
 
 

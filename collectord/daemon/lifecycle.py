@@ -233,7 +233,7 @@ class Lifecycle:
                 shutil.rmtree(run)
             else:
                 unfinished.append(run)
-        return unfinished
+        return _in_succession(unfinished)
 
     def _sibling(self) -> Lifecycle:
         """A lifecycle for an older unfinished experiment, saved and then dropped."""
@@ -877,6 +877,34 @@ class _JournaledStop:
         )
         stopped = dt.datetime.fromisoformat(record["stopped"])
         return cls(request, [str(name) for name in record["unconfirmed"]], stopped)
+
+
+def _in_succession(runs: list[Path]) -> list[Path]:
+    """Unfinished experiments, oldest first: each after the one its BEGIN
+    record ``follows``. Their names (run ids) begin with the local time they
+    began at, which goes back at the end of summer time or when the clock is
+    stepped: a successor may sort before the experiment it follows."""
+    named = {run.name: run for run in runs}
+    follows = {}
+    for run in runs:
+        begin = journal.first_record(run / JOURNAL_NAME) or {}
+        before = begin.get("follows") if begin.get("t") == RecordType.BEGIN.value else None
+        if isinstance(before, str) and before in named:
+            follows[run.name] = before
+    ordered: list[Path] = []
+    placed: set[str] = set()
+
+    def place(name: str) -> None:
+        if name in placed:
+            return
+        placed.add(name)
+        if name in follows:
+            place(follows[name])
+        ordered.append(named[name])
+
+    for run in runs:
+        place(run.name)
+    return ordered
 
 
 def _experiment_named(staging: Path) -> Experiment:
