@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -525,6 +526,36 @@ def test_a_saved_folder_whose_metadata_is_damaged_does_not_stop_the_daemon(make_
         after = load_json(client.stop(timeout=60))
     assert after["cam"]["note"] == "next"
     assert metadata.is_file()  # kept, for a person to look at
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr")
+def test_a_saved_folder_that_cannot_be_changed_does_not_stop_the_daemon(make_daemon) -> None:
+    """A folder marked saved whose journal cannot be deleted (a folder made
+    immutable, or owned by another user) made every start fail with a
+    traceback, although a save that meets the same failure only logs it."""
+    first = make_daemon(env={ENV: Fault.SAVE_MARKED.value})
+    with Client("cam", first.data, first.control) as client:
+        client.add_data("cam/note", "saved")
+        client.sync()
+        send_stop_without_waiting(first.control)
+        assert first.process is not None
+        assert first.process.wait(60) == -signal.SIGKILL  # died once marked saved
+        staging = first.output / ".collectord" / "staging"
+        (marked,) = [run for run in staging.iterdir() if (run / "saved").exists()]
+        if subprocess.run(["chattr", "+i", str(marked)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not supported here")
+        try:
+            second = make_daemon(data=first.data, control=first.control)
+            assert str(marked) in (second.status()["last_error"] or "")
+            client.add_data("cam/note", "next")
+            client.sync(timeout=60)
+            after = load_json(client.stop(timeout=60))
+        finally:
+            subprocess.run(["chattr", "-i", str(marked)], check=True)
+    assert after["cam"]["note"] == "next"
+    second.terminate()
+    make_daemon(data=first.data, control=first.control).terminate()  # completes it now
+    assert [m["cam"]["note"] for m in saved_experiments(first.output)] == ["saved", "next"]
 
 
 # -- 6. the daemon goes on while it saves ----------------------------------------------

@@ -248,13 +248,14 @@ class Lifecycle:
 
     def _complete(self, staging: Path) -> Path | None:
         """Steps 7 and 8 of a save marked saved; the metadata path, if any."""
-        (staging / JOURNAL_NAME).unlink(missing_ok=True)
-        _remove_converted(staging)
         try:
+            (staging / JOURNAL_NAME).unlink(missing_ok=True)
+            _remove_converted(staging)
             published = store.finish_publishing(self.output, staging)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Its metadata file damaged on disk, say: the folder waits where a
-            # person can look at it, and the daemon goes on.
+            # Its metadata file damaged on disk, or a folder it may not change,
+            # say: it waits where a person can look at it (marked saved: it is
+            # never saved again), and the daemon goes on.
             self.last_error = (
                 f"{staging} is saved but cannot be moved into place: {type(exc).__name__}: {exc}"
             )
