@@ -77,7 +77,7 @@ from .errors import (
     UnsupportedValueError,
 )
 from .link import CLOCK_INTERVAL, Clock, Link, Request, Shared
-from .paths import check_name, parse_path
+from .paths import check_file_name, check_name, parse_path
 from .protocol import Command, Kind
 from .security import ClientSecurity
 from .stream import Stream
@@ -407,7 +407,7 @@ class Client:
 
         ``name`` follows the path rules for one name (no ``/``, ``..`` ...).
         """
-        check_name(name, where="experiment name")
+        check_file_name(name, where="experiment name")
         self._request(Command.NAME, {"name": name, "session": self.session}, timeout)
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:

@@ -319,6 +319,13 @@ class Collector:
             # The same stream again: a reconnection, or a restarted process taking over.
             existing.session, existing.source = spec.session, spec.source
             return
+        folded = spec.file_name().casefold()
+        for other in self.streams.values():
+            if other.file_name().casefold() == folded:
+                raise StreamError(
+                    f"stream {join_path(spec.path)!r} would share its file with the stream "
+                    f"{join_path(other.path)!r} where file names ignore case (Windows, macOS)"
+                )
         self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))
         self.streams[spec.path] = spec
         if self.files is not None:

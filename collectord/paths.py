@@ -80,6 +80,36 @@ def has_control_character(text: str) -> bool:
     return not text.isprintable() and any(unicodedata.category(c) == "Cc" for c in text)
 
 
+#: Characters Windows allows in no file or folder name.
+_NOT_IN_FILE_NAMES = frozenset('<>:"|?*')
+#: Names Windows keeps for devices, whatever their case or extension
+#: (``con.npy`` is the console): ``CON``, ``NUL``, ``COM1``, ``LPT¹``...
+_DEVICE_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"{port}{digit}" for port in ("COM", "LPT") for digit in "0123456789\u00b9\u00b2\u00b3"]
+)
+
+
+def check_file_name(name: object, where: str = "name") -> str:
+    """``check_name``, and the rules of a name that becomes a file or folder
+    name (an experiment's name, each name of a stream's path): none that
+    Windows, where most rigs run, cannot create. Data moves between systems,
+    and a stream whose file cannot be created has its rows refused."""
+    checked = check_name(name, where)
+    if _NOT_IN_FILE_NAMES.intersection(checked):
+        raise InvalidPathError(
+            f"{where} {checked!r} holds one of {' '.join(sorted(_NOT_IN_FILE_NAMES))}, "
+            "which Windows allows in no file name"
+        )
+    if checked.endswith((".", " ")):
+        raise InvalidPathError(
+            f"{where} {checked!r} ends with a dot or a space, which Windows drops from file names"
+        )
+    if checked.split(".")[0].rstrip(" ").upper() in _DEVICE_NAMES:
+        raise InvalidPathError(f"{where} {checked!r} is a device name on Windows")
+    return checked
+
+
 def parse_path(path: object) -> Path:
     """Split and check a slash-separated path, e.g. ``"camera/settings"``.
 

@@ -31,8 +31,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import system
+from .errors import InvalidPathError
 from .paths import Path as TreePath
-from .paths import has_control_character, join_path
+from .paths import check_file_name, has_control_character, join_path
 
 log = logging.getLogger("collectord")
 
@@ -95,8 +96,13 @@ class StreamSpec:
                 f"dtype {dtype.str} is not a stream dtype (little-endian bool, int, uint or "
                 "float of 1 to 8 bytes)"
             )
+        for name in path:
+            try:
+                check_file_name(name, where=f"stream path {join_path(path)!r}: name")
+            except InvalidPathError as exc:
+                raise StreamError(str(exc)) from None
         for name in path[:-1]:
-            if name.endswith(FILE_SUFFIXES):
+            if name.lower().endswith(FILE_SUFFIXES):  # Windows and macOS ignore case
                 raise StreamError(
                     f"stream path {'/'.join(path)!r}: the folder name {name!r} ends like a "
                     "stream file"

@@ -12,7 +12,7 @@ from conftest import DaemonProcess, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collectord import Client, MessageTooLargeError, RequestError, load_json
+from collectord import Client, InvalidPathError, MessageTooLargeError, RequestError, load_json
 from collectord.protocol import Command
 from collectord.sources import MAX_SESSIONS_PER_PEER
 
@@ -512,6 +512,64 @@ def test_a_stream_dtype_numpy_cannot_read_is_refused_as_such(
     for dtype in bad:
         assert any(f"dtype {dtype!r} is not a numpy dtype" in reason for reason in reasons)
     assert not any("internal error" in reason for reason in reasons)
+
+
+#: Stream paths whose file Windows cannot create, or would share.
+WINDOWS_FILE_NAMES = ["raw/con", "raw/Nul.x", "raw/com1", "raw/a:b", "raw/what?", "raw/end."]
+
+
+def test_stream_paths_windows_cannot_hold_as_files_are_refused(
+    daemon: DaemonProcess, publisher
+) -> None:
+    """A stream's path becomes its file's path, and most rigs run Windows: a
+    device name (``con``), a character Windows refuses (``:``), a trailing dot,
+    or a path that differs from another stream's only in case (one file where
+    names ignore case) had its file fail to be created there, and every block
+    refused. The daemon refuses the declaration, naming why; the rows of the
+    streams it took are saved."""
+    bad = [*WINDOWS_FILE_NAMES, "raw/Good"]
+    for seq, path in enumerate(["raw/good", *bad], start=1):
+        body = {"path": path, "columns": ["x"], "dtype": "<f8"}
+        publisher.send_multipart([header(seq, kind="stream"), msgpack.packb(body)])
+    seq = len(bad) + 2
+    block = msgpack.packb({"path": "raw/good", "rows": 1})
+    publisher.send_multipart([header(seq, kind="block"), block, np.array([1.5]).tobytes()])
+
+    def raw() -> dict:
+        found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
+        return found[0] if found else {}
+
+    def handled() -> int:
+        counts = raw().get("messages", {})
+        return counts.get("messages", 0) + counts.get("rejected", 0)
+
+    wait_for(lambda: handled() == seq, what="every message")
+    source = raw()
+    assert source["messages"]["rejected"] == len(bad)
+    reasons = "\n".join(source["recent_rejections"])
+    for why in ("device name on Windows", "which Windows allows in no file name", "dot"):
+        assert why in reasons
+    assert "'raw/Good' would share its file with the stream 'raw/good'" in reasons
+    saved = load_json(daemon.stop()["path"])
+    assert sorted(saved["raw"]) == ["good"] and saved["raw"]["good"]["rows"] == 1
+
+
+def test_the_client_refuses_file_names_windows_cannot_hold(daemon: DaemonProcess) -> None:
+    """The same names fail at the call in the Python client, for streams and
+    for an experiment's name (its folder's and files' name); as parameter
+    names (which name no file) they are taken."""
+    with Client("cam", daemon.data, daemon.control) as client:
+        for path in WINDOWS_FILE_NAMES:
+            with pytest.raises(InvalidPathError, match="Windows"):
+                client.stream(path.replace("raw/", "cam/"), ["x"])
+        for name in ("CON", "lpt1.log", "a|b", "trial "):
+            with pytest.raises(InvalidPathError, match="Windows"):
+                client.name_experiment(name)
+        client.set_params("cam/aux", con=1, nul=2)
+        client.sync()
+        assert client.status()["rejected"] == 0
+        saved = load_json(client.stop())
+    assert saved["cam"] == {"aux": {"con": 1, "nul": 2}}
 
 
 def test_sessions_are_bounded_and_forgotten_once_done(daemon: DaemonProcess) -> None:

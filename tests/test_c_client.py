@@ -422,6 +422,31 @@ def test_opening_refuses_a_bad_name_or_endpoint_at_once(library: ctypes.CDLL) ->
     assert library.collectord_close(handle, 0.1) == 0  # nothing published: nothing to wait for
 
 
+@pytest.mark.parametrize(
+    "name", ["con", "Nul.log", "COM1", "lpt\u00b9", "a:b", "what?", "end.", "end ", "x.NPY/y"]
+)
+def test_file_names_windows_cannot_hold_are_refused_at_the_call(
+    library: ctypes.CDLL, daemon: DaemonProcess, name: str
+) -> None:
+    """As the daemon refuses them (protocol.md, "Paths and names"): a name of a
+    stream's path, or an experiment's name, that Windows cannot create as a
+    file or folder. As a parameter's name it is taken."""
+    client = CClient(library, "cam", daemon.data, daemon.control)
+    with pytest.raises(CError) as caught:
+        client.call("declare_stream_json", f"cam/{name}", '["x"]', "<f8", None)
+    assert caught.value.code == E_ARGUMENT
+    assert "Windows" in caught.value.message or "ends like a stream file" in caught.value.message
+    if "/" not in name:
+        with pytest.raises(CError) as caught:
+            client.call("name_experiment", name, 10.0)
+        assert caught.value.code == E_ARGUMENT and "Windows" in caught.value.message
+        client.call("add_int", f"cam/{name}", 1)
+    client.call("declare_stream_json", "cam/com10", '["x"]', "<f8", None)  # no device
+    client.call("sync", 30.0)
+    client.close()
+    assert daemon.status()["rejected"] == 0
+
+
 def test_curve_lets_the_c_client_in_with_an_allowed_key_only(
     library: ctypes.CDLL, make_daemon: Callable[..., DaemonProcess], tmp_path: Path
 ) -> None:

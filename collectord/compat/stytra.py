@@ -87,7 +87,7 @@ from ..client import Client, State
 from ..daemon.process import Spawned
 from ..errors import CollectordError, ConfigError, InvalidPathError, UnsupportedValueError
 from ..mirror import DEFAULT_INFO_PATH, TreeMirror
-from ..paths import check_name, parse_path
+from ..paths import check_file_name, parse_path
 
 __all__ = ["INSTANCE_CONFIG_ENV", "DataCollector", "StaticDataWarning", "instance_config"]
 
@@ -370,7 +370,7 @@ class DataCollector(ParameterTree):
         else:
             return None
         try:
-            return check_name(candidate, where="experiment name")
+            return check_file_name(candidate, where="experiment name")
         except InvalidPathError:
             warnings.warn(
                 f"the experiment keeps the daemon's name: {candidate!r} cannot name a folder",

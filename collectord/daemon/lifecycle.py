@@ -78,7 +78,7 @@ from ..errors import UnreadableRecord
 from ..experiment import Experiment, StopRequest, now
 from ..faults import Fault, reached
 from ..journal import JOURNAL_NAME, Journal, RecordType
-from ..paths import check_name
+from ..paths import check_file_name
 from ..protocol import Kind, ProtocolViolation
 from ..sources import Admit, Source, TooManySessions
 from ..store import LastConfig
@@ -625,7 +625,7 @@ class Lifecycle:
 
     def name(self, name: str) -> None:
         """A client named the current experiment (its folder and file names)."""
-        self.collector.experiment.name = check_name(name, where="experiment name")
+        self.collector.experiment.name = check_file_name(name, where="experiment name")
         self._record(RecordType.NAME, name=name)
 
     def clock_sample(self, source: Source, sample: Sample) -> None:

@@ -150,6 +150,9 @@ int cd_fail(collectord_client *client, int code, const char *format, ...)
 /* names.c: 0 if `text` follows the rules, else a message in `why`. */
 int cd_check_name(const char *text, size_t length, char *why, size_t why_size);
 int cd_check_path(const char *path, char *why, size_t why_size);
+/* cd_check_name, and a name Windows can create as a file or folder (the
+ * names of a stream's path, an experiment's name). */
+int cd_check_file_name(const char *text, size_t length, char *why, size_t why_size);
 int cd_check_utf8(const char *text, size_t length);
 
 /* values.c: whether `bytes` are exactly one msgpack value the daemon takes,

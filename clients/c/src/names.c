@@ -1,5 +1,6 @@
 /* The name and path rules of docs/protocol.md ("Paths and names"), checked
  * at the call so that a bad path fails there, not silently at the daemon. */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -75,6 +76,59 @@ int cd_check_name(const char *text, size_t length, char *why, size_t why_size)
             return -1;
         }
         at += step;
+    }
+    return 0;
+}
+
+/* Whether the `length` bytes at `text` equal `word`, ignoring ASCII case. */
+static int same_word(const char *text, size_t length, const char *word)
+{
+    size_t index;
+    if (strlen(word) != length) return 0;
+    for (index = 0; index < length; index++)
+        if (toupper((unsigned char)text[index]) != toupper((unsigned char)word[index])) return 0;
+    return 1;
+}
+
+/* Whether the `length` bytes at `text` are one of Windows's device names;
+ * the digits of COM and LPT include superscript one to three (UTF-8). */
+static int is_device_name(const char *text, size_t length)
+{
+    static const char *const devices[] = {"CON", "PRN", "AUX", "NUL"};
+    static const char *const digits[] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9",
+                                         "\xC2\xB9", "\xC2\xB2", "\xC2\xB3"};
+    char device[8];
+    size_t index;
+    for (index = 0; index < sizeof devices / sizeof devices[0]; index++)
+        if (same_word(text, length, devices[index])) return 1;
+    for (index = 0; index < 2 * (sizeof digits / sizeof digits[0]); index++) {
+        snprintf(device, sizeof device, "%s%s", index % 2 ? "LPT" : "COM", digits[index / 2]);
+        if (same_word(text, length, device)) return 1;
+    }
+    return 0;
+}
+
+int cd_check_file_name(const char *text, size_t length, char *why, size_t why_size)
+{
+    size_t index, stem = 0;
+    if (cd_check_name(text, length, why, why_size) != 0) return -1;
+    for (index = 0; index < length; index++)
+        if (strchr("<>:\"|?*", text[index]) != NULL) {
+            snprintf(why, why_size, "name '%.*s' holds '%c', which Windows allows in no file name",
+                     (int)length, text, text[index]);
+            return -1;
+        }
+    if (text[length - 1] == '.' || text[length - 1] == ' ') {
+        snprintf(why, why_size, "name '%.*s' ends with a dot or a space, which Windows drops",
+                 (int)length, text);
+        return -1;
+    }
+    /* A device name is one also before an extension: con.npy is the console. */
+    while (stem < length && text[stem] != '.') stem++;
+    while (stem > 0 && text[stem - 1] == ' ') stem--;
+    if (is_device_name(text, stem)) {
+        snprintf(why, why_size, "name '%.*s' is a device name on Windows", (int)length, text);
+        return -1;
     }
     return 0;
 }

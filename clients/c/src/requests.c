@@ -156,7 +156,7 @@ int collectord_name_experiment(collectord_client *c, const char *name, double ti
     int code;
     if (c == NULL || name == NULL)
         return cd_fail(c, COLLECTORD_E_ARGUMENT, "client or name is NULL");
-    if (cd_check_name(name, strlen(name), why, sizeof why) != 0)
+    if (cd_check_file_name(name, strlen(name), why, sizeof why) != 0)
         return cd_fail(c, COLLECTORD_E_ARGUMENT, "experiment name: %s", why);
     cd_start_fields(&fields, &packer);
     cd_pack_cstr(&packer, "name");

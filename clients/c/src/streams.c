@@ -1,5 +1,6 @@
 /* Streams: declarations (checked as the daemon checks them, so a bad one
  * fails at the call) and blocks of raw rows, as protocol.md describes. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,26 +30,36 @@ static int stream_dtype(const char *dtype, const char **canonical, size_t *items
     return -1;
 }
 
+/* Whether `text` ends with `suffix`, ignoring ASCII case (as Windows and macOS do). */
 static int ends_with(const char *text, size_t length, const char *suffix)
 {
-    size_t suffix_length = strlen(suffix);
-    return length >= suffix_length && memcmp(text + length - suffix_length, suffix, suffix_length) == 0;
+    size_t suffix_length = strlen(suffix), index;
+    if (length < suffix_length) return 0;
+    for (index = 0; index < suffix_length; index++)
+        if (tolower((unsigned char)text[length - suffix_length + index]) != suffix[index]) return 0;
+    return 1;
 }
 
+/* Each name of a stream's path names a folder or its file. */
 static int check_stream_path(collectord_client *c, const char *path)
 {
     static const char *const suffixes[] = {".npy", ".csv", ".h5", ".parquet", ".feather"};
     const char *start = path, *end;
-    size_t index;
-    while ((end = strchr(start, '/')) != NULL) {
+    char why[CD_ERROR_BYTES];
+    size_t index, length;
+    for (;;) {
+        end = strchr(start, '/');
+        length = end ? (size_t)(end - start) : strlen(start);
+        if (cd_check_file_name(start, length, why, sizeof why) != 0)
+            return cd_fail(c, COLLECTORD_E_ARGUMENT, "stream path '%s': %s", path, why);
+        if (end == NULL) return COLLECTORD_OK;
         for (index = 0; index < sizeof suffixes / sizeof suffixes[0]; index++)
-            if (ends_with(start, (size_t)(end - start), suffixes[index]))
+            if (ends_with(start, length, suffixes[index]))
                 return cd_fail(c, COLLECTORD_E_ARGUMENT,
                                "stream path '%s': the folder name '%.*s' ends like a stream file",
-                               path, (int)(end - start), start);
+                               path, (int)length, start);
         start = end + 1;
     }
-    return COLLECTORD_OK;
 }
 
 static int check_column(collectord_client *c, const char *path, const char *column, size_t length)
