@@ -262,6 +262,9 @@ class StreamFile:
                 path.unlink(missing_ok=True)
             raise
         self.dirty = fresh
+        #: The file's name in its folder, and its folders' names in theirs, are
+        #: not durable yet: an fsync of the file leaves them to a power cut.
+        self._new_entries = fresh
 
     @classmethod
     def resume(cls, path: Path, spec: StreamSpec) -> StreamFile:
@@ -279,6 +282,7 @@ class StreamFile:
             spec.rows = present
         stream.end = stream.header_bytes + spec.rows * spec.row_bytes
         os.ftruncate(stream._fd, stream.end)
+        stream._new_entries = True  # the crashed daemon's may never have been synced
         return stream
 
     def append(self, raw: bytes | memoryview) -> None:
@@ -300,12 +304,21 @@ class StreamFile:
 
     def sync(self) -> None:
         if self.dirty:
-            os.fsync(self._fd)
+            self.fsync()
             self.dirty = False
 
     def fsync(self) -> None:
-        """fsync, leaving ``dirty`` alone: for the flusher's thread (``flusher.py``)."""
+        """fsync, leaving ``dirty`` alone: for the flusher's thread (``flusher.py``).
+
+        The first also makes the file's folder entries durable, up to the
+        staging folder's entry for ``streams``: the journal vouches for rows
+        once this returns, and rows in a file that a power cut unlinks are
+        lost as surely as unwritten ones."""
         os.fsync(self._fd)
+        if self._new_entries:
+            for folder in self.path.parents[: len(self.spec.path) + 1]:
+                system.fsync_dir(folder)
+            self._new_entries = False
 
     def finish(self) -> Path:
         """Cut the file to the rows accounted for, write the real header, close."""
@@ -315,7 +328,7 @@ class StreamFile:
         if len(header) != self.header_bytes:  # a row count beyond 21 digits: not on this planet
             raise StreamError(f"cannot rewrite the header of {self.path}")
         _pwrite_all(self._fd, header, 0)
-        os.fsync(self._fd)
+        self.fsync()
         os.close(self._fd)
         return self.path
 

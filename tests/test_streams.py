@@ -167,6 +167,43 @@ def test_a_converted_stream_file_is_fsynced_before_its_npy_goes(
     )
 
 
+def test_a_new_stream_files_folder_entries_are_fsynced_before_its_rows_are_confirmed(
+    make_daemon, tmp_path: Path
+) -> None:
+    """The journal vouches for rows once their file is fsynced; but a new
+    file's name in its folder (and its new folders' names) are not made
+    durable by that fsync, and a power cut could unlink the file. The
+    daemon's fsyncs are watched with strace until the first block is
+    confirmed."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("needs strace")
+    daemon = make_daemon()
+    assert daemon.process is not None
+    trace = tmp_path / "fsyncs.txt"
+    watching = subprocess.Popen(
+        [strace, "-f", "-y", "-e", "trace=fsync", "-o", str(trace), "-p", str(daemon.process.pid)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watching.stderr is not None
+        attached = watching.stderr.readline()
+        if "attached" not in attached:
+            pytest.skip(f"strace cannot attach here: {attached.strip()}")
+        with Client("cam", daemon.data, daemon.control) as client:
+            client.stream("cam/deep/frames", ["t"], "f8").extend(np.arange(10.0)[:, None])
+            client.sync()
+    finally:
+        watching.send_signal(signal.SIGINT)
+        watching.wait(30)
+    synced = re.findall(r"fsync\(\d+<([^>]*)>\) = 0", trace.read_text())
+    folders = [Path(name) for name in synced if not name.endswith((".npy", "journal"))]
+    tails = {folder.parts[-2:] for folder in folders}
+    assert ("cam", "deep") in tails and ("streams", "cam") in tails
+    assert any(folder.parent.name == "staging" for folder in folders)  # its "streams"
+
+
 def test_streams_continue_into_the_next_experiment(daemon: DaemonProcess) -> None:
     with Client("camera", daemon.data, daemon.control) as client:
         stream = client.stream("camera/frame_times", ["t"], "f8")
