@@ -35,7 +35,7 @@ from .protocol import (
     check_fields,
 )
 from .required import Required
-from .sources import Source, Sources
+from .sources import Source, Sources, brief
 from .store import LastConfig
 from .streamfiles import StreamError, StreamFiles, StreamSpec
 from .tree import Tree, TreeConflict, merge_config
@@ -258,7 +258,7 @@ class Collector:
         outcome.refused.append((index, reason))
 
     def _refuse(self, source: Source, seq: int, problem: Exception) -> str:
-        reason = f"seq {seq}: {problem}"
+        reason = brief(f"seq {seq}: {problem}")
         self.refuse(source, reason)
         return reason
 

@@ -28,6 +28,20 @@ from .clocks import ClockRecord, Sample
 GAP_TIMEOUT = 30.0
 MAX_REASONS = 10
 MAX_GAPS = 100
+#: A rejection's reason is cut to this many characters: it quotes what was
+#: wrong, and a bad name or path may be as long as a message (64 MiB), kept in
+#: ``status``, the metadata, the journal and the log.
+MAX_REASON_CHARS = 1000
+
+
+def brief(reason: str) -> str:
+    """``reason`` in at most about ``MAX_REASON_CHARS``: its beginning and its
+    end (which often says what was wrong with what it quotes), the middle cut."""
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    head, tail = MAX_REASON_CHARS * 2 // 3, MAX_REASON_CHARS // 3
+    cut = len(reason) - head - tail
+    return f"{reason[:head]} [... {cut} characters cut ...] {reason[-tail:]}"
 
 
 class Admit(enum.Enum):

@@ -572,6 +572,24 @@ def test_the_client_refuses_file_names_windows_cannot_hold(daemon: DaemonProcess
     assert saved["cam"] == {"aux": {"con": 1, "nul": 2}}
 
 
+def test_a_rejection_quoting_a_huge_path_is_kept_short(daemon: DaemonProcess, publisher) -> None:
+    """A rejection's reason quotes what was wrong: a path of a megabyte was
+    kept whole, ten times a source, in status, the metadata, the journal and
+    the log (a message may be 64 MiB)."""
+    huge = "a/" * 500_000 + "a"
+    body = msgpack.packb({"path": huge, "values": {"x": 1}})
+    publisher.send_multipart([header(1), body])
+    wait_for(lambda: rejected(daemon) == 1, what="the rejection")
+    (source,) = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
+    (reason,) = source["recent_rejections"]
+    assert reason.startswith("seq 1: path 'a/a/") and reason.endswith("deeper than 32 levels")
+    assert len(reason) < 1100 and "characters cut" in reason
+    saved = load_json(daemon.stop()["path"])
+    (saved_source,) = [s for s in saved["collectord"]["sources"] if s["name"] == "raw"]
+    assert saved_source["recent_rejections"] == [reason]
+    assert daemon.log.stat().st_size < 100_000
+
+
 def test_sessions_are_bounded_and_forgotten_once_done(daemon: DaemonProcess) -> None:
     """One connection inventing sessions gets a bounded number; sessions gone
     (or that said bye) are forgotten once their experiment is saved, their

@@ -80,7 +80,7 @@ from ..faults import Fault, reached
 from ..journal import JOURNAL_NAME, Journal, RecordType
 from ..paths import check_file_name
 from ..protocol import Kind, ProtocolViolation
-from ..sources import Admit, Source, TooManySessions
+from ..sources import Admit, Source, TooManySessions, brief
 from ..store import LastConfig
 from ..streamfiles import FILE_SUFFIXES, StreamFiles
 from ..tree import gc_paused
@@ -592,6 +592,7 @@ class Lifecycle:
             self.durability.record(kind, **fields)
 
     def reject(self, session: str | None, reason: str) -> None:
+        reason = brief(reason)
         target = self.collector.reject(session, reason)
         self._record(RecordType.REJECT, session=session, reason=reason)
         log.warning("rejected from %s: %s", target.name, reason)
