@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 from conftest import DaemonProcess
 
-from collectord import Client, InvalidPathError, UnsupportedValueError, codec, load_json
+from collectord import (
+    Client,
+    InvalidPathError,
+    RequestError,
+    UnsupportedValueError,
+    codec,
+    load_json,
+)
 from collectord.paths import MAX_DEPTH
 
 
@@ -256,6 +263,27 @@ def test_a_last_config_that_is_not_an_object_is_moved_aside_not_overwritten(
     (aside,) = output.glob("last_config.json.unreadable-*")
     assert aside.read_bytes() == content
     assert load_json(output / "last_config.json") == {"camera": {"settings": {"exposure": 3.0}}}
+
+
+def test_a_restore_of_values_that_cannot_be_sent_is_refused_saying_why(
+    make_daemon, tmp_path: pathlib.Path
+) -> None:
+    """A last config edited by hand to hold an integer beyond 64 bits: the
+    reply could not be encoded, so none came; the client waited out its
+    timeout and was told no daemon ran there. The daemon refuses the restore
+    naming the file, and a restore of another node still answers."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "last_config.json").write_text(
+        json.dumps({"camera": {"big": 2**70}, "stage": {"x": 1.5}})
+    )
+    daemon = make_daemon(output)
+    with client_for(daemon, "rig") as client:
+        with pytest.raises(RequestError, match="edited by hand") as caught:
+            client.restore("camera", timeout=30)
+        assert caught.value.code == "bad_request" and "last_config.json" in str(caught.value)
+        assert client.restore("stage") == {"x": 1.5}
+        assert client.status()["unidentified"]["rejected"] == 0
 
 
 def test_a_client_shared_between_threads(daemon: DaemonProcess) -> None:

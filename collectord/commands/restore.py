@@ -4,7 +4,9 @@ Request fields: ``node`` (str, a slash path such as "camera/settings"),
 optionally ``session`` (str, the requester's: a refusal counts under it).
 Reply ``result``: ``values`` (map: the last config's content at ``node``, an
 empty map if there is none). Error ``invalid_path`` for a malformed node,
-``not_a_group`` if the last config holds a single value at ``node``.
+``not_a_group`` if the last config holds a single value at ``node``,
+``bad_request`` if its values there cannot be sent (a file edited by hand
+holding an integer beyond 64 bits, say).
 
 The last config is the file as saved at the end of the last experiment (the
 current experiment's parameters are not in it until it is saved), as with
@@ -18,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import jsonio
-from ..errors import InvalidPathError
+from .. import codec, jsonio
+from ..errors import InvalidPathError, UnsupportedValueError
 from ..paths import parse_path
 from ..protocol import CommandError, ErrorCode
 from ..tree import subtree
@@ -44,6 +46,14 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
         raise CommandError(
             ErrorCode.NOT_A_GROUP, f"the last config holds a single value at {request['node']!r}"
         )
+    try:
+        codec.pack(values)
+    except UnsupportedValueError as exc:  # a file edited by hand: an int beyond 64 bits, say
+        raise CommandError(
+            ErrorCode.BAD_REQUEST,
+            f"the last config's values under {request['node']!r} cannot be sent ({exc}); "
+            f"was {daemon.lifecycle.last_config_file} edited by hand?",
+        ) from None
     if values:
         session = request.get("session")
         daemon.lifecycle.restored(node, values, session if isinstance(session, str) else None)
