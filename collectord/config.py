@@ -76,6 +76,9 @@ class Config:
 #: The stream file formats (see formats.py); kept here so that reading a
 #: configuration does not import numpy.
 STREAM_FORMATS = ("npy", "csv", "hdf5", "parquet", "feather")
+#: The smallest ``max_message_bytes``: below it a client, which keeps 1024
+#: bytes of each message for its header, could send next to nothing.
+MIN_MESSAGE_BYTES = 4096
 
 #: Where each key lives in the TOML file.
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -148,6 +151,11 @@ def from_mapping(document: dict[str, Any], origin: str = "configuration") -> Con
                 raise ConfigError(f"{origin}: unknown key {key!r} in [{section}]")
             values[key] = _check(key, value)
     config = Config(**values)
+    if config.max_message_bytes < MIN_MESSAGE_BYTES:
+        raise ConfigError(
+            f"{origin}: max_message_bytes must be at least {MIN_MESSAGE_BYTES} (a message's "
+            f"header takes up to 1024 bytes of it), not {config.max_message_bytes}"
+        )
     if config.stream_format not in STREAM_FORMATS:
         raise ConfigError(
             f"{origin}: stream_format must be one of {', '.join(STREAM_FORMATS)}, "

@@ -132,6 +132,14 @@ def test_non_positive_number_names_the_key(tmp_path: Path, text: str, key: str) 
         load(write(tmp_path, text))
 
 
+def test_a_message_size_too_small_for_a_header_is_refused(tmp_path: Path) -> None:
+    """Below 1024 bytes a client could publish nothing at all (it keeps that
+    much of each message for the header), and only said so at every call."""
+    with pytest.raises(ConfigError, match=r"max_message_bytes must be at least 4096.*not 1000"):
+        load(write(tmp_path, "[limits]\nmax_message_bytes = 1000\n"))
+    assert load(write(tmp_path, "[limits]\nmax_message_bytes = 4096\n")).max_message_bytes == 4096
+
+
 def test_unknown_stream_format_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"stream_format must be one of .*'xlsx'"):
         load(write(tmp_path, '[streams]\nstream_format = "xlsx"\n'))
