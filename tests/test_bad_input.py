@@ -40,6 +40,18 @@ def rejected(daemon: DaemonProcess) -> int:
     return daemon.status()["rejected"]
 
 
+def raw_source(daemon: DaemonProcess) -> dict:
+    """The raw publisher's source in ``status`` (empty until it is known)."""
+    found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
+    return found[0] if found else {}
+
+
+def handled(daemon: DaemonProcess) -> int:
+    """The raw publisher's messages the daemon applied or rejected."""
+    counts = raw_source(daemon).get("messages", {})
+    return counts.get("messages", 0) + counts.get("rejected", 0)
+
+
 def test_bad_data_messages_are_rejected_counted_and_survived(
     daemon: DaemonProcess, publisher, figures
 ) -> None:
@@ -385,16 +397,8 @@ def test_a_stream_declaration_with_a_control_character_in_a_column_is_refused(
     block = msgpack.packb({"path": "raw/good", "rows": 1})
     publisher.send_multipart([header(seq + 1, kind="block"), block, rows.tobytes()])
 
-    def raw() -> dict:
-        found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
-        return found[0] if found else {}
-
-    def handled() -> int:
-        counts = raw().get("messages", {})
-        return counts.get("messages", 0) + counts.get("rejected", 0)
-
-    wait_for(lambda: handled() == seq + 1, what="every message")
-    source = raw()
+    wait_for(lambda: handled(daemon) == seq + 1, what="every message")
+    source = raw_source(daemon)
     assert source["messages"]["rejected"] == len(bad_columns)
     assert source["messages"]["messages"] == 2  # the good stream and its block
     for bad in bad_columns:
@@ -439,12 +443,8 @@ def test_arrays_the_metadata_cannot_hold_are_refused_and_the_experiment_saves(
         [header(seq + 1, kind="params"), msgpack.packb({"path": "raw/settings", "values": good})]
     )
 
-    def raw() -> dict:
-        found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
-        return found[0] if found else {}
-
-    wait_for(lambda: raw().get("last_seq") == seq + 1, what="every message")
-    source = raw()
+    wait_for(lambda: raw_source(daemon).get("last_seq") == seq + 1, what="every message")
+    source = raw_source(daemon)
     assert source["messages"]["rejected"] == len(bad)
     reasons = "\n".join(source["recent_rejections"])
     assert reasons.count("not Unicode") == 3
@@ -479,12 +479,8 @@ def test_an_array_of_more_empty_values_than_its_bytes_is_refused(
     for seq, body in enumerate(bodies, start=1):
         publisher.send_multipart([header(seq, kind="data"), msgpack.packb(body)])
 
-    def raw() -> dict:
-        found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
-        return found[0] if found else {}
-
-    wait_for(lambda: raw().get("last_seq") == len(bodies), what="both messages")
-    source = raw()
+    wait_for(lambda: raw_source(daemon).get("last_seq") == len(bodies), what="both messages")
+    source = raw_source(daemon)
     assert source["messages"]["rejected"] == 2, source
     for reason in source["recent_rejections"]:
         assert "1000000000000 empty values" in reason
@@ -503,12 +499,11 @@ def test_a_stream_dtype_numpy_cannot_read_is_refused_as_such(
         body = {"path": f"raw/s{seq}", "columns": ["x"], "dtype": dtype}
         publisher.send_multipart([header(seq, kind="stream"), msgpack.packb(body)])
 
-    def raw() -> dict:
-        found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
-        return found[0] if found else {}
-
-    wait_for(lambda: raw().get("messages", {}).get("rejected") == len(bad), what="refusals")
-    reasons = raw()["recent_rejections"]
+    wait_for(
+        lambda: raw_source(daemon).get("messages", {}).get("rejected") == len(bad),
+        what="refusals",
+    )
+    reasons = raw_source(daemon)["recent_rejections"]
     for dtype in bad:
         assert any(f"dtype {dtype!r} is not a numpy dtype" in reason for reason in reasons)
     assert not any("internal error" in reason for reason in reasons)
@@ -535,16 +530,8 @@ def test_stream_paths_windows_cannot_hold_as_files_are_refused(
     block = msgpack.packb({"path": "raw/good", "rows": 1})
     publisher.send_multipart([header(seq, kind="block"), block, np.array([1.5]).tobytes()])
 
-    def raw() -> dict:
-        found = [s for s in daemon.status()["sources"] if s["name"] == "raw"]
-        return found[0] if found else {}
-
-    def handled() -> int:
-        counts = raw().get("messages", {})
-        return counts.get("messages", 0) + counts.get("rejected", 0)
-
-    wait_for(lambda: handled() == seq, what="every message")
-    source = raw()
+    wait_for(lambda: handled(daemon) == seq, what="every message")
+    source = raw_source(daemon)
     assert source["messages"]["rejected"] == len(bad)
     reasons = "\n".join(source["recent_rejections"])
     for why in ("device name on Windows", "which Windows allows in no file name", "dot"):

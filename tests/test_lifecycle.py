@@ -503,19 +503,27 @@ def test_a_failure_after_the_next_experiment_began_is_logged_not_raised(
     assert len(list((output / ".collectord" / "staging").iterdir())) == 1
 
 
+def killed_once_marked_saved(daemon: DaemonProcess, client: Client) -> Path:
+    """Stop ``daemon`` (started with the ``SAVE_MARKED`` fault) with a note
+    set, and wait for its death once the experiment is marked saved; the
+    staging folder it left."""
+    client.add_data("cam/note", "saved")
+    client.sync()
+    send_stop_without_waiting(daemon.control)
+    assert daemon.process is not None
+    assert daemon.process.wait(60) == -signal.SIGKILL  # died once marked saved
+    staging = daemon.output / ".collectord" / "staging"
+    (marked,) = [run for run in staging.iterdir() if (run / "saved").exists()]
+    return marked
+
+
 def test_a_saved_folder_whose_metadata_is_damaged_does_not_stop_the_daemon(make_daemon) -> None:
     """A folder marked saved whose metadata file cannot be read (damaged on
     disk) made every start fail with a traceback: no daemon could run on the
     output folder again. It waits in staging, named in the log and status."""
     first = make_daemon(env={ENV: Fault.SAVE_MARKED.value})
     with Client("cam", first.data, first.control) as client:
-        client.add_data("cam/note", "saved")
-        client.sync()
-        send_stop_without_waiting(first.control)
-        assert first.process is not None
-        assert first.process.wait(60) == -signal.SIGKILL  # died once marked saved
-        staging = first.output / ".collectord" / "staging"
-        (marked,) = [run for run in staging.iterdir() if (run / "saved").exists()]
+        marked = killed_once_marked_saved(first, client)
         (metadata,) = marked.glob("*_metadata.json")
         metadata.write_bytes(metadata.read_bytes()[:40])  # cut short
 
@@ -535,13 +543,7 @@ def test_a_saved_folder_that_cannot_be_changed_does_not_stop_the_daemon(make_dae
     traceback, although a save that meets the same failure only logs it."""
     first = make_daemon(env={ENV: Fault.SAVE_MARKED.value})
     with Client("cam", first.data, first.control) as client:
-        client.add_data("cam/note", "saved")
-        client.sync()
-        send_stop_without_waiting(first.control)
-        assert first.process is not None
-        assert first.process.wait(60) == -signal.SIGKILL  # died once marked saved
-        staging = first.output / ".collectord" / "staging"
-        (marked,) = [run for run in staging.iterdir() if (run / "saved").exists()]
+        marked = killed_once_marked_saved(first, client)
         if subprocess.run(["chattr", "+i", str(marked)], capture_output=True).returncode:
             pytest.skip("chattr +i is not supported here")
         try:

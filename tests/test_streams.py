@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -87,16 +89,21 @@ def read_back(descriptor: dict, fmt: str) -> tuple[list[str], np.ndarray]:
     return names, np.stack([table[name].to_numpy() for name in names], axis=1)
 
 
-@pytest.mark.parametrize("fmt", ["npy", "csv", "hdf5", "parquet", "feather"])
-@pytest.mark.parametrize("dtype", ["<f8", "<f4", "<i4", "<u2"])
-def test_every_row_round_trips_exactly(make_daemon, tmp_path: Path, fmt: str, dtype: str):
+def daemon_writing(fmt: str, make_daemon, tmp_path: Path) -> DaemonProcess:
+    """A daemon whose streams are saved as ``fmt``; skips where its library is missing."""
     if fmt == "hdf5":
         pytest.importorskip("h5py")
     if fmt in ("parquet", "feather"):
         pytest.importorskip("pyarrow")
     config = tmp_path / f"{fmt}.toml"
     config.write_text(f'[streams]\nstream_format = "{fmt}"\n')
-    daemon = make_daemon(extra=("--config", str(config)))
+    return make_daemon(extra=("--config", str(config)))
+
+
+@pytest.mark.parametrize("fmt", ["npy", "csv", "hdf5", "parquet", "feather"])
+@pytest.mark.parametrize("dtype", ["<f8", "<f4", "<i4", "<u2"])
+def test_every_row_round_trips_exactly(make_daemon, tmp_path: Path, fmt: str, dtype: str):
+    daemon = daemon_writing(fmt, make_daemon, tmp_path)
     rows = expected_rows(dtype, 2000)
     descriptor = publish(daemon, dtype, rows)
 
@@ -123,26 +130,15 @@ def test_every_row_round_trips_exactly(make_daemon, tmp_path: Path, fmt: str, dt
     assert [p.name for p in descriptor["_file"].parent.iterdir()] == [descriptor["_file"].name]
 
 
-@pytest.mark.parametrize("fmt", ["csv", "hdf5", "parquet", "feather"])
-def test_a_converted_stream_file_is_fsynced_before_its_npy_goes(
-    make_daemon, tmp_path: Path, fmt: str
-) -> None:
-    """Once saved, the converted file is the only copy of the rows (the
-    journal and the .npy file are deleted): hdf5, parquet and feather files
-    were never fsynced, so a power cut after a save could lose a stream whole.
-    The daemon's fsyncs are watched with strace."""
+@contextlib.contextmanager
+def fsyncs_traced(daemon: DaemonProcess, trace: Path) -> Iterator[None]:
+    """Watch ``daemon``'s fsyncs with strace into ``trace`` (fds shown as paths),
+    for the duration; skips the test where strace is missing or cannot attach."""
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("needs strace")
-    if fmt == "hdf5":
-        pytest.importorskip("h5py")
-    if fmt in ("parquet", "feather"):
-        pytest.importorskip("pyarrow")
-    config = tmp_path / f"{fmt}.toml"
-    config.write_text(f'[streams]\nstream_format = "{fmt}"\n')
-    daemon = make_daemon(extra=("--config", str(config)))
     assert daemon.process is not None
-    trace, pid = tmp_path / "fsyncs.txt", str(daemon.process.pid)
+    pid = str(daemon.process.pid)
     watching = subprocess.Popen(
         [strace, "-f", "-y", "-e", "trace=fsync,fdatasync", "-o", str(trace), "-p", pid],
         stderr=subprocess.PIPE,
@@ -153,14 +149,27 @@ def test_a_converted_stream_file_is_fsynced_before_its_npy_goes(
         attached = watching.stderr.readline()
         if "attached" not in attached:
             pytest.skip(f"strace cannot attach here: {attached.strip()}")
-        with Client("cam", daemon.data, daemon.control) as client:
-            frames = client.stream("cam/frames", ["t"], "f8")
-            frames.extend(np.arange(100.0)[:, None])
-            saved = Path(client.stop())
-        assert (saved.parent / "streams" / "cam" / f"frames{FORMATS[fmt][0]}").is_file()
+        yield
     finally:
         watching.send_signal(signal.SIGINT)
         watching.wait(30)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "hdf5", "parquet", "feather"])
+def test_a_converted_stream_file_is_fsynced_before_its_npy_goes(
+    make_daemon, tmp_path: Path, fmt: str
+) -> None:
+    """Once saved, the converted file is the only copy of the rows (the
+    journal and the .npy file are deleted): hdf5, parquet and feather files
+    were never fsynced, so a power cut after a save could lose a stream whole.
+    The daemon's fsyncs are watched with strace."""
+    daemon = daemon_writing(fmt, make_daemon, tmp_path)
+    trace = tmp_path / "fsyncs.txt"
+    with fsyncs_traced(daemon, trace), Client("cam", daemon.data, daemon.control) as client:
+        frames = client.stream("cam/frames", ["t"], "f8")
+        frames.extend(np.arange(100.0)[:, None])
+        saved = Path(client.stop())
+    assert (saved.parent / "streams" / "cam" / f"frames{FORMATS[fmt][0]}").is_file()
     suffix = FORMATS[fmt][0]
     assert re.search(
         rf"^\d+ +f(data)?sync\(\d+<[^>]*/frames{re.escape(suffix)}>\) = 0", trace.read_text(), re.M
@@ -175,28 +184,11 @@ def test_a_new_stream_files_folder_entries_are_fsynced_before_its_rows_are_confi
     durable by that fsync, and a power cut could unlink the file. The
     daemon's fsyncs are watched with strace until the first block is
     confirmed."""
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("needs strace")
     daemon = make_daemon()
-    assert daemon.process is not None
     trace = tmp_path / "fsyncs.txt"
-    watching = subprocess.Popen(
-        [strace, "-f", "-y", "-e", "trace=fsync", "-o", str(trace), "-p", str(daemon.process.pid)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert watching.stderr is not None
-        attached = watching.stderr.readline()
-        if "attached" not in attached:
-            pytest.skip(f"strace cannot attach here: {attached.strip()}")
-        with Client("cam", daemon.data, daemon.control) as client:
-            client.stream("cam/deep/frames", ["t"], "f8").extend(np.arange(10.0)[:, None])
-            client.sync()
-    finally:
-        watching.send_signal(signal.SIGINT)
-        watching.wait(30)
+    with fsyncs_traced(daemon, trace), Client("cam", daemon.data, daemon.control) as client:
+        client.stream("cam/deep/frames", ["t"], "f8").extend(np.arange(10.0)[:, None])
+        client.sync()
     synced = re.findall(r"fsync\(\d+<([^>]*)>\) = 0", trace.read_text())
     folders = [Path(name) for name in synced if not name.endswith((".npy", "journal"))]
     tails = {folder.parts[-2:] for folder in folders}
