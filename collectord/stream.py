@@ -57,6 +57,8 @@ class Stream:
         self.path = path
         self.columns = list(columns)
         self.dtype = dtype
+        #: Integer and bool columns hold a value exactly or refuse it (``_exact_row``).
+        self._exact = dtype.kind in "biu"
         self.flush_interval = flush_interval
         row_bytes = dtype.itemsize * len(self.columns)
         self.block_rows = block_rows or max(1, BLOCK_BYTES // row_bytes)
@@ -83,18 +85,65 @@ class Stream:
             # Checked under the lock that close()'s flush takes after it changes
             # the state: a row is either refused here or flushed by close().
             self._client._check_open()
-            self._buffer[self._filled] = row
+            if self._exact:
+                self._exact_row(row)
+            else:
+                self._buffer[self._filled] = row
             if self._filled == 0:
                 self._first_at = time.monotonic()
             self._filled += 1
             if self._filled == self.block_rows:
                 self._send_buffer()
 
+    def _exact_row(self, row: Any) -> None:
+        """Copy ``row`` into the buffer, refusing it if a value changes on the
+        way into an integer or bool column; call with the lock held.
+
+        numpy casts silently: 300 becomes 44 in a uint8 column, 2.7 becomes 2,
+        a NaN in an array the lowest int64. A frame counter in a uint16 stream
+        would wrap after 65,535 frames and nobody would know. Comparing the
+        stored row with the given one, as Python numbers, costs about a
+        microsecond (two more for a row of floats as an array, which numpy
+        warns of as it casts a NaN), and float columns (which round, by
+        design) skip it.
+        """
+        try:
+            if isinstance(row, np.ndarray) and row.dtype.kind in "fc":
+                with np.errstate(invalid="ignore"):  # NaN warns as it is cast: refused below
+                    self._buffer[self._filled] = row
+            else:  # errstate costs more than the rest: only where numpy would warn
+                self._buffer[self._filled] = row
+        except OverflowError as exc:  # numpy 2, for a Python int out of range
+            raise ValueError(
+                f"stream {self.path!r} ({self.dtype}) cannot hold {row!r}: {exc}; "
+                "nothing was added"
+            ) from None
+        given = row.ravel().tolist() if isinstance(row, np.ndarray) else row
+        stored = self._buffer[self._filled].tolist()
+        try:
+            given = list(given)
+        except TypeError:  # one value for every column, as numpy broadcasts it
+            given = [given]
+        if len(given) == 1:  # numpy broadcasts a single value too
+            given *= len(stored)
+        if given != stored:
+            column = next(i for i, (a, b) in enumerate(zip(given, stored, strict=True)) if a != b)
+            raise self._changed(column, given[column], stored[column])
+
+    def _changed(self, column: int, given: Any, stored: Any) -> ValueError:
+        return ValueError(
+            f"stream {self.path!r}: column {self.columns[column]!r} is {self.dtype}, "
+            f"which cannot hold {given!r} (it would be stored as {stored!r}); "
+            "nothing was added"
+        )
+
     def extend(self, block: np.ndarray[Any, Any] | Sequence[Sequence[float]]) -> None:
         """Add the rows of a 2-D block (rows x columns), after any appended rows.
 
         The rows are copied (into the stream's dtype) before this returns, so
-        the caller may reuse ``block`` at once.
+        the caller may reuse ``block`` at once. Float columns round as numpy
+        does; integer and bool columns refuse a block with a value they cannot
+        hold exactly (``ValueError``, nothing added).
         """
         source = np.asarray(block)
         if source.ndim < 2:  # one row
@@ -104,8 +153,14 @@ class Stream:
                 f"stream {self.path!r} takes blocks of {len(self.columns)} columns, "
                 f"not shape {source.shape}"
             )
+        checked = self._exact and not np.can_cast(source.dtype, self.dtype, "safe")
         with self._lock:
-            array, at = self._copy(source)
+            if checked:  # a NaN cast to an int warns: it is refused instead
+                with np.errstate(invalid="ignore", over="ignore"):
+                    array, at = self._copy(source)
+                self._exact_block(source, array, at)
+            else:
+                array, at = self._copy(source)
             self._client._check_open()
             self._send_buffer()
             if at is not None and self._gather(array, at):
@@ -119,6 +174,20 @@ class Stream:
                 if at is not None:
                     begins = at + start * row_bytes
                     self._tail = (seq, begins, begins + part.nbytes)
+
+    def _exact_block(
+        self, source: np.ndarray[Any, Any], copy: np.ndarray[Any, Any], at: int | None
+    ) -> None:
+        """Refuse a block whose copy differs from it (see ``_exact_row``), giving
+        back the slab space the copy took; call with the lock held."""
+        with np.errstate(invalid="ignore"):  # comparing NaNs: they differ, as they should
+            differ = copy != source
+        if not differ.any():
+            return
+        if at is not None:
+            self._slab_used = at
+        row, column = (int(i) for i in np.argwhere(differ)[0])
+        raise self._changed(column, source[row, column].item(), copy[row, column].item())
 
     def _gather(self, array: np.ndarray[Any, Any], at: int) -> bool:
         """Send ``array`` (a copy at ``at`` in the slab) as more rows of the last

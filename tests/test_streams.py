@@ -426,6 +426,40 @@ def test_stream_dtypes(daemon: DaemonProcess) -> None:
     assert np.load(path.parent / descriptor["file"])["v"].tolist() == [1.5, 2.5]
 
 
+def test_integer_columns_refuse_what_they_cannot_hold(daemon: DaemonProcess) -> None:
+    """numpy would store 70000 as 4464 in a uint16 column, 2.5 as 2, NaN as 0:
+    each is refused at the call, and the rows around them arrive unchanged."""
+    with Client("camera", daemon.data, daemon.control) as client:
+        frames = client.stream("cam/frames", ["frame", "dropped"], "u2", block_rows=4)
+        flags = client.stream("cam/flags", ["on"], "?")
+        frames.append([1, 0])
+        frames.append(np.array([2.0, 1.0]))  # floats that are whole numbers fit
+        refused = (
+            [70000, 0],
+            [-1, 0],
+            [2.5, 0],
+            np.array([np.nan, 0.0]),
+            np.array([3, 2**40]),
+        )
+        for row in refused:
+            with pytest.raises(ValueError, match=r"cam/frames.*nothing was added"):
+                frames.append(row)
+        frames.extend(np.array([[3, 0], [4, 0]], dtype=np.int64))
+        for block in (np.array([[5, 0], [65536, 0]]), np.array([[5.0, 0.0], [0.5, 0.0]])):
+            with pytest.raises(ValueError, match=r"column '(frame|dropped)' is uint16"):
+                frames.extend(block)
+        frames.extend([[5, 0]])
+        flags.extend(np.array([[0], [1]]))
+        with pytest.raises(ValueError, match="column 'on' is bool, which cannot hold 2"):
+            flags.append([2])
+        path = Path(client.stop())
+    saved = load_json(path)["cam"]
+    table = np.load(path.parent / saved["frames"]["file"])
+    assert table["frame"].tolist() == [1, 2, 3, 4, 5]
+    assert table["dropped"].tolist() == [0, 1, 0, 0, 0]
+    assert np.load(path.parent / saved["flags"]["file"])["on"].tolist() == [False, True]
+
+
 def test_extend_copies_so_the_caller_may_reuse_its_block_at_once(daemon: DaemonProcess) -> None:
     """Blocks reuse one array in the caller and land in several of the stream's slabs."""
     blocks, rows = 120, 1000  # 160 kB each: about 19 MB, over three 8 MiB slabs
