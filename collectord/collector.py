@@ -110,7 +110,8 @@ def message_count(header: Mapping[str, Any]) -> int:
 
 class Collector:
     def __init__(self, last_config: LastConfig, required: Sequence[str] = ()) -> None:
-        #: Declared streams by path; like parameters they outlive an experiment.
+        #: Declared streams by path; like parameters they outlive an experiment,
+        #: until their session says bye (``next_experiment``).
         self.streams: dict[TreePath, StreamSpec] = {}
         #: Where blocks are written (None: only counted, as in unit tests).
         self.files: StreamFiles | None = None
@@ -425,6 +426,16 @@ class Collector:
         self.began = began
         self.history = []
         self.tree.next_experiment()
+        # A stream whose session said bye can get no more rows (a block must
+        # come from the session the stream belongs to, and a session that said
+        # bye is forgotten now): it ends with this experiment, rather than
+        # leaving an empty file and an open one in every later experiment
+        # (a process that declares a stream per trial). A stream whose
+        # process is gone without bye stays: it may come back and go on.
+        closed = {source.session for source in self.sources.by_session.values() if source.closed}
+        self.streams = {
+            path: spec for path, spec in self.streams.items() if spec.session not in closed
+        }
         for spec in self.streams.values():
             spec.rows = 0
             self.tree.set_data(spec.path, spec.descriptor(spec.file_name(), "npy"))

@@ -69,3 +69,17 @@ def stytra_changing_exposure(
         dc.save_config_file()  # the daemon has it
         done.set()
         release.wait(120)
+
+
+def stream_sync_and_hang(name: str, data: str, control: str, rows: int, done: Any) -> None:
+    """Extend ``rows`` rows to ``<name>/log``, wait until the daemon has them,
+    then hang (to be killed)."""
+    import time
+
+    import numpy as np
+
+    client = Client(name, data, control)
+    client.stream(f"{name}/log", ["row"], "f8").extend(np.arange(float(rows))[:, None])
+    client.sync()
+    done.set()
+    time.sleep(600)

@@ -213,6 +213,55 @@ def test_streams_continue_into_the_next_experiment(daemon: DaemonProcess) -> Non
     assert sizes == [list(np.arange(10.0)), list(np.arange(10.0, 15.0)), []]
 
 
+def test_a_stream_ends_with_the_experiment_its_session_said_bye_in(make_daemon) -> None:
+    """A process that declared a stream and closed leaves no empty file (and no
+    open one) in later experiments, also after a restart from the journal; a
+    process killed without bye may come back, so its stream goes on."""
+    first = make_daemon()
+    spawn = multiprocessing.get_context("spawn")
+    done = {name: spawn.Event() for name in ("trial", "camera")}
+    closing = spawn.Process(
+        target=rig_processes.stream_rows,
+        args=("trial", first.data, first.control, 1, 100, done["trial"]),
+    )
+    hanging = spawn.Process(
+        target=rig_processes.stream_sync_and_hang,
+        args=("camera", first.data, first.control, 50, done["camera"]),
+    )
+    for worker in (closing, hanging):
+        worker.start()
+    for event in done.values():
+        assert event.wait(120)
+    closing.join(60)
+    hanging.kill()  # SIGKILL: no bye, sockets left as they were
+    hanging.join(60)
+
+    def streams(path: Path) -> dict[str, int]:
+        saved = load_json(path)
+        found = {}
+        for name in ("trial", "camera"):
+            descriptor = saved.get(name, {}).get("log0" if name == "trial" else "log")
+            if descriptor is not None:
+                assert len(np.load(path.parent / descriptor["file"])) == descriptor["rows"]
+                found[name] = descriptor["rows"]
+        return found
+
+    def stream_files(path: Path) -> set[str]:
+        return {file.stem for file in path.parent.rglob("*.npy")}
+
+    one = Path(first.stop()["path"])
+    assert streams(one) == {"trial": 100, "camera": 50}
+    first.kill9()  # the next experiment's BEGIN is all a restart has
+    second = make_daemon(data=first.data, control=first.control)
+    two = Path(second.stop()["path"])
+    assert streams(two) == {"camera": 0}
+    assert stream_files(two) == {"log"}
+    with Client("trial", second.data, second.control) as client:  # the process again
+        client.stream("trial/log0", ["row", "stream", "x"], "f8").extend(np.ones((5, 3)))
+        three = Path(client.stop())
+    assert streams(three) == {"trial": 5, "camera": 0}
+
+
 def test_a_slow_stream_is_not_held_back(daemon: DaemonProcess) -> None:
     with Client("stimulus", daemon.data, daemon.control) as client:
         stream = client.stream(
