@@ -612,3 +612,19 @@ def test_sessions_are_bounded_and_forgotten_once_done(daemon: DaemonProcess) -> 
         assert [source["name"] for source in status["sources"]] == ["camera"]
         assert status["forgotten"]["sessions"] == MAX_SESSIONS_PER_PEER + 1
         assert status["forgotten"]["messages"]["messages"] == 1  # the gui's
+
+
+def test_a_client_rejected_with_every_message_does_not_fill_the_log(
+    daemon: DaemonProcess, publisher
+) -> None:
+    """Every rejection is counted; the log, on the data's disk, takes a few
+    lines a minute of them."""
+    count = 500
+    for seq in range(1, count + 1):
+        body = {"path": "../escape", "values": {"a": seq}}
+        publisher.send_multipart([header(seq), msgpack.packb(body)])
+    wait_for(lambda: handled(daemon) == count, what="every message handled")
+    assert raw_source(daemon)["messages"]["rejected"] == count
+    lines = [line for line in daemon.log.read_text().splitlines() if "rejected from raw" in line]
+    assert 20 <= len(lines) <= 2 * (20 + 2), lines[-3:]  # two periods if it took a minute
+    assert any("counted (status, metadata), not logged" in line for line in lines)

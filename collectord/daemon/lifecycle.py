@@ -87,14 +87,13 @@ from ..tree import gc_paused
 from . import saving
 from .durability import Durability
 from .history import HistoryLog
+from .rejections import RejectionLog
 from .saving import SaveJob, Successor
 
 log = logging.getLogger("collectord")
 
 #: A long replay says how far it has got this often, in seconds.
 REPLAY_PROGRESS_EVERY = 2.0
-#: Rejections logged per message (a hostile batch can hold thousands; all count).
-LOGGED_REJECTIONS = 3
 #: Write errors that room on the disk will cure: a block refused for one of
 #: these is sent again by a resending client. Others (a file the daemon may
 #: not create, say) would fail forever, so the block is rejected instead.
@@ -159,6 +158,7 @@ class Lifecycle:
         self.last_error: str | None = None
         #: While a journal is replayed nothing is journaled again.
         self._replaying = False
+        self._rejection_log = RejectionLog()
         #: (experiment, parameter messages applied) when save_config last wrote.
         self._config_saved: tuple[str, int] | None = None
         #: One writer of the last config at a time: ``save_config`` here, a
@@ -540,7 +540,7 @@ class Lifecycle:
             self._record_message(frames, outcome, time=received)
         else:
             self._record_message(frames, outcome)
-        _log_rejections(source, outcome.rejections)
+        self._rejection_log.log(source.name, outcome.rejections)
         return Received.APPLIED, source
 
     def _receive_block(
@@ -579,7 +579,7 @@ class Lifecycle:
         if outcome.at:
             fields["at"] = outcome.at[0]
         self._record_message([_as_bytes(frames[0]), _as_bytes(frames[1])], outcome, **fields)
-        _log_rejections(source, outcome.rejections)
+        self._rejection_log.log(source.name, outcome.rejections)
         return Received.APPLIED
 
     def _record_message(self, frames: list[Any], outcome: Applied, **fields: Any) -> None:
@@ -595,7 +595,7 @@ class Lifecycle:
         reason = brief(reason)
         target = self.collector.reject(session, reason)
         self._record(RecordType.REJECT, session=session, reason=reason)
-        log.warning("rejected from %s: %s", target.name, reason)
+        self._rejection_log.log(target.name, [reason])
 
     def skip(self, source: Source, last: int) -> None:
         """Accept that ``source``'s messages up to ``last`` are lost (named, counted)."""
@@ -940,15 +940,6 @@ def _keep_aside(output: Path, path: Path) -> Path:
 def _rewrite(path: Path, records: list[dict[str, Any]]) -> None:
     """Replace a journal with ``records``, atomically."""
     store.atomic_write(path, b"".join(journal.encode(record) for record in records))
-
-
-def _log_rejections(source: Source, rejections: list[str]) -> None:
-    """Log a message's rejections: a few lines, however many (all are counted)."""
-    for rejection in rejections[:LOGGED_REJECTIONS]:
-        log.warning("rejected from %s: %s", source.name, rejection)
-    if len(rejections) > LOGGED_REJECTIONS:
-        more = len(rejections) - LOGGED_REJECTIONS
-        log.warning("rejected from %s: %d more in the same batch", source.name, more)
 
 
 def _as_bytes(frame: Any) -> bytes:
