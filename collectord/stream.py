@@ -113,10 +113,9 @@ class Stream:
                     self._buffer[self._filled] = row
             else:  # errstate costs more than the rest: only where numpy would warn
                 self._buffer[self._filled] = row
-        except OverflowError as exc:  # numpy 2, for a Python int out of range
+        except (OverflowError, ValueError) as exc:  # a Python int out of range, a NaN
             raise ValueError(
-                f"stream {self.path!r} ({self.dtype}) cannot hold {row!r}: {exc}; "
-                "nothing was added"
+                f"stream {self.path!r} ({self.dtype}): {exc}; nothing was added"
             ) from None
         given = row.ravel().tolist() if isinstance(row, np.ndarray) else row
         stored = self._buffer[self._filled].tolist()
