@@ -33,6 +33,8 @@ class Fault(str, enum.Enum):
     SAVE_JOURNAL_DISCARDED = "save.journal_discarded"
     SAVE_PUBLISHED = "save.published"  # the experiment folder renamed into place
     OPEN_REPLAYED = "open.replayed"  # a journal replayed at start, before it is reopened
+    #: the successor of an experiment in which nothing arrived begun, before that one goes
+    OPEN_BEGUN_INSTEAD = "open.begun_instead"
 
 
 #: The steps of a save, for tests that kill the daemon at each.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 import threading
@@ -9,10 +10,12 @@ import time
 from pathlib import Path
 
 import msgpack
+import pytest
 import zmq
 from conftest import run_cli, wait_for
 
 from collectord import Client, journal, load_json
+from collectord.faults import ENV, Fault
 from collectord.journal import JOURNAL_NAME
 
 
@@ -274,3 +277,45 @@ def test_a_session_that_came_back_after_it_was_forgotten_survives_a_kill9(make_d
     (source,) = [s for s in saved["collectord"]["sources"] if s["session"] == session]
     assert source["messages"]["messages"] == 3 and source["messages"]["lost"] == 0
     assert source["gaps"] == [] and source["last_seq"] == 6
+
+
+def staged(daemon) -> list[Path]:
+    return sorted((daemon.output / ".collectord" / "staging").iterdir())
+
+
+def test_a_clean_restart_begins_a_new_experiment_carrying_the_state(make_daemon) -> None:
+    """A daemon that exits with nothing new to save leaves the experiment it
+    was running, empty, to carry the state over. The next daemon resumed it:
+    its metadata said it began when the previous daemon stopped (the evening
+    before, for a rig started each morning), with a restart entry though
+    nothing was at stake. It now begins a new experiment, with the state;
+    also when killed (``open.begun_instead``) before removing the empty one."""
+    first = make_daemon()
+    camera = Client("camera", first.data, first.control)
+    camera.set_params("camera/settings", exposure=2.5)
+    frames = camera.stream("camera/frames", ["t"], "f8")
+    frames.extend([[1.0]])
+    camera.stop()
+    assert first.terminate() == 0  # nothing new since that stop: nothing saved
+    (left,) = staged(first)
+    with pytest.raises(AssertionError, match="did not start"):  # killed where it would
+        make_daemon(
+            data=first.data,
+            control=first.control,
+            env={ENV: Fault.OPEN_BEGUN_INSTEAD.value},
+        )
+    assert left in staged(first) and len(staged(first)) == 2
+    before = dt.datetime.now().astimezone()
+    second = make_daemon(data=first.data, control=first.control)
+    (begun,) = staged(second)
+    assert begun != left
+    assert second.status()["run_id"] == begun.name
+    frames.extend([[2.0]])  # the same process goes on
+    camera.set_params("camera/settings", gain=1)
+    saved = load_json(camera.stop())
+    camera.close()
+    account = saved["collectord"]
+    assert dt.datetime.fromisoformat(account["started"]) >= before
+    assert "restarts" not in account or account["restarts"] == []
+    assert saved["camera"]["settings"] == {"exposure": 2.5, "gain": 1}
+    assert saved["camera"]["frames"]["rows"] == 1

@@ -203,9 +203,12 @@ class Lifecycle:
                 older.durability.close()
                 shutil.rmtree(run)
         if unfinished:
-            self._reopen(unfinished[-1], opened, resumed=start is Start.RESUME)
+            newest = unfinished[-1]
+            self._reopen(newest, opened, resumed=start is Start.RESUME)
             if self._stop_journaled is not None or (start is Start.RECOVER and self.has_news):
                 opened.saved.append(self._save_journaled(begin_next=True))
+            elif self._nothing_at_stake:
+                self._begin_instead_of(newest)
             else:
                 opened.resumed = self.collector.experiment.run_id
         else:
@@ -452,6 +455,61 @@ class Lifecycle:
         self.collector.attach_files(StreamFiles(staging))
         self.durability.switch(opened, self.collector.files)
         self._begin_history(staging)
+
+    @property
+    def _nothing_at_stake(self) -> bool:
+        """The replayed experiment holds nothing a client sent or named, and
+        no record of it was lost to damage."""
+        collector = self.collector
+        return (
+            not self.has_news
+            and collector.experiment.name is None
+            and not any("damage" in restart for restart in collector.restarts)
+        )
+
+    def _begin_instead_of(self, empty: Path) -> None:
+        """Begin an experiment now with the state of ``empty`` (replayed, the
+        newest unfinished one, with nothing at stake), and remove ``empty``.
+
+        A daemon that exits with nothing new to save leaves its running
+        experiment's journal to carry the parameters, sessions and streams
+        over. Resumed, that experiment would say it began when that daemon
+        stopped (the evening before, for a rig started each morning), and
+        carry a restart entry though nothing was at stake. Its successor
+        begins as a save's would; a crash before ``empty`` is removed leaves
+        two such experiments, and the next start removes the older
+        (``_open``) and does this again with the newer.
+        """
+        collector = self.collector
+        follows = (journal.first_record(empty / JOURNAL_NAME) or {}).get("follows")
+        stale_journal, stale_files = self.durability.journal, collector.files
+        following = Experiment.begin()
+        staging = store.staging_dir(self.output, following.run_id)
+        opened = Journal(staging / JOURNAL_NAME)
+        collector.next_experiment(collector.last_config, following, collector.tree.fork())
+        try:
+            begin = collector.begin_record(following, follows)
+            opened.write_first({**begin, **carried_fields(*collector.tree.carried())})
+        except BaseException:
+            opened.discard()
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        reached(Fault.OPEN_BEGUN_INSTEAD)
+        collector.attach_files(StreamFiles(staging))
+        self.durability.switch(opened, collector.files)
+        if self.history is not None:
+            self.history.close()
+        if stale_files is not None:
+            stale_files.close()
+        if stale_journal is not None:
+            stale_journal.close()
+        shutil.rmtree(empty)
+        self._begin_history(staging)
+        log.info(
+            "nothing had arrived in %s: began %s now, with its parameters, sessions and streams",
+            empty.name,
+            following.run_id,
+        )
 
     def _begin_history(self, staging: Path, stopped: HistoryLog | None = None) -> None:
         """The running experiment's history log: its entries, and the
