@@ -146,14 +146,12 @@ class Tree:
                     if self._carried(child):
                         return [path[: depth + 1]]
                     wanted = "static data" if kind is _DATA else "a parameter"
-                    raise TreeConflict(
-                        f"{join_path(path)!r} holds {child.kind.value}, not {wanted}"
-                    )
+                    raise TreeConflict(f"{join_path(path)!r} holds {_held(child)}, not {wanted}")
                 if self._carried(child):
                     return [path[: depth + 1]]
                 where = join_path(path[: depth + 1])
                 raise TreeConflict(
-                    f"{where!r} holds {child.kind.value}, so {join_path(path)!r} cannot be a group"
+                    f"{where!r} holds {_held(child)}, so {join_path(path)!r} cannot be a group"
                 )
             if last and kind is not None:
                 if self._carried(child):
@@ -376,6 +374,13 @@ class Exported(NamedTuple):
     metadata: dict[str, Any]  # parameters in force and static data
     params: dict[str, Any]  # every parameter: what the last config keeps
     owners: dict[str, Any]  # who set them, and which are dict-valued (``carried``)
+
+
+def _held(leaf: _Leaf) -> str:
+    """What a leaf holds, in words a client's author knows."""
+    if leaf.kind is _PARAM:
+        return "a parameter"
+    return "static data (add_data's, or a stream's descriptor)"
 
 
 def _everyone(owner: str | None) -> bool:

@@ -217,6 +217,9 @@ def test_conflict_message_names_both_paths() -> None:
     tree.merge_params(("camera",), {"exposure": 5.0})
     with pytest.raises(TreeConflict, match=r"'camera/exposure'.*'camera/exposure/x'"):
         tree.merge_params(("camera", "exposure", "x"), {"a": 1})
+    tree.set_data(("tracking", "tail"), {"file": "streams/tracking/tail.npy"})
+    with pytest.raises(TreeConflict, match=r"'tracking/tail' holds .*a stream's descriptor"):
+        tree.merge_params(("tracking", "tail"), {"threshold": 0.1})
 
 
 def test_tree_conflict_is_a_value_error() -> None:
