@@ -114,9 +114,7 @@ class Stream:
             else:  # errstate costs more than the rest: only where numpy would warn
                 self._buffer[self._filled] = row
         except (OverflowError, ValueError) as exc:  # a Python int out of range, a NaN
-            raise ValueError(
-                f"stream {self.path!r} ({self.dtype}): {exc}; nothing was added"
-            ) from None
+            raise self._not_copied(row, exc) from None
         given = row.ravel().tolist() if isinstance(row, np.ndarray) else row
         stored = self._buffer[self._filled].tolist()
         try:
@@ -128,6 +126,25 @@ class Stream:
         if given != stored:
             column = next(i for i, (a, b) in enumerate(zip(given, stored, strict=True)) if a != b)
             raise self._changed(column, given[column], stored[column])
+
+    def _not_copied(self, row: Any, exc: Exception) -> ValueError:
+        """The error for a row numpy refused to copy, naming the column where
+        one value is to blame (numpy's own message names none)."""
+        try:
+            values = list(row)
+        except TypeError:
+            values = [row]
+        if len(values) == len(self.columns):
+            scratch = np.empty(1, self.dtype)
+            for column, value in zip(self.columns, values, strict=True):
+                try:
+                    scratch[0] = value
+                except (OverflowError, ValueError, TypeError):
+                    return ValueError(
+                        f"stream {self.path!r}: column {column!r} is {self.dtype}, "
+                        f"which cannot hold {value!r}; nothing was added"
+                    )
+        return ValueError(f"stream {self.path!r} ({self.dtype}): {exc}; nothing was added")
 
     def _changed(self, column: int, given: Any, stored: Any) -> ValueError:
         return ValueError(

@@ -493,6 +493,10 @@ def test_integer_columns_refuse_what_they_cannot_hold(daemon: DaemonProcess) -> 
         for row in refused:
             with pytest.raises(ValueError, match=r"cam/frames.*nothing was added"):
                 frames.append(row)
+        with pytest.raises(ValueError, match=r"column 'dropped' is uint16, which cannot hold -3"):
+            frames.append([5, -3])
+        with pytest.raises(ValueError, match=r"column 'frame' is uint16, which cannot hold nan"):
+            frames.append([math.nan, 0])
         frames.extend(np.array([[3, 0], [4, 0]], dtype=np.int64))
         for block in (np.array([[5, 0], [65536, 0]]), np.array([[5.0, 0.0], [0.5, 0.0]])):
             with pytest.raises(ValueError, match=r"column '(frame|dropped)' is uint16"):
