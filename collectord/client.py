@@ -539,9 +539,17 @@ class _Connection:
         except FutureTimeout:
             if not future.cancel():  # answered meanwhile
                 return future.result(0)
+            if self.link.subscribed:
+                hint = "is `collectord run` running there?"
+            else:  # the daemon may answer requests, yet never see this client's messages
+                hint = (
+                    f"nothing has subscribed to this client's messages at "
+                    f"{self.link.data_endpoint} either: is `collectord run` running, "
+                    "with that data endpoint (its --data)?"
+                )
             raise DaemonTimeout(
                 f"no answer to {command.value!r} from the daemon at {self.control_endpoint} "
-                f"within {timeout} s: is `collectord run` running there?"
+                f"within {timeout} s: {hint}"
             ) from None
 
     def flush_streams(self) -> None:

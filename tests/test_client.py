@@ -74,6 +74,21 @@ def test_publishing_does_not_wait_for_a_missing_daemon(ipc) -> None:
     assert client.state is State.CLOSED
 
 
+def test_a_wrong_data_endpoint_is_named_when_the_daemon_answers_requests(daemon, ipc) -> None:
+    """The control endpoint is right and ``restore`` works, but the messages go
+    where no daemon listens: the sync's error must not send the user looking
+    for a daemon at the control endpoint."""
+    client = Client("camera", ipc("nobody-listens"), daemon.control)
+    try:
+        assert client.restore("camera/settings") == {}
+        client.set_params("camera/settings", exposure=1.0)
+        with pytest.raises(DaemonTimeout, match=r"nothing has subscribed .*nobody-listens"):
+            client.sync(timeout=0.5)
+    finally:
+        with pytest.raises(DaemonTimeout):
+            client.close(timeout=0.2)
+
+
 def test_calls_after_close_raise(daemon) -> None:
     client = Client("short", daemon.data, daemon.control)
     assert client.state is State.OPEN
