@@ -69,6 +69,7 @@ class RecordType(str, enum.Enum):
     NAME = "name"  # a client named the experiment
     PRESENCE = "presence"  # a required source went missing or came back
     CLOCK = "clock"  # a client's clock sample (clocks.py)
+    REACH = "reach"  # a session's control connection went, or it was heard from again
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +131,7 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
     RecordType.BYE: {"session": _STR},
     RecordType.RESTART: {"restart": Field((dict,))},
     RecordType.NAME: {"name": _STR},
+    RecordType.REACH: {"session": _STR, "reachable": Field((bool,))},
     RecordType.PRESENCE: {
         "name": _STR,  # the required source's name
         "missing": Field((bool,)),  # True: it went missing; False: it came back

@@ -206,6 +206,7 @@ class Source:
             "versions": self.versions,
             "introduced": self.introduced,
             "received": self.received,
+            "reachable": self.reachable,  # absent in journals before it was kept
         }
 
     @classmethod

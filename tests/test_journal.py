@@ -15,7 +15,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from collectord import codec, journal
@@ -244,7 +244,12 @@ def batch(session: str, first: int, ops) -> list[bytes]:
 @settings(max_examples=60, deadline=None)
 @given(operations, operations, st.integers(1, 4))
 def test_replaying_the_journal_rebuilds_the_daemons_state(first_run, second_run, size) -> None:
-    """Two experiments (a save between them), then the journal of the second is replayed."""
+    """Two experiments (a save between them), then the journal of the second is replayed.
+
+    The second has something in it: one with nothing is begun anew, not
+    replayed (``test_a_clean_restart_begins_a_new_experiment_carrying_the_state``).
+    """
+    assume(second_run)
     output = Path(tempfile.mkdtemp(prefix="cd-journal-"))
     daemon = Daemon(Config(output=str(output)))
     seqs = {"s1": 0, "s2": 0}
@@ -391,6 +396,7 @@ def written(tmp_path_factory) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         lifecycle.restored(("cam",), {"gain": 2})
         source = lifecycle.collector.sources.by_session["s1"]
         lifecycle.clock_sample(source, Sample(at=1.7e9, offset=-0.25, rtt=0.0003))
+        lifecycle.reach(source, False, "disconnected")  # its control connection closed
         lifecycle.bye("s1")
         lifecycle.check_required()  # and missing again
         daemon.durability.make_durable({})

@@ -17,7 +17,7 @@ import pytest
 import rig_processes
 from conftest import DaemonProcess, run_cli, wait_for
 
-from collectord import Client, load_json
+from collectord import Client, journal, load_json
 from collectord.control import request
 from collectord.demo import CLOCKS
 from collectord.protocol import Command
@@ -369,6 +369,48 @@ def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemo
     status = daemon.status()
     assert "camera" not in [s["name"] for s in status["sources"]]
     assert status["forgotten"]["sessions"] >= 1
+
+
+def test_a_client_that_died_before_the_daemon_is_not_waited_for_after_the_restart(
+    make_daemon, tmp_path
+) -> None:
+    """The daemon saw the camera's connection close, then was killed itself.
+    The restarted daemon took the camera, known from the journal, for a
+    client that may be reconnecting: shown connected, waited for at the stop
+    until the barrier's timeout, and named as unconfirmed in the metadata,
+    although it had died with every message confirmed."""
+    config = tmp_path / "patient.toml"
+    config.write_text("[stop]\nbarrier_timeout = 5\n")
+    first = make_daemon(extra=("--config", str(config)))
+    spawn = multiprocessing.get_context("spawn")
+    done = spawn.Event()
+    camera = spawn.Process(
+        target=rig_processes.publish_sync_and_hang,
+        args=("camera", first.data, first.control, 10, done),
+    )
+    camera.start()
+    assert done.wait(120), "the camera did not finish publishing"
+    os.kill(camera.pid, signal.SIGKILL)
+    camera.join(30)
+
+    def camera_connected(daemon: DaemonProcess) -> bool:
+        (source,) = [s for s in daemon.status()["sources"] if s["name"] == "camera"]
+        return source["connected"]
+
+    wait_for(lambda: not camera_connected(first), what="the daemon to see the camera go")
+    (staging,) = (first.output / ".collectord" / "staging").iterdir()
+
+    def journaled_gone() -> bool:
+        records = journal.read(staging / journal.JOURNAL_NAME).records
+        return any(r["t"] == "reach" and not r["reachable"] for r in records)
+
+    wait_for(journaled_gone, what="the journal to say so")
+    first.kill9()
+    second = make_daemon(data=first.data, control=first.control, extra=("--config", str(config)))
+    assert not camera_connected(second)
+    saved = load_json(second.stop()["path"])
+    assert saved["collectord"]["unconfirmed"] == []
+    assert saved["camera"]["params"] == {"index": 9}
 
 
 def test_the_daemon_imports_nothing_once_it_listens(make_daemon) -> None:

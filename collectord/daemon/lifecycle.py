@@ -415,6 +415,10 @@ class Lifecycle:
                     record.get("time", self._journal_time()),
                     record.get("session"),
                 )
+            elif kind is RecordType.REACH:
+                found = collector.sources.by_session.get(record["session"])
+                if found is not None:
+                    found.reachable = record["reachable"]
             elif kind is RecordType.PRESENCE:
                 at = dt.datetime.fromisoformat(record["at"])
                 collector.required.mark(record["name"], record["missing"], at, record["cause"])
@@ -732,6 +736,17 @@ class Lifecycle:
             self._record(RecordType.BYE, session=session)
             self.durability.forget(session)
         return source
+
+    def reach(self, source: Source, reachable: bool, cause: str = "") -> None:
+        """``source``'s control connection is there (True), or gone (False,
+        for ``cause``). A change is journaled: a daemon restarted after a crash
+        would otherwise take a process that had died for one reconnecting, wait
+        for it at its first stop, and name it as unconfirmed."""
+        if source.reachable == reachable:
+            return
+        source.reachable = reachable
+        self.presence_changed(source.name, cause)
+        self._record(RecordType.REACH, session=source.session, reachable=reachable)
 
     def presence_changed(self, name: str | None, cause: str) -> None:
         """A session of ``name`` (None: of any) may have connected or gone, for

@@ -186,10 +186,10 @@ class Daemon:
         source = self.lifecycle.collector.sources.by_session.get(session)
         if source is not None:
             source.heard = time.monotonic()
-            if not source.reachable or source.from_journal:
+            if source.from_journal:
                 self.lifecycle.presence_changed(source.name, "")
-            source.reachable = True
-            source.from_journal = False
+                source.from_journal = False
+            self.lifecycle.reach(source, True)
 
     def on_closed(self, peers: set[bytes]) -> None:
         """Control connections closed: the sessions that came in on them are
@@ -201,8 +201,7 @@ class Daemon:
                 if source is None or not source.connected:
                     continue
                 log.info("%s (%s) disconnected", source.name, session)
-                source.reachable = False
-                self.lifecycle.presence_changed(source.name, "disconnected")
+                self.lifecycle.reach(source, False, "disconnected")
 
     def ask_resend(self, source: Source) -> None:
         """Ask ``source`` to resend from its first missing message, now and then."""
@@ -391,13 +390,10 @@ class Daemon:
         source = self.lifecycle.collector.sources.by_session.get(session)
         if source is not None:
             if error is None:
-                if not source.reachable:
-                    self.lifecycle.presence_changed(source.name, "")
-                source.reachable = True
+                self.lifecycle.reach(source, True)
             elif error == zmq.EHOSTUNREACH and source.reachable and not source.from_journal:
                 log.info("%s (%s) cannot be reached: not connected", source.name, session)
-                source.reachable = False
-                self.lifecycle.presence_changed(source.name, "a notice could not reach it")
+                self.lifecycle.reach(source, False, "a notice could not reach it")
         return error is None
 
     def send(self, envelope: list[bytes], message: dict[str, Any]) -> int | None:
