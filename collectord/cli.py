@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         "save experiments a crashed daemon left unfinished",
         "Rebuild every experiment a daemon left unsaved in the output folder (after kill "
         "-9 or a power cut) from its journal, and save it, marked as recovered, with the "
-        "last config updated. Refuses while a daemon uses the folder.",
+        "last config updated. Refuses while a daemon uses the folder, and refuses a folder "
+        "that is not there or that no daemon used (a mistyped --output), creating nothing.",
         "collectord recover --output ~/data/rig1",
     )
     recover.add_argument("--config", metavar="FILE", help="configuration file")

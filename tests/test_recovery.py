@@ -142,6 +142,21 @@ def test_one_process_per_output_folder(make_daemon, tmp_path: Path) -> None:
     assert recover.returncode == 1 and "in use by another collectord" in recover.stderr
 
 
+def test_recover_refuses_a_folder_no_daemon_used_and_creates_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "rig1-typo"
+    result = run_cli("recover", "--output", str(typo))
+    assert result.returncode == 1
+    assert f"there is no folder {typo}" in result.stderr, result.stderr
+    assert not typo.exists(), "nothing is created"
+
+    unused = tmp_path / "data"  # a folder of its own, but never a daemon's output
+    (unused / "notes").mkdir(parents=True)
+    result = run_cli("recover", "--output", str(unused))
+    assert result.returncode == 1
+    assert f"no collectord daemon has used {unused}" in result.stderr, result.stderr
+    assert [path.name for path in unused.iterdir()] == ["notes"]
+
+
 def test_publishing_at_1khz_through_a_kill9_and_restart_loses_nothing(
     make_daemon, figures
 ) -> None:

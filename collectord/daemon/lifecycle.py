@@ -74,7 +74,7 @@ from ..collector import (
     decode_header,
     message_count,
 )
-from ..errors import UnreadableRecord
+from ..errors import ConfigError, UnreadableRecord
 from ..experiment import Experiment, StopRequest, now
 from ..faults import Fault, reached
 from ..journal import JOURNAL_NAME, Journal, RecordType
@@ -1025,7 +1025,13 @@ def recover(output: Path, last_config_file: Path, stream_format: str) -> Opened:
     The same ``open`` a daemon starts with, without sockets: the newest
     experiment's successor is begun, inheriting its state, for the next
     ``collectord run`` to go on with.
+
+    Refuses (``ConfigError``), creating nothing, a folder that is not there
+    or that no daemon ever used (it has no ``.collectord``): a mistyped
+    ``--output`` would otherwise be told there is nothing to recover, and
+    get a lock and an empty experiment it never asked for.
     """
+    _check_used_output(output)
     lock = store.OutputLock(output)
     lock.acquire()
     try:
@@ -1038,3 +1044,17 @@ def recover(output: Path, last_config_file: Path, stream_format: str) -> Opened:
             durability.close()
     finally:
         lock.release()
+
+
+def _check_used_output(output: Path) -> None:
+    """Raise ``ConfigError`` unless ``output`` is a folder a daemon has used."""
+    where = "give the daemon's output folder (--output, or storage.output in the configuration)"
+    if not output.exists():
+        raise ConfigError(f"there is no folder {output}: {where}")
+    if not output.is_dir():
+        raise ConfigError(f"{output} is not a folder: {where}")
+    if not (output / store.STATE_DIR).is_dir():
+        raise ConfigError(
+            f"no collectord daemon has used {output} (it has no {store.STATE_DIR} folder), "
+            f"so it holds nothing to recover: {where}"
+        )
