@@ -497,7 +497,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"  output   {status['output']}",
         f"  experiment {status['run_id']} since {status['run_started']}"
         + ("  (stop pending)" if status["stop_pending"] else ""),
-        f"  saved    {status['saved_experiments']} experiment(s); last: "
+        f"  saved    {_counted(status['saved_experiments'], 'experiment')}; last: "
         f"{status['last_saved'] or '-'}",
     ]
     if status.get("saving"):
@@ -511,15 +511,19 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  required {', '.join(status['required'])}")
     for missing in status.get("missing", []):
         lines.append(f"  MISSING  {missing['name']} since {missing['since']} ({missing['cause']})")
-    lines.append(f"  rejected {status['rejected']} message(s)")
+    lines.append(f"  rejected {_counted(status['rejected'], 'message')}")
     if status["sources"]:
         lines.append("  sources:")
     for source in status["sources"]:
         counts = source["messages"]
         state = "connected" if source["connected"] else "gone"
         extra = "".join(
-            f", {counts[key]} {key.replace('_', ' ')}"
-            for key in ("rejected", "duplicates", "lost")
+            f", {counts[key]} {word if counts[key] == 1 else words}"
+            for key, word, words in (
+                ("rejected", "rejected", "rejected"),
+                ("duplicates", "duplicate", "duplicates"),
+                ("lost", "lost", "lost"),
+            )
             if counts[key]
         )
         clock = source.get("clock")
@@ -527,9 +531,14 @@ def format_status(status: dict[str, Any]) -> str:
             extra += f", clock offset {offset_text(clock['median_offset'])}"
         lines.append(
             f"    {source['name']:<12} {state:<9} pid {source['pid']} on {source['host']}: "
-            f"{counts['messages']} messages{extra}"
+            f"{_counted(counts['messages'], 'message')}{extra}"
         )
     return "\n".join(lines)
+
+
+def _counted(number: int, noun: str) -> str:
+    """``1 message``, ``0 messages``, ``2 messages``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _interval(text: str) -> float:

@@ -225,9 +225,11 @@ def summary(samples: Sequence[Sample]) -> dict[str, Any]:
 
 
 def offset_text(seconds: float) -> str:
-    """An offset as people read it: ``+35.0 ms``, ``-2.500 s``."""
+    """An offset as people read it: ``+35.0 ms``, ``-2.500 s``; one that rounds
+    to zero is ``+0.0 ms``, never ``-0.0 ms``."""
     if abs(seconds) < 1:
-        return f"{seconds * 1000:+.1f} ms"
+        # Adding 0.0 turns the -0.0 of a tiny negative offset into 0.0.
+        return f"{round(seconds * 1000, 1) + 0.0:+.1f} ms"
     return f"{seconds:+.3f} s"
 
 

@@ -25,6 +25,7 @@ from collectord.clocks import (
     best,
     check_sample,
     measure,
+    offset_text,
     summary,
 )
 
@@ -300,3 +301,11 @@ def test_the_samples_of_a_stream_s_clock_are_found_in_its_metadata() -> None:
         clock_samples(metadata, "b")
     with pytest.raises(KeyError, match="no source of session 'c'"):
         clock_samples(metadata, "c")
+
+
+def test_an_offset_that_rounds_to_zero_has_no_minus_sign() -> None:
+    assert offset_text(-0.00001) == "+0.0 ms"
+    assert offset_text(-0.0) == "+0.0 ms"
+    assert offset_text(-0.00006) == "-0.1 ms"
+    assert offset_text(0.035) == "+35.0 ms"
+    assert offset_text(-2.5) == "-2.500 s"

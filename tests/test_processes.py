@@ -120,6 +120,17 @@ def test_cli_status_and_stop(daemon: DaemonProcess) -> None:
         assert after["last_saved"] == str(path)
 
 
+def test_cli_status_counts_one_in_the_singular(daemon: DaemonProcess) -> None:
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", exposure=2.0)
+        client.sync()
+        human = run_cli("status", "--control", daemon.control)
+    assert human.returncode == 0, human.stderr
+    assert re.search(r"camera .*: 1 message(,|$)", human.stdout, re.MULTILINE), human.stdout
+    assert "rejected 0 messages" in human.stdout
+    assert "saved    0 experiments;" in human.stdout
+
+
 def test_cli_without_a_daemon_fails_clearly(ipc) -> None:
     for command in ("status", "stop"):
         result = run_cli(command, "--control", ipc("nobody"), "--timeout", "0.3")
