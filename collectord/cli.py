@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -434,7 +435,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
     stopping = threading.Thread(target=stop, daemon=True)
     stopping.start()
-    _show_progress(stopping, settings.control, security)
+    _show_progress(stopping, settings.control, security, args.timeout)
     if "error" in outcome:
         raise outcome["error"]
     result = outcome["result"]
@@ -456,24 +457,37 @@ def cmd_stop(args: argparse.Namespace) -> int:
 PROGRESS_AFTER = 1.0
 
 
-def _show_progress(stopping: threading.Thread, control: str, security: Any) -> None:
-    """While ``stopping`` waits for its reply, show the save's step now and then."""
+def _show_progress(
+    stopping: threading.Thread, control: str, security: Any, timeout: float
+) -> None:
+    """While ``stopping`` waits for its reply, show the save's step now and then.
+
+    Only what the daemon's status says: while no daemon answers, nothing is
+    claimed. ``timeout``: the stop's own; no status request outlasts it.
+    """
+    deadline = time.monotonic() + timeout
     stopping.join(PROGRESS_AFTER)
     shown = None
     while stopping.is_alive():
+        wait = min(2.0, max(0.1, deadline - time.monotonic()))
         try:
-            saving = request(control, Command.STATUS, {}, 2.0, security).get("saving")
+            line = _progress(request(control, Command.STATUS, {}, wait, security))
         except CollectordError:
-            saving = None
-        line = (
-            f"saving {saving['run_id']}: {saving['step']} ({saving['seconds']:.0f} s)"
-            if saving
-            else "waiting for the clients' last messages (the stop barrier)"
-        )
-        if line != shown:
+            line = None
+        if line is not None and line != shown:
             print(line, file=sys.stderr, flush=True)
             shown = line
         stopping.join(0.5)
+
+
+def _progress(status: dict[str, Any]) -> str | None:
+    """The line a stop under way shows for the daemon's status, if any."""
+    saving = status.get("saving")
+    if saving:
+        return f"saving {saving['run_id']}: {saving['step']} ({saving['seconds']:.0f} s)"
+    if status.get("stop_pending"):
+        return "waiting for the clients' last messages (the stop barrier)"
+    return None
 
 
 def cmd_status(args: argparse.Namespace) -> int:

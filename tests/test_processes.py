@@ -354,6 +354,52 @@ def test_a_stop_waiting_for_a_client_that_dies_goes_on_at_once(make_daemon, tmp_
     assert saved["collectord"]["unconfirmed"] == ["mute (mute-1)"]
 
 
+def test_cli_stop_claims_no_barrier_when_no_daemon_answers(ipc) -> None:
+    # Longer than the second after which a stop shows its progress.
+    result = run_cli("stop", "--control", ipc("nobody"), "--timeout", "2")
+    assert result.returncode == 1
+    assert "no collectord daemon answered" in result.stderr
+    assert "barrier" not in result.stderr, result.stderr
+
+
+def test_cli_stop_shows_the_barrier_it_waits_for(make_daemon, tmp_path) -> None:
+    config = tmp_path / "patient.toml"
+    config.write_text("[stop]\nbarrier_timeout = 600\n")
+    daemon = make_daemon(extra=("--config", str(config)))
+    mute = subprocess.Popen(
+        [sys.executable, "-c", MUTE_CLIENT, daemon.control],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    stopping = None
+    try:
+        assert mute.stdout is not None and mute.stdout.readline() == "hello\n"
+        stopping = subprocess.Popen(
+            [sys.executable, "-m", "collectord", "stop", "--control", daemon.control],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert stopping.stderr is not None
+        first = stopping.stderr.readline()  # shown after a second of waiting
+        assert first == "waiting for the clients' last messages (the stop barrier)\n", first
+        mute.kill()
+        out, err = stopping.communicate(timeout=120)
+    finally:
+        mute.kill()
+        mute.wait()
+        assert mute.stdin is not None and mute.stdout is not None
+        mute.stdin.close()
+        mute.stdout.close()
+        if stopping is not None and stopping.poll() is None:
+            stopping.kill()
+            stopping.communicate()
+    assert stopping.returncode == 0, err
+    assert "unconfirmed: mute (mute-1)" in err
+    assert load_json(out.strip())["collectord"]["unconfirmed"] == ["mute (mute-1)"]
+
+
 def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemon, tmp_path):
     config = tmp_path / "quick.toml"
     config.write_text("[stop]\nbarrier_timeout = 0.5\n")
