@@ -23,7 +23,7 @@ from . import __version__
 from . import config as config_module
 from .clocks import offset_text
 from .control import request
-from .errors import CollectordError
+from .errors import CollectordError, DaemonTimeout
 from .protocol import Command
 from .security import ClientSecurity, keygen
 from .show import INSTALL as show_install
@@ -420,6 +420,30 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Added to "no collectord daemon answered" when the command has no keys: a
+#: daemon that uses CURVE never answers it, which looks just like no daemon.
+CURVE_HINT = (
+    "a daemon that uses CURVE keys needs --config FILE with [security] client_key and "
+    "server_public_key (see `collectord keygen`)"
+)
+
+
+def _request(
+    control: str,
+    command: Command,
+    fields: dict[str, Any],
+    timeout: float,
+    security: ClientSecurity | None,
+) -> dict[str, Any]:
+    """``request``, its timeout saying what to try when the command has no keys."""
+    try:
+        return request(control, command, fields, timeout, security)
+    except DaemonTimeout as exc:
+        if security is not None:
+            raise
+        raise DaemonTimeout(f"{exc}; {CURVE_HINT}") from None
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     settings = _settings(args)
     security = ClientSecurity.from_config(settings)
@@ -427,7 +451,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
     def stop() -> None:
         try:
-            outcome["result"] = request(
+            outcome["result"] = _request(
                 settings.control, Command.STOP, {"reason": args.reason}, args.timeout, security
             )
         except CollectordError as exc:
@@ -492,7 +516,7 @@ def _progress(status: dict[str, Any]) -> str | None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    status = request(
+    status = _request(
         settings.control, Command.STATUS, {}, args.timeout, ClientSecurity.from_config(settings)
     )
     if args.json:
@@ -590,7 +614,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     interval = args.interval or (watch.LINES_INTERVAL if plain else watch.TERMINAL_INTERVAL)
 
     def poll() -> dict[str, Any]:
-        return request(settings.control, Command.STATUS, {}, args.timeout, security)
+        return _request(settings.control, Command.STATUS, {}, args.timeout, security)
 
     return watch.run(
         poll,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from collectord import Client, DaemonTimeout, load_json
 from collectord.security import is_loopback, keygen
@@ -150,3 +151,32 @@ def test_curve_lets_allowed_clients_in_and_keeps_others_out(
         timeout=60,
     )
     assert cli.returncode == 0, cli.stderr
+
+
+def test_commands_without_keys_hint_that_the_daemon_may_use_curve(
+    make_daemon, keys, tmp_path: Path, ipc
+) -> None:
+    server_config = write_config(
+        tmp_path / "server.toml",
+        server_key=keys["server_secret"],
+        authorized_clients=keys["allowed"],
+    )
+    daemon = make_daemon(extra=("--config", str(server_config)))
+    hint = "a daemon that uses CURVE keys needs --config FILE with [security] client_key"
+    for command in (["status"], ["stop"], ["watch", "--once"]):
+        result = run_cli(*command, "--control", daemon.control, "--timeout", "0.5")
+        assert result.returncode == 1
+        said = result.stdout + result.stderr  # watch shows it in its line
+        assert "no collectord daemon answered" in said and hint in said, said
+
+    # A command that has keys gets no hint: its keys are the daemon's, or wrong.
+    client = write_config(
+        tmp_path / "camera.toml",
+        client_key=keys["client_secret"],
+        server_public_key=keys["server_public"],
+    )
+    result = run_cli(
+        "status", "--control", ipc("nobody"), "--timeout", "0.5", "--config", str(client)
+    )
+    assert result.returncode == 1
+    assert "no collectord daemon answered" in result.stderr and "CURVE" not in result.stderr
