@@ -9,6 +9,7 @@ non-zero exit status here, at the edge; nothing else catches them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -700,10 +701,40 @@ HANDLERS = {
 }
 
 
+#: The exit status of a command whose reader stopped reading (``| head``).
+READER_GONE = 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; its exit status.
+
+    A reader that stops reading its output (``collectord show ... | head``)
+    ends it quietly, as it ends a Unix tool, with ``READER_GONE``: no
+    traceback. Not the daemon's (``run``): its failures are never quiet.
+    """
+    command = ""
     try:
-        return HANDLERS[args.command](args)
-    except CollectordError as exc:
-        print(f"collectord {args.command}: {exc}", file=sys.stderr)
-        return 1
+        try:
+            args = build_parser().parse_args(argv)
+            command = args.command
+            return HANDLERS[command](args)
+        except CollectordError as exc:
+            print(f"collectord {command}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()  # here, not at exit, where a closed pipe is caught
+    except BrokenPipeError:
+        if command == "run":
+            raise
+        _stdout_to_null()
+        return READER_GONE
+
+
+def _stdout_to_null() -> None:
+    """Point stdout at the null device, so that nothing more is written to a
+    pipe whose reader is gone (Python flushes stdout again at exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no stdout file
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -138,6 +138,41 @@ def test_cli_without_a_daemon_fails_clearly(ipc) -> None:
         assert "no collectord daemon answered" in result.stderr
 
 
+def into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """``collectord ARGS`` with stdout a pipe whose reader is already gone, as
+    ``collectord ARGS | head -1`` once head has its line."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "collectord", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+
+
+def test_a_reader_that_stops_reading_ends_each_command_quietly(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", exposure=2.0)
+        saved = pathlib.Path(client.stop()).parent
+        commands = [
+            ["status", "--control", daemon.control],
+            ["status", "--json", "--control", daemon.control],
+            ["watch", "--once", "--control", daemon.control],
+            ["show", str(saved)],
+            ["keygen", str(tmp_path / "keys"), "--name", "rig"],
+        ]
+        for command in commands:
+            result = into_a_closed_pipe(*command)
+            assert (result.returncode, result.stderr) == (1, ""), command
+
+
 def test_every_command_has_help_with_an_example() -> None:
     for command in ("run", "stop", "status", "demo"):
         result = run_cli(command, "--help")
