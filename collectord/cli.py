@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and in this experiment, when last heard, gaps, lost and rejected messages), the "
         "required sources missing and since when, the experiment (its running time, "
         "messages, streams' rows and bytes), the save under way "
-        "and the last save. q or Ctrl-C quits. When the output is not a terminal (or with "
+        "and the last save. q or Ctrl-C quits, and so do SIGTERM and SIGHUP, each leaving "
+        "the terminal as it was. When the output is not a terminal (or with "
         "--plain) it prints one line a refresh instead. It asks for the status one request "
         f"at a time, never more often than every {MIN_INTERVAL:g} s. The live view needs "
         f"rich: {INSTALL}.",
@@ -602,7 +603,7 @@ def _count(text: str) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from . import watch
+    from . import system, watch
 
     settings = _settings(args)
     security = ClientSecurity.from_config(settings)
@@ -617,14 +618,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
     def poll() -> dict[str, Any]:
         return _request(settings.control, Command.STATUS, {}, args.timeout, security)
 
-    return watch.run(
-        poll,
-        interval=interval,
-        count=args.count,
-        plain=plain,
-        keys=sys.stdin,
-        hint=f"{settings.control}, every {interval:g} s; q or Ctrl-C quits",
-    )
+    # kill, timeout or a closed terminal end it as q and Ctrl-C do: the
+    # terminal gets its echo, line editing and cursor back.
+    with system.quit_signals_interrupt():
+        return watch.run(
+            poll,
+            interval=interval,
+            count=args.count,
+            plain=plain,
+            keys=sys.stdin,
+            hint=f"{settings.control}, every {interval:g} s; q or Ctrl-C quits",
+        )
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

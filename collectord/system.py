@@ -67,6 +67,14 @@ already; this makes sure where something (a program embedding Python, a
 library) set it back. Systems without the signal (Windows) have nothing to
 ignore; it returns False there. Call it from the main thread.
 
+``quit_signals_interrupt()``: within it, SIGTERM, and SIGHUP where the
+system has it (not Windows), interrupt the main thread as Ctrl-C does (a
+``KeyboardInterrupt``), so that a program that puts something back as it
+ends (``collectord watch``: the terminal's echo, line editing and cursor)
+does so when ``kill``, ``timeout`` or a closing terminal ends it too. Once
+one came, the others are ignored until the context ends: the clean exit is
+not cut short. Call it from the main thread.
+
 ``raise_open_file_limit(wanted)``: raises the soft limit on the process's
 open files (``RLIMIT_NOFILE``) to ``wanted``, or to the hard limit if that is
 lower. Each stream keeps its file open while the daemon runs, and streams
@@ -122,6 +130,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, Protocol
@@ -464,6 +473,29 @@ def ignore_file_size_signal() -> bool:
         return False
     signal.signal(number, signal.SIG_IGN)
     return True
+
+
+#: The signals that ask a program to end, besides Ctrl-C: SIGHUP is POSIX only.
+_QUIT_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+@contextlib.contextmanager
+def quit_signals_interrupt() -> Iterator[None]:
+    """Within it, SIGTERM and SIGHUP (where it exists) raise KeyboardInterrupt
+    in the main thread, as Ctrl-C does; the handlers before are put back after."""
+    numbers = [getattr(signal, name) for name in _QUIT_SIGNALS if hasattr(signal, name)]
+
+    def interrupt(number: int, _frame: Any) -> None:
+        for each in numbers:  # the exit under way is not cut short by another
+            signal.signal(each, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, interrupt) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 # -- open files ---------------------------------------------------------------------

@@ -595,6 +595,19 @@ def test_without_a_file_size_signal_there_is_nothing_to_ignore(
     assert system.ignore_file_size_signal() is False
 
 
+@pytest.mark.parametrize("hangup", [True, False], ids=["posix", "without SIGHUP"])
+def test_quit_signals_interrupt_as_ctrl_c_does_and_are_put_back(
+    monkeypatch: pytest.MonkeyPatch, hangup: bool
+) -> None:
+    if not hangup:
+        monkeypatch.delattr(signal, "SIGHUP", raising=False)
+    quits = [signal.SIGTERM, *([signal.SIGHUP] if hangup else [])]
+    before = {number: signal.getsignal(number) for number in quits}
+    with pytest.raises(KeyboardInterrupt), system.quit_signals_interrupt():
+        signal.raise_signal(quits[-1])  # its handler runs before this returns
+    assert {number: signal.getsignal(number) for number in quits} == before
+
+
 # -- memory -----------------------------------------------------------------------------
 
 #: Allocates and frees 16 blocks of 1 MiB three times over in a thread of its

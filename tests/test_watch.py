@@ -547,7 +547,7 @@ def pty_output(master: int, until: bytes, timeout: float) -> Iterator[bytes]:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal is POSIX")
-@pytest.mark.parametrize("quit_with", ["q", "ctrl-c"])
+@pytest.mark.parametrize("quit_with", ["q", "ctrl-c", "SIGTERM", "SIGHUP"])
 def test_the_command_draws_the_live_view_on_a_terminal_and_quits(
     daemon: DaemonProcess, quit_with: str
 ) -> None:
@@ -575,8 +575,10 @@ def test_the_command_draws_the_live_view_on_a_terminal_and_quits(
             assert watching.poll() is None  # it goes on until told to quit
             if quit_with == "q":
                 os.write(master, b"q")
-            else:
+            elif quit_with == "ctrl-c":
                 watching.send_signal(signal.SIGINT)
+            else:  # kill, timeout, the terminal closing: the same clean exit
+                watching.send_signal(getattr(signal, quit_with))
             assert watching.wait(10) == 0
             shown += b"".join(pty_output(master, b"\x1b[?25h", 2))
             # The terminal is left as it was found: echo and line editing back on.
