@@ -176,4 +176,6 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"cannot read configuration {chosen}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration {chosen} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; a file saved in another encoding
+        raise ConfigError(f"configuration {chosen} is not UTF-8 text: {exc}") from exc
     return from_mapping(document, origin=str(chosen))

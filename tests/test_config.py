@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from collectord.config import CONFIG_ENV, SECTIONS, STREAM_FORMATS, Config, from_mapping, load
 from collectord.errors import ConfigError
@@ -160,6 +161,17 @@ def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     path = write(tmp_path, "[storage\noutput = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(path)
+
+
+def test_a_config_file_not_in_utf8_is_named_not_a_traceback(tmp_path: Path) -> None:
+    # An editor that saved a Windows path as Latin-1 ("C:\\Données").
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[storage]\noutput = "C:/Donn\u00e9es"\n'.encode("latin-1"))
+    result = run_cli("run", "--config", str(path), "--output", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert f"collectord run: configuration {path} is not UTF-8 text" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
