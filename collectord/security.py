@@ -10,14 +10,17 @@ allow-list enforced by ``zmq.auth``'s authenticator). Keys are the files
 
 from __future__ import annotations
 
+import glob
 import ipaddress
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from .errors import ConfigError
 
@@ -40,13 +43,28 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
-def _load(path: str, what: str, secret: bool) -> tuple[bytes, bytes | None]:
+def _is_key(key: bytes) -> bool:
+    """Whether ``key`` is a CURVE key in Z85 text (40 characters, 32 bytes):
+    ZeroMQ refuses anything else, with a bare "Invalid argument"."""
+    try:
+        return len(key) == 40 and len(z85.decode(key)) == 32
+    except (ValueError, KeyError, struct.error):
+        return False
+
+
+def _load(path: str | os.PathLike[str], what: str, secret: bool) -> tuple[bytes, bytes | None]:
     try:
         public, secret_key = zmq.auth.load_certificate(Path(path).expanduser())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
     if secret and secret_key is None:
         raise ConfigError(f"{what} {path} holds no secret key (use the .key_secret file)")
+    for name, key in (("public", public), ("secret", secret_key)):
+        if key is not None and not _is_key(key):
+            raise ConfigError(
+                f"{what} {path}: its {name} key is not a CURVE key (40 characters of Z85 "
+                "text, as `collectord keygen` writes)"
+            )
     return public, secret_key
 
 
@@ -60,6 +78,10 @@ class ServerSecurity:
         self.authorized = Path(authorized).expanduser()
         if not self.authorized.is_dir():
             raise ConfigError(f"authorized_clients {authorized} is not a folder")
+        # The authenticator reads every *.key file there, and one it cannot
+        # read makes it (with a log line) let no client in at all.
+        for key_file in sorted(glob.glob(os.path.join(self.authorized, "*.key"))):
+            _load(key_file, "authorized client key", secret=False)
         self._auth: ThreadAuthenticator | None = None
 
     @classmethod

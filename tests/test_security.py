@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from collectord import Client, DaemonTimeout, load_json
+from collectord import Client, ConfigError, DaemonTimeout, load_json
 from collectord.security import is_loopback, keygen
 
 
@@ -180,3 +180,85 @@ def test_commands_without_keys_hint_that_the_daemon_may_use_curve(
     )
     assert result.returncode == 1
     assert "no collectord daemon answered" in result.stderr and "CURVE" not in result.stderr
+
+
+def _run_exits(args: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """``collectord ARGS`` that must end by itself: a daemon that starts instead
+    is killed after ``timeout`` and the test fails."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "collectord", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"collectord {args[0]} went on running: {stdout}{stderr}") from None
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def _curve_run(tmp_path: Path, config: Path) -> list[str]:
+    return [
+        "run",
+        "--config",
+        str(config),
+        "--output",
+        str(tmp_path / "out"),
+        "--data",
+        "tcp://127.0.0.1:*",
+        "--control",
+        "tcp://127.0.0.1:*",
+    ]
+
+
+def test_an_unreadable_key_in_the_allowed_folder_is_named_at_start(keys, tmp_path: Path) -> None:
+    # The authenticator, given a folder with one file it cannot read, let no
+    # client in at all (the allowed camera included) and only logged it.
+    stray = keys["allowed"] / "notes.key"
+    stray.write_text("the camera PC's key is camera.key\n")
+    server_config = write_config(
+        tmp_path / "server.toml",
+        server_key=keys["server_secret"],
+        authorized_clients=keys["allowed"],
+    )
+    result = _run_exits(_curve_run(tmp_path, server_config))
+    assert result.returncode == 1
+    assert f"cannot read authorized client key {stray}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists(), "nothing is written before refusing"
+
+
+def _damaged(source: Path, target: Path) -> Path:
+    """``source`` with five characters cut from its secret key."""
+    text = source.read_text()
+    start = text.index('secret-key = "') + len('secret-key = "')
+    target.write_text(text[:start] + text[start + 5 :])
+    return target
+
+
+def test_a_damaged_server_key_is_named_not_a_traceback(keys, tmp_path: Path) -> None:
+    damaged = _damaged(keys["server_secret"], tmp_path / "daemon.key_secret")
+    server_config = write_config(
+        tmp_path / "server.toml", server_key=damaged, authorized_clients=keys["allowed"]
+    )
+    result = _run_exits(_curve_run(tmp_path, server_config))
+    assert result.returncode == 1
+    assert f"server key {damaged}: its secret key is not a CURVE key" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists(), "nothing is written before refusing"
+
+
+def test_a_damaged_client_key_is_named(daemon, keys, tmp_path: Path) -> None:
+    damaged = _damaged(keys["client_secret"], tmp_path / "camera.key_secret")
+    config = write_config(
+        tmp_path / "camera.toml", client_key=damaged, server_public_key=keys["server_public"]
+    )
+    result = _run_exits(["status", "--control", daemon.control, "--config", str(config)])
+    assert result.returncode == 1
+    assert f"client key {damaged}: its secret key is not a CURVE key" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(ConfigError, match="its secret key is not a CURVE key"):
+        Client("camera", daemon.data, daemon.control, config=config)
