@@ -133,8 +133,13 @@ class OutputLock:
         self._held: system.HeldLock | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        held = system.lock(self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            held = system.lock(self.path)
+        except OSError as exc:  # a file where the folder should be, no permission...
+            raise ConfigError(
+                f"cannot use the output folder {self.path.parent.parent}: {exc}"
+            ) from exc
         if held is None:
             raise OutputBusyError(
                 f"{self.path.parent.parent} is in use by another collectord process"

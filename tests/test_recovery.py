@@ -334,3 +334,18 @@ def test_a_clean_restart_begins_a_new_experiment_carrying_the_state(make_daemon)
     assert "restarts" not in account or account["restarts"] == []
     assert saved["camera"]["settings"] == {"exposure": 2.5, "gain": 1}
     assert saved["camera"]["frames"]["rows"] == 1
+
+
+@pytest.mark.parametrize("command", ["run", "recover"])
+def test_an_output_path_that_is_a_file_is_named_not_a_traceback(
+    tmp_path: Path, command: str
+) -> None:
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("the output folder was meant to be beside this\n")
+    args = ["--data", "tcp://127.0.0.1:*", "--control", "tcp://127.0.0.1:*"]
+    result = run_cli(command, "--output", str(not_a_folder), *(args if command == "run" else []))
+    assert result.returncode == 1
+    said = {"run": "cannot use the output folder", "recover": "is not a folder"}[command]
+    assert f"collectord {command}: " in result.stderr and said in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not_a_folder.read_text() == "the output folder was meant to be beside this\n"
