@@ -339,6 +339,54 @@ def test_stimuli_of_mixed_kinds_keep_every_value(make_daemon: Any) -> None:
     assert np.isnan(jsonio.loads(table["phase"][1]))
 
 
+def test_stream_columns_named_like_a_tables_own_fields_are_exported_and_read_back(
+    make_daemon: Any,
+) -> None:
+    """A table without a time column whose columns are named ``id``, ``name`` and
+    ``description`` (a frame counter's, say): ``id`` made a file pynwb could not
+    read back, ``name`` and ``description`` one it could not write."""
+    daemon: DaemonProcess = make_daemon()
+    columns = ["id", "name", "description", "column_id"]
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.stream("camera/frames", columns, "i8").extend(
+            np.arange(12, dtype="i8").reshape(3, 4)
+        )
+        client.sync()
+    metadata = Path(daemon.stop()["path"])
+    path = exported(metadata.parent)
+    check_valid(path, NO_SUBJECT)
+    with NWBHDF5IO(str(path), "r") as io:
+        table = io.read().acquisition["camera.frames"]
+        # A column keeps its name unless the table has it: then column_ in front,
+        # as often as it takes to be unique.
+        assert table.colnames == ("column_column_id", "column_name", "column_description",
+                                  "column_id")  # fmt: skip
+        rows = table.to_dataframe()
+        for i, column in enumerate(table.colnames):
+            assert list(rows[column]) == [i, 4 + i, 8 + i]
+            assert table[column].description.startswith(f"column {columns[i]} of")
+
+
+def test_stimulus_values_beyond_64_bit_signed_keep_every_digit(make_daemon: Any) -> None:
+    """Integers span -2**63 .. 2**64-1 (protocol.md): a column mixing both ends made
+    the export fail with an OverflowError, and floats would lose digits."""
+    log = [
+        {"t_start": 0.0, "t_stop": 1.0, "seed": 2**64 - 1, "mixed": 2**60 + 1, "n": -(2**63)},
+        {"t_start": 1.0, "t_stop": 2.0, "seed": -1, "mixed": 0.5, "n": 2**63 - 1},
+    ]
+    daemon: DaemonProcess = make_daemon()
+    with Client("stimulus", daemon.data, daemon.control) as client:
+        client.add_data("stimulus/log", log)
+        client.sync()
+    metadata = Path(daemon.stop()["path"])
+    path = exported(metadata.parent)
+    with NWBHDF5IO(str(path), "r") as io:
+        table = io.read().intervals["stimulus_log"].to_dataframe()
+    assert list(table["n"]) == [-(2**63), 2**63 - 1]  # int64 holds these
+    for key in ("seed", "mixed"):  # no HDF5 number type holds these: JSON
+        assert [jsonio.loads(text) for text in table[key]] == [entry[key] for entry in log]
+
+
 def test_a_map_file_points_fields_at_other_paths(make_daemon: Any, tmp_path: Path) -> None:
     daemon: DaemonProcess = make_daemon()
     with Client("rig", daemon.data, daemon.control) as client:

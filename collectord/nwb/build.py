@@ -58,6 +58,8 @@ BUFFER_GB = 0.02
 NEEDED = ("subject_id", "species", "age")
 #: The table of parameter changes, and of stimuli.
 HISTORY = "parameter_history"
+#: The integers an int column of the stimulus log holds (HDF5's int64).
+INT64 = (-(2**63), 2**63 - 1)
 STIMULI = "stimulus_log"
 
 
@@ -268,13 +270,14 @@ def _stream(
     values = [c for c in columns if c != time]
     source = descriptor.get("source", "?")
     if time is None or not values:
+        named = _table_columns(columns)
         return DynamicTable(
             name=name,
             description=f"stream {path} from {source}"
             + (" (no time column)" if time is None else f" (no column besides its time, {time})"),
             columns=[
                 VectorData(
-                    name=column,
+                    name=named[column],
                     description=f"column {column} of stream {path}"
                     + (f", in {units[column]}" if units[column] else ""),
                     data=np.asarray(data[column]),
@@ -309,6 +312,23 @@ def _stream(
             {"path": path, "columns": values, "time_column": time, "descriptor": descriptor}
         ),
     )
+
+
+def _table_columns(columns: list[str]) -> dict[str, str]:
+    """The name of each column in a stream's table: ``column_<name>`` where a
+    ``DynamicTable`` has that name already (``id``, ``name``, ``description``, ...:
+    a column of that name is refused, or written and not read back)."""
+    named: dict[str, str] = {}
+    for column in columns:
+        name = column
+        while (
+            hasattr(DynamicTable, name)
+            or name in named.values()
+            or (name != column and name in columns)
+        ):
+            name = f"column_{name}"
+        named[column] = name
+    return named
 
 
 class _Columns(GenericDataChunkIterator):  # type: ignore[misc]
@@ -396,9 +416,11 @@ def _kind(log: list[dict[str, Any]], key: str) -> type | None:
     values = [entry.get(key) for entry in log]
     for kind in (bool, int, float, str):
         if kind is float and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+            type(v) is float or (type(v) is int and float(v) == v) for v in values
         ):
             return float
+        if kind is int and not all(type(v) is int and INT64[0] <= v <= INT64[1] for v in values):
+            continue  # beyond a 64-bit signed column: JSON, which keeps every digit
         if all(type(v) is kind for v in values):
             return kind
     return None
