@@ -529,7 +529,12 @@ def _like(current: Any, restored: Any) -> Any:
         if isinstance(current, tuple) and isinstance(restored, list):
             return tuple(restored)
         if isinstance(current, np.ndarray) and isinstance(restored, list):
-            return np.asarray(restored, dtype=current.dtype)
+            converted = np.asarray(restored, dtype=current.dtype)
+            if converted.dtype.kind in "biuf" and not np.array_equal(
+                converted, np.asarray(restored), equal_nan=converted.dtype.kind == "f"
+            ):
+                return restored  # the dtype cannot hold them (0.5 in int64): kept as saved
+            return converted
         if isinstance(restored, str):
             if isinstance(current, dt.datetime):
                 return dt.datetime.fromisoformat(restored)
@@ -539,6 +544,6 @@ def _like(current: Any, restored: Any) -> Any:
                 return dt.time.fromisoformat(restored)
             if isinstance(current, pathlib.PurePath):
                 return type(current)(restored)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # 300 in uint8
         pass  # not what the parameter holds: restore it as it was saved
     return restored

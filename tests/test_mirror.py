@@ -381,3 +381,35 @@ def test_the_example_camera_is_restored_by_its_next_run(
 
     second = run(make_daemon(), seed=2)
     assert second["restored"] == {**first["final"], "paused": False}
+
+
+def test_an_array_whose_dtype_changed_keeps_the_saved_values(daemon: DaemonProcess) -> None:
+    """The code changed an array parameter's dtype since the values were saved:
+    converting them to it raised an OverflowError out of the restore (300 into
+    uint8: nothing restored, the mirror not made), or cut them silently (0.5
+    into int64: 0, then published over the saved value)."""
+
+    def rig(lut: np.ndarray, edges: np.ndarray) -> tuple[ParameterTree, Parametrized]:
+        tree = ParameterTree()
+        display = Parametrized(
+            "display", tree, params=dict(lut=Param(lut), edges=Param(edges), gamma=Param(1.0))
+        )
+        return tree, display
+
+    tree, display = rig(np.array([0, 300], dtype="i8"), np.array([0.5, 1.5]))
+    display.params["gamma"].value = 2.2
+    with client_for(daemon) as client:
+        mirror = TreeMirror(client, tree, period=None, restore=False)
+        mirror.stop()
+        mirror.close()
+
+    tree, display = rig(np.zeros(2, dtype="u1"), np.zeros(2, dtype="i8"))
+    with client_for(daemon) as client:
+        mirror = TreeMirror(client, tree, period=None)
+        assert display.gamma == 2.2
+        for name, saved in (("lut", [0, 300]), ("edges", [0.5, 1.5])):
+            assert np.asarray(display.params[name].value).tolist() == saved
+        mirror.stop()
+        mirror.close()
+    last = load_json(daemon.output / "last_config.json")
+    assert last["display"] == {"lut": [0, 300], "edges": [0.5, 1.5], "gamma": 2.2}
