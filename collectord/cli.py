@@ -50,11 +50,20 @@ def _client_common(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_timeout,
         default=5.0,
         metavar="SECONDS",
         help="how long to wait for the daemon (default: %(default)s)",
     )
+
+
+def _timeout(text: str) -> float:
+    """``--timeout``: seconds, more than 0 (a negative one waited for ever, NaN and
+    infinity ended in a traceback)."""
+    seconds = float(text)
+    if not 0 < seconds < 1e9:
+        raise argparse.ArgumentTypeError("seconds, more than 0")
+    return seconds
 
 
 def _command(
@@ -187,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(watch)
     watch.add_argument(
         "--timeout",
-        type=float,
+        type=_timeout,
         default=2.0,
         metavar="SECONDS",
         help="how long to wait for each answer (default: %(default)s)",

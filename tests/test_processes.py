@@ -173,6 +173,17 @@ def test_a_reader_that_stops_reading_ends_each_command_quietly(
             assert (result.returncode, result.stderr) == (1, ""), command
 
 
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf"])
+def test_a_timeout_that_is_not_a_positive_number_is_refused_at_once(ipc, timeout: str) -> None:
+    # A negative one waited for ever for a dead daemon; NaN and infinity ended in
+    # a traceback.
+    for command in ("status", "stop", "watch"):
+        result = run_cli(command, "--control", ipc("nobody"), "--timeout", timeout, timeout=30)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "--timeout: seconds, more than 0" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_every_command_has_help_with_an_example() -> None:
     for command in ("run", "stop", "status", "demo"):
         result = run_cli(command, "--help")
