@@ -462,15 +462,17 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
     def stop() -> None:
         try:
-            outcome["result"] = _request(
-                settings.control, Command.STOP, {"reason": args.reason}, args.timeout, security
+            outcome["result"] = request(
+                settings.control, Command.STOP, {"reason": args.reason}, STOP_LIMIT, security
             )
         except CollectordError as exc:
             outcome["error"] = exc
 
     stopping = threading.Thread(target=stop, daemon=True)
     stopping.start()
-    _show_progress(stopping, settings.control, security, args.timeout)
+    if not _show_progress(stopping, settings.control, security, args.timeout):
+        said = f"no collectord daemon answered at {settings.control} within {args.timeout:g} s"
+        raise DaemonTimeout(said if security is not None else f"{said}; {CURVE_HINT}")
     if "error" in outcome:
         raise outcome["error"]
     result = outcome["result"]
@@ -490,29 +492,39 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 #: A stop that takes longer than this shows the save's progress on stderr.
 PROGRESS_AFTER = 1.0
+#: How long a stop's reply is waited for while the daemon's status shows the
+#: stop under way (the barrier, then the save): ``--timeout`` bounds the
+#: waits without such a sign, so a long barrier or save is not taken for a
+#: dead daemon (and stopped again by a user who retries).
+STOP_LIMIT = 24 * 3600.0
 
 
 def _show_progress(
     stopping: threading.Thread, control: str, security: Any, timeout: float
-) -> None:
+) -> bool:
     """While ``stopping`` waits for its reply, show the save's step now and then.
 
     Only what the daemon's status says: while no daemon answers, nothing is
-    claimed. ``timeout``: the stop's own; no status request outlasts it.
+    claimed. False if for ``timeout`` seconds the daemon showed no sign of
+    the stop (no answer, or a status with no stop pending and no save).
     """
-    deadline = time.monotonic() + timeout
-    stopping.join(PROGRESS_AFTER)
+    progress = time.monotonic()
+    stopping.join(min(PROGRESS_AFTER, timeout))
     shown = None
     while stopping.is_alive():
-        wait = min(2.0, max(0.1, deadline - time.monotonic()))
         try:
-            line = _progress(request(control, Command.STATUS, {}, wait, security))
+            line = _progress(request(control, Command.STATUS, {}, min(2.0, timeout), security))
         except CollectordError:
             line = None
-        if line is not None and line != shown:
-            print(line, file=sys.stderr, flush=True)
-            shown = line
+        if line is not None:
+            progress = time.monotonic()
+            if line != shown:
+                print(line, file=sys.stderr, flush=True)
+                shown = line
+        elif time.monotonic() - progress > timeout:
+            return not stopping.is_alive()
         stopping.join(0.5)
+    return True
 
 
 def _progress(status: dict[str, Any]) -> str | None:

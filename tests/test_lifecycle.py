@@ -641,6 +641,39 @@ def test_collectord_stop_shows_the_progress_of_a_long_save(make_daemon, tmp_path
     assert load_json(out.strip())["cam"]["settings"] == {"exposure": 4.0}
 
 
+def test_collectord_stop_waits_beyond_its_timeout_while_the_save_goes_on(
+    make_daemon, tmp_path
+) -> None:
+    """``--timeout`` (5 s by default) bounded the whole stop: a save that took longer
+    made ``collectord stop`` say no daemon answered and exit 1, and the experiment
+    was saved all the same (a user who stopped again ended the next one too)."""
+    gate = tmp_path / "go-on"
+    daemon = make_daemon(env={PAUSE_ENV: f"{Fault.SAVE_LAST_CONFIG_WRITTEN.value}={gate}"})
+    with Client("cam", daemon.data, daemon.control) as client:
+        client.set_params("cam/settings", exposure=4.0)
+        client.sync()
+        stop = subprocess.Popen(
+            [sys.executable, "-m", "collectord", "stop", "--control", daemon.control,
+             "--timeout", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            wait_for(
+                lambda: (saving := daemon.status()["saving"]) and saving["seconds"] > 3,
+                what="the save to be held for three times the stop's timeout",
+            )
+            assert stop.poll() is None, stop.communicate()
+        finally:
+            gate.touch()
+        out, err = stop.communicate(timeout=120)
+    assert stop.returncode == 0, err
+    assert "no collectord daemon answered" not in err
+    assert load_json(out.strip())["cam"]["settings"] == {"exposure": 4.0}
+    assert len(saved_experiments(daemon.output)) == 1
+
+
 @pytest.mark.parametrize(
     "step", [Fault.SAVE_CHANGES_WRITTEN, Fault.SAVE_LAST_CONFIG_WRITTEN], ids=lambda f: f.value
 )
