@@ -23,6 +23,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from .errors import ConfigError
+from .paths import check_file_name
 
 _LOCAL_HOSTS = {"localhost", "ip6-localhost"}
 
@@ -140,7 +141,19 @@ class ClientSecurity:
 
 
 def keygen(folder: Path, name: str) -> tuple[Path, Path]:
-    """Write ``NAME.key`` (public, to share) and ``NAME.key_secret`` (private)."""
+    """Write ``NAME.key`` (public, to share) and ``NAME.key_secret`` (private).
+
+    Never over an existing pair: the peers that hold its public key would be
+    refused from then on, with nothing to say why.
+    """
+    check_file_name(name, where="key name")
+    for path in (folder / f"{name}.key", folder / f"{name}.key_secret"):
+        if path.exists():
+            raise ConfigError(
+                f"{path} exists: a new key pair would replace it, and every peer that "
+                "holds its public key would be refused; remove it first or choose "
+                "another --name"
+            )
     folder.mkdir(parents=True, exist_ok=True)
     public, secret = zmq.auth.create_certificates(folder, name)
     os.chmod(secret, 0o600)

@@ -262,3 +262,20 @@ def test_a_damaged_client_key_is_named(daemon, keys, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     with pytest.raises(ConfigError, match="its secret key is not a CURVE key"):
         Client("camera", daemon.data, daemon.control, config=config)
+
+
+def test_keygen_never_replaces_an_existing_key_pair(tmp_path: Path) -> None:
+    # Run again (the README's steps, once more), it replaced the daemon's key:
+    # every client holding the old public key was refused, silently.
+    folder = tmp_path / "keys"
+    first = _run_exits(["keygen", str(folder), "--name", "daemon"])
+    assert first.returncode == 0, first.stderr
+    pair = {path.name: path.read_bytes() for path in folder.iterdir()}
+    assert sorted(pair) == ["daemon.key", "daemon.key_secret"]
+    again = _run_exits(["keygen", str(folder), "--name", "daemon"])
+    assert again.returncode == 1
+    assert f"collectord keygen: {folder / 'daemon.key'} exists" in again.stderr
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == pair
+    outside = _run_exits(["keygen", str(folder), "--name", "../daemon"])
+    assert outside.returncode == 1 and "key name" in outside.stderr
+    assert not (tmp_path / "daemon.key").exists()
