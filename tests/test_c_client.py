@@ -486,6 +486,25 @@ def test_curve_lets_the_c_client_in_with_an_allowed_key_only(
     assert [source["name"] for source in saved["collectord"]["sources"]] == ["scope"]
 
 
+def test_a_damaged_curve_key_is_named_at_open(library: ctypes.CDLL, tmp_path: Path) -> None:
+    """40 characters, one of them not Z85 (an edit, a bad copy): refused later by
+    libzmq as "cannot use the CURVE keys (is libzmq built with CURVE?): Invalid
+    argument", a transport error naming no file."""
+    server_public, _ = keygen(tmp_path / "server", "daemon")
+    _, client_secret = keygen(tmp_path / "client", "scope")
+    text = client_secret.read_text()
+    at = text.index('secret-key = "') + len('secret-key = "')
+    damaged = tmp_path / "scope.key_secret"
+    damaged.write_text(text[:at] + "~" + text[at + 1 :])
+    with pytest.raises(CError) as caught:
+        CClient(library, "scope", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2",
+                curve=(damaged, server_public))  # fmt: skip
+    assert caught.value.code == E_ARGUMENT, caught.value.message
+    assert caught.value.message == (
+        f"secret-key in {damaged} is not 40 characters of Z85 in quotes"
+    )
+
+
 def test_the_daemons_size_limit_is_kept_before_and_after_the_client_learns_it(
     library: ctypes.CDLL,
     make_daemon: Callable[..., DaemonProcess],

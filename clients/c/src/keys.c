@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <zmq.h>
+
 #include "internal.h"
 
 #define LINE_BYTES 512
@@ -39,6 +41,15 @@ int cd_load_key(const char *path, const char *field, char key[CD_KEY_BYTES], cha
         memcpy(key, at, CD_KEY_BYTES - 1);
         key[CD_KEY_BYTES - 1] = '\0';
         fclose(file);
+        {
+            /* Else libzmq refuses it later with a bare "Invalid argument". */
+            uint8_t decoded[32];
+            if (zmq_z85_decode(decoded, key) == NULL) {
+                snprintf(why, why_size, "%s in %s is not 40 characters of Z85 in quotes", field,
+                         path);
+                return -1;
+            }
+        }
         return 0;
     }
     fclose(file);
