@@ -357,7 +357,7 @@ class TreeMirror:
                     SkippedParameterWarning,
                     stacklevel=3,
                 )
-                sent[name] = value  # tried again once it changes
+                sent[name] = _private_copy(value)  # tried again once it changes, in place too
                 continue
             changed[name] = copied
             sent[name] = copied

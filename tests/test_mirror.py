@@ -271,6 +271,23 @@ def test_an_unsupported_value_is_left_out_with_a_warning(daemon: DaemonProcess) 
     assert saved["camera_params"]["exposure"] == 5.0
 
 
+def test_a_value_refused_then_changed_in_place_is_published(daemon: DaemonProcess) -> None:
+    """The mirror kept the refused value itself, not a copy: a list it refused and
+    that then changed in place compared equal to itself, and was never sent."""
+    rig = Rig()
+    with client_for(daemon) as client:
+        mirror = TreeMirror(client, rig.tree, period=None, restore=False)
+        area = rig.tail.fish_area
+        area.append(1 + 2j)  # a complex number: collectord refuses it
+        with pytest.warns(SkippedParameterWarning, match=r"fish_area"):
+            assert mirror.publish_changes() == 0
+        area[:] = [100.0, 900.0]  # fixed in place: a value collectord takes
+        assert mirror.publish_changes() == 1
+        saved = load_json(mirror.stop())
+        mirror.close()
+    assert saved["tracking+tail_tracking"]["fish_area"] == [100.0, 900.0]
+
+
 def test_nodes_whose_names_cannot_be_paths_are_skipped(daemon: DaemonProcess) -> None:
     rig = Rig()
     Parametrized("collectord/mine", rig.tree, params=dict(x=Param(1)))
