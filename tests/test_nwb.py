@@ -387,6 +387,31 @@ def test_stimulus_values_beyond_64_bit_signed_keep_every_digit(make_daemon: Any)
         assert [jsonio.loads(text) for text in table[key]] == [entry[key] for entry in log]
 
 
+def test_stimulus_keys_hdf5_cannot_name_or_that_meet_are_all_exported(make_daemon: Any) -> None:
+    """Keys "" and "." (HDF5 names no dataset so), "a/b" beside "a_b" and "name"
+    beside "stimulus_name" (one column name for two keys) failed the export."""
+    log = [
+        {"t_start": 0.0, "t_stop": 1.0, "": 1, ".": 2, "a/b": 3, "a_b": 4, "name": "x",
+         "stimulus_name": "y"},
+    ]  # fmt: skip
+    daemon: DaemonProcess = make_daemon()
+    with Client("stimulus", daemon.data, daemon.control) as client:
+        client.add_data("stimulus/log", log)
+        client.sync()
+    metadata = Path(daemon.stop()["path"])
+    path = exported(metadata.parent)
+    with NWBHDF5IO(str(path), "r") as io:
+        intervals = io.read().intervals["stimulus_log"]
+        described = {
+            intervals[column].description: intervals[column].data[0]
+            for column in intervals.colnames
+            if column not in ("start_time", "stop_time")
+        }
+    values = {f"the stimulus's {key!r}": value for key, value in log[0].items()}
+    del values["the stimulus's 't_start'"], values["the stimulus's 't_stop'"]
+    assert {k: v.decode() if isinstance(v, bytes) else v for k, v in described.items()} == values
+
+
 def test_a_map_file_points_fields_at_other_paths(make_daemon: Any, tmp_path: Path) -> None:
     daemon: DaemonProcess = make_daemon()
     with Client("rig", daemon.data, daemon.control) as client:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -387,7 +387,9 @@ def _stimuli(
         "the protocol's start, moved to session_start_time",
     )
     keys = list(dict.fromkeys(k for entry in log for k in entry if k not in ("t_start", "t_stop")))
-    columns = {key: _column_name(intervals, key) for key in keys}
+    columns: dict[str, str] = {}
+    for key in keys:
+        columns[key] = _column_name(intervals, key, columns.values())
     kinds = {key: _kind(log, key) for key in keys}
     for key in keys:
         how = "as JSON text, empty where a stimulus lacks it" if kinds[key] is None else ""
@@ -403,12 +405,21 @@ def _stimuli(
     return intervals
 
 
-def _column_name(table: DynamicTable, key: str) -> str:
+def _column_name(table: DynamicTable, key: str, taken: Iterable[str] = ()) -> str:
     """``key``, or ``stimulus_<key>`` where the table already has that name (``name``,
-    ``description``, ``tags``, ...: a column of that name would not read back); an
-    HDF5 name holds no ``/``, which becomes ``_``."""
-    key = key.replace("/", "_")
-    return f"stimulus_{key}" if hasattr(table, key) or key in table.colnames else key
+    ``description``, ``tags``, ...: a column of that name would not read back), where
+    HDF5 cannot name a dataset so (``""``, ``.``, ``..``) or where another key took
+    it; an HDF5 name holds no ``/``, which becomes ``_``."""
+    name = key.replace("/", "_")
+    taken = set(taken)
+    while (
+        name in ("", ".", "..")
+        or hasattr(table, name)
+        or name in table.colnames
+        or (name in taken)
+    ):
+        name = f"stimulus_{name}"
+    return name
 
 
 def _kind(log: list[dict[str, Any]], key: str) -> type | None:
