@@ -690,7 +690,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     for line in show.report(experiment, args.history):
         print(line)
     if args.plot:
-        for note in show.plot(experiment, Path(args.plot).expanduser()):
+        try:
+            notes = show.plot(experiment, Path(args.plot).expanduser())
+        except OSError as exc:  # a folder that is not there, no permission
+            print(f"collectord show: cannot write {args.plot}: {exc}", file=sys.stderr)
+            return 1
+        for note in notes:
             print(f"collectord show: {note}", file=sys.stderr)
         print(f"\nplot: {args.plot}")
     return 0

@@ -80,6 +80,17 @@ def test_show_plot_draws_a_png(saved: list[Path], tmp_path: Path) -> None:
     assert f"plot: {target}" in result.stdout
 
 
+def test_show_plot_to_a_folder_that_is_not_there_is_named(
+    saved: list[Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib", reason=f"--plot needs matplotlib: {INSTALL}")
+    target = tmp_path / "no-such-folder" / "first.png"
+    result = run_cli("show", str(saved[0]), "--plot", str(target))
+    assert result.returncode == 1
+    assert f"collectord show: cannot write {target}: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("fmt", ["csv", "hdf5", "parquet", "feather"])
 def test_streams_in_every_format_are_read_back(make_daemon, tmp_path: Path, fmt: str) -> None:
     """What ``--plot`` draws: the rows as saved, whatever the stream format,
