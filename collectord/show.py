@@ -55,7 +55,10 @@ class Experiment:
         metadata = where if where.is_file() else _metadata_file(where)
         self.folder = metadata.parent
         self.metadata_file = metadata
-        self.metadata: dict[str, Any] = load_json(metadata)
+        try:
+            self.metadata: dict[str, Any] = load_json(metadata)
+        except ValueError as exc:  # damaged by hand or by a disk: name the file
+            raise ValueError(f"{metadata} is not readable as JSON: {exc}") from exc
         if not isinstance(self.metadata, dict):
             raise ValueError(f"{metadata} holds no experiment's metadata")
         self.account: dict[str, Any] = self.metadata.get(RESERVED_KEY, {})

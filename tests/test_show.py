@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,17 @@ def test_show_plot_to_a_folder_that_is_not_there_is_named(
     assert result.returncode == 1
     assert f"collectord show: cannot write {target}: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_damaged_metadata_file_is_named(saved: list[Path], tmp_path: Path) -> None:
+    # The JSON error alone ("Expecting value: line 2 column 1") named no file.
+    folder = tmp_path / "copy"
+    shutil.copytree(saved[0], folder)
+    (metadata,) = folder.glob("*_metadata.json")
+    metadata.write_text(metadata.read_text()[:40])
+    result = run_cli("show", str(folder))
+    assert result.returncode == 1
+    assert f"collectord show: {metadata} is not readable as JSON: " in result.stderr
 
 
 @pytest.mark.parametrize("fmt", ["csv", "hdf5", "parquet", "feather"])
