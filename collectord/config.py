@@ -79,6 +79,10 @@ STREAM_FORMATS = ("npy", "csv", "hdf5", "parquet", "feather")
 #: The smallest ``max_message_bytes``: below it a client, which keeps 1024
 #: bytes of each message for its header, could send next to nothing.
 MIN_MESSAGE_BYTES = 4096
+#: The largest values ZeroMQ's options take (ZMQ_MAXMSGSIZE is an int64,
+#: ZMQ_RCVHWM an int); beyond them the daemon failed at bind with a traceback.
+MAX_MESSAGE_BYTES = 2**63 - 1
+MAX_RECEIVE_QUEUE = 2**31 - 1
 
 #: Where each key lives in the TOML file.
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -156,6 +160,14 @@ def from_mapping(document: dict[str, Any], origin: str = "configuration") -> Con
             f"{origin}: max_message_bytes must be at least {MIN_MESSAGE_BYTES} (a message's "
             f"header takes up to 1024 bytes of it), not {config.max_message_bytes}"
         )
+    for key, largest in (
+        ("max_message_bytes", MAX_MESSAGE_BYTES),
+        ("receive_queue", MAX_RECEIVE_QUEUE),
+    ):
+        if getattr(config, key) > largest:
+            raise ConfigError(
+                f"{origin}: {key} must be at most {largest}, not {getattr(config, key)}"
+            )
     if config.stream_format not in STREAM_FORMATS:
         raise ConfigError(
             f"{origin}: stream_format must be one of {', '.join(STREAM_FORMATS)}, "

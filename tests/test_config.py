@@ -174,6 +174,28 @@ def test_a_config_file_not_in_utf8_is_named_not_a_traceback(tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[limits]\nreceive_queue = 3000000000\n", "receive_queue must be at most 2147483647"),
+        (
+            "[limits]\nmax_message_bytes = 10000000000000000000\n",
+            "max_message_bytes must be at most 9223372036854775807",
+        ),
+    ],
+)
+def test_a_limit_zeromq_cannot_take_is_named_not_a_traceback(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    result = run_cli("run", "--config", str(path), "--output", str(tmp_path / "out"),
+                     "--data", "tcp://127.0.0.1:*", "--control", "tcp://127.0.0.1:*")  # fmt: skip
+    assert result.returncode == 1
+    assert f"collectord run: {path}: {message}, not " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     with pytest.raises(ConfigError, match="cannot read") as caught:
