@@ -412,6 +412,23 @@ def test_stimulus_keys_hdf5_cannot_name_or_that_meet_are_all_exported(make_daemo
     assert {k: v.decode() if isinstance(v, bytes) else v for k, v in described.items()} == values
 
 
+def test_fields_holding_bytes_are_exported_as_tagged_json(make_daemon: Any) -> None:
+    """A species or session id sent as bytes (a C client's byte string, say)
+    failed the export: "Object of type bytes is not JSON serializable"."""
+    daemon: DaemonProcess = make_daemon()
+    with Client("rig", daemon.data, daemon.control) as client:
+        client.set_params("general/animal", species=b"Danio rerio", comments={"tank": b"\x07"})
+        client.add_data("general/session_id", b"s1")
+        client.sync()
+    metadata = Path(daemon.stop()["path"])
+    path = exported(metadata.parent)
+    with NWBHDF5IO(str(path), "r") as io:
+        nwbfile = io.read()
+        assert jsonio.loads(nwbfile.subject.species) == b"Danio rerio"
+        assert jsonio.loads(nwbfile.subject.description) == {"tank": b"\x07"}
+        assert jsonio.loads(nwbfile.session_id) == b"s1"
+
+
 def test_a_map_file_points_fields_at_other_paths(make_daemon: Any, tmp_path: Path) -> None:
     daemon: DaemonProcess = make_daemon()
     with Client("rig", daemon.data, daemon.control) as client:

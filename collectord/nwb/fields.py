@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import jsonio
 from ..errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -120,7 +121,8 @@ def text(value: Any) -> str | None:
     """A field NWB wants as text: None and empty strings are absent."""
     if value is None or value == "":
         return None
-    return value if isinstance(value, str) else json.dumps(value)
+    # Tagged as in the metadata: bytes (and NaN) are not JSON.
+    return value if isinstance(value, str) else json.dumps(jsonio.to_json(value), sort_keys=True)
 
 
 def age(value: Any) -> str | None:
