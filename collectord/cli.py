@@ -594,7 +594,17 @@ def format_status(status: dict[str, Any]) -> str:
             f"    {source['name']:<12} {state:<9} pid {source['pid']} on {source['host']}: "
             f"{_counted(counts['messages'], 'message')}{extra}"
         )
+        if source.get("recent_rejections"):  # why: a client is told nothing itself
+            lines.append(f"      last rejected: {_cut(source['recent_rejections'][-1])}")
     return "\n".join(lines)
+
+
+#: Characters of a rejection's reason that ``status`` shows (``--json``: all).
+REASON_SHOWN = 200
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= REASON_SHOWN else text[: REASON_SHOWN - 1] + "…"
 
 
 def _counted(number: int, noun: str) -> str:

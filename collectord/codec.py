@@ -176,7 +176,7 @@ def _find_unsupported(value: Any, where: str, depth: int = 0) -> str | None:
             ):
                 continue
             if not isinstance(key, str):
-                return f"{where}: dict key {key!r} is a {type(key).__name__}, not a str"
+                return f"{where}: dict key {key!r} is not a str but {type(key).__name__}"
             if key.startswith("$"):
                 return f"{where}: dict key {key!r} starts with '$', kept for collectord's tags"
             if not key.isascii() and _find_unsupported(key, where):

@@ -356,8 +356,8 @@ class Thing:
         (np.zeros(2, dtype=[("x", "i4")]), "numpy dtype"),
         (2**64, "does not fit in 64 bits"),
         (-(2**63) - 1, "does not fit in 64 bits"),
-        ({1: "a"}, "dict key 1 is a int"),
-        ({("a",): 1}, "is a tuple"),
+        ({1: "a"}, "dict key 1 is not a str but int"),
+        ({("a",): 1}, "is not a str but tuple"),
         ({"$bytes": "AA=="}, "starts with '\\$'"),
         # Containers at levels 0 to 65: one level too many.
         (nested_lists(MAX_VALUE_DEPTH + 2), "nested deeper"),

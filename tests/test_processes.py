@@ -129,6 +129,22 @@ def test_cli_status_counts_one_in_the_singular(daemon: DaemonProcess) -> None:
     assert re.search(r"camera .*: 1 message(,|$)", human.stdout, re.MULTILINE), human.stdout
     assert "rejected 0 messages" in human.stdout
     assert "saved    0 experiments;" in human.stdout
+    assert "last rejected" not in human.stdout
+
+
+def test_cli_status_says_why_a_source_was_last_rejected(daemon: DaemonProcess) -> None:
+    """A client is not told that its message was refused: the plain status
+    said only how many were, the reason was in --json and the daemon's log."""
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", exposure=2.0)
+        client.add_data("camera/settings/exposure", 3)  # a parameter is there
+        client.sync()
+        human = run_cli("status", "--control", daemon.control)
+    assert human.returncode == 0, human.stderr
+    assert re.search(
+        r"camera .*1 rejected.*\n      last rejected: .*'camera/settings/exposure' holds a param",
+        human.stdout,
+    ), human.stdout
 
 
 def test_cli_without_a_daemon_fails_clearly(ipc) -> None:
