@@ -497,6 +497,10 @@ class Journal:
         too, while records appended meanwhile wait in the buffer."""
         assert self._size == 0, "the first record comes first"
         self.write_out(bytearray(encode(record)))
+        # The file and its experiment's folder are new: their names must
+        # outlast a power cut too, once the experiment before may be deleted.
+        system.fsync_dir(self.path.parent)
+        system.fsync_dir(self.path.parent.parent)
 
     def abandon(self) -> None:
         """Close without writing what is buffered: its BEGIN never came, so

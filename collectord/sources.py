@@ -84,10 +84,10 @@ class Source:
     versions: dict[str, Any] = dataclasses.field(default_factory=dict)
     introduced: bool = False  # said hello: reachable for notices
     closed: bool = False  # said bye
-    #: False once a notice found no DEALER (the process died without bye);
-    #: true again when it makes a request or a notice reaches it. Not
-    #: journaled: after a restart a session counts as reachable until a
-    #: notice fails.
+    #: False once a notice found no DEALER (the process died without bye) or
+    #: its control connection closed; true again when it makes a request or
+    #: a notice reaches it. Journaled (REACH): a restarted daemon does not
+    #: wait at a stop for a session the daemon before it had seen go.
     reachable: bool = True
     #: Known from a journal only: this daemon (restarted) has not heard from
     #: it yet. A stop waits for it, as it may be reconnecting, rather than

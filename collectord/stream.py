@@ -171,12 +171,17 @@ class Stream:
             )
         checked = self._exact and not np.can_cast(source.dtype, self.dtype, "safe")
         with self._lock:
-            if checked:  # a NaN cast to an int warns: it is refused instead
-                with np.errstate(invalid="ignore", over="ignore"):
+            try:
+                if checked:  # a NaN cast to an int warns: it is refused instead
+                    with np.errstate(invalid="ignore", over="ignore"):
+                        array, at = self._copy(source)
+                    self._exact_block(source, array, at)
+                else:
                     array, at = self._copy(source)
-                self._exact_block(source, array, at)
-            else:
-                array, at = self._copy(source)
+            except OverflowError as exc:  # a Python int beyond 64 bits in a list
+                raise ValueError(
+                    f"stream {self.path!r} ({self.dtype}): {exc}; nothing was added"
+                ) from None
             self._client._check_open()
             self._send_buffer()
             if at is not None and self._gather(array, at):
@@ -203,7 +208,8 @@ class Stream:
         if at is not None:
             self._slab_used = at
         row, column = (int(i) for i in np.argwhere(differ)[0])
-        raise self._changed(column, source[row, column].item(), copy[row, column].item())
+        given = np.asarray(source[row, column]).item()  # an object array's too
+        raise self._changed(column, given, copy[row, column].item())
 
     def _gather(self, array: np.ndarray[Any, Any], at: int) -> bool:
         """Send ``array`` (a copy at ``at`` in the slab) as more rows of the last
@@ -254,9 +260,9 @@ class Stream:
             self._slab_used = 0
             self._tail = None  # its offsets were in the old slab
         start = self._slab_used
-        self._slab_used += nbytes
         copy = self._slab[start : start + nbytes].view(self.dtype).reshape(source.shape)
-        copy[...] = source  # casts like np.array(source, dtype)
+        copy[...] = source  # casts like np.array(source, dtype); if it raises, nothing is used
+        self._slab_used += nbytes
         return copy, start
 
     def flush(self) -> None:

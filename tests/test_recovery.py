@@ -349,3 +349,26 @@ def test_an_output_path_that_is_a_file_is_named_not_a_traceback(
     assert f"collectord {command}: " in result.stderr and said in result.stderr
     assert "Traceback" not in result.stderr
     assert not_a_folder.read_text() == "the output folder was meant to be beside this\n"
+
+
+def test_a_clean_restart_resumes_an_experiment_that_holds_a_rejection(make_daemon) -> None:
+    """Nothing was applied, but the experiment counted a message it refused:
+    begun anew, the count was gone, in no saved metadata."""
+    first = make_daemon()
+    context = zmq.Context()
+    data = context.socket(zmq.XPUB)
+    data.setsockopt(zmq.LINGER, 0)
+    data.connect(first.data)
+    try:
+        assert data.poll(30_000) and data.recv() == b"\x01"
+        data.send_multipart([b"\xc1garbage"])
+        wait_for(lambda: first.status()["unidentified"]["rejected"] == 1, what="the rejection")
+    finally:
+        data.close()
+        context.term()
+    running = first.status()["run_id"]
+    assert first.terminate() == 0  # nothing new to save: it exits, and the journal stays
+    second = make_daemon(data=first.data, control=first.control)
+    assert second.status()["run_id"] == running
+    saved = load_json(second.stop()["path"])
+    assert saved["collectord"]["unidentified_rejections"] == 1

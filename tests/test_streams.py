@@ -501,6 +501,10 @@ def test_integer_columns_refuse_what_they_cannot_hold(daemon: DaemonProcess) -> 
         for block in (np.array([[5, 0], [65536, 0]]), np.array([[5.0, 0.0], [0.5, 0.0]])):
             with pytest.raises(ValueError, match=r"column '(frame|dropped)' is uint16"):
                 frames.extend(block)
+        with pytest.raises(ValueError, match=r"column 'frame' is uint16, which cannot hold 2.5"):
+            frames.extend(np.array([[2.5, 0]], dtype=object))
+        with pytest.raises(ValueError, match=r"cam/frames.*nothing was added"):
+            frames.extend([[2**70, 0]])
         frames.extend([[5, 0]])
         flags.extend(np.array([[0], [1]]))
         with pytest.raises(ValueError, match="column 'on' is bool, which cannot hold 2"):

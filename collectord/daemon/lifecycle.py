@@ -158,6 +158,8 @@ class Lifecycle:
         self.last_error: str | None = None
         #: While a journal is replayed nothing is journaled again.
         self._replaying = False
+        #: The kinds of record the last replay applied (``_nothing_at_stake``).
+        self._replayed_kinds: set[RecordType] = set()
         self._rejection_log = RejectionLog()
         #: (experiment, parameter messages applied) when save_config last wrote.
         self._config_saved: tuple[str, int] | None = None
@@ -196,12 +198,12 @@ class Lifecycle:
         for run in unfinished[:-1]:
             older = self._sibling()
             older._reopen(run, opened, resumed=False)
-            if older.has_news or older._stop_journaled is not None:
+            if older._stop_journaled is not None or not older._nothing_at_stake:
                 opened.saved.append(older._save_journaled(begin_next=False))
                 older.durability.close()
             else:  # nothing arrived in it, and a newer one carries the state on
                 older.durability.close()
-                shutil.rmtree(run)
+                _remove_unfinished(run)
         if unfinished:
             newest = unfinished[-1]
             self._reopen(newest, opened, resumed=start is Start.RESUME)
@@ -310,6 +312,7 @@ class Lifecycle:
         ]
         self.collector.files = StreamFiles(staging, replaying=True)
         self._replaying = True
+        self._replayed_kinds = set()
         began = False
         kept = []
         size = max(1, scan.intact)
@@ -329,6 +332,7 @@ class Lifecycle:
                 kind = journal.check(record)
                 self.replay_record(record, lost_before=bool(problems) or not began)
                 began |= kind is RecordType.BEGIN
+                self._replayed_kinds.add(kind)
             except (UnreadableRecord, codec.DecodeError, ProtocolViolation) as exc:
                 problems.append(f"{where}: {exc}; skipped")
                 continue
@@ -462,12 +466,14 @@ class Lifecycle:
 
     @property
     def _nothing_at_stake(self) -> bool:
-        """The replayed experiment holds nothing a client sent or named, and
-        no record of it was lost to damage."""
+        """The replayed experiment holds nothing a save would keep: only
+        sessions coming and going and clock samples (which a daemon asked to
+        exit does not save either), no record lost to damage."""
         collector = self.collector
         return (
             not self.has_news
             and collector.experiment.name is None
+            and self._replayed_kinds <= _NOTHING_AT_STAKE
             and not any("damage" in restart for restart in collector.restarts)
         )
 
@@ -485,15 +491,23 @@ class Lifecycle:
         (``_open``) and does this again with the newer.
         """
         collector = self.collector
-        follows = (journal.first_record(empty / JOURNAL_NAME) or {}).get("follows")
+        began = journal.first_record(empty / JOURNAL_NAME) or {}
         stale_journal, stale_files = self.durability.journal, collector.files
         following = Experiment.begin()
         staging = store.staging_dir(self.output, following.run_id)
         opened = Journal(staging / JOURNAL_NAME)
         collector.next_experiment(collector.last_config, following, collector.tree.fork())
+        # Nothing arrived: the parameters are those ``empty`` began with, and
+        # its packed tree is taken as it is (a million parameters take
+        # seconds to pack again; older BEGIN records held them otherwise).
+        carried = (
+            {"carried": began["carried"]}
+            if "carried" in began
+            else carried_fields(*collector.tree.carried())
+        )
         try:
-            begin = collector.begin_record(following, follows)
-            opened.write_first({**begin, **carried_fields(*collector.tree.carried())})
+            begin = collector.begin_record(following, began.get("follows"))
+            opened.write_first({**begin, **carried})
         except BaseException:
             opened.discard()
             shutil.rmtree(staging, ignore_errors=True)
@@ -507,7 +521,7 @@ class Lifecycle:
             stale_files.close()
         if stale_journal is not None:
             stale_journal.close()
-        shutil.rmtree(empty)
+        _remove_unfinished(empty)
         self._begin_history(staging)
         log.info(
             "nothing had arrived in %s: began %s now, with its parameters, sessions and streams",
@@ -996,6 +1010,36 @@ def _remove_converted(staging: Path) -> None:
     for npy in (staging / "streams").rglob("*.npy"):
         if any(npy.with_suffix(suffix).exists() for suffix in FILE_SUFFIXES if suffix != ".npy"):
             npy.unlink()
+
+
+#: Records of an unfinished experiment that a start may drop with it
+#: (``Lifecycle._nothing_at_stake``).
+_NOTHING_AT_STAKE = frozenset(
+    {
+        RecordType.BEGIN,
+        RecordType.HELLO,
+        RecordType.BYE,
+        RecordType.REACH,
+        RecordType.PRESENCE,
+        RecordType.RESTART,
+        RecordType.CLOCK,
+    }
+)
+
+
+def _remove_unfinished(run: Path) -> None:
+    """Delete an unfinished experiment's staging folder, its journal last: a
+    crash midway leaves a journal for the next start to replay and remove
+    again, never a folder without one (which reads as saved)."""
+    for entry in run.iterdir():
+        if entry.name == JOURNAL_NAME:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    (run / JOURNAL_NAME).unlink(missing_ok=True)
+    run.rmdir()
 
 
 def _keep_aside(output: Path, path: Path) -> Path:
