@@ -37,6 +37,14 @@ def exported(folder: Path, *args: str) -> Path:
     return Path(result.stdout.strip())
 
 
+def exported_log(daemon: DaemonProcess, log: list[dict[str, Any]]) -> Path:
+    """The NWB file of an experiment whose stimulus published ``log``."""
+    with Client("stimulus", daemon.data, daemon.control) as client:
+        client.add_data("stimulus/log", log)
+        client.sync()
+    return exported(Path(daemon.stop()["path"]).parent)
+
+
 #: nwbinspector's critical findings on a file whose tree names no subject: DANDI
 #: requires one, and the export makes none up (it notes what is missing).
 NO_SUBJECT = frozenset({"check_subject_exists"})
@@ -374,12 +382,7 @@ def test_stimulus_values_beyond_64_bit_signed_keep_every_digit(make_daemon: Any)
         {"t_start": 0.0, "t_stop": 1.0, "seed": 2**64 - 1, "mixed": 2**60 + 1, "n": -(2**63)},
         {"t_start": 1.0, "t_stop": 2.0, "seed": -1, "mixed": 0.5, "n": 2**63 - 1},
     ]
-    daemon: DaemonProcess = make_daemon()
-    with Client("stimulus", daemon.data, daemon.control) as client:
-        client.add_data("stimulus/log", log)
-        client.sync()
-    metadata = Path(daemon.stop()["path"])
-    path = exported(metadata.parent)
+    path = exported_log(make_daemon(), log)
     with NWBHDF5IO(str(path), "r") as io:
         table = io.read().intervals["stimulus_log"].to_dataframe()
     assert list(table["n"]) == [-(2**63), 2**63 - 1]  # int64 holds these
@@ -394,12 +397,7 @@ def test_stimulus_keys_hdf5_cannot_name_or_that_meet_are_all_exported(make_daemo
         {"t_start": 0.0, "t_stop": 1.0, "": 1, ".": 2, "a/b": 3, "a_b": 4, "name": "x",
          "stimulus_name": "y"},
     ]  # fmt: skip
-    daemon: DaemonProcess = make_daemon()
-    with Client("stimulus", daemon.data, daemon.control) as client:
-        client.add_data("stimulus/log", log)
-        client.sync()
-    metadata = Path(daemon.stop()["path"])
-    path = exported(metadata.parent)
+    path = exported_log(make_daemon(), log)
     with NWBHDF5IO(str(path), "r") as io:
         intervals = io.read().intervals["stimulus_log"]
         described = {

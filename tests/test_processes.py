@@ -462,10 +462,9 @@ def test_cli_stop_shows_the_barrier_it_waits_for(make_daemon, tmp_path) -> None:
     assert load_json(out.strip())["collectord"]["unconfirmed"] == ["mute (mute-1)"]
 
 
-def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemon, tmp_path):
-    config = tmp_path / "quick.toml"
-    config.write_text("[stop]\nbarrier_timeout = 0.5\n")
-    daemon = make_daemon(extra=("--config", str(config)))
+def kill_a_camera_once_it_published(daemon: DaemonProcess) -> None:
+    """A process "camera" publishes 10 updates, has them confirmed, and is
+    killed (SIGKILL: no bye, its sockets left as they were)."""
     spawn = multiprocessing.get_context("spawn")
     done = spawn.Event()
     camera = spawn.Process(
@@ -476,6 +475,13 @@ def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemo
     assert done.wait(120), "the camera did not finish publishing"
     os.kill(camera.pid, signal.SIGKILL)
     camera.join(30)
+
+
+def test_a_client_killed_without_bye_is_shown_gone_and_not_waited_for(make_daemon, tmp_path):
+    config = tmp_path / "quick.toml"
+    config.write_text("[stop]\nbarrier_timeout = 0.5\n")
+    daemon = make_daemon(extra=("--config", str(config)))
+    kill_a_camera_once_it_published(daemon)
     with Client("stimulus", daemon.data, daemon.control) as stimulus:
         first = load_json(stimulus.stop())
         second = load_json(stimulus.stop())
@@ -501,16 +507,7 @@ def test_a_client_that_died_before_the_daemon_is_not_waited_for_after_the_restar
     config = tmp_path / "patient.toml"
     config.write_text("[stop]\nbarrier_timeout = 5\n")
     first = make_daemon(extra=("--config", str(config)))
-    spawn = multiprocessing.get_context("spawn")
-    done = spawn.Event()
-    camera = spawn.Process(
-        target=rig_processes.publish_sync_and_hang,
-        args=("camera", first.data, first.control, 10, done),
-    )
-    camera.start()
-    assert done.wait(120), "the camera did not finish publishing"
-    os.kill(camera.pid, signal.SIGKILL)
-    camera.join(30)
+    kill_a_camera_once_it_published(first)
 
     def camera_connected(daemon: DaemonProcess) -> bool:
         (source,) = [s for s in daemon.status()["sources"] if s["name"] == "camera"]
