@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import pathlib
+import re
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -21,6 +25,7 @@ from collectord import (
     codec,
     load_json,
 )
+from collectord.config import CONFIG_ENV
 from collectord.paths import MAX_DEPTH
 
 
@@ -315,3 +320,34 @@ def test_array_parameters_are_saved_and_restored_as_lists(make_daemon, tmp_path)
     with client_for(second, "camera") as client:
         after_restart = client.restore("camera/settings")
     assert same_daemon == after_restart == {"roi": [0, 0, 640, 480], "gain": 1.5}
+
+
+def readme_client_examples() -> list[str]:
+    """The README's Python examples that publish through a ``Client``."""
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    return [block for block in blocks if "with Client(" in block]
+
+
+def test_the_readmes_client_examples_run_as_written(daemon: DaemonProcess, tmp_path) -> None:
+    """Copied as written, they failed on names they never defined (a new
+    user's first try): each runs in a process of its own, with the daemon's
+    endpoints in a configuration file, and what it sent is saved."""
+    examples = readme_client_examples()
+    assert len(examples) >= 2
+    config = tmp_path / "rig.toml"
+    config.write_text(f'[endpoints]\ndata = "{daemon.data}"\ncontrol = "{daemon.control}"\n')
+    for example in examples:
+        script = tmp_path / "example.py"
+        script.write_text(example)
+        result = subprocess.run(
+            [sys.executable, str(script)],
+            env={**os.environ, CONFIG_ENV: str(config)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, f"{example}\n{result.stderr}"
+    saved = load_json(daemon.stop()["path"])
+    assert saved["camera"]["frames_acquired"] == 1000
+    assert saved["tracking"]["tail_log"]["rows"] == 501
