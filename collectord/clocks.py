@@ -278,7 +278,8 @@ def to_daemon_time(
     offset = np.array([sample.offset for sample in unique])
     if len(unique) == 1:
         return x + offset[0]
-    mapped = np.interp(x, source, offset)
+    # An array even for one time: np.interp gives a scalar for a 0-d ``x``.
+    mapped = np.asarray(np.interp(x, source, offset), dtype=np.float64)
     before, after = x < source[0], x > source[-1]
     if before.any():
         slope = _slope(source[:EDGE_FIT], offset[:EDGE_FIT])

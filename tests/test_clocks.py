@@ -276,6 +276,18 @@ def test_one_sample_is_a_constant_offset_and_none_is_an_error() -> None:
         to_daemon_time([0.0], [])
 
 
+def test_one_time_is_mapped_inside_and_beyond_the_samples_and_nan_stays_nan() -> None:
+    """A single time (a float, not a list) beyond the samples failed with
+    "'numpy.float64' object does not support item assignment"."""
+    samples = [Sample(102.0, 2.0, 0.001), Sample(202.01, 2.01, 0.001)]
+    assert float(to_daemon_time(150.0, samples)) == pytest.approx(152.005)
+    assert float(to_daemon_time(300.0, samples)) == pytest.approx(302.02)
+    assert float(to_daemon_time(np.float32(50.0), samples)) == pytest.approx(51.995)
+    assert math.isnan(float(to_daemon_time(math.nan, samples)))
+    mapped = to_daemon_time([math.nan, 50.0, 300.0], samples)
+    assert math.isnan(mapped[0]) and mapped[1:].tolist() == pytest.approx([51.995, 302.02])
+
+
 def test_samples_in_any_order_and_at_the_same_time_count_once_the_quickest() -> None:
     samples = [Sample(20.0, 10.0, 0.001), Sample(2.0, 1.0, 0.002), Sample(2.0, 1.5, 0.001)]
     # At source times 10, 1 and 0.5.
