@@ -320,9 +320,11 @@ class Client:
             self._conn.check_link()
             return self._shared.outbox.grow_block(seq, body, rows)
 
-    def _max_block_rows(self, row_bytes: int) -> int:
-        """Rows that fit in one message within the daemon's size limit."""
-        return max(1, self._link.limits.body // row_bytes)
+    def _max_block_rows(self, path: str, row_bytes: int) -> int:
+        """Rows of ``path`` that fit in one message within the daemon's size
+        limit, beside the block's body (the path and the count of rows)."""
+        body = len(msgpack.packb({"path": path, "rows": 2**64 - 1}))
+        return max(1, (self._link.limits.body - body) // row_bytes)
 
     def _check_open(self) -> None:
         state = self._conn.state

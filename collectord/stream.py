@@ -187,7 +187,7 @@ class Stream:
             if at is not None and self._gather(array, at):
                 return
             row_bytes = array.itemsize * array.shape[1]
-            step = min(self._message_rows, self._client._max_block_rows(row_bytes))
+            step = min(self._message_rows, self._client._max_block_rows(self.path, row_bytes))
             for start in range(0, len(array), step):
                 part = array[start : start + step]
                 seq = self._client._publish_block(self.path, part)
@@ -286,11 +286,24 @@ class Stream:
         if not self._filled:
             return
         rows = self._buffer[: self._filled]
-        self._client._publish_block(self.path, rows)  # may raise: then nothing changed
-        # The message keeps the buffer (zero copy, and for resending): use a new one.
-        self._buffer = self._new_buffer()
-        self.rows += self._filled
-        self._filled = 0
+        # A block of ``block_rows`` may be larger than the daemon accepts (its
+        # limit is learnt at the hello): it goes as several.
+        step = self._client._max_block_rows(self.path, rows.itemsize * rows.shape[1])
+        sent = 0
+        try:
+            while sent < self._filled:
+                part = rows[sent : sent + step]
+                self._client._publish_block(self.path, part)  # may raise: the rest stays
+                sent += len(part)
+        finally:
+            if sent:
+                # The messages keep the buffer (zero copy, and for resending):
+                # what is not sent yet moves to a new one.
+                buffer = self._new_buffer()
+                buffer[: self._filled - sent] = rows[sent:]
+                self._buffer = buffer
+                self.rows += sent
+                self._filled -= sent
 
     def __repr__(self) -> str:
         return f"<Stream {self.path!r} {len(self.columns)} columns {self.dtype}>"

@@ -35,8 +35,9 @@ class Publisher:
     def _check_open(self) -> None:
         pass
 
-    def _max_block_rows(self, row_bytes: int) -> int:
-        return max(1, self.limits.body // row_bytes)
+    def _max_block_rows(self, path: str, row_bytes: int) -> int:
+        body = len(msgpack.packb({"path": path, "rows": 2**64 - 1}))
+        return max(1, (self.limits.body - body) // row_bytes)
 
     def _publish_block(self, path: str, rows: np.ndarray[Any, Any]) -> int:
         self.seq += 1

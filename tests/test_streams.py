@@ -623,6 +623,34 @@ def test_a_stream_of_the_most_columns_round_trips(make_daemon, tmp_path: Path, f
     np.testing.assert_array_equal(values.astype("<f8"), rows)
 
 
+def test_blocks_near_a_small_size_limit_are_sent_whole(make_daemon, tmp_path: Path) -> None:
+    """Under a daemon's limit of 16 KiB, ``extend`` cut its rows into blocks
+    of exactly the limit less the header's room, without room for the
+    block's body: MessageTooLargeError. And ``append`` filled blocks of
+    64 KiB: the 81st row of 100 columns raised MessageTooLargeError, and so
+    did every ``stop()`` after (it flushes the rows). Both now go as several
+    blocks within the limit, every row saved."""
+    config = tmp_path / "small.toml"
+    config.write_text("[limits]\nmax_message_bytes = 16384\n")
+    daemon = make_daemon(extra=("--config", str(config)))
+    body = 16384 - 1024
+    times = np.arange(float(body // 8))[:, None]
+    wide = np.arange(100.0 * 100).reshape(100, 100)
+    with Client("cam", daemon.data, daemon.control) as client:
+        client.add_data("cam/ready", True)
+        client.sync()  # the client has now learnt the daemon's limit
+        client.stream("cam/times", ["t"], "f8").extend(times)
+        stream = client.stream("cam/wide", [f"c{i}" for i in range(100)], "f8")
+        for row in wide:
+            stream.append(row)
+        path = Path(client.stop())
+    assert daemon.status()["rejected"] == 0
+    saved = load_json(path)["cam"]
+    assert np.load(path.parent / saved["times"]["file"])["t"].tolist() == times[:, 0].tolist()
+    table = np.load(path.parent / saved["wide"]["file"])
+    assert np.stack([table[f"c{i}"] for i in range(100)], 1).tolist() == wide.tolist()
+
+
 def test_every_stop_of_a_wide_stream_saves_one_experiment(daemon: DaemonProcess) -> None:
     """Each stop (the last one with no new rows) publishes one experiment and
     answers with it: a client never sees a failed save for a published one."""
