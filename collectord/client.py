@@ -590,6 +590,11 @@ class _Connection:
 
     def finish(self, timeout: float) -> None:
         """Stop the I/O thread and release the sockets; whatever is unconfirmed stays lost."""
+        if self.pid != os.getpid():
+            # A forked child's copy: the thread and the sockets are its parent's.
+            self.state = State.CLOSED
+            _untrack(self)
+            return
         with self.shared.lock:
             self.shared.closing = True
             self.wake_link()
@@ -646,6 +651,26 @@ def _track(connection: _Connection) -> None:
 def _untrack(connection: _Connection) -> None:
     with _exit_lock:
         _open.discard(connection)
+
+
+def _forked() -> None:
+    """In a forked child: its parent's clients have no I/O thread here, and a
+    lock held by a thread of the parent at the fork would never be released.
+    Their calls now refuse, saying why, instead of queueing messages that
+    nobody sends (or waiting for that lock for ever)."""
+    global _exit_lock
+    _exit_lock = threading.Lock()
+    for connection in _open:
+        connection.shared.lock = threading.Lock()
+        connection.shared.stopped = True
+        connection.link.failure = ClientClosedError(
+            f"it was made in process {connection.pid}, and this process is a fork of it: "
+            "a client is not fork-safe, make one in this process"
+        )
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forked)
 
 
 def close_first_at_exit(closer: Any) -> None:

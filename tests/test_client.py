@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import multiprocessing
 import sys
 import threading
 import time
@@ -200,6 +201,50 @@ def test_close_never_finds_the_wake_pipe_closed_by_an_io_thread_leaving(daemon) 
     assert left_loop.is_set() and client.state is State.CLOSED
     saved = load_json(daemon.stop()["path"])
     assert saved["camera"]["params"] == {"exposure": 5}
+
+
+def _use_in_a_fork(client: Client, answers: Any) -> None:
+    """In a forked child: what the parent's client does there."""
+    for call in (
+        lambda: client.set_params("child/params", x=1),
+        lambda: client.sync(timeout=5),
+        lambda: client.close(timeout=5),
+    ):
+        began = time.monotonic()
+        try:
+            call()
+            answers.put(("accepted", time.monotonic() - began))
+        except ClientClosedError as exc:
+            answers.put((str(exc), time.monotonic() - began))
+        except Exception as exc:
+            answers.put((repr(exc), time.monotonic() - began))
+
+
+def test_a_client_used_in_a_forked_child_refuses_saying_why(daemon) -> None:
+    """A forked child inherits the client but not its I/O thread: set_params
+    was accepted there and its message silently never sent, sync() waited
+    for its timeout and blamed the daemon ('is collectord run running
+    there?'). The parent's messages all arrive."""
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    with Client("parent", daemon.data, daemon.control) as client:
+        for index in range(200):
+            client.set_params("parent/params", index=index)
+        child = context.Process(target=_use_in_a_fork, args=(client, answers))
+        child.start()
+        got = [answers.get(timeout=30) for _ in range(3)]
+        child.join(30)
+        for index in range(200, 400):
+            client.set_params("parent/params", index=index)
+        saved = load_json(client.stop())
+    assert child.exitcode == 0
+    for text, seconds in got:
+        assert "fork" in text, text
+        assert seconds < 2, (text, seconds)
+    assert saved["parent"]["params"] == {"index": 399}
+    assert "child" not in saved
+    (source,) = [s for s in daemon.status()["sources"] if s["name"] == "parent"]
+    assert source["messages"]["messages"] >= 400
 
 
 def test_a_request_field_that_cannot_be_encoded_fails_that_call_only(daemon) -> None:
