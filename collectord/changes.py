@@ -236,12 +236,14 @@ def load_changes(folder: str | Path) -> list[Change]:
     """
     path = find_changes(folder)
     changes = []
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
+    with open(path, "rb") as file:
+        for number, raw in enumerate(file, 1):
+            if not raw.strip():
                 continue
             try:
-                item = json.loads(line, object_hook=from_json)
+                # Decoded here, a line at a time: bytes that are not UTF-8
+                # (a damaged file) are named with their line, like bad JSON.
+                item = json.loads(raw.decode("utf-8"), object_hook=from_json)
                 changes.append(
                     Change(
                         item["time"],
@@ -253,6 +255,6 @@ def load_changes(folder: str | Path) -> list[Change]:
                         item["carried"],
                     )
                 )
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
                 raise ValueError(f"{path}: line {number} is not a change: {exc!r}") from None
     return changes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,21 @@ def test_a_line_that_is_not_a_change_is_named(tmp_path: Path) -> None:
     with open(path, "a", encoding="utf-8") as file:
         file.write('{"time": 2.0, "path": "a/c"}\n')
     with pytest.raises(ValueError, match="line 2 is not a change"):
+        load_changes(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"\xff\xfe garbage\n", b"[" * 100_000 + b"]" * 100_000 + b"\n"],
+    ids=["utf8", "deep"],
+)
+def test_a_damaged_line_is_named_with_its_file_and_number(tmp_path: Path, damage: bytes) -> None:
+    """Bytes that are not UTF-8 raised a bare UnicodeDecodeError, and JSON
+    nested too deep a RecursionError: neither named the file or the line."""
+    path = write(tmp_path, [Change(1.0, "a", "s", 1, "a/b", 1, False)])
+    with open(path, "ab") as file:
+        file.write(damage)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: line 2 is not a change"):
         load_changes(tmp_path)
 
 
