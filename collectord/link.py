@@ -32,6 +32,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from . import codec
 from .clocks import Probe
@@ -153,6 +154,8 @@ class Link(threading.Thread):
         self._dropped_reported = 0
         self.subscribed = False
         self.introduced = False  # hello answered since the last subscription
+        #: The control socket has a connection to the daemon (its monitor says).
+        self.connected = False
         self.finished = threading.Event()
         self._ids = itertools.count(1)
         self._pending: dict[int, Request] = {}
@@ -174,6 +177,7 @@ class Link(threading.Thread):
     def run(self) -> None:
         pub = self.context.socket(zmq.XPUB)
         dealer = self.context.socket(zmq.DEALER)
+        monitor: zmq.Socket[Any] | None = None
         try:
             pub.setsockopt(zmq.XPUB_NODROP, 1)
             # A connecting socket keeps its pipe across reconnections, so without
@@ -189,18 +193,20 @@ class Link(threading.Thread):
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
                 sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+            monitor = dealer.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
             pub.connect(self.data_endpoint)
             dealer.connect(self.control_endpoint)
         except zmq.ZMQError as exc:
             self.failure = TransportError(
                 f"cannot connect to {self.data_endpoint} / {self.control_endpoint}: {exc}"
             )
-            for sock in (pub, dealer, self.wake):
-                sock.close(linger=0)  # or the client's context.term() would wait forever
+            for sock in (pub, dealer, self.wake, monitor):
+                if sock is not None:
+                    sock.close(linger=0)  # or the client's context.term() would wait forever
             self.ready.set()
             self.finished.set()
             return
-        self.pub, self.dealer = pub, dealer
+        self.pub, self.dealer, self.monitor = pub, dealer, monitor
         self.ready.set()
         try:
             self._loop()
@@ -221,6 +227,8 @@ class Link(threading.Thread):
                 request.fail(
                     self.failure or ClientClosedError("the client closed before an answer")
                 )
+            dealer.disable_monitor()
+            monitor.close(linger=0)
             pub.close()
             dealer.close()
             self.wake.close()
@@ -231,6 +239,7 @@ class Link(threading.Thread):
         poller.register(self.wake, zmq.POLLIN)
         poller.register(self.pub, zmq.POLLIN)
         poller.register(self.dealer, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
         self._send_hello()
         while True:
             ready = dict(poller.poll(self._timeout()))
@@ -241,6 +250,8 @@ class Link(threading.Thread):
                 self._on_subscription()
             if self.dealer in ready:
                 self._on_control()
+            if self.monitor in ready:
+                self._on_control_events()
             self._take_requests()
             self._flush_due_streams()
             self._pump()
@@ -505,11 +516,14 @@ class Link(threading.Thread):
 
     def _take_requests(self) -> None:
         """Send the callers' requests, in order: first those that wait for room
-        in the control socket's queue (``_send_request``). A request whose
-        caller gave up before it was sent is dropped."""
+        in the control socket's queue (``_send_request``), or for the daemon
+        to answer our hello (``_may_send``). A request whose caller gave up
+        before it was sent is dropped."""
         while self._unsent:
             request = self._unsent[0]
             if not request.future.cancelled():
+                if not self._may_send(request):
+                    break
                 request_id = self._send_request(request.command, request.fields)
                 if request_id == UNSENT:
                     break
@@ -519,7 +533,7 @@ class Link(threading.Thread):
             request = self.shared.requests.popleft()
             if request.future.cancelled():
                 continue
-            if self._unsent:  # not before those that wait already
+            if self._unsent or not self._may_send(request):  # not before those that wait
                 self._hold(request)
                 continue
             try:
@@ -531,6 +545,31 @@ class Link(threading.Thread):
                 request.fail(exc)
                 continue
             self._await(request_id, request)
+
+    def _may_send(self, request: Request) -> bool:
+        """Whether ``request`` may go to the control socket now.
+
+        What the socket takes while it has no connection to the daemon waits
+        in its queue and goes to the daemon when it comes, whether or not its
+        caller still waits: a ``stop`` whose caller was told it timed out
+        would end an experiment then. So a request that does something if
+        done (not ``IDEMPOTENT``) waits here instead until the socket is
+        connected, and a caller that gives up withdraws it.
+        """
+        return self.connected or request.command in IDEMPOTENT
+
+    def _on_control_events(self) -> None:
+        """The control socket's monitor: whether it is connected to the daemon."""
+        while (frames := self._recv(self.monitor)) is not None:
+            try:
+                event = parse_monitor_message(frames)["event"]
+            except Exception:  # a malformed event must not end this thread
+                log.exception("unreadable event from the control socket's monitor")
+                continue
+            if event == zmq.EVENT_CONNECTED:
+                self.connected = True
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.connected = False
 
     def _await(self, request_id: int, request: Request) -> None:
         """Wait for the answer to ``request``, or for room to send it."""

@@ -321,6 +321,28 @@ def test_kill9_and_restart_of_the_daemon_under_load(make_daemon, figures) -> Non
     assert restart["journal_records"] > 0
 
 
+def test_a_stop_that_timed_out_while_the_daemon_was_away_is_not_done_later(make_daemon) -> None:
+    """A stop asked while the daemon was away went into the control socket's
+    queue; its caller was told it timed out, and the daemon, once back, took
+    it from the queue and ended the experiment all the same: one stop made
+    two experiments, the first without what was sent after the timeout."""
+    first = make_daemon()
+    with Client("cam", first.data, first.control) as client:
+        client.set_params("cam/settings", exposure=1.0)
+        client.sync()
+        first.kill9()
+        wait_for(lambda: not client._link.connected, what="the client to see the daemon gone")
+        with pytest.raises(DaemonTimeout):
+            client.stop(timeout=0.5)
+        make_daemon(data=first.data, control=first.control)  # resumes the experiment
+        client.set_params("cam/settings", exposure=2.0)
+        client.sync(timeout=30)
+        path = Path(client.stop())
+    (saved,) = saved_experiments(first.output)
+    assert saved["_path"] == path
+    assert saved["cam"]["settings"] == {"exposure": 2.0}
+
+
 def test_an_overflowing_buffer_is_counted_and_reported(make_daemon, ipc, figures) -> None:
     data, control = ipc("data"), ipc("control")
     with Client("tiny", data, control, buffer=100) as client:
