@@ -12,8 +12,10 @@ file is complete and the experiment's journal is gone.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,7 @@ def to_hdf5(source: Path, target: Path, units: list[str] | None) -> None:
         import h5py
     except ImportError:
         raise ConfigError("the hdf5 format needs h5py: pip install 'collectord[hdf5]'") from None
+    _check_room(source, target)
     table = load(source)
     with h5py.File(target, "w") as file:
         dataset = file.create_dataset("data", shape=table.shape, dtype=table.dtype, chunks=True)
@@ -71,6 +74,25 @@ def to_hdf5(source: Path, target: Path, units: list[str] | None) -> None:
             dataset.attrs["units"] = units
         for start in range(0, len(table), CHUNK_ROWS):
             dataset[start : start + CHUNK_ROWS] = table[start : start + CHUNK_ROWS]
+
+
+def _check_room(source: Path, target: Path) -> None:
+    """Refuse to begin an HDF5 file that would not fit.
+
+    The HDF5 library does not survive a write that fails: after a full disk
+    part-way through a file it cannot close it, and the process then dies of
+    a segmentation fault (the daemon in the middle of a save, and again at
+    each start that saves the experiment again). An HDF5 file of a stream
+    takes the rows' bytes and under 1% more.
+    """
+    needed = source.stat().st_size * 17 // 16 + (1 << 20)
+    free = shutil.disk_usage(target.parent).free
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device for the hdf5 file: about {needed} bytes needed, {free} free",
+            str(target),
+        )
 
 
 def _arrow(source: Path, target: Path, units: list[str] | None, kind: str) -> None:

@@ -651,6 +651,47 @@ def test_blocks_near_a_small_size_limit_are_sent_whole(make_daemon, tmp_path: Pa
     assert np.stack([table[f"c{i}"] for i in range(100)], 1).tolist() == wide.tolist()
 
 
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``folder``; skips where it cannot be mounted."""
+    folder.mkdir()
+    mount = shutil.which("mount")
+    if mount is None:
+        pytest.skip("needs mount")
+    made = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode(errors='replace')}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_an_hdf5_file_that_finds_the_disk_full_keeps_the_npy_and_the_daemon(
+    make_daemon, tmp_path: Path
+) -> None:
+    """HDF5 does not survive a write that fails: its file could not be closed,
+    and the daemon died of a segmentation fault in the middle of the save
+    (and again at each start, saving the experiment again). The stream is now
+    kept as npy, as for any conversion that fails, and the daemon goes on."""
+    pytest.importorskip("h5py")
+    with small_disk(tmp_path / "disk", "3m") as disk:
+        daemon = make_daemon(disk / "out", extra=("--config", str(config_file(tmp_path, "hdf5"))))
+        rows = np.arange(200_000.0).reshape(100_000, 2)  # 1.6 MB: no room for a copy
+        with Client("cam", daemon.data, daemon.control) as client:
+            client.stream("cam/frames", ["t", "x"], "f8").extend(rows)
+            path = Path(client.stop())
+        descriptor = load_json(path)["cam"]["frames"]
+        assert descriptor["format"] == "npy" and descriptor["file"] == "streams/cam/frames.npy"
+        assert "No space left on device" in descriptor["conversion_failed"]
+        table = np.load(path.parent / descriptor["file"])
+        assert np.stack([table["t"], table["x"]], 1).tolist() == rows.tolist()
+        assert daemon.status()["pid"] == daemon.process.pid
+        daemon.close()
+
+
 def test_every_stop_of_a_wide_stream_saves_one_experiment(daemon: DaemonProcess) -> None:
     """Each stop (the last one with no new rows) publishes one experiment and
     answers with it: a client never sees a failed save for a published one."""
