@@ -662,6 +662,8 @@ def _forked() -> None:
     _exit_lock = threading.Lock()
     for connection in _open:
         connection.shared.lock = threading.Lock()
+        for stream in connection.shared.streams:
+            stream._lock = threading.Lock()
         connection.shared.stopped = True
         connection.link.failure = ClientClosedError(
             f"it was made in process {connection.pid}, and this process is a fork of it: "

@@ -205,8 +205,10 @@ def test_close_never_finds_the_wake_pipe_closed_by_an_io_thread_leaving(daemon) 
 
 def _use_in_a_fork(client: Client, answers: Any) -> None:
     """In a forked child: what the parent's client does there."""
+    stream = client._shared.streams[0]
     for call in (
         lambda: client.set_params("child/params", x=1),
+        lambda: stream.extend([[1.0]]),
         lambda: client.sync(timeout=5),
         lambda: client.close(timeout=5),
     ):
@@ -230,9 +232,10 @@ def test_a_client_used_in_a_forked_child_refuses_saying_why(daemon) -> None:
     with Client("parent", daemon.data, daemon.control) as client:
         for index in range(200):
             client.set_params("parent/params", index=index)
+        client.stream("parent/rows", ["x"]).extend([[1.0], [2.0]])
         child = context.Process(target=_use_in_a_fork, args=(client, answers))
         child.start()
-        got = [answers.get(timeout=30) for _ in range(3)]
+        got = [answers.get(timeout=30) for _ in range(4)]
         child.join(30)
         for index in range(200, 400):
             client.set_params("parent/params", index=index)
