@@ -66,7 +66,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from . import __version__, codec
+from . import __version__, codec, system
 from . import config as config_module
 from .errors import (
     ClientClosedError,
@@ -671,8 +671,7 @@ def _forked() -> None:
         )
 
 
-if hasattr(os, "register_at_fork"):  # not on Windows
-    os.register_at_fork(after_in_child=_forked)
+system.after_fork_in_child(_forked)
 
 
 def close_first_at_exit(closer: Any) -> None:

@@ -75,6 +75,10 @@ does so when ``kill``, ``timeout`` or a closing terminal ends it too. Once
 one came, the others are ignored until the context ends: the clean exit is
 not cut short. Call it from the main thread.
 
+``after_fork_in_child(callback)``: runs ``callback`` in a forked child (the
+client marks the clients it inherited as stopped); a no-op where there is no
+fork (Windows).
+
 ``raise_open_file_limit(wanted)``: raises the soft limit on the process's
 open files (``RLIMIT_NOFILE``) to ``wanted``, or to the hard limit if that is
 lower. Each stream keeps its file open while the daemon runs, and streams
@@ -130,7 +134,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, Protocol
@@ -463,6 +467,16 @@ def seek_write(fd: int, data: bytes | memoryview, offset: int) -> int:
 
 
 # -- signals --------------------------------------------------------------------------
+
+
+def after_fork_in_child(callback: Callable[[], None]) -> bool:
+    """Call ``callback`` in the child after every ``fork``; False where the
+    system has no fork (Windows), and there is nothing to do."""
+    register = getattr(os, "register_at_fork", None)
+    if register is None:
+        return False
+    register(after_in_child=callback)
+    return True
 
 
 def ignore_file_size_signal() -> bool:

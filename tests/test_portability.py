@@ -791,3 +791,9 @@ def test_peak_memory_at_the_end_without_wait4(
     grown.kill()
     assert system.reap_peak_memory_mb(grown) is None
     assert grown.returncode is not None  # waited for all the same
+
+
+def test_after_fork_in_child_does_nothing_without_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no fork, and no ``os.register_at_fork``."""
+    monkeypatch.delattr(os, "register_at_fork")
+    assert system.after_fork_in_child(lambda: None) is False
