@@ -524,10 +524,11 @@ class Link(threading.Thread):
             if not request.future.cancelled():
                 if not self._may_send(request):
                     break
-                request_id = self._send_request(request.command, request.fields)
+                request_id = self._send_caller_request(request)
                 if request_id == UNSENT:
                     break
-                self._pending[request_id] = request
+                if request_id is not None:
+                    self._pending[request_id] = request
             self._unsent.popleft()
         while self.shared.requests:
             request = self.shared.requests.popleft()
@@ -536,15 +537,22 @@ class Link(threading.Thread):
             if self._unsent or not self._may_send(request):  # not before those that wait
                 self._hold(request)
                 continue
-            try:
-                request_id = self._send_request(request.command, request.fields)
-            except UnsupportedValueError as exc:
-                # A field the caller passed cannot be encoded (``stop(reason=...)``
-                # of another type than text): that call fails, not this thread,
-                # which would have left it and every later call unanswered.
-                request.fail(exc)
-                continue
-            self._await(request_id, request)
+            request_id = self._send_caller_request(request)
+            if request_id is not None:
+                self._await(request_id, request)
+
+    def _send_caller_request(self, request: Request) -> int | None:
+        """``_send_request`` of a caller's request; None if it failed instead.
+
+        A field the caller passed cannot be encoded (``stop(reason=...)`` of
+        another type than text): that call fails, not this thread, which
+        would have left it and every later call unanswered.
+        """
+        try:
+            return self._send_request(request.command, request.fields)
+        except UnsupportedValueError as exc:
+            request.fail(exc)
+            return None
 
     def _may_send(self, request: Request) -> bool:
         """Whether ``request`` may go to the control socket now.

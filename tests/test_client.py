@@ -265,6 +265,31 @@ def test_a_request_field_that_cannot_be_encoded_fails_that_call_only(daemon) -> 
     assert saved["camera"]["params"] == {"exposure": 5}
 
 
+def test_a_request_held_until_the_daemon_comes_that_cannot_be_encoded_fails_alone(
+    make_daemon, ipc
+) -> None:
+    """A stop waits in the client while its control socket has no daemon;
+    sent from there, a field it could not encode ended the I/O thread."""
+    data, control = ipc("data"), ipc("control")
+    with Client("camera", data, control) as client:
+        outcome: list[BaseException] = []
+
+        def stop() -> None:
+            try:
+                client.stop(reason=object(), timeout=60)  # type: ignore[arg-type]
+            except BaseException as exc:  # the test looks at it
+                outcome.append(exc)
+
+        stopping = threading.Thread(target=stop)
+        stopping.start()
+        make_daemon(data=data, control=control)
+        stopping.join(90)
+        assert [type(exc) for exc in outcome] == [UnsupportedValueError]
+        client.set_params("camera/params", exposure=5)
+        saved = load_json(client.stop())
+    assert saved["camera"]["params"] == {"exposure": 5}
+
+
 def test_close_delivers_everything_sent(daemon) -> None:
     client = Client("burst", daemon.data, daemon.control)
     for index in range(5000):
