@@ -452,6 +452,7 @@ class StreamFiles:
             except Exception as exc:
                 why = f"could not write {fmt}: {type(exc).__name__}: {exc}"
                 log.error("%s: %s; kept as npy", npy, why)
+                _remove_other_formats(npy)
                 self._kept[path] = Finished(npy.relative_to(self.staging).as_posix(), "npy", why)
                 continue
             if file != npy:
@@ -477,3 +478,15 @@ class StreamFiles:
             stream.close()
         self.files = {}
         self.unopened = {}
+
+
+def _remove_other_formats(npy: Path) -> None:
+    """Delete any converted file beside ``npy``, whose conversion failed: a
+    conversion of another format cut by a crash before the daemon restarted
+    with this one left a partial file (``convert`` removes its own), and a
+    start that completes a save takes any such file for the stream's
+    converted copy and deletes the ``.npy`` (``Lifecycle._complete``), here
+    the only copy of the rows."""
+    for suffix in FILE_SUFFIXES:
+        if suffix != ".npy":
+            npy.with_suffix(suffix).unlink(missing_ok=True)

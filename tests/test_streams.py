@@ -22,6 +22,7 @@ import rig_processes
 from conftest import DaemonProcess, wait_for
 
 from collectord import Client, ClientClosedError, InvalidPathError, load_json, streamfiles
+from collectord.daemon.lifecycle import _remove_converted
 from collectord.formats import FORMATS
 from collectord.streamfiles import MAX_COLUMNS, StreamSpec
 
@@ -791,6 +792,33 @@ def test_finishing_the_files_says_which_stream_is_being_converted(tmp_path: Path
         "converting stim/frames to csv (3 of 3)",
     ]
     assert {finished.format for finished in kept.values()} == {"csv"}
+
+
+def test_a_failed_conversion_leaves_nothing_that_would_cost_the_npy(tmp_path: Path) -> None:
+    """A conversion cut by a crash leaves a partial file (csv here). If the
+    daemon restarted with another format and that conversion failed (HDF5
+    cannot hold this many columns; a full disk), the ``.npy`` was kept as the
+    stream's file beside the partial csv, and a start completing that save
+    after another crash took the csv for a converted copy and deleted the
+    ``.npy``, the only copy of the rows."""
+    spec = StreamSpec.parse(
+        ("cam", "wide"), {"path": "cam/wide", "columns": WIDE_COLUMNS, "dtype": "<f8"}, "s", "x"
+    )
+    files = streamfiles.StreamFiles(tmp_path)
+    try:
+        files.open(spec)
+        files.write(spec, np.arange(float(MAX_COLUMNS)).tobytes())
+        spec.rows += 1  # as the collector counts them
+        npy = tmp_path / spec.file_name()
+        partial = npy.with_suffix(".csv")
+        partial.write_bytes(b"c00000,c00001\n0.0,")
+        kept = files.finish("hdf5")
+    finally:
+        files.close()
+    assert kept[("cam", "wide")].format == "npy"
+    assert not partial.exists()
+    _remove_converted(tmp_path)  # what a start completing the save does
+    assert load_wide(npy)["c00007"].tolist() == [7.0]
 
 
 def test_finishing_without_converting_says_nothing(tmp_path: Path) -> None:
