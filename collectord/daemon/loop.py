@@ -120,9 +120,14 @@ class Daemon:
                 ready = dict(poller.poll(timeout))
                 if self._data in ready:
                     self._drain(self._data, self.on_data, copy=False)
-                self._connections.take_events()
                 if self._control in ready:
                     self._drain(self._control, self.on_control, copy=False)
+                # Closes after the requests: one a client sent just before it
+                # died (a clock exchange) is in the queue when its close is
+                # reported, and taken after the close it made the session
+                # reachable again, for good. (``Connections.seen`` reads the
+                # closes before it ties a routing id to a descriptor anew.)
+                self._connections.take_events()
                 self.lifecycle.check_required()
                 self.lifecycle.flush_when_due()
                 self._take_signals()
