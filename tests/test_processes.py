@@ -379,17 +379,35 @@ sys.stdin.read()
 """
 
 
-def test_a_stop_waiting_for_a_client_that_dies_goes_on_at_once(make_daemon, tmp_path) -> None:
-    """The barrier would wait ten minutes for the mute client; its death ends the wait."""
+def patient_config(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A configuration whose stop barrier waits ten minutes."""
     config = tmp_path / "patient.toml"
     config.write_text("[stop]\nbarrier_timeout = 600\n")
-    daemon = make_daemon(extra=("--config", str(config)))
-    mute = subprocess.Popen(
+    return config
+
+
+def start_mute_client(daemon: DaemonProcess) -> subprocess.Popen[str]:
+    """A client that says hello and never answers a barrier (``MUTE_CLIENT``)."""
+    return subprocess.Popen(
         [sys.executable, "-c", MUTE_CLIENT, daemon.control],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def end_mute_client(mute: subprocess.Popen[str]) -> None:
+    mute.kill()
+    mute.wait()
+    assert mute.stdin is not None and mute.stdout is not None
+    mute.stdin.close()
+    mute.stdout.close()
+
+
+def test_a_stop_waiting_for_a_client_that_dies_goes_on_at_once(make_daemon, tmp_path) -> None:
+    """The barrier would wait ten minutes for the mute client; its death ends the wait."""
+    daemon = make_daemon(extra=("--config", str(patient_config(tmp_path))))
+    mute = start_mute_client(daemon)
     replies: list[dict[str, Any]] = []
     try:
         assert mute.stdout is not None and mute.stdout.readline() == "hello\n"
@@ -405,11 +423,7 @@ def test_a_stop_waiting_for_a_client_that_dies_goes_on_at_once(make_daemon, tmp_
         stopping.join(120)
         assert not stopping.is_alive(), "the stop went on waiting for a dead client"
     finally:
-        mute.kill()
-        mute.wait()
-        assert mute.stdin is not None and mute.stdout is not None
-        mute.stdin.close()
-        mute.stdout.close()
+        end_mute_client(mute)
     (reply,) = replies
     assert reply["unconfirmed"] == ["mute (mute-1)"]
     saved = load_json(reply["path"])
@@ -425,15 +439,8 @@ def test_cli_stop_claims_no_barrier_when_no_daemon_answers(ipc) -> None:
 
 
 def test_cli_stop_shows_the_barrier_it_waits_for(make_daemon, tmp_path) -> None:
-    config = tmp_path / "patient.toml"
-    config.write_text("[stop]\nbarrier_timeout = 600\n")
-    daemon = make_daemon(extra=("--config", str(config)))
-    mute = subprocess.Popen(
-        [sys.executable, "-c", MUTE_CLIENT, daemon.control],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    daemon = make_daemon(extra=("--config", str(patient_config(tmp_path))))
+    mute = start_mute_client(daemon)
     stopping = None
     try:
         assert mute.stdout is not None and mute.stdout.readline() == "hello\n"
@@ -449,11 +456,7 @@ def test_cli_stop_shows_the_barrier_it_waits_for(make_daemon, tmp_path) -> None:
         mute.kill()
         out, err = stopping.communicate(timeout=120)
     finally:
-        mute.kill()
-        mute.wait()
-        assert mute.stdin is not None and mute.stdout is not None
-        mute.stdin.close()
-        mute.stdout.close()
+        end_mute_client(mute)
         if stopping is not None and stopping.poll() is None:
             stopping.kill()
             stopping.communicate()
