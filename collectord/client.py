@@ -374,12 +374,20 @@ class Client:
         connected client has sent (its stop barrier). A stop while a required
         source (``collectord run --require``) is missing saves all the same,
         and logs a warning naming it.
+
+        If the daemon dies before it answers and comes back within
+        ``timeout`` (restarted by hand or by a supervisor), the stop is sent
+        again under the id it was given, and returns the experiment it saved
+        (or, if it died before the stop was journaled, the one it saves now).
         """
         self._conn.flush_streams()
         fields = {
             "reason": reason or f"stop() from {self.name}",
             "session": self.session,
             "seq": self._shared.seq,
+            # Sent again, with this id, if the daemon dies before answering: a
+            # restarted daemon that saved it answers with that save.
+            "stop_id": secrets.token_hex(8),
         }
         result = self._request(Command.STOP, fields, timeout)
         if result.get("missing"):

@@ -107,6 +107,9 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
         "follows": Field((str, types.NoneType), optional=True),
         # required sources missing at the start, name to why (required.py)
         "missing": Field((dict,), optional=True),
+        # the ids of the stop that ended the run before it, and where that run's
+        # folder was to go (daemon/answers.py); absent for a stop without ids
+        "answered": Field((dict,), optional=True),
     },
     RecordType.HELLO: {
         "session": _STR,
@@ -158,6 +161,7 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
         "unconfirmed": Field((list,)),
         "stopped": _STR,  # ISO 8601
         "gone": Field((list,), optional=True),  # sessions the stop found gone
+        "ids": Field((list,), optional=True),  # the stop requests' ids (daemon/answers.py)
     },
 }
 

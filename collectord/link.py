@@ -97,6 +97,15 @@ class Request:
         with contextlib.suppress(InvalidStateError):  # its caller gave up meanwhile
             self.future.set_exception(error)
 
+    @property
+    def repeatable(self) -> bool:
+        """Whether a daemon that came back may be sent it again: it is
+        ``IDEMPOTENT``, or a stop with an id, which a daemon that saved it
+        answers with that save (``daemon/answers.py``)."""
+        return self.command in IDEMPOTENT or (
+            self.command is Command.STOP and "stop_id" in self.fields
+        )
+
 
 class Shared:
     """State shared between caller threads and the link; guarded by ``lock``."""
@@ -685,7 +694,7 @@ class Link(threading.Thread):
     def _resend_pending(self) -> None:
         """After a (re)introduction, repeat requests a restarted daemon never saw."""
         for request_id, request in list(self._pending.items()):
-            if request.command in IDEMPOTENT:
+            if request.repeatable:
                 del self._pending[request_id]
                 if not request.future.cancelled():
                     self._await(self._send_request(request.command, request.fields), request)

@@ -174,6 +174,7 @@ REQUESTS: dict[Command, Schema] = {
         Field("reason", (str,)),
         Field("session", (str,), required=False),
         Field("seq", (int,), required=False),
+        Field("stop_id", (str,), required=False),
     ),
     Command.STATUS: (),
     Command.RESTORE: (Field("node", (str,)), Field("session", (str,), required=False)),

@@ -35,6 +35,7 @@ from typing import Any
 
 from . import jsonio, system
 from .errors import ConfigError, OutputBusyError
+from .paths import RESERVED_KEY
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,31 @@ def finish_publishing(output: Path, staging: Path) -> Path | None:
     named_after = dt.datetime.fromisoformat(account.get("first_message") or account["started"])
     stamp = account.get("name") or f"{named_after:%H%M%S}"
     return publish(output, staging, named_after, stamp) / metadata[0].name
+
+
+def find_published(output: Path, day: str, stamp: str, run_id: str) -> Path | None:
+    """The metadata file of experiment ``run_id``, published as ``DAY/stamp``
+    (or ``stamp_N``: ``publish`` adds a number to a name taken), or still in
+    its staging folder; None if it is in neither.
+
+    For a stop asked again after a restart (``daemon/answers.py``): slow
+    where a day holds many folders of that name, and rare.
+    """
+    name = f"{stamp}{METADATA_SUFFIX}"
+    waiting = staging_dir(output, run_id) / name
+    folder = output / day
+    candidates = [waiting, folder / stamp / name]
+    if folder.is_dir():
+        numbered = (p for p in folder.iterdir() if p.name.startswith(f"{stamp}_"))
+        candidates.extend(sorted(p / name for p in numbered))
+    for metadata in candidates:
+        try:
+            account = jsonio.load_json(metadata).get(RESERVED_KEY)
+        except (OSError, ValueError, AttributeError, RecursionError):
+            continue  # not there, or not one of ours
+        if isinstance(account, dict) and account.get("run_id") == run_id:
+            return metadata
+    return None
 
 
 class OutputLock:

@@ -777,7 +777,7 @@ def test_a_save_that_fails_is_tried_again_and_the_next_experiment_waits_for_it(
         if failing == "begin":  # the next experiment's records wait, unconfirmed
             assert durability.held
     assert [isinstance(outcome, OSError) for outcome in outcomes] == [True, True, False]
-    lifecycle.finish_save(job)
+    lifecycle.finish_save(job, outcomes[-1])
     lifecycle.flush_when_due()
     durability.settle()
     assert not durability.held

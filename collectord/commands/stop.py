@@ -3,7 +3,11 @@
 Request fields: ``reason`` (str, free text recorded in the metadata), and
 optionally ``session`` (str) with ``seq`` (int): the requester's own last
 sequence number, so its own messages are waited for without waiting for its
-answer to the barrier notice (the notice is sent to it all the same).
+answer to the barrier notice (the notice is sent to it all the same); and
+``stop_id`` (str, at most ``MAX_STOP_ID`` characters), the requester's name
+for this stop: a stop sent again with an id the daemon saved (before or
+after a restart) is answered with that save, and one whose save is under
+way joins it, instead of ending another experiment (``daemon/answers.py``).
 
 The daemon sends a ``barrier`` notice to every connected client, waits until
 it has received everything they report (at most ``barrier_timeout``), then
@@ -22,12 +26,22 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..experiment import StopRequest
+from ..protocol import CommandError, ErrorCode
 
 if TYPE_CHECKING:
     from ..daemon import Daemon, ReplyTo
 
+#: A stop id is a name, not a payload: the daemon keeps the last 64.
+MAX_STOP_ID = 128
+
 
 def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> None:
+    stop_id = request.get("stop_id")
+    if stop_id is not None and not 0 < len(stop_id) <= MAX_STOP_ID:
+        raise CommandError(
+            ErrorCode.BAD_REQUEST,
+            f"stop_id must have 1 to {MAX_STOP_ID} characters, not {len(stop_id)}",
+        )
     session = request.get("session")
     sources = daemon.lifecycle.collector.sources
     source = sources.by_session.get(session) if session else None
@@ -38,5 +52,5 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> Non
         pid=source.pid if source else None,
     )
     known = (source.session, request["seq"]) if source is not None and "seq" in request else None
-    daemon.request_stop(who, reply_to, known=known)
+    daemon.request_stop(who, reply_to, known=known, stop_id=stop_id)
     return None

@@ -45,6 +45,8 @@ class PendingStop:
     unnotified: set[str] = dataclasses.field(default_factory=set)
     retry_at: float = 0.0
     exit_after: bool = False
+    #: The ids of the stop requests that joined (``answers.py``).
+    ids: list[str] = dataclasses.field(default_factory=list)
 
 
 class Barrier:
@@ -64,6 +66,7 @@ class Barrier:
         *,
         exit_after: bool = False,
         known: tuple[str, int] | None = None,
+        stop_id: str | None = None,
     ) -> PendingStop:
         """Start (or join) a stop: ask every open session for its last seq."""
         if self.pending is None:
@@ -82,6 +85,8 @@ class Barrier:
             stop.waiting[known[0]] = known[1]
             stop.unnotified.discard(known[0])
         stop.exit_after |= exit_after
+        if stop_id is not None and stop_id not in stop.ids:
+            stop.ids.append(stop_id)
         return stop
 
     def report(self, session: str, barrier: int, seq: int) -> None:

@@ -85,6 +85,7 @@ from ..store import LastConfig
 from ..streamfiles import FILE_SUFFIXES, StreamFiles
 from ..tree import gc_paused
 from . import saving
+from .answers import Answers, begin_field
 from .durability import Durability
 from .history import HistoryLog
 from .rejections import RejectionLog
@@ -171,6 +172,8 @@ class Lifecycle:
         self._saving: SaveJob | None = None
         #: The journal ends with STOP (the stop barrier passed): it must be saved.
         self._stop_journaled: _JournaledStop | None = None
+        #: Stops saved, by their ids: a stop sent again gets its save (``answers.py``).
+        self.answers = Answers()
         #: The running experiment's parameter history (``history.py``).
         self.history: HistoryLog | None = None
         #: A session may have connected or gone since ``check_required`` last
@@ -201,6 +204,7 @@ class Lifecycle:
             if older._stop_journaled is not None or not older._nothing_at_stake:
                 opened.saved.append(older._save_journaled(begin_next=False))
                 older.durability.close()
+                self.answers.take(older.answers)
             else:  # nothing arrived in it, and a newer one carries the state on
                 older.durability.close()
                 _remove_unfinished(run)
@@ -294,6 +298,7 @@ class Lifecycle:
             stop.unconfirmed if stop else [],
             stopped=stop.stopped if stop else None,
             begin_next=begin_next,
+            stop_ids=stop.ids if stop else (),
         )
         return Path(result["path"])
 
@@ -383,6 +388,7 @@ class Lifecycle:
         try:
             if kind is RecordType.BEGIN:
                 collector.load_begin(record)
+                self.answers.begun_after(record)
             elif kind is RecordType.MESSAGE:
                 frames = list(record["frames"])
                 if "raw" in record:  # a block: its rows are in the stream file
@@ -505,9 +511,11 @@ class Lifecycle:
             if "carried" in began
             else carried_fields(*collector.tree.carried())
         )
+        # The stop before it, for one sent again (``answers.py``).
+        answered = {"answered": began["answered"]} if "answered" in began else {}
         try:
             begin = collector.begin_record(following, began.get("follows"))
-            opened.write_first({**begin, **carried})
+            opened.write_first({**begin, **carried, **answered})
         except BaseException:
             opened.discard()
             shutil.rmtree(staging, ignore_errors=True)
@@ -826,6 +834,7 @@ class Lifecycle:
         *,
         stopped: dt.datetime | None = None,
         begin_next: bool = True,
+        stop_ids: Sequence[str] = (),
     ) -> SaveJob:
         """The daemon's part of a save: journal the stop, hand the stopped
         experiment to a ``SaveJob``, and (``begin_next``) go on with the next.
@@ -851,10 +860,11 @@ class Lifecycle:
                     unconfirmed=unconfirmed,
                     stopped=stopped.isoformat(),
                     gone=gone,  # what the barrier found: a replay must not wait for them
+                    ids=list(stop_ids),
                 )
             else:
                 request, unconfirmed = journaled.request, journaled.unconfirmed
-                stopped = journaled.stopped
+                stopped, stop_ids = journaled.stopped, journaled.ids
             assert stopped is not None
             self.durability.make_durable(self._received())
             reached(Fault.SAVE_STOP_JOURNALED)
@@ -876,6 +886,7 @@ class Lifecycle:
                 stream_format=self.stream_format,
                 successor=None,
                 config_lock=self._config_lock,
+                stop_ids=tuple(stop_ids),
             )
             self._saving = job
             self._stop_journaled = None
@@ -893,7 +904,16 @@ class Lifecycle:
                 log.error("beginning %s: %r; it goes on", following.run_id, exc, exc_info=True)
                 collector.experiment = following  # its journal's name, which a save uses
             # Taken after the sessions that are done were forgotten (new_run).
-            job.successor = Successor(successor, collector.begin_record(following, job.run_id))
+            begin = collector.begin_record(following, job.run_id)
+            stopped_experiment = job.experiment
+            answered = begin_field(
+                stop_ids,
+                f"{stopped_experiment.named_after:%y%m%d}",
+                stopped_experiment.folder_name,
+                unconfirmed,
+                job.account.get("missing_at_stop", ()),
+            )
+            job.successor = Successor(successor, {**begin, **answered})
             self._begin_history(successor.path.parent, job.history)
             # Whatever failed, blocks go to the next experiment's files (a stream
             # whose file is not open gets it with its first block).
@@ -903,8 +923,10 @@ class Lifecycle:
             )
             return job
 
-    def finish_save(self, job: SaveJob) -> None:
-        """A job's run is over and the experiment saved: take what it wrote."""
+    def finish_save(self, job: SaveJob, result: Mapping[str, Any]) -> None:
+        """A job's run is over and the experiment saved (``result``, what a
+        stop's reply carries): take what it wrote."""
+        self.answers.saved(job.stop_ids, result)
         if job.successor is not None and job.saved_config is not None:
             config = job.saved_config if job.superseded is None else job.superseded
             self.collector.last_config = LastConfig(config)
@@ -921,14 +943,17 @@ class Lifecycle:
         *,
         stopped: dt.datetime | None = None,
         begin_next: bool = True,
+        stop_ids: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Save the current experiment now, in this thread: ``begin_save``, the
         job's steps, ``finish_save``. For a start (``open``) and for tests; the
         daemon's loop runs the job in the saver's thread instead."""
-        job = self.begin_save(request, unconfirmed, stopped=stopped, begin_next=begin_next)
+        job = self.begin_save(
+            request, unconfirmed, stopped=stopped, begin_next=begin_next, stop_ids=stop_ids
+        )
         with gc_paused():
             result = job.run()
-        self.finish_save(job)
+        self.finish_save(job, result)
         return result
 
     @property
@@ -958,6 +983,7 @@ class _JournaledStop:
     request: StopRequest
     unconfirmed: list[str]
     stopped: dt.datetime
+    ids: list[str]  # of the stop requests that joined (``answers.py``)
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> _JournaledStop:
@@ -965,7 +991,8 @@ class _JournaledStop:
             by=record["by"], reason=record["reason"], host=record["host"], pid=record["pid"]
         )
         stopped = dt.datetime.fromisoformat(record["stopped"])
-        return cls(request, [str(name) for name in record["unconfirmed"]], stopped)
+        ids = [str(stop_id) for stop_id in record.get("ids", ())]
+        return cls(request, [str(name) for name in record["unconfirmed"]], stopped, ids)
 
 
 def _in_succession(runs: list[Path]) -> list[Path]:

@@ -145,8 +145,10 @@ class Daemon:
         self._close_sockets()
         self.saver.wait()  # a save under way is finished (or fails) first
         finished = self.saver.finished()
-        if finished is not None and not isinstance(finished[1], BaseException):
-            self.lifecycle.finish_save(finished[0])
+        if finished is not None:
+            job, outcome = finished
+            if not isinstance(outcome, BaseException):
+                self.lifecycle.finish_save(job, outcome)
         self.saver.close()
         self.history_writer.close()
         if self.lifecycle.history is not None:
@@ -226,12 +228,46 @@ class Daemon:
         *,
         exit_after: bool = False,
         known: tuple[str, int] | None = None,
+        stop_id: str | None = None,
     ) -> None:
-        """Start (or join) a stop; it is saved once its barrier passes."""
+        """Start (or join) a stop; it is saved once its barrier passes.
+
+        A stop sent again (``stop_id``) gets the save it made, or joins it if
+        it is under way, and ends no other experiment (``answers.py``).
+        """
+        if stop_id is not None and reply_to is not None and self._answer_again(stop_id, reply_to):
+            return
         sources = self.lifecycle.collector.sources
         self.barrier.request(
-            request, sources, self.notify, reply_to, exit_after=exit_after, known=known
+            request,
+            sources,
+            self.notify,
+            reply_to,
+            exit_after=exit_after,
+            known=known,
+            stop_id=stop_id,
         )
+
+    def _answer_again(self, stop_id: str, reply_to: ReplyTo) -> bool:
+        """Answer a stop sent again, if it was saved or its save is under way."""
+        stopping = self._stopping
+        if stopping is not None and stop_id in stopping.ids:
+            stopping.replies.append(reply_to)
+            return True
+        lifecycle = self.lifecycle
+        try:
+            result = lifecycle.answers.result(
+                stop_id, lifecycle.output, lifecycle.last_config_file
+            )
+        except LookupError as exc:
+            error = reply_error(reply_to.request_id, ErrorCode.SAVE_FAILED, str(exc))
+            self.send(reply_to.envelope, error)
+            return True
+        if result is None:
+            return False
+        log.info("stop %r was saved as %s: answered again", stop_id, result["run_id"])
+        self.reply(reply_to, dict(result))
+        return True
 
     def _take_signals(self) -> None:
         while self._signals:
@@ -278,7 +314,7 @@ class Daemon:
         if unconfirmed:
             log.warning("saving without confirmation from %s", ", ".join(unconfirmed))
         try:
-            job = self.lifecycle.begin_save(stop.request, unconfirmed)
+            job = self.lifecycle.begin_save(stop.request, unconfirmed, stop_ids=stop.ids)
         except Exception as exc:  # the stop cannot be journaled: a full disk, say
             log.exception("save failed")
             self._failed(stop, exc)
@@ -287,14 +323,16 @@ class Daemon:
         self.saver.start(job)
 
     def _saved(self, job: SaveJob, outcome: dict[str, Any] | BaseException) -> None:
-        stop, self._stopping = self._stopping, None
         if isinstance(outcome, BaseException):
-            # The saver tries again until it succeeds; the daemon goes on.
+            # The saver tries again until it succeeds; the daemon goes on. The
+            # stop stays: one sent again joins the save tried again.
             log.error("save of %s failed: %r; trying again", job.run_id, outcome)
-            if stop is not None:
-                self._failed(stop, outcome)
+            if self._stopping is not None:
+                self._failed(self._stopping, outcome)
+                self._stopping.replies.clear()
             return
-        self.lifecycle.finish_save(job)
+        stop, self._stopping = self._stopping, None
+        self.lifecycle.finish_save(job, outcome)
         if stop is not None:
             for reply_to in stop.replies:
                 self.reply(reply_to, outcome)

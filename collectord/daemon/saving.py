@@ -82,6 +82,8 @@ class SaveJob:
     successor: Successor | None
     #: Held while the last config is written: ``Lifecycle.save_config`` writes it too.
     config_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    #: The ids of the stop requests that asked for it (``answers.py``).
+    stop_ids: tuple[str, ...] = ()
     #: What a ``save_config`` since the stop wrote to the last config: this
     #: experiment's parameters and those set after it, over the same old config.
     superseded: dict[str, Any] | None = None

@@ -1,0 +1,226 @@
+"""A stop sent again: one stop, one experiment, whenever the daemon died.
+
+A client names each stop (``stop_id``) and sends it again when a daemon that
+had not answered comes back (``link.py``); the daemon answers with the save
+that stop made, or makes it if the stop never reached its journal
+(``daemon/answers.py``). Without that, a stop in flight when the daemon died
+timed out in the client, and a client that stopped again ended the next
+experiment too.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import saved_experiments, wait_for
+from test_processes import end_mute_client, patient_config, start_mute_client
+
+from collectord import Client
+from collectord.control import request
+from collectord.daemon import answers
+from collectord.daemon.answers import Answers, begin_field
+from collectord.errors import RequestError
+from collectord.faults import ENV, PAUSE_ENV, SAVE_STEPS, Fault
+from collectord.protocol import Command
+from collectord.store import METADATA_SUFFIX, staging_dir
+
+
+def publish_something(client: Client, value: float) -> None:
+    client.set_params("cam/settings", exposure=value)
+    frames = client.stream("cam/frames", ["i"], "i8")
+    for i in range(50):
+        frames.append([i])
+    client.sync(timeout=60)
+
+
+@pytest.mark.parametrize("step", SAVE_STEPS, ids=lambda step: step.value)
+def test_a_stop_the_daemon_died_in_returns_the_experiment_it_saved(
+    make_daemon, ipc, step: Fault
+) -> None:
+    first = make_daemon(data=ipc("data"), control=ipc("control"), env={ENV: step.value})
+    client = Client("cam", first.data, first.control)
+    publish_something(client, 4.0)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        stopping = pool.submit(client.stop, "end of trial", 120.0)
+        assert first.process is not None
+        assert first.process.wait(60) == -signal.SIGKILL  # died at the step
+        assert not stopping.done()
+        second = make_daemon(data=first.data, control=first.control)
+        path = Path(stopping.result(120))
+    (saved,) = saved_experiments(first.output)  # the stop's experiment, once
+    assert saved["_path"] == path
+    assert saved["cam"]["settings"] == {"exposure": 4.0}
+    assert saved["collectord"]["stopped_by"]["reason"] == "end of trial"
+    assert second.status()["run_id"] != saved["collectord"]["run_id"]
+
+    # The next stop ends the next experiment, as ever.
+    client.set_params("cam/settings", exposure=5.0)
+    following = Path(client.stop(timeout=60))
+    client.close()
+    assert following != path
+    assert [m["cam"]["settings"] for m in saved_experiments(first.output)] == [
+        {"exposure": 4.0},
+        {"exposure": 5.0},
+    ]
+
+
+def test_a_stop_the_daemon_died_before_journaling_is_made_by_the_next(
+    make_daemon, ipc, tmp_path
+) -> None:
+    """Killed while the stop waited for its barrier: nothing ended the
+    experiment, and the stop sent again to the restarted daemon does."""
+    first = make_daemon(
+        data=ipc("data"),
+        control=ipc("control"),
+        extra=("--config", str(patient_config(tmp_path))),
+    )
+    mute = start_mute_client(first)  # holds the barrier for ten minutes
+    client = Client("cam", first.data, first.control)
+    try:
+        assert mute.stdout is not None and mute.stdout.readline() == "hello\n"
+        publish_something(client, 4.0)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            stopping = pool.submit(client.stop, "end of trial", 120.0)
+            wait_for(lambda: first.status()["stop_pending"], what="the stop to wait")
+            first.kill9()
+            end_mute_client(mute)
+            make_daemon(data=first.data, control=first.control)  # barrier of 3 s
+            path = Path(stopping.result(120))
+    finally:
+        end_mute_client(mute)
+    client.close()
+    (saved,) = saved_experiments(first.output)
+    assert saved["_path"] == path
+    assert saved["cam"]["settings"] == {"exposure": 4.0}
+    assert saved["collectord"]["stopped_by"]["reason"] == "end of trial"
+
+
+def raw_stop(control: str, stop_id: str, reason: str = "operator") -> dict[str, Any]:
+    fields = {"reason": reason, "stop_id": stop_id}
+    return request(control, Command.STOP, fields, timeout=120)
+
+
+def test_a_stop_sent_again_joins_its_save_or_gets_it(make_daemon, tmp_path) -> None:
+    gate = tmp_path / "go on"
+    daemon = make_daemon(env={PAUSE_ENV: f"{Fault.SAVE_METADATA_WRITTEN.value}={gate}"})
+    client = Client("cam", daemon.data, daemon.control)
+    publish_something(client, 4.0)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        first = pool.submit(raw_stop, daemon.control, "stop-A")
+        wait_for(lambda: daemon.status()["saving"], what="the save to begin")
+        again = pool.submit(raw_stop, daemon.control, "stop-A", "sent again")
+        # Another stop meanwhile is a new one: it waits for the save under way.
+        other = pool.submit(raw_stop, daemon.control, "stop-B")
+        wait_for(lambda: daemon.status()["stop_pending"], what="stop-B to wait")
+        gate.touch()
+        results = first.result(120), again.result(120), other.result(120)
+    assert results[0] == results[1]
+    assert results[2]["run_id"] != results[0]["run_id"]
+    # Asked once more after it is saved: the same answer, and no stop.
+    assert raw_stop(daemon.control, "stop-A") == results[0]
+    client.close()
+    assert [m["collectord"]["run_id"] for m in saved_experiments(daemon.output)] == [
+        results[0]["run_id"],
+        results[2]["run_id"],
+    ]
+    assert daemon.status()["saved_experiments"] == 2
+
+
+def test_a_stop_id_that_is_too_long_is_refused_by_name(daemon) -> None:
+    with pytest.raises(RequestError, match="stop_id must have 1 to 128 characters, not 129"):
+        raw_stop(daemon.control, "x" * 129)
+    assert daemon.status()["saved_experiments"] == 0
+
+
+# -- the answers, without a daemon -----------------------------------------------
+
+
+def write_published(output: Path, day: str, folder: str, stamp: str, run_id: str) -> Path:
+    path = output / day / folder / f"{stamp}{METADATA_SUFFIX}"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"collectord": {"run_id": run_id}}))
+    return path
+
+
+def begin_record(run_id: str, ids: list[str], stamp: str = "103000") -> dict[str, Any]:
+    field = begin_field(ids, "241124", stamp, ["mute (m-1)"], ["microscope"])
+    return {"follows": run_id, **field}
+
+
+def test_answers_after_a_restart_find_the_folder_a_taken_name_moved(tmp_path) -> None:
+    output = tmp_path / "out"
+    write_published(output, "241124", "103000", "103000", "run-older")
+    path = write_published(output, "241124", "103000_1", "103000", "run-X")
+    found = Answers()
+    found.begun_after(begin_record("run-X", ["a", "b"]))
+    result = found.result("b", output, output / "last_config.json")
+    assert result == {
+        "run_id": "run-X",
+        "path": str(path),
+        "last_config": str(output / "last_config.json"),
+        "unconfirmed": ["mute (m-1)"],
+        "missing": ["microscope"],
+    }
+    assert found.result("unknown", output, output / "last_config.json") is None
+
+
+def test_answers_find_an_experiment_still_in_staging(tmp_path) -> None:
+    output = tmp_path / "out"
+    waiting = staging_dir(output, "run-X") / f"103000{METADATA_SUFFIX}"
+    waiting.parent.mkdir(parents=True)
+    waiting.write_text(json.dumps({"collectord": {"run_id": "run-X"}}))
+    found = Answers()
+    found.begun_after(begin_record("run-X", ["a"]))
+    result = found.result("a", output, output / "last_config.json")
+    assert result is not None and result["path"] == str(waiting)
+
+
+def test_answers_name_a_saved_experiment_whose_folder_is_gone(tmp_path) -> None:
+    found = Answers()
+    found.begun_after(begin_record("run-X", ["a"]))
+    with pytest.raises(LookupError, match="saved experiment run-X, but its folder is not in"):
+        found.result("a", tmp_path, tmp_path / "last_config.json")
+
+
+def test_answers_keep_the_last_stops_only() -> None:
+    kept = Answers()
+    for n in range(answers.LIMIT + 5):
+        kept.saved([f"stop-{n}"], {"run_id": f"run-{n}"})
+    assert len(kept) == answers.LIMIT
+    assert kept.result("stop-0", Path("."), Path("x")) is None
+    last = kept.result(f"stop-{answers.LIMIT + 4}", Path("."), Path("x"))
+    assert last == {"run_id": f"run-{answers.LIMIT + 4}"}
+
+
+def test_a_begin_record_of_a_stop_without_ids_answers_nothing() -> None:
+    assert begin_field([], "241124", "103000", [], []) == {}
+    found = Answers()
+    found.begun_after({"follows": "run-X"})
+    found.begun_after({"follows": None, "answered": {"ids": ["a"]}})
+    assert len(found) == 0
+
+
+def test_a_stop_sent_again_while_its_failed_save_is_tried_again_gets_that_save(
+    make_daemon, tmp_path
+) -> None:
+    last_config = tmp_path / "last_config.json"
+    daemon = make_daemon(extra=("--last-config", str(last_config)))
+    client = Client("cam", daemon.data, daemon.control)
+    publish_something(client, 4.0)
+    last_config.mkdir()  # a save cannot replace it: step 5 fails until it goes
+    with pytest.raises(RequestError, match="save failed"):
+        raw_stop(daemon.control, "stop-A")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        again = pool.submit(raw_stop, daemon.control, "stop-A", "sent again")
+        last_config.rmdir()  # the next try (every 5 s) succeeds
+        result = again.result(120)
+    client.close()
+    (saved,) = saved_experiments(daemon.output)
+    assert result["run_id"] == saved["collectord"]["run_id"]
+    assert Path(result["path"]) == saved["_path"]
+    assert saved["collectord"]["stopped_by"]["reason"] == "operator"
