@@ -45,6 +45,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collectord import codec, load_json
+from collectord.faults import ENV, Fault
 from collectord.security import keygen
 
 EXAMPLE_ROWS = 1000
@@ -696,6 +697,31 @@ def test_a_request_made_while_the_control_queue_is_full_is_sent_when_the_daemon_
     (saved,) = saved_experiments(daemon.output)
     assert saved["_path"] == Path(stopped[0])
     assert saved["queued"] == {"x": 1}
+
+
+def test_a_stop_the_daemon_died_in_returns_the_experiment_it_saved(
+    library: ctypes.CDLL, make_daemon: Callable[..., DaemonProcess], ipc: Callable[[str], str]
+) -> None:
+    """Killed after the stop's metadata was written: the restarted daemon
+    finishes that save, and the stop the link sends again (same ``stop_id``)
+    is answered with it instead of ending the next experiment."""
+    fault = {ENV: Fault.SAVE_METADATA_WRITTEN.value}
+    first = make_daemon(data=ipc("data"), control=ipc("control"), env=fault)
+    client = CClient(library, "cam", first.data, first.control)
+    client.call("add_int", "cam/frames", 100)
+    client.call("sync", 30.0)
+    stopped: list[str] = []
+    waiting = threading.Thread(target=lambda: stopped.append(client.stop("end", timeout=120.0)))
+    waiting.start()
+    assert first.process is not None
+    assert first.process.wait(60) == -signal.SIGKILL
+    make_daemon(data=first.data, control=first.control)
+    waiting.join(150)
+    assert stopped, "the stop in flight was never answered"
+    client.close()
+    (saved,) = saved_experiments(first.output)
+    assert saved["_path"] == Path(stopped[0])
+    assert saved["cam"] == {"frames": 100}
 
 
 def test_the_windows_branch_compiles(c_build: Path, tmp_path: Path) -> None:

@@ -121,10 +121,17 @@ int collectord_stop(collectord_client *c, const char *reason, double timeout, ch
     char *result = NULL;
     size_t result_size = 0;
     uint64_t seq;
-    int code;
+    unsigned char random[8];
+    char stop_id[17];
+    int index, code;
     if (c == NULL) return cd_fail(NULL, COLLECTORD_E_ARGUMENT, "client is NULL");
     if (reason != NULL && cd_check_utf8(reason, strlen(reason)) != 0)
         return cd_fail(c, COLLECTORD_E_ARGUMENT, "reason is not valid UTF-8");
+    /* The stop's name: the link sends it again, with this id, to a daemon that
+     * comes back before answering, which answers with the save it made. */
+    if (cd_random(random, sizeof random) != 0)
+        return cd_fail(c, COLLECTORD_E_INTERNAL, "no random source for the stop's id");
+    for (index = 0; index < 8; index++) snprintf(stop_id + 2 * index, 3, "%02x", random[index]);
     cd_mutex_lock(&c->lock);
     seq = c->seq;
     cd_mutex_unlock(&c->lock);
@@ -140,7 +147,9 @@ int collectord_stop(collectord_client *c, const char *reason, double timeout, ch
     cd_pack_cstr(&packer, c->session);
     cd_pack_cstr(&packer, "seq");
     msgpack_pack_uint64(&packer, seq);
-    code = cd_ask(c, "stop", 0, &fields, 3, timeout, 0, &result, &result_size);
+    cd_pack_cstr(&packer, "stop_id");
+    cd_pack_cstr(&packer, stop_id);
+    code = cd_ask(c, "stop", 1, &fields, 4, timeout, 0, &result, &result_size);
     msgpack_sbuffer_destroy(&fields);
     if (code == COLLECTORD_OK)
         code = copy_result_text(c, result, result_size, "path", path, size, needed);
