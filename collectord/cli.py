@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
@@ -457,25 +458,12 @@ def _request(
 
 def cmd_stop(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    security = ClientSecurity.from_config(settings)
-    outcome: dict[str, Any] = {}
-
-    def stop() -> None:
-        try:
-            outcome["result"] = request(
-                settings.control, Command.STOP, {"reason": args.reason}, STOP_LIMIT, security
-            )
-        except CollectordError as exc:
-            outcome["error"] = exc
-
-    stopping = threading.Thread(target=stop, daemon=True)
-    stopping.start()
-    if not _show_progress(stopping, settings.control, security, args.timeout):
+    stopping = _Stop(settings.control, ClientSecurity.from_config(settings), args.reason)
+    stopping.send()
+    if not _show_progress(stopping, args.timeout):
         said = f"no collectord daemon answered at {settings.control} within {args.timeout:g} s"
-        raise DaemonTimeout(said if security is not None else f"{said}; {CURVE_HINT}")
-    if "error" in outcome:
-        raise outcome["error"]
-    result = outcome["result"]
+        raise DaemonTimeout(said if stopping.security is not None else f"{said}; {CURVE_HINT}")
+    result = stopping.result()
     print(result["path"])
     if result.get("unconfirmed"):
         print("unconfirmed: " + ", ".join(result["unconfirmed"]), file=sys.stderr)
@@ -497,33 +485,78 @@ PROGRESS_AFTER = 1.0
 #: waits without such a sign, so a long barrier or save is not taken for a
 #: dead daemon (and stopped again by a user who retries).
 STOP_LIMIT = 24 * 3600.0
+#: At most this often, a stop the daemon shows no sign of is sent again.
+SEND_AGAIN_EVERY = 1.0
 
 
-def _show_progress(
-    stopping: threading.Thread, control: str, security: Any, timeout: float
-) -> bool:
+class _Stop:
+    """One ``collectord stop``: its request, sent again under the same
+    ``stop_id`` while the daemon shows no sign of it (it restarted, and saved
+    it or never journaled it: ``daemon/answers.py``), each in a thread of its
+    own; the first answer counts."""
+
+    def __init__(self, control: str, security: ClientSecurity | None, reason: str) -> None:
+        self.control = control
+        self.security = security
+        self.fields = {"reason": reason, "stop_id": secrets.token_hex(8)}
+        self.answered = threading.Event()
+        self.sent_at = 0.0
+        self._outcome: dict[str, Any] | CollectordError | None = None
+
+    def send(self) -> None:
+        self.sent_at = time.monotonic()
+        threading.Thread(target=self._ask, daemon=True).start()
+
+    def _ask(self) -> None:
+        try:
+            outcome: dict[str, Any] | CollectordError = request(
+                self.control, Command.STOP, self.fields, STOP_LIMIT, self.security
+            )
+        except CollectordError as exc:
+            outcome = exc
+        if not self.answered.is_set():
+            self._outcome = outcome
+            self.answered.set()
+
+    def result(self) -> dict[str, Any]:
+        """The stop's reply; raises what refused it."""
+        outcome = self._outcome
+        if isinstance(outcome, CollectordError):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+
+def _show_progress(stopping: _Stop, timeout: float) -> bool:
     """While ``stopping`` waits for its reply, show the save's step now and then.
 
     Only what the daemon's status says: while no daemon answers, nothing is
-    claimed. False if for ``timeout`` seconds the daemon showed no sign of
-    the stop (no answer, or a status with no stop pending and no save).
+    claimed. A daemon that answers but shows no sign of the stop is sent it
+    again. False if for ``timeout`` seconds the daemon showed no sign of the
+    stop (no answer, or a status with no stop pending and no save).
     """
     progress = time.monotonic()
-    stopping.join(min(PROGRESS_AFTER, timeout))
+    stopping.answered.wait(min(PROGRESS_AFTER, timeout))
     shown = None
-    while stopping.is_alive():
+    while not stopping.answered.is_set():
         try:
-            line = _progress(request(control, Command.STATUS, {}, min(2.0, timeout), security))
+            status = request(
+                stopping.control, Command.STATUS, {}, min(2.0, timeout), stopping.security
+            )
         except CollectordError:
-            line = None
+            status = None
+        line = _progress(status) if status is not None else None
         if line is not None:
             progress = time.monotonic()
             if line != shown:
                 print(line, file=sys.stderr, flush=True)
                 shown = line
-        elif time.monotonic() - progress > timeout:
-            return not stopping.is_alive()
-        stopping.join(0.5)
+        else:
+            if status is not None and time.monotonic() - stopping.sent_at > SEND_AGAIN_EVERY:
+                stopping.send()
+            if time.monotonic() - progress > timeout:
+                return stopping.answered.is_set()
+        stopping.answered.wait(0.5)
     return True
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +226,32 @@ def test_a_stop_sent_again_while_its_failed_save_is_tried_again_gets_that_save(
     assert result["run_id"] == saved["collectord"]["run_id"]
     assert Path(result["path"]) == saved["_path"]
     assert saved["collectord"]["stopped_by"]["reason"] == "operator"
+
+
+@pytest.mark.parametrize(
+    "step", [Fault.SAVE_STOP_JOURNALED, Fault.SAVE_PUBLISHED], ids=lambda step: step.value
+)
+def test_collectord_stop_through_a_daemon_that_died_in_its_save(
+    make_daemon, ipc, step: Fault
+) -> None:
+    first = make_daemon(data=ipc("data"), control=ipc("control"), env={ENV: step.value})
+    client = Client("cam", first.data, first.control)
+    publish_something(client, 4.0)
+    command = [sys.executable, "-m", "collectord", "stop", "--control", first.control]
+    stopping = subprocess.Popen(
+        [*command, "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert first.process is not None
+        assert first.process.wait(60) == -signal.SIGKILL
+        make_daemon(data=first.data, control=first.control)
+        out, err = stopping.communicate(timeout=180)
+    finally:
+        if stopping.poll() is None:
+            stopping.kill()
+            stopping.communicate()
+    client.close()
+    assert stopping.returncode == 0, err
+    (saved,) = saved_experiments(first.output)
+    assert Path(out.strip()) == saved["_path"]
+    assert saved["collectord"]["stopped_by"]["reason"] == "collectord stop"
