@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -156,6 +157,10 @@ class OutputLock:
 
     def __init__(self, output: Path) -> None:
         self.path = output / STATE_DIR / "lock"
+        #: Who holds the lock, for the error a second process gets: written
+        #: by the holder once it has the lock (the lock file itself holds no
+        #: text: Windows locks its first byte).
+        self.holder = self.path.with_name("lock.holder")
         self._held: system.HeldLock | None = None
 
     def acquire(self) -> None:
@@ -169,8 +174,26 @@ class OutputLock:
         if held is None:
             raise OutputBusyError(
                 f"{self.path.parent.parent} is in use by another collectord process"
+                f"{self._who_holds()}"
             )
         self._held = held
+        since = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        try:
+            atomic_write(
+                self.holder, f"pid {os.getpid()} on {socket.gethostname()}, since {since}".encode()
+            )
+        except OSError as exc:  # only an error message is the poorer for it
+            log.warning("cannot write %s: %s", self.holder, exc)
+
+    def _who_holds(self) -> str:
+        """`` (pid 1234 on rig-pc, since ...)``, as the holder wrote it; ``""``
+        if it wrote nothing readable (it may be starting)."""
+        try:
+            with open(self.holder, "rb") as file:
+                said = file.read(500).decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+        return f" ({said})" if said.isprintable() and said else ""
 
     def release(self) -> None:
         if self._held is not None:

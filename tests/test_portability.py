@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -156,7 +157,8 @@ def test_each_kind_of_lock_is_exclusive_until_released(tmp_path: Path, lock_kind
     first, second = OutputLock(tmp_path), OutputLock(tmp_path)
     first.acquire()
     try:
-        with pytest.raises(OutputBusyError, match=f"^{tmp_path} is {BUSY}$"):
+        holder = rf" \(pid {os.getpid()} on {re.escape(socket.gethostname())}, since [^)]+\)"
+        with pytest.raises(OutputBusyError, match=f"^{tmp_path} is {BUSY}{holder}$"):
             second.acquire()
     finally:
         first.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import subprocess
 import sys
 import threading
@@ -138,6 +139,8 @@ def test_one_process_per_output_folder(make_daemon, tmp_path: Path) -> None:
         timeout=60,
     )
     assert second.returncode == 1 and "in use by another collectord" in second.stderr
+    assert daemon.process is not None
+    assert f"(pid {daemon.process.pid} on {socket.gethostname()}, since " in second.stderr
     recover = run_cli("recover", "--output", str(daemon.output))
     assert recover.returncode == 1 and "in use by another collectord" in recover.stderr
 
