@@ -70,10 +70,17 @@ def to_json(value: Any) -> Any:
 
 
 def from_json(value: Any) -> Any:
-    """Undo the tags of ``to_json`` (used as a ``json`` object hook)."""
+    """Undo the tags of ``to_json`` (used as a ``json`` object hook).
+
+    A tag that is not one (``{"$bytes": "!!"}``, edited by hand: base64
+    would skip what is not base64 and give ``b""``) is kept as the map it is.
+    """
     if isinstance(value, dict) and len(value) == 1:
         if BYTES_TAG in value and isinstance(value[BYTES_TAG], str):
-            return base64.b64decode(value[BYTES_TAG])
+            try:
+                return base64.b64decode(value[BYTES_TAG], validate=True)
+            except ValueError:  # binascii.Error
+                return value
         if FLOAT_TAG in value and value[FLOAT_TAG] in _FLOAT_NAMES:
             return _FLOAT_NAMES[value[FLOAT_TAG]]
     return value

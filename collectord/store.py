@@ -11,7 +11,8 @@ Layout of the output folder::
                                         its files as they are saved
       .collectord/lock                  held by the daemon using this folder
                                         (lock.owner where the system has no
-                                        file locks: see system.py)
+                                        file locks: see system.py); beside
+                                        it lock.holder names its process
 
 Every name is chosen here, never taken from a message, so nothing a client
 sends can place a file outside the output folder.

@@ -145,6 +145,13 @@ def test_from_json_leaves_ordinary_and_malformed_tags_alone() -> None:
     assert from_json({FLOAT_TAG: "nan", "other": 1}) == {FLOAT_TAG: "nan", "other": 1}
 
 
+def test_a_bytes_tag_that_is_not_base64_is_kept_as_written() -> None:
+    assert loads(b'{"a": {"$bytes": "!!"}, "b": {"$bytes": "AA"}}') == {
+        "a": {"$bytes": "!!"},
+        "b": {"$bytes": "AA"},  # padding missing
+    }
+
+
 def test_loads_accepts_text_and_bytes() -> None:
     assert loads('{"a": {"$float": "inf"}}') == {"a": math.inf}
     assert loads(b'{"a": {"$bytes": "AA=="}}') == {"a": b"\x00"}
