@@ -61,8 +61,13 @@ class Experiment:
             raise ValueError(f"{metadata} is not readable as JSON: {exc}") from exc
         if not isinstance(self.metadata, dict):
             raise ValueError(f"{metadata} holds no experiment's metadata")
-        self.account: dict[str, Any] = self.metadata.get(RESERVED_KEY, {})
-        self.tree = {k: v for k, v in self.metadata.items() if k != RESERVED_KEY}
+        # collectord's account of the run; a file written otherwise (by hand,
+        # by another program) may hold anything there: then it is only tree.
+        account = self.metadata.get(RESERVED_KEY)
+        self.account: dict[str, Any] = account if isinstance(account, dict) else {}
+        self.tree = dict(self.metadata)
+        if isinstance(account, dict):
+            del self.tree[RESERVED_KEY]
         self.streams = dict(_streams(self.tree, ()))
         try:
             find_changes(metadata)

@@ -194,6 +194,13 @@ def test_show_names_what_is_wrong_with_its_folder(tmp_path: Path) -> None:
     assert "--history: 0 (all) or more" in result.stderr
 
 
+def test_show_reads_a_metadata_file_whose_collectord_key_is_not_ours(tmp_path: Path) -> None:
+    (tmp_path / "103000_metadata.json").write_text('{"collectord": 5, "cam": {"gain": 2}}')
+    result = run_cli("show", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "gain" in result.stdout and "collectord" in result.stdout
+
+
 def test_plot_without_matplotlib_names_the_install_command(saved: list[Path], tmp_path) -> None:
     hidden = tmp_path / "hidden"
     (hidden / "matplotlib").mkdir(parents=True)
