@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -104,10 +105,19 @@ def _arrow(source: Path, target: Path, units: list[str] | None, kind: str) -> No
         ) from None
     table = load(source)
     names = list(table.dtype.names or ())
-    metadata = {"units": ",".join(units)} if units is not None else None
-    schema = pa.schema(
-        [(name, pa.from_numpy_dtype(table.dtype[name])) for name in names], metadata=metadata
-    )
+    # Each column's unit in its own field's metadata, where Arrow readers look
+    # for it; and all of them as a JSON array in the schema's (a unit may hold
+    # a comma: "x, y").
+    fields = [
+        pa.field(
+            name,
+            pa.from_numpy_dtype(table.dtype[name]),
+            metadata=None if units is None else {"unit": units[index]},
+        )
+        for index, name in enumerate(names)
+    ]
+    metadata = None if units is None else {"units": json.dumps(units)}
+    schema = pa.schema(fields, metadata=metadata)
     if kind == "parquet":
         import pyarrow.parquet as pq
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import multiprocessing
 import re
@@ -44,7 +45,7 @@ def publish(daemon: DaemonProcess, dtype: str, rows: np.ndarray) -> dict:
             "tracking/tail",
             ["angle", "vigor", "bout"],
             dtype,
-            units=["rad", "a.u.", ""],
+            units=["rad", "a.u., scaled", ""],
             block_rows=64,
         )
         for row in rows[:500]:
@@ -87,6 +88,9 @@ def read_back(descriptor: dict, fmt: str) -> tuple[list[str], np.ndarray]:
 
         table = feather.read_table(file)
     names = table.column_names
+    fields = [table.schema.field(name).metadata for name in names]
+    assert [field[b"unit"].decode() for field in fields] == descriptor["units"]
+    assert json.loads(table.schema.metadata[b"units"]) == descriptor["units"]
     return names, np.stack([table[name].to_numpy() for name in names], axis=1)
 
 
@@ -111,7 +115,7 @@ def test_every_row_round_trips_exactly(make_daemon, tmp_path: Path, fmt: str, dt
     assert descriptor["rows"] == 2000 and descriptor["format"] == fmt
     assert descriptor["columns"] == ["angle", "vigor", "bout"]
     assert descriptor["dtype"] == np.dtype(dtype).str
-    assert descriptor["units"] == ["rad", "a.u.", ""]
+    assert descriptor["units"] == ["rad", "a.u., scaled", ""]
     assert (
         descriptor["file"]
         == "streams/tracking/tail"
