@@ -72,15 +72,14 @@ def to_json(value: Any) -> Any:
 def from_json(value: Any) -> Any:
     """Undo the tags of ``to_json`` (used as a ``json`` object hook).
 
-    A tag that is not one (``{"$bytes": "!!"}``, edited by hand: base64
-    would skip what is not base64 and give ``b""``) is kept as the map it is.
+    A ``$bytes`` tag that is not base64 (edited by hand) raises
+    ``ValueError`` (``binascii.Error``), as a file that is not JSON does:
+    base64 would otherwise skip what is not its alphabet (``"!!"`` gives
+    ``b""``) and the file would be read as holding other bytes.
     """
     if isinstance(value, dict) and len(value) == 1:
         if BYTES_TAG in value and isinstance(value[BYTES_TAG], str):
-            try:
-                return base64.b64decode(value[BYTES_TAG], validate=True)
-            except ValueError:  # binascii.Error
-                return value
+            return base64.b64decode(value[BYTES_TAG], validate=True)
         if FLOAT_TAG in value and value[FLOAT_TAG] in _FLOAT_NAMES:
             return _FLOAT_NAMES[value[FLOAT_TAG]]
     return value

@@ -187,8 +187,14 @@ def test_missing_last_config_is_empty(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"{not json", b"", b"\xff\xfe\x00garbage", b'{"a": {"$bytes": "not base64!"}}'],
-    ids=["syntax", "empty", "binary", "bad-tag"],
+    [
+        b"{not json",
+        b"",
+        b"\xff\xfe\x00garbage",
+        b'{"a": {"$bytes": "not base64!"}}',
+        b'{"a": {"$bytes": "!!"}}',
+    ],
+    ids=["syntax", "empty", "binary", "bad-tag", "tag-of-nothing"],
 )
 def test_unreadable_last_config_is_moved_aside(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "last_config.json"
