@@ -107,9 +107,9 @@ SCHEMA: dict[RecordType, dict[str, Field]] = {
         "follows": Field((str, types.NoneType), optional=True),
         # required sources missing at the start, name to why (required.py)
         "missing": Field((dict,), optional=True),
-        # the ids of the stop that ended the run before it, and where that run's
-        # folder was to go (daemon/answers.py); absent for a stop without ids
-        "answered": Field((dict,), optional=True),
+        # the stops the daemon knew, by id: each run saved and where its folder
+        # was to go (daemon/answers.py); absent while no stop had an id
+        "answered": Field((list,), optional=True),
     },
     RecordType.HELLO: {
         "session": _STR,

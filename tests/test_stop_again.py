@@ -25,7 +25,7 @@ from test_processes import end_mute_client, patient_config, start_mute_client
 from collectord import Client
 from collectord.control import request
 from collectord.daemon import answers
-from collectord.daemon.answers import Answers, begin_field
+from collectord.daemon.answers import Answer, Answers
 from collectord.errors import RequestError
 from collectord.faults import ENV, PAUSE_ENV, SAVE_STEPS, Fault
 from collectord.protocol import Command
@@ -150,8 +150,9 @@ def write_published(output: Path, day: str, folder: str, stamp: str, run_id: str
 
 
 def begin_record(run_id: str, ids: list[str], stamp: str = "103000") -> dict[str, Any]:
-    field = begin_field(ids, "241124", stamp, ["mute (m-1)"], ["microscope"])
-    return {"follows": run_id, **field}
+    """A BEGIN record's ``answered``, as a daemon saving ``run_id`` writes it."""
+    saving = Answer(run_id, "241124", stamp, ("mute (m-1)",), ("microscope",))
+    return Answers().begin_field(ids, saving)
 
 
 def test_answers_after_a_restart_find_the_folder_a_taken_name_moved(tmp_path) -> None:
@@ -189,21 +190,32 @@ def test_answers_name_a_saved_experiment_whose_folder_is_gone(tmp_path) -> None:
         found.result("a", tmp_path, tmp_path / "last_config.json")
 
 
-def test_answers_keep_the_last_stops_only() -> None:
+def test_answers_keep_the_last_stops_only_and_pass_them_on() -> None:
     kept = Answers()
     for n in range(answers.LIMIT + 5):
-        kept.saved([f"stop-{n}"], {"run_id": f"run-{n}"})
+        result = {"run_id": f"run-{n}"}
+        kept.saved([f"stop-{n}"], Answer(f"run-{n}", "241124", f"{n:06d}", result=result))
     assert len(kept) == answers.LIMIT
     assert kept.result("stop-0", Path("."), Path("x")) is None
     last = kept.result(f"stop-{answers.LIMIT + 4}", Path("."), Path("x"))
     assert last == {"run_id": f"run-{answers.LIMIT + 4}"}
+    # Each BEGIN passes on the last LIMIT, the stop being saved among them.
+    saving = Answer("run-new", "241124", "235959")
+    entries = kept.begin_field(["stop-new", "stop-new-again"], saving)["answered"]
+    assert sum(len(entry["ids"]) for entry in entries) == answers.LIMIT
+    assert entries[-1] == saving.entry(["stop-new", "stop-new-again"])
+    restarted = Answers()
+    restarted.begun_after({"answered": entries})
+    assert len(restarted) == answers.LIMIT
+    assert restarted.begin_field() == {"answered": entries}
 
 
-def test_a_begin_record_of_a_stop_without_ids_answers_nothing() -> None:
-    assert begin_field([], "241124", "103000", [], []) == {}
+def test_a_begin_record_with_no_stop_ids_answers_nothing() -> None:
+    assert Answers().begin_field() == {}
+    assert Answers().begin_field([], Answer("run-X", "241124", "103000")) == {}
     found = Answers()
     found.begun_after({"follows": "run-X"})
-    found.begun_after({"follows": None, "answered": {"ids": ["a"]}})
+    found.begun_after({"answered": [{"ids": ["a"]}, "not an entry", {"run_id": 5}]})
     assert len(found) == 0
 
 
@@ -257,11 +269,6 @@ def test_collectord_stop_through_a_daemon_that_died_in_its_save(
     assert saved["collectord"]["stopped_by"]["reason"] == "collectord stop"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review9: the BEGIN that recover writes after a recovered save carries no "
-    "`answered`, so the daemon started next takes the stop sent again for a new one",
-)
 def test_a_stop_sent_again_after_collectord_recover_ends_no_other_experiment(
     make_daemon, ipc, tmp_path
 ) -> None:

@@ -85,7 +85,7 @@ from ..store import LastConfig
 from ..streamfiles import FILE_SUFFIXES, StreamFiles
 from ..tree import gc_paused
 from . import saving
-from .answers import Answers, begin_field
+from .answers import Answer, Answers
 from .durability import Durability
 from .history import HistoryLog
 from .rejections import RejectionLog
@@ -460,7 +460,8 @@ class Lifecycle:
         self.collector.required.begin(following.started)
         try:
             begin = self.collector.begin_record(following, None)
-            opened.write_first({**begin, **carried_fields(*self.collector.tree.carried())})
+            carried = carried_fields(*self.collector.tree.carried())
+            opened.write_first({**begin, **carried, **self.answers.begin_field()})
         except BaseException:
             opened.discard()
             shutil.rmtree(staging, ignore_errors=True)
@@ -511,8 +512,7 @@ class Lifecycle:
             if "carried" in began
             else carried_fields(*collector.tree.carried())
         )
-        # The stop before it, for one sent again (``answers.py``).
-        answered = {"answered": began["answered"]} if "answered" in began else {}
+        answered = self.answers.begin_field()  # as replayed from ``empty``
         try:
             begin = collector.begin_record(following, began.get("follows"))
             opened.write_first({**begin, **carried, **answered})
@@ -905,14 +905,8 @@ class Lifecycle:
                 collector.experiment = following  # its journal's name, which a save uses
             # Taken after the sessions that are done were forgotten (new_run).
             begin = collector.begin_record(following, job.run_id)
-            stopped_experiment = job.experiment
-            answered = begin_field(
-                stop_ids,
-                f"{stopped_experiment.named_after:%y%m%d}",
-                stopped_experiment.folder_name,
-                unconfirmed,
-                job.account.get("missing_at_stop", ()),
-            )
+            saving = Answer.of_save(job.experiment, job.account)
+            answered = self.answers.begin_field(stop_ids, saving)
             job.successor = Successor(successor, {**begin, **answered})
             self._begin_history(successor.path.parent, job.history)
             # Whatever failed, blocks go to the next experiment's files (a stream
@@ -926,7 +920,7 @@ class Lifecycle:
     def finish_save(self, job: SaveJob, result: Mapping[str, Any]) -> None:
         """A job's run is over and the experiment saved (``result``, what a
         stop's reply carries): take what it wrote."""
-        self.answers.saved(job.stop_ids, result)
+        self.answers.saved(job.stop_ids, Answer.of_save(job.experiment, job.account, result))
         if job.successor is not None and job.saved_config is not None:
             config = job.saved_config if job.superseded is None else job.superseded
             self.collector.last_config = LastConfig(config)
