@@ -88,9 +88,12 @@ def read_back(descriptor: dict, fmt: str) -> tuple[list[str], np.ndarray]:
 
         table = feather.read_table(file)
     names = table.column_names
-    fields = [table.schema.field(name).metadata for name in names]
-    assert [field[b"unit"].decode() for field in fields] == descriptor["units"]
-    assert json.loads(table.schema.metadata[b"units"]) == descriptor["units"]
+    if descriptor.get("units") is not None:
+        fields = [table.schema.field(name).metadata for name in names]
+        assert [field[b"unit"].decode() for field in fields] == descriptor["units"]
+        assert json.loads(table.schema.metadata[b"units"]) == descriptor["units"]
+    else:
+        assert table.schema.metadata is None
     return names, np.stack([table[name].to_numpy() for name in names], axis=1)
 
 
