@@ -552,7 +552,13 @@ def _show_progress(stopping: _Stop, timeout: float) -> bool:
                 print(line, file=sys.stderr, flush=True)
                 shown = line
         else:
-            if status is not None and time.monotonic() - stopping.sent_at > SEND_AGAIN_EVERY:
+            # Only to a daemon that answers a stop sent again with its save:
+            # one of an earlier version would end another experiment.
+            if (
+                status is not None
+                and status.get("stop_ids") is True
+                and time.monotonic() - stopping.sent_at > SEND_AGAIN_EVERY
+            ):
                 stopping.send()
             if time.monotonic() - progress > timeout:
                 return stopping.answered.is_set()

@@ -97,15 +97,6 @@ class Request:
         with contextlib.suppress(InvalidStateError):  # its caller gave up meanwhile
             self.future.set_exception(error)
 
-    @property
-    def repeatable(self) -> bool:
-        """Whether a daemon that came back may be sent it again: it is
-        ``IDEMPOTENT``, or a stop with an id, which a daemon that saved it
-        answers with that save (``daemon/answers.py``)."""
-        return self.command in IDEMPOTENT or (
-            self.command is Command.STOP and "stop_id" in self.fields
-        )
-
 
 class Shared:
     """State shared between caller threads and the link; guarded by ``lock``."""
@@ -163,6 +154,8 @@ class Link(threading.Thread):
         self._dropped_reported = 0
         self.subscribed = False
         self.introduced = False  # hello answered since the last subscription
+        #: The daemon's hello said a stop sent again gets its save (``_repeatable``).
+        self.stop_ids = False
         #: The control socket has a connection to the daemon (its monitor says).
         self.connected = False
         self.finished = threading.Event()
@@ -659,6 +652,7 @@ class Link(threading.Thread):
                 self.sent = self.acked
                 self._dropped_reported = 0  # a restarted daemon may not know
                 self.limits = Limits.of(int(result.get("max_message_bytes", self.limits.message)))
+                self.stop_ids = result.get("stop_ids") is True
                 self.introduced = True
                 self._resend_pending()
                 self._clock_id = None
@@ -691,10 +685,19 @@ class Link(threading.Thread):
                 RequestError(str(error.get("code", "unknown")), str(error.get("message", "")))
             )
 
+    def _repeatable(self, request: Request) -> bool:
+        """Whether a daemon that came back may be sent ``request`` again: it is
+        ``IDEMPOTENT``, or a stop with an id and the daemon's hello said it
+        answers those with the save they made (``daemon/answers.py``; one of
+        an earlier version would end another experiment)."""
+        if request.command in IDEMPOTENT:
+            return True
+        return request.command is Command.STOP and self.stop_ids and "stop_id" in request.fields
+
     def _resend_pending(self) -> None:
         """After a (re)introduction, repeat requests a restarted daemon never saw."""
         for request_id, request in list(self._pending.items()):
-            if request.repeatable:
+            if self._repeatable(request):
                 del self._pending[request_id]
                 if not request.future.cancelled():
                     self._await(self._send_request(request.command, request.fields), request)

@@ -13,7 +13,10 @@ Reply ``result``: ``daemon`` (str, collectord's version), ``protocol`` (int),
 sequence number of this session the daemon holds in its journal: 0 for a new
 session; after a reconnection, resend what follows it), ``max_message_bytes`` (int,
 the largest message the daemon accepts: ZeroMQ drops the connection of a peer
-that sends a bigger one, so a client must refuse such a message itself).
+that sends a bigger one, so a client must refuse such a message itself),
+``stop_ids`` (true: a ``stop`` sent again with its ``stop_id`` gets the save
+it made; a daemon without it, of an earlier version, would end another
+experiment, so a client sends a stop again only where this is true).
 
 A second hello for the same session updates the description; it does not
 reset the sequence.
@@ -45,4 +48,5 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
         "run_id": daemon.lifecycle.collector.experiment.run_id,
         "received": daemon.durability.durable.get(source.session, 0),
         "max_message_bytes": daemon.config.max_message_bytes,
+        "stop_ids": True,
     }

@@ -6,7 +6,9 @@ Request fields: none. Reply ``result`` (``protocol.RESULTS[Command.STATUS]``):
 CURVE), ``output``, ``last_config``, ``run_id``, ``run_started``,
 ``restarts`` (array: how the current experiment outlived crashes of the
 daemon), ``stop_pending``, ``saving`` (map or nil: the save under way),
-``saved_experiments``, ``last_saved`` (str or nil), ``last_error`` (str or
+``saved_experiments``, ``last_saved`` (str or nil), ``stop_ids`` (true: a
+stop sent again with its ``stop_id`` gets its save, ``commands/stop.py``),
+``last_error`` (str or
 nil), ``sources`` (array of maps, ``protocol.SOURCE``: ``name``, ``session``,
 ``host``, ``pid``, ``program``, ``versions``, ``connected``, ``last_seq``,
 ``messages`` (map: ``messages``, ``rejected``, ``duplicates``,
@@ -66,6 +68,7 @@ def handle(daemon: Daemon, request: Mapping[str, Any], reply_to: ReplyTo) -> dic
         "saving": describe(daemon.saver.job) if daemon.saver.job is not None else None,
         "saved_experiments": lifecycle.saved_count,
         "last_saved": str(lifecycle.last_saved) if lifecycle.last_saved else None,
+        "stop_ids": True,
         "last_error": lifecycle.last_error or daemon.durability.error,
         "sources": [source.describe(run=False) for source in sources],
         "unidentified": {

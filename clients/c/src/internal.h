@@ -35,10 +35,15 @@ typedef struct cd_message {
 
 void cd_message_free(cd_message *message);
 
+/* cd_request.idempotent of a stop with a stop_id. */
+#define CD_IF_STOP_IDS 2
+
 /* A control request a caller waits for; the I/O thread gives it its id. */
 typedef struct cd_request {
     const char *command;
-    int idempotent;      /* may be sent again to a restarted daemon */
+    int idempotent;      /* may be sent again to a restarted daemon: 1, or
+                          * CD_IF_STOP_IDS (a stop with its stop_id): only to a
+                          * daemon whose hello said it answers stop ids */
     char *fields;        /* msgpack key/value pairs after v, cmd, id */
     size_t fields_size;
     uint32_t field_count;
@@ -132,6 +137,7 @@ struct collectord_client {
         cd_request *pending;   /* sent, awaiting their replies */
         cd_request *unsent_head, *unsent_tail; /* the control queue was full: in order */
         uint64_t max_message_bytes;
+        int stop_ids; /* the daemon's hello: a stop sent again gets its save */
     } link;
 };
 

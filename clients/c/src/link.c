@@ -354,7 +354,8 @@ static void resend_pending(collectord_client *c)
 {
     cd_request **link = &c->link.pending, *again = NULL, *request;
     while ((request = *link) != NULL) {
-        if (request->idempotent) {
+        if (request->idempotent == 1
+            || (request->idempotent == CD_IF_STOP_IDS && c->link.stop_ids)) {
             *link = request->next;
             request->next = again; /* `pending` is newest first: this restores the order */
             again = request;
@@ -385,12 +386,16 @@ static void on_reply(collectord_client *c, const msgpack_object *message)
         c->link.hello_id = 0;
         if (result != NULL) {
             uint64_t limit = cd_map_uint(result, "max_message_bytes", c->link.max_message_bytes);
+            const msgpack_object *stop_ids;
             confirmed(c, cd_map_uint(result, "received", 0));
             /* What went before this introduction may have died with the previous
              * daemon: send everything unconfirmed again (duplicates are dropped). */
             c->link.sent = c->link.acked;
             c->link.dropped_reported = 0;
             c->link.max_message_bytes = limit;
+            stop_ids = cd_map_get(result, "stop_ids");
+            c->link.stop_ids = stop_ids != NULL && stop_ids->type == MSGPACK_OBJECT_BOOLEAN
+                               && stop_ids->via.boolean;
             cd_mutex_lock(&c->lock);
             c->body_limit = limit > 1024 ? limit - 1024 : 0;
             cd_mutex_unlock(&c->lock);

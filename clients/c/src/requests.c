@@ -149,7 +149,7 @@ int collectord_stop(collectord_client *c, const char *reason, double timeout, ch
     msgpack_pack_uint64(&packer, seq);
     cd_pack_cstr(&packer, "stop_id");
     cd_pack_cstr(&packer, stop_id);
-    code = cd_ask(c, "stop", 1, &fields, 4, timeout, 0, &result, &result_size);
+    code = cd_ask(c, "stop", CD_IF_STOP_IDS, &fields, 4, timeout, 0, &result, &result_size);
     msgpack_sbuffer_destroy(&fields);
     if (code == COLLECTORD_OK)
         code = copy_result_text(c, result, result_size, "path", path, size, needed);
