@@ -232,7 +232,13 @@ def test_a_stop_sent_again_while_its_failed_save_is_tried_again_gets_that_save(
         raw_stop(daemon.control, "stop-A")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         again = pool.submit(raw_stop, daemon.control, "stop-A", "sent again")
-        last_config.rmdir()  # the next try (every 5 s) succeeds
+
+        def tries_failed() -> int:
+            return daemon.log.read_text().count("trying again")
+
+        # A try fails while it waits (every 5 s): it is not told so again.
+        wait_for(lambda: tries_failed() >= 2, timeout=60, what="a second failed try")
+        last_config.rmdir()  # the next try succeeds
         result = again.result(120)
     client.close()
     (saved,) = saved_experiments(daemon.output)

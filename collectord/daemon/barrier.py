@@ -47,6 +47,9 @@ class PendingStop:
     exit_after: bool = False
     #: The ids of the stop requests that joined (``answers.py``).
     ids: list[str] = dataclasses.field(default_factory=list)
+    #: Its save failed once: the replies waiting then were told so, and
+    #: those that join later wait for the try that succeeds.
+    failed: bool = False
 
 
 class Barrier:

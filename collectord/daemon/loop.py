@@ -325,11 +325,14 @@ class Daemon:
     def _saved(self, job: SaveJob, outcome: dict[str, Any] | BaseException) -> None:
         if isinstance(outcome, BaseException):
             # The saver tries again until it succeeds; the daemon goes on. The
-            # stop stays: one sent again joins the save tried again.
+            # stop stays: one sent again joins the save tried again, and is
+            # answered when a try succeeds (the first failure alone is replied).
             log.error("save of %s failed: %r; trying again", job.run_id, outcome)
-            if self._stopping is not None:
-                self._failed(self._stopping, outcome)
-                self._stopping.replies.clear()
+            stopping = self._stopping
+            if stopping is not None and not stopping.failed:
+                stopping.failed = True
+                self._failed(stopping, outcome)
+                stopping.replies.clear()
             return
         stop, self._stopping = self._stopping, None
         self.lifecycle.finish_save(job, outcome)
