@@ -76,6 +76,9 @@ class ErrorCode(str, enum.Enum):
     INVALID_PATH = "invalid_path"
     NOT_A_GROUP = "not_a_group"
     SAVE_FAILED = "save_failed"
+    #: A stop sent again whose experiment was saved, but whose folder is
+    #: not where it was put: unlike ``save_failed``, not a reason to stop again.
+    SAVED_NOT_FOUND = "saved_not_found"
 
 
 class CommandError(Exception):

@@ -404,3 +404,21 @@ def test_a_stop_is_sent_again_only_to_a_daemon_that_answers_it(ipc, stop_ids) ->
     finally:
         client.close(timeout=0.1)
         daemon.close()
+
+
+def test_a_stop_sent_again_whose_folder_was_moved_is_named_not_stopped(
+    make_daemon, tmp_path
+) -> None:
+    first = make_daemon()
+    client = Client("cam", first.data, first.control)
+    publish_something(client, 4.0)
+    client.close()
+    saved = Path(raw_stop(first.control, "stop-A")["path"])
+    assert first.terminate() == 0  # nothing new: it leaves its journal to the next
+    saved.parent.rename(tmp_path / "moved")
+    second = make_daemon(output=first.output)
+    with pytest.raises(RequestError) as refused:
+        raw_stop(second.control, "stop-A")
+    assert refused.value.code == "saved_not_found"
+    assert "but its folder is not in" in refused.value.message
+    assert second.status()["saved_experiments"] == 0

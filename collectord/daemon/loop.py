@@ -260,7 +260,7 @@ class Daemon:
                 stop_id, lifecycle.output, lifecycle.last_config_file
             )
         except LookupError as exc:
-            error = reply_error(reply_to.request_id, ErrorCode.SAVE_FAILED, str(exc))
+            error = reply_error(reply_to.request_id, ErrorCode.SAVED_NOT_FOUND, str(exc))
             self.send(reply_to.envelope, error)
             return True
         if result is None:
