@@ -569,7 +569,13 @@ class Link(threading.Thread):
         return self.connected or request.command in IDEMPOTENT
 
     def _on_control_events(self) -> None:
-        """The control socket's monitor: whether it is connected to the daemon."""
+        """The control socket's monitor: whether it is connected to the daemon.
+
+        A reconnection of the control socket alone (its heartbeat timed out on
+        a slow network, the data socket's connection held) loses the replies
+        sent meanwhile: the daemon, the same one, is sent again what may be
+        (a restarted one is, once it answers our hello).
+        """
         while (frames := self._recv(self.monitor)) is not None:
             try:
                 event = parse_monitor_message(frames)["event"]
@@ -577,6 +583,8 @@ class Link(threading.Thread):
                 log.exception("unreadable event from the control socket's monitor")
                 continue
             if event == zmq.EVENT_CONNECTED:
+                if not self.connected and self.introduced:
+                    self._resend_pending()
                 self.connected = True
             elif event == zmq.EVENT_DISCONNECTED:
                 self.connected = False

@@ -422,3 +422,26 @@ def test_a_stop_sent_again_whose_folder_was_moved_is_named_not_stopped(
     assert refused.value.code == "saved_not_found"
     assert "but its folder is not in" in refused.value.message
     assert second.status()["saved_experiments"] == 0
+
+
+def test_a_stop_whose_control_connection_alone_came_back_is_sent_again(ipc) -> None:
+    """The control connection drops and comes back (a slow network), the data
+    connection holds: the daemon's reply to the stop went nowhere, so the
+    stop is sent again on the new connection."""
+    daemon = BareDaemon(ipc, True)
+    client = Client("cam", daemon.data_endpoint, ipc("control"))
+    try:
+        daemon.answer_hello()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            stopping = pool.submit(client.stop, "end", 60.0)
+            _, first = daemon.until("stop")[-1]
+            daemon.control.close(linger=0)
+            daemon.control = daemon.context.socket(zmq.ROUTER)
+            daemon.control.bind(ipc("control"))
+            envelope, again = daemon.until("stop")[-1]
+            assert again["stop_id"] == first["stop_id"]
+            daemon.reply(envelope, again, {"run_id": "run-1", "path": "/data/1.json"})
+            assert stopping.result(60) == "/data/1.json"
+    finally:
+        client.close(timeout=0.1)
+        daemon.close()
