@@ -198,6 +198,9 @@ class OutputLock:
 
     def release(self) -> None:
         if self._held is not None:
+            # First: a process that finds the lock taken must not quote a
+            # holder that is gone (it may find it free, and no holder, instead).
+            self.holder.unlink(missing_ok=True)
             self._held.release()
             self._held = None
 

@@ -162,6 +162,7 @@ def test_each_kind_of_lock_is_exclusive_until_released(tmp_path: Path, lock_kind
             second.acquire()
     finally:
         first.release()
+    assert not first.holder.exists()  # no holder to name once released
     second.acquire()  # free again once released
     second.release()
     first.release()  # a second release does nothing
