@@ -461,7 +461,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
     stopping = _Stop(settings.control, ClientSecurity.from_config(settings), args.reason)
     stopping.send()
     if not _show_progress(stopping, args.timeout):
-        said = f"no collectord daemon answered at {settings.control} within {args.timeout:g} s"
+        said = (
+            f"no collectord daemon answered at {settings.control} within {args.timeout:g} s "
+            "(one that comes back may still save this stop: see `collectord status`, "
+            "last_saved, before stopping again)"
+        )
         raise DaemonTimeout(said if stopping.security is not None else f"{said}; {CURVE_HINT}")
     result = stopping.result()
     print(result["path"])
