@@ -402,8 +402,7 @@ def test_restore_from_saved_after_a_daemon_restart(
     zeroed["general"]["animal"]["species"] = "?"
     with collector(second, tmp_path, extra_settings={"tracking+bgsub": {"learn_every": 7}}) as dc:
         nodes = register(dc, zeroed, replay=False)
-        with pytest.warns(UserWarning, match="'tracking', 'reset', 'reset'"):
-            dc.restore_from_saved()
+        dc.restore_from_saved()  # the nodes it lacks are not asked for, nor saved
         camera = nodes["camera_params"].params.values
         assert camera["exposure"] == 8.5
         assert camera["replay"] is False
@@ -413,6 +412,7 @@ def test_restore_from_saved_after_a_daemon_restart(
         assert dc.last_metadata["camera_params"]["exposure"] == 8.5
         saved = load_json(dc.save())
     assert saved["camera_params"]["exposure"] == 8.5
+    assert "gui" not in saved and "reset" not in saved["tracking"]
 
 
 def test_extra_settings_fill_in_what_the_last_config_lacks(
@@ -598,6 +598,34 @@ def test_a_second_collector_does_not_revert_what_the_first_changed(
         other.join(60)
     assert other.exitcode == 0
     assert saved["camera_params"] == {"exposure": 9.0, "gain": 3.0}
+
+
+def test_an_earlier_scripts_nodes_are_not_saved_in_this_ones_metadata(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    """Yesterday's script ran the protocol "gratings", today's runs "flashes".
+
+    stytra's file holds only today's protocol under ``stimulus/protocol``, and
+    its analysis code takes the first protocol there ("flashes" sorts after
+    "gratings"). Restoring must not bring yesterday's nodes into today's
+    experiment; the parameters today's nodes share with yesterday's are
+    restored.
+    """
+    with collector(daemon, tmp_path, period=None) as dc:
+        Parametrized("stimulus/protocol/gratings", dc, params=dict(period=Param(10.0)))
+        Parametrized("general/basic", dc, params=dict(setup_name=Param("rig-1")))
+        Parametrized("general/animal", dc, params=dict(id=Param("1")))
+        dc.restore_from_saved()
+        dc.save()
+    with collector(daemon, tmp_path, period=None) as dc:
+        Parametrized("stimulus/protocol/flashes", dc, params=dict(duration=Param(1.0)))
+        animal = Parametrized("general/animal", dc, params=dict(id=Param("0")))
+        dc.restore_from_saved()
+        assert animal.id == "1"
+        saved = load_json(dc.save())
+    assert saved["stimulus"]["protocol"] == {"flashes": {"duration": 1.0}}
+    assert saved["general"]["animal"] == {"id": "1"}
+    assert "basic" not in saved["general"]
 
 
 def test_the_docs_warn_that_add_data_takes_its_arguments_the_other_way_round() -> None:

@@ -34,10 +34,12 @@ What each stytra call does here:
   value in ``program_version/arguments`` neither loses the whole save nor
   warns at every protocol. Non-text dict keys become text, as stytra's
   ``json.dump`` made them.
-* ``restore_from_saved()``: the daemon's last config for the categories of the
-  registered nodes, over ``extra_settings``, restored as lightparam's
-  ``deserialize`` does (``loadable=False`` skipped, unknown entries warned
-  about) but parameter by parameter (``TreeMirror.restore``): a parameter
+* ``restore_from_saved()``: the daemon's last config for each registered
+  node (not whole categories: the daemon counts what a process restores as
+  in force in the experiment, so an earlier script's protocol would be
+  saved beside this one's), over ``extra_settings``, restored as
+  lightparam's ``deserialize`` does (``loadable=False`` skipped, unknown
+  parameters warned about) but parameter by parameter (``TreeMirror.restore``): a parameter
   that cannot be restored is named in a ``RestoreWarning`` and stops
   nothing, and its unrestored value is never published over the saved one.
   The nodes are then published whole, once, and it returns when the daemon
@@ -85,7 +87,13 @@ from .. import config as config_module
 from ..autostart import Daemon, ensure_daemon, find_daemon, start_daemon_wanted
 from ..client import Client, State
 from ..daemon.process import Spawned
-from ..errors import CollectordError, ConfigError, InvalidPathError, UnsupportedValueError
+from ..errors import (
+    CollectordError,
+    ConfigError,
+    InvalidPathError,
+    RequestError,
+    UnsupportedValueError,
+)
 from ..mirror import DEFAULT_INFO_PATH, TreeMirror
 from ..paths import check_file_name, parse_path
 
@@ -285,9 +293,53 @@ class DataCollector(ParameterTree):
         stytra calls this once its nodes are made: it is when the mirror takes
         them in (see ``TreeMirror.restore``).
         """
-        saved = _merged(self.extra_settings, self.mirror.saved_values())
+        saved = _merged(self.extra_settings, self._saved_values())
         self.last_metadata = saved
         self.mirror.restore(saved)
+
+    def _saved_values(self) -> dict[str, Any]:
+        """The last config's values for the registered nodes, each node asked for alone.
+
+        Not whole categories (``TreeMirror.saved_values``): the daemon counts
+        what a process restores as in force in the current experiment, so
+        asking for ``stimulus`` would save the protocol of an earlier script
+        beside this one's under ``stimulus/protocol`` (stytra's analysis code
+        takes the first protocol there), and a tracking experiment's nodes
+        in a visual one's metadata. Entries for nodes this process lacks are
+        therefore not warned about, as lightparam's ``deserialize`` would.
+        """
+        saved: dict[str, Any] = {}
+        for node in self._nodes():
+            values = self._restore_node(node)
+            if values:
+                *parents, name = node.split("/")
+                saved = _merged(saved, _nested(parents, {name: values}))
+        return saved
+
+    def _nodes(self) -> list[str]:
+        """The registered nodes whose names are paths (the mirror warns about the others)."""
+        nodes = []
+        for node in self.tracked:
+            try:
+                parse_path(node)
+            except InvalidPathError:
+                continue
+            nodes.append(node)
+        return nodes
+
+    def _restore_node(self, node: str) -> dict[str, Any]:
+        """The last config's values under ``node`` (the daemon: in force from now on)."""
+        try:
+            return self.client.restore(node, self.timeout)
+        except RequestError as exc:
+            if exc.code != "not_a_group":
+                raise
+            warnings.warn(
+                f"the last config holds a single value at {node!r}, not parameters; "
+                "it is not restored",
+                stacklevel=4,
+            )
+            return {}
 
     def get_clean_dict(self, convert_datetime: bool = False, **_: Any) -> dict[str, Any]:
         """The parameters and static data as one nested dict: this process's view.
@@ -494,6 +546,13 @@ def _branch(tree: dict[str, Any], path: list[str]) -> dict[str, Any]:
             child = tree[name] = {}
         tree = child
     return tree
+
+
+def _nested(path: list[str], leaf: dict[str, Any]) -> dict[str, Any]:
+    """``leaf`` at ``path``: ``["a", "b"]`` gives ``{"a": {"b": leaf}}``."""
+    for name in reversed(path):
+        leaf = {name: leaf}
+    return leaf
 
 
 def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
