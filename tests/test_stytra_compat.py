@@ -628,6 +628,29 @@ def test_an_earlier_scripts_nodes_are_not_saved_in_this_ones_metadata(
     assert "basic" not in saved["general"]
 
 
+def test_a_window_opened_and_closed_beside_leaves_the_first_its_parameters(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    """stytra started twice on one daemon: the second window restores (and so
+    publishes its nodes whole), then is closed. Every later experiment of the
+    first window still holds all its parameters, as stytra's own file does,
+    not only those it changed since."""
+    with collector(daemon, tmp_path, period=None) as first:
+        nodes = register(first, SESSION)
+        first.restore_from_saved()
+        first.save()
+        with collector(daemon, tmp_path, period=None, name="stytra-2") as second:
+            register(second, SESSION)
+            second.restore_from_saved()
+        first.save()  # the experiment the second window took part in
+        nodes["general/animal"].comments = "third fish"
+        saved = load_json(first.save())
+    assert saved["general"]["animal"] == {**SESSION["general"]["animal"], "comments": "third fish"}
+    for node, values in param_nodes(SESSION):
+        if node != "general/animal":
+            assert get(saved, node) == values, node
+
+
 def test_the_docs_warn_that_add_data_takes_its_arguments_the_other_way_round() -> None:
     """``Client.add_data(path, value)`` against stytra's ``add_static_data(entry, name)``."""
     root = pathlib.Path(__file__).resolve().parents[1]

@@ -45,7 +45,10 @@ What each stytra call does here:
   The nodes are then published whole, once, and it returns when the daemon
   has them; from then on only what changes is published, so another
   process's collector on the same nodes is not overwritten.
-* ``save(output_path)``: publishes the parameters, names the experiment after
+* ``save(output_path)``: publishes the parameters, has the daemon count every
+  registered node in force in the experiment (so its metadata holds the
+  whole tree, as stytra's did, also of nodes another window on the same
+  daemon set last and then closed), names the experiment after
   stytra's session id (its folder is ``OUTPUT/YYMMDD/<session id>/``, its
   file ``<session id>_metadata.json``, stytra's file name) and stops it: the
   daemon writes the metadata file and the last config. A byte-identical copy
@@ -394,6 +397,7 @@ class DataCollector(ParameterTree):
         """
         self.mirror.publish_changes()
         self.client.sync(self.timeout)
+        self._keep_in_force()
         self._warn_about_rejections()
         name = self._experiment_name(output_path)
         if name is not None:
@@ -407,6 +411,29 @@ class DataCollector(ParameterTree):
     def save(self, output_path: str | os.PathLike[str] = "") -> str:
         """Save the metadata and the last config (the daemon writes both when it stops)."""
         return self.save_json_log(output_path)
+
+    def _keep_in_force(self) -> None:
+        """Have the daemon count every registered node in force in the experiment
+        about to be saved, with the values it holds.
+
+        stytra's file holds the whole tree of its process. The daemon's holds
+        the parameters set during the experiment and those carried over whose
+        owner (the process that set them last) took part in it. A second
+        stytra window on the same daemon, opened and closed (restoring, it
+        publishes its nodes whole), would leave every later experiment of
+        this window with only the parameters changed since. A restore request
+        marks a node in force without changing a value.
+        """
+        for node in self._nodes():
+            try:
+                self.client.restore(node, self.timeout)
+            except RequestError as exc:
+                if exc.code != "not_a_group":  # that one was warned about at restore
+                    warnings.warn(
+                        f"node {node!r} may be missing from the saved metadata: {exc}",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
 
     def _experiment_name(self, output_path: str | os.PathLike[str]) -> str | None:
         """stytra's session id for this experiment, if it is a valid folder name."""
