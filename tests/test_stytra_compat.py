@@ -309,6 +309,27 @@ def test_values_collectord_cannot_store_are_marked_not_zeroed(
     assert saved["general"]["by_number"] == {"1": "one", "none": None}
 
 
+def test_a_dataframe_in_the_stimulus_log_is_saved_as_stytra_saved_it(
+    daemon: DaemonProcess, tmp_path: pathlib.Path
+) -> None:
+    """A dynamic stimulus (moving gratings, closed loop) keeps its
+    interpolation table, a pandas DataFrame, in the stimulus log
+    (``df_param``). stytra saved it as lists by column; so must the drop-in,
+    without a warning."""
+    pandas = pytest.importorskip("pandas")
+    table = pandas.DataFrame({"t": [0.0, 0.3, 0.6], "vel_x": [0.0, -10.0, 0.0], 2: [1, 2, 3]})
+    log = [{"name": "moving_gratings", "duration": 0.6, "df_param": table}]
+    with collector(daemon, tmp_path, period=None) as dc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            dc.add_static_data(log, "stimulus/log")
+        saved = load_json(dc.save())
+    columns = {"t": [0.0, 0.3, 0.6], "vel_x": [0.0, -10.0, 0.0], "2": [1, 2, 3]}
+    assert saved["stimulus"]["log"] == [
+        {"name": "moving_gratings", "duration": 0.6, "df_param": columns}
+    ]
+
+
 def test_a_value_that_cannot_be_saved_is_warned_about_once_per_path(
     daemon: DaemonProcess, tmp_path: pathlib.Path
 ) -> None:

@@ -33,7 +33,8 @@ What each stytra call does here:
   with a ``StaticDataWarning`` once per place in the value, so that one odd
   value in ``program_version/arguments`` neither loses the whole save nor
   warns at every protocol. Non-text dict keys become text, as stytra's
-  ``json.dump`` made them.
+  ``json.dump`` made them, and a pandas DataFrame (a dynamic stimulus's
+  ``df_param`` in the stimulus log) lists by column, as stytra saved it.
 * ``restore_from_saved()``: the daemon's last config for each registered
   node (not whole categories: the daemon counts what a process restores as
   in force in the experiment, so an earlier script's protocol would be
@@ -76,6 +77,7 @@ import copy
 import datetime as dt
 import os
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -541,6 +543,9 @@ def _replace_misfits(value: Any, where: str, problems: list[tuple[str, str]], de
     if depth > codec.MAX_VALUE_DEPTH:
         problems.append((where, f"{where}: nested deeper than {codec.MAX_VALUE_DEPTH} levels"))
         return "<not saved: nested too deep>"
+    columns = _frame_columns(value)
+    if columns is not None:
+        value = columns
     if isinstance(value, dict):
         converted = {}
         for key, item in value.items():
@@ -563,6 +568,20 @@ def _replace_misfits(value: Any, where: str, problems: list[tuple[str, str]], de
         problems.append((where, str(exc)))
         return f"<not saved: {type(value).__name__}>"
     return value
+
+
+def _frame_columns(value: Any) -> dict[Any, list[Any]] | None:
+    """A pandas DataFrame as stytra saved it, lists by column; None for anything else.
+
+    stytra's dynamic stimuli keep their interpolation table (``df_param``) in
+    the stimulus log. pandas is not imported here: a DataFrame exists only
+    in a program that imported it.
+    """
+    pandas = sys.modules.get("pandas")
+    if pandas is None or not isinstance(value, pandas.DataFrame):
+        return None
+    columns: dict[Any, list[Any]] = value.to_dict("list")
+    return columns
 
 
 def _branch(tree: dict[str, Any], path: list[str]) -> dict[str, Any]:
