@@ -25,7 +25,13 @@ triggers each protocol over ZeroMQ, as a real one does. It checks that:
    a second experiment folder;
 3. a second experiment finds that daemon running (starts none), restores the
    parameter the first one changed, and saves its own file;
-4. the daemon is then stopped (SIGTERM) and nothing of it is left running.
+4. the daemon is then stopped (SIGTERM) and nothing of it is left running;
+5. the next day (a new daemon, on the same output and last config) another
+   script, with another protocol (a dynamic stimulus), saves only its own
+   protocol under ``stimulus/protocol`` (not the earlier script's: analysis
+   code takes the first protocol there), and its stimulus's interpolation
+   table (``df_param``, a DataFrame) by column, as stytra did; its daemon is
+   stopped too.
 
 Prints what it found and exits 0 if all holds, 1 otherwise.
 """
@@ -46,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 # stytra 0.8.34 predates Python 3.10 and numpy 1.23: two names it uses are gone.
 collections.Mapping = collections.abc.Mapping  # type: ignore[attr-defined]
@@ -58,13 +65,18 @@ from lightparam import Param  # noqa: E402
 from PyQt5.QtWidgets import QApplication  # noqa: E402
 from stytra.experiments import VisualExperiment  # noqa: E402
 from stytra.stimulation import Protocol  # noqa: E402
-from stytra.stimulation.stimuli import FullFieldVisualStimulus, Pause  # noqa: E402
+from stytra.stimulation.stimuli import (  # noqa: E402
+    DynamicLuminanceStimulus,
+    FullFieldVisualStimulus,
+    Pause,
+)
 from stytra.triggering import ZmqTrigger  # noqa: E402
 
 from collectord import load_json  # noqa: E402
 from collectord.autostart import find_daemon  # noqa: E402
 from collectord.compat.stytra import DataCollector  # noqa: E402
 from collectord.config import Config  # noqa: E402
+from collectord.daemon.process import Spawned  # noqa: E402
 
 # The one change a stytra user makes (here from outside, stytra untouched).
 stytra.collectors.DataCollector = DataCollector
@@ -89,6 +101,29 @@ class Flashes(Protocol):
         ]
 
 
+class Ramp(Protocol):
+    """Another script's protocol: a luminance ramp, a stimulus with a ``df_param`` table."""
+
+    name = "ramp"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ramp_duration = Param(0.3, limits=(0.1, 5.0))
+
+    def get_stim_sequence(self) -> list[Any]:
+        table = pd.DataFrame({"t": [0.0, self.ramp_duration], "luminance": [0.0, 1.0]})
+        return [WholeLuminance(df_param=table, color=(255, 255, 255))]
+
+
+class WholeLuminance(DynamicLuminanceStimulus):
+    """stytra's luminance stimulus with whole colour values: PyQt5 5.15 refuses
+    the fractional ones stytra 0.8 computes when painting."""
+
+    def update(self) -> None:
+        super().update()
+        self.color = tuple(int(value) for value in self.color)
+
+
 def microscope() -> None:
     """Trigger the protocol as a microscope does: send its configuration, get the duration."""
     context = zmq.Context()
@@ -103,13 +138,14 @@ def microscope() -> None:
 
 
 def run_experiment(
-    app: QApplication, base: Path, change: float | None
+    app: QApplication, base: Path, change: float | None, protocol: Protocol | None = None
 ) -> tuple[DataCollector, Path]:
-    """One stytra session: start, one triggered protocol, window closed. Returns the
-    collector and the metadata path stytra gave it."""
+    """One stytra session: start, one triggered protocol (``Flashes`` unless
+    another is given), window closed. Returns the collector and the metadata
+    path stytra gave it."""
     exp = VisualExperiment(
         app=app,
-        protocol=Flashes(),
+        protocol=protocol or Flashes(),
         dir_save=str(base),
         scope_triggering=ZmqTrigger(port=TRIGGER_PORT),
         display=dict(full_screen=False, gl=False),
@@ -215,18 +251,39 @@ def main() -> int:
     files = sorted(output.glob("*/*/*_metadata.json"))
     check(len(files) == 2, "the second experiment saved its own file")
 
-    if pid:
-        os.kill(pid, signal.SIGTERM)
+    def stop_daemon(daemon: Spawned | None) -> None:
         if daemon is not None:
+            os.kill(daemon.pid, signal.SIGTERM)
             daemon.process.wait(60)
-    check(find_daemon(settings.control, settings, 2.0) is None, "the daemon was stopped")
+        check(find_daemon(settings.control, settings, 2.0) is None, "the daemon was stopped")
+
+    stop_daemon(daemon)
     after = sorted(output.glob("*/*/*_metadata.json"))
     if len(after) > len(files):  # not a failure of the drop-in: the daemon's rule
         print(
             f"note    stopping the daemon saved {len(after) - len(files)} more experiment(s) "
-            "holding only the parameters the closed window sent after the last protocol "
-            f"(the daemon saves at shutdown whatever arrived since its last save): {after[-1]}"
+            "holding what the closed window sent after its last protocol (the file name of "
+            "its stimulus log, which stytra adds after saving, and the window's geometry): "
+            f"{after[-1]}"
         )
+
+    # The next day, after a restart: another script (another process, so the
+    # earlier collectors are gone), another protocol.
+    first.close()
+    second.close()
+    third, ramp_path = run_experiment(app, folder / "stytra", change=None, protocol=Ramp())
+    check(third.started_daemon is not None, "the next script's collector started a daemon")
+    ramp = load_json(ramp_path) if ramp_path.is_file() else {}
+    protocols = sorted(ramp.get("stimulus", {}).get("protocol", {}))
+    check(
+        protocols == ["ramp"], f"another script's experiment holds its protocol only: {protocols}"
+    )
+    tables = [stimulus.get("df_param") for stimulus in ramp.get("stimulus", {}).get("log", [])]
+    check(
+        tables == [{"t": [0.0, 0.3], "luminance": [0.0, 1.0]}],
+        f"the stimulus's df_param table saved by column: {tables}",
+    )
+    stop_daemon(third.started_daemon)
     print(json.dumps({"metadata": str(files[0]) if files else None, "problems": problems}))
     return 1 if problems else 0
 
