@@ -265,6 +265,39 @@ def test_the_daemon_outlives_its_gui_killed_and_saves_what_was_confirmed(rig: Ri
     assert saved["stytra_params"] == {"exposure": 7.5}
 
 
+def test_a_daemon_killed_between_protocols_is_started_again_at_the_save(rig: Rig) -> None:
+    """The daemon the collector started is killed (kill -9) between two
+    protocols. The next save starts it again, as the collector's construction
+    did, and the run is saved whole: what was sent before the kill (taken up
+    from the journal) and after it."""
+    with DataCollector(config=rig.config, period=None) as dc:
+        first = dc.started_daemon
+        assert first is not None
+        rig.pids.add(first.pid)
+        rig.children.append(first.process)
+        camera = Parametrized("camera_params", dc, params=dict(exposure=Param(1.0)))
+        dc.restore_from_saved()
+        dc.add_static_data("241124_f1", "general/fish_id")
+        dc.save()
+        dc.add_static_data({"scope": "2P"}, "imaging/microscope_config")
+        dc.client.sync()
+        os.kill(first.pid, signal.SIGKILL)
+        assert first.process.wait(30) == -signal.SIGKILL
+        camera.exposure = 2.5
+        dc.add_static_data("241124_f2", "general/fish_id")
+        with pytest.warns(RuntimeWarning, match="was gone: started it again"):
+            path = Path(dc.save())
+        second = dc.started_daemon
+        assert second is not None
+        assert second.pid != first.pid
+        rig.pids.add(second.pid)
+        rig.children.append(second.process)
+    saved = load_json(path)
+    assert saved["imaging"]["microscope_config"] == {"scope": "2P"}
+    assert saved["general"]["fish_id"] == "241124_f2"
+    assert saved["camera_params"] == {"exposure": 2.5}
+
+
 @pytest.mark.parametrize("how", ["keyword", "config", "environment"])
 def test_start_daemon_false_starts_nothing_and_says_so(
     rig: Rig, how: str, monkeypatch: pytest.MonkeyPatch

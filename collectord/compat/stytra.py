@@ -19,7 +19,11 @@ everything at exit, within ``exit_timeout``.
 the configured endpoints, the collector starts one (``collectord.autostart``):
 detached from the GUI, so that a crash of the GUI does not take the data with
 it, with the configuration's output folder and last config. It keeps running
-after the GUI ends, and the next start uses it. ``start_daemon=False`` (or
+after the GUI ends, and the next start uses it. A daemon gone while the GUI
+runs (killed, crashed) is started again by the next ``save()`` (a protocol's
+end), with a ``RuntimeWarning``: it takes up the experiment from its journal.
+Not by ``save_config_file()`` at the window's close: a daemon stopped on
+purpose stays stopped. ``start_daemon=False`` (or
 ``[stytra] start_daemon = false``, or ``$COLLECTORD_START_DAEMON=0``) starts
 none: the collector warns, and waits for one started otherwise.
 
@@ -75,12 +79,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import os
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +203,9 @@ class DataCollector(ParameterTree):
         self.params_metadata: Any = None
         self.timeout = timeout
         self.started_daemon: Spawned | None = None
+        #: Starts the daemon again if it is gone (``_restart_daemon_if_gone``);
+        #: None if this collector may not start one.
+        self._restarter: Callable[[], Daemon] | None = None
         self._owns_client = client is None
         if not (data and control) and client is None:
             config = instance_config(instance_number, config)
@@ -246,7 +254,10 @@ class DataCollector(ParameterTree):
         may start one itself later, and publishing waits for it.
         """
         if start_daemon_wanted(start_daemon, settings):
-            daemon: Daemon = ensure_daemon(settings, config, data, control, timeout=self.timeout)
+            self._restarter = functools.partial(
+                ensure_daemon, settings, config, data, control, timeout=self.timeout
+            )
+            daemon: Daemon = self._restarter()
             self.started_daemon = daemon.started
             return daemon.status
         try:
@@ -397,6 +408,7 @@ class DataCollector(ParameterTree):
         its file. With ``output_path``, a copy of the file is also written
         there.
         """
+        self._restart_daemon_if_gone()
         self.mirror.publish_changes()
         self.client.sync(self.timeout)
         self._keep_in_force()
@@ -413,6 +425,29 @@ class DataCollector(ParameterTree):
     def save(self, output_path: str | os.PathLike[str] = "") -> str:
         """Save the metadata and the last config (the daemon writes both when it stops)."""
         return self.save_json_log(output_path)
+
+    def _restart_daemon_if_gone(self) -> None:
+        """Start the daemon again if none answers (killed, crashed) and this
+        collector may start one (as at its construction). For ``save()``
+        only, where a run's data is at stake: the window's closing does not
+        start again a daemon stopped on purpose.
+
+        The new daemon takes up the experiment from its journal, and the client
+        delivers what it had not had confirmed. Otherwise every save until the
+        GUI is restarted would wait ``timeout`` and raise, and each run's
+        metadata would stay in the client, lost when the GUI ends.
+        """
+        if self._restarter is None:
+            return
+        daemon = self._restarter()
+        if daemon.started is not None:
+            self.started_daemon = daemon.started
+            warnings.warn(
+                f"the daemon at {self.client.control_endpoint} was gone: started it again "
+                f"(pid {daemon.started.pid}); it takes up the experiment from its journal",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     def _keep_in_force(self) -> None:
         """Have the daemon count every registered node in force in the experiment
