@@ -320,8 +320,8 @@ class DataCollector(ParameterTree):
         what a process restores as in force in the current experiment, so
         asking for ``stimulus`` would save the protocol of an earlier script
         beside this one's under ``stimulus/protocol`` (stytra's analysis code
-        takes the first protocol there), and a tracking experiment's nodes
-        in a visual one's metadata. Entries for nodes this process lacks are
+        takes the first protocol there), and asking for ``general`` another
+        script's metadata nodes. Entries for nodes this process lacks are
         therefore not warned about, as lightparam's ``deserialize`` would.
         """
         saved: dict[str, Any] = {}
