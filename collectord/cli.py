@@ -384,6 +384,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detached:
         _stdout_to_stderr()
     daemon.serve()
+    if daemon.exit_error is not None:
+        print(f"collectord run: {daemon.exit_error}", file=sys.stderr)
+        return 1
     return 0
 
 

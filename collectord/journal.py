@@ -507,8 +507,8 @@ class Journal:
         system.fsync_dir(self.path.parent.parent)
 
     def abandon(self) -> None:
-        """Close without writing what is buffered: its BEGIN never came, so
-        nothing of it was confirmed (the clients still hold it)."""
+        """Close without writing what is buffered: its BEGIN never came, or the
+        disk refused it, so nothing of it was confirmed (the clients still hold it)."""
         os.close(self._fd)
 
     def discard(self) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import multiprocessing
 import resource
 import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from collectord import Client, DaemonTimeout, journal, load_json
+from collectord.daemon.process import spawn
 from collectord.flusher import Flusher
 from collectord.journal import Journal
 from collectord.paths import parse_path
@@ -245,3 +247,51 @@ def test_a_stream_file_that_cannot_be_created_costs_its_blocks_alone_and_replays
     assert saved["cam"]["settings"] == {"a": 1.0, "b": 2.0} and saved["cam"]["note"] == "after"
     assert saved["cam"]["t"]["rows"] == 0
     assert np.load(path.parent / saved["cam"]["t"]["file"]).shape == (0,)
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux's prlimit")
+def test_a_daemon_stopped_on_a_full_disk_says_what_it_could_not_write_and_loses_nothing(
+    tmp_path: Path, make_daemon
+) -> None:
+    """SIGTERM while the journal cannot grow: the save fails, and so does the
+    last flush; the daemon exits with one line saying so (no traceback), its
+    lock let go, and the next daemon gets every message from the client."""
+    output = tmp_path / "out"
+    args = [
+        "--output",
+        str(output),
+        "--data",
+        "tcp://127.0.0.1:*",
+        "--control",
+        "tcp://127.0.0.1:*",
+    ]
+    first = spawn(args, stderr=subprocess.PIPE)
+    try:
+        with Client("camera", first.data, first.control) as client:
+            client.set_params("camera/settings", index=0)
+            client.sync()
+            _, hard = resource.prlimit(first.pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(first.pid, resource.RLIMIT_FSIZE, (0, hard))
+            for index in range(1, 51):
+                client.set_params("camera/settings", index=index)
+            with pytest.raises(DaemonTimeout):
+                client.sync(timeout=1.0)  # in the journal's buffer, not on disk
+            first.process.send_signal(signal.SIGTERM)
+            assert first.process.wait(60) == 1
+            assert first.process.stderr is not None
+            said = first.process.stderr.read()
+            assert "Traceback" not in said
+            last = said.splitlines()[-1]
+            assert last.startswith("collectord run: the journal's last records could not be")
+            assert "File too large" in last
+            daemon = make_daemon(output, data=first.data, control=first.control)
+            path = Path(client.stop())
+    finally:
+        first.close()
+        if first.process.stderr is not None:
+            first.process.stderr.close()
+    saved = load_json(path)
+    assert saved["camera"]["settings"] == {"index": 50}
+    (source,) = saved["collectord"]["sources"]
+    assert source["messages"]["lost"] == 0
+    assert daemon.process.poll() is None

@@ -153,18 +153,36 @@ class Durability:
         if done is not None:
             self._flushed(done)
 
-    def close(self) -> None:
-        """Make everything durable and close the journal and the stream files."""
+    def close(self) -> str | None:
+        """Make everything durable and close the journal and the stream files.
+
+        Returns what failed (a full or failing disk as the daemon exits), else
+        None; raises nothing, so that an exiting daemon still lets go of its
+        files and its lock. Records that could not be written were never
+        confirmed: their clients hold them and send them to the next daemon.
+        Stream rows are synced first, and the journal is not written if they
+        could not be: it must not vouch for rows that may not be on disk.
+        """
         self.settle()
         self._flusher.close()
+        failure = None
+        try:
+            if self.files is not None:
+                self.files.sync()
+            if self.journal is not None and not self.held:
+                self.journal.flush()
+        except OSError as exc:
+            failure = (
+                f"the journal's last records could not be written ({exc}); the "
+                "messages they hold were not confirmed, so their clients send them "
+                "again to the next daemon"
+            )
+            log.error("exiting: %s", failure)
         if self.files is not None:
-            self.files.sync()
             self.files.close()
         if self.journal is not None:
-            if self.held:
-                self.journal.abandon()
-            else:
-                self.journal.close()
+            self.journal.abandon()  # written above, or never to be: nothing confirmed it
+        return failure
 
     def _flushed(self, flush: Flush) -> None:
         if flush.error is None:

@@ -92,6 +92,8 @@ class Daemon:
         self._signals: list[int] = []
         self._signals_taken = 0
         self._running = False
+        #: What could not be made durable as the daemon exited (``Durability.close``).
+        self.exit_error: str | None = None
         self._context: zmq.Context[Any] | None = None
         self._data: zmq.Socket[Any] | None = None
         self._control: zmq.Socket[Any] | None = None
@@ -153,7 +155,7 @@ class Daemon:
         self.history_writer.close()
         if self.lifecycle.history is not None:
             self.lifecycle.history.close()  # the journal keeps it for the next start
-        self.durability.close()
+        self.exit_error = self.durability.close()
         self.lock.release()
 
     def _drain(self, sock: zmq.Socket[Any], handle: Any, copy: bool = True) -> None:
@@ -316,7 +318,8 @@ class Daemon:
         try:
             job = self.lifecycle.begin_save(stop.request, unconfirmed, stop_ids=stop.ids)
         except Exception as exc:  # the stop cannot be journaled: a full disk, say
-            log.exception("save failed")
+            if not isinstance(exc, OSError):  # a bug: its traceback is wanted
+                log.exception("save failed")
             self._failed(stop, exc)
             return
         self._stopping = stop
