@@ -5,6 +5,8 @@
     CollectordError                  anything collectord raises on purpose
     ├── ConfigError                  a configuration file or flag is wrong
     ├── OutputBusyError              another collectord process uses the output folder
+    ├── StorageError (OSError)       the daemon cannot start on its output folder
+    │                                (a full disk, a folder it may not write)
     ├── InvalidPathError (ValueError)       a tree path or name is not allowed
     ├── UnsupportedValueError (TypeError)   a value cannot be sent faithfully
     ├── MessageTooLargeError (ValueError)   a message exceeds the daemon's size limit
@@ -33,6 +35,7 @@ __all__ = [
     "MessageTooLargeError",
     "OutputBusyError",
     "RequestError",
+    "StorageError",
     "TransportError",
     "UnreadableRecord",
     "UnsupportedValueError",
@@ -49,6 +52,12 @@ class ConfigError(CollectordError):
 
 class OutputBusyError(CollectordError):
     """Another collectord process holds the output folder's lock."""
+
+
+class StorageError(CollectordError, OSError):
+    """The output folder cannot be read or written as a start needs it (a full
+    disk, no permission): the daemon does not start. An OSError too, for
+    callers that catch the system's own."""
 
 
 class InvalidPathError(CollectordError, ValueError):

@@ -11,6 +11,7 @@ import multiprocessing
 import resource
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,46 @@ def test_a_stream_file_that_cannot_be_created_costs_its_blocks_alone_and_replays
     assert saved["cam"]["settings"] == {"a": 1.0, "b": 2.0} and saved["cam"]["note"] == "after"
     assert saved["cam"]["t"]["rows"] == 0
     assert np.load(path.parent / saved["cam"]["t"]["file"]).shape == (0,)
+
+
+def _no_file_may_grow() -> None:
+    """In the child, before ``exec``: every write to a file fails (EFBIG), as on a full disk."""
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux's prlimit")
+def test_a_daemon_that_cannot_write_its_folder_at_start_says_so_in_one_line(
+    tmp_path: Path, make_daemon
+) -> None:
+    """Not a traceback: ``collectord run`` names the folder and the error, and
+    the stytra drop-in, which starts the daemon itself, quotes that line."""
+    output = tmp_path / "out"
+    args = [
+        "--output",
+        str(output),
+        "--data",
+        "tcp://127.0.0.1:*",
+        "--control",
+        "tcp://127.0.0.1:*",
+    ]
+    failed = subprocess.run(
+        [sys.executable, "-m", "collectord", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_no_file_may_grow,
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback" not in failed.stderr
+    (line,) = [line for line in failed.stderr.splitlines() if line.startswith("collectord run:")]
+    assert f"cannot start on the output folder {output}" in line and "File too large" in line
+    # Nothing it began is in the way once the disk has room.
+    daemon = make_daemon(output)
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", index=1)
+        path = Path(client.stop())
+    assert load_json(path)["camera"]["settings"] == {"index": 1}
 
 
 @pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux's prlimit")

@@ -74,7 +74,7 @@ from ..collector import (
     decode_header,
     message_count,
 )
-from ..errors import ConfigError, UnreadableRecord
+from ..errors import ConfigError, StorageError, UnreadableRecord
 from ..experiment import Experiment, StopRequest, now
 from ..faults import Fault, reached
 from ..journal import JOURNAL_NAME, Journal, RecordType
@@ -191,9 +191,16 @@ class Lifecycle:
         the newest resumed (``RESUME``) or saved as recovered (``RECOVER``), in
         which case the next experiment begins inheriting its state. A journal
         whose last record is STOP is saved either way: its stop had passed.
+        Raises ``StorageError`` if the folder cannot be written (what was
+        done stays done: the next start goes on from there).
         """
         with gc_paused():
-            return self._open(start)
+            try:
+                return self._open(start)
+            except OSError as exc:  # a full disk, a folder it may not write: said in a line
+                raise StorageError(
+                    f"cannot start on the output folder {self.output}: {exc}"
+                ) from exc
 
     def _open(self, start: Start) -> Opened:
         opened = Opened()
