@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from .config import Config
 from .control import request
 from .daemon.process import Spawned, spawn
 from .errors import CollectordError, ConfigError, DaemonTimeout
+from .listening import accepts
 from .protocol import Command
 from .security import ClientSecurity, is_loopback
 from .store import STATE_DIR
@@ -98,7 +98,7 @@ def find_daemon(control: str, settings: Config, timeout: float) -> dict[str, Any
     Raises ``CollectordError`` if something accepts connections there but
     does not answer as a daemon within ``timeout`` seconds.
     """
-    listens = _accepts(control)
+    listens = accepts(control)
     if listens is False:
         return None
     try:
@@ -195,24 +195,3 @@ def _status(control: str, settings: Config, timeout: float) -> dict[str, Any]:
 def _startable(endpoint: str) -> bool:
     """Whether a daemon started on this machine can bind ``endpoint``."""
     return is_loopback(endpoint) and not endpoint.startswith("inproc://")
-
-
-def _accepts(endpoint: str) -> bool | None:
-    """Whether anything accepts connections at a tcp or ipc endpoint; None: cannot tell."""
-    transport, _, address = endpoint.partition("://")
-    try:
-        if transport == "ipc" and hasattr(socket, "AF_UNIX"):
-            path = "\0" + address[1:] if address.startswith("@") else address
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                probe.settimeout(PROBE_TIMEOUT)
-                probe.connect(path)
-            return True
-        if transport == "tcp":
-            host, _, port = address.rpartition(":")
-            with socket.create_connection((host.strip("[]"), int(port)), PROBE_TIMEOUT):
-                return True
-    except (ConnectionRefusedError, FileNotFoundError):
-        return False
-    except (OSError, ValueError):  # a timeout, a name that does not resolve
-        return None
-    return None

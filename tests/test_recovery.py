@@ -145,6 +145,26 @@ def test_one_process_per_output_folder(make_daemon, tmp_path: Path) -> None:
     assert recover.returncode == 1 and "in use by another collectord" in recover.stderr
 
 
+def test_a_second_daemon_cannot_take_a_live_daemons_ipc_endpoints(
+    make_daemon, ipc, tmp_path: Path
+) -> None:
+    """ZeroMQ deletes the socket file at an ipc path it binds: a second daemon
+    given the same endpoints would take them from the live one, whose clients
+    would go to the second (and its folder) as they reconnect."""
+    first = make_daemon(tmp_path / "first", data=ipc("data"), control=ipc("control"))
+    for data, control, taken in (
+        (ipc("data"), ipc("other"), ipc("data")),
+        (ipc("other"), ipc("control"), ipc("control")),
+    ):
+        with pytest.raises(AssertionError, match=f"cannot bind {taken}: another process"):
+            make_daemon(tmp_path / "second", data=data, control=control)
+    assert first.status()["output"] == str(first.output)
+    # The socket files a killed daemon leaves are no daemon: bound over.
+    first.kill9()
+    second = make_daemon(tmp_path / "second", data=ipc("data"), control=ipc("control"))
+    assert second.status()["output"] == str(second.output)
+
+
 def test_recover_refuses_a_folder_no_daemon_used_and_creates_nothing(tmp_path: Path) -> None:
     typo = tmp_path / "rig1-typo"
     result = run_cli("recover", "--output", str(typo))

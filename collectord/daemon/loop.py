@@ -24,6 +24,7 @@ from ..config import Config
 from ..errors import TransportError
 from ..experiment import StopRequest
 from ..formats import check_available
+from ..listening import taken_ipc_path
 from ..protocol import ErrorCode, Notice, notice, reply_error, reply_ok
 from ..security import ServerSecurity
 from ..sources import Source
@@ -364,7 +365,18 @@ class Daemon:
     # -- sockets ------------------------------------------------------------------
 
     def bind(self) -> dict[str, str]:
-        """Bind both sockets; return the endpoints actually bound (port ``*`` resolved)."""
+        """Bind both sockets; return the endpoints actually bound (port ``*`` resolved).
+
+        An ``ipc://`` path another process accepts on is refused as a ``tcp://``
+        port in use is: ZeroMQ would delete its socket file and take it over
+        (``listening.py``).
+        """
+        for endpoint in (self.config.data, self.config.control):
+            if taken_ipc_path(endpoint):
+                raise TransportError(
+                    f"cannot bind {endpoint}: another process (a collectord daemon?) "
+                    "listens there; choose other endpoints, or stop that process"
+                )
         security = self.security
         context = self._context = zmq.Context()
         if security is not None:
