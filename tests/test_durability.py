@@ -7,6 +7,7 @@ The failing disk is real: a child process lowers its own file size limit
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import resource
 import signal
@@ -18,11 +19,13 @@ import numpy as np
 import pytest
 
 from collectord import Client, DaemonTimeout, journal, load_json
+from collectord.daemon.history import PARTIAL_NAME, HistoryLog
 from collectord.daemon.process import spawn
 from collectord.flusher import Flusher
 from collectord.journal import Journal
 from collectord.paths import parse_path
 from collectord.streamfiles import StreamFiles, StreamSpec
+from collectord.tree import Tree
 
 
 def record(index: int) -> dict:
@@ -248,6 +251,51 @@ def test_a_stream_file_that_cannot_be_created_costs_its_blocks_alone_and_replays
     assert saved["cam"]["settings"] == {"a": 1.0, "b": 2.0} and saved["cam"]["note"] == "after"
     assert saved["cam"]["t"]["rows"] == 0
     assert np.load(path.parent / saved["cam"]["t"]["file"]).shape == (0,)
+
+
+def _history_on_a_full_disk(folder: str, results) -> None:
+    """In a child: the parameter history's writing ahead cut by the file size
+    limit, then its save once there is room."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    partial = Path(folder) / PARTIAL_NAME
+    entries: list = []
+    history = HistoryLog(Path(folder), entries, Tree(), 0.0, lambda session: "cam")
+    entries.extend((float(seq), "s1", seq, ("cam",), "gain", seq) for seq in range(1, 6))
+    history.advance()
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (partial.stat().st_size, hard))
+    # A few lines: they wait in the file's buffer, whose flush fails.
+    entries.extend((float(seq), "s1", seq, ("cam",), "gain", seq) for seq in range(6, 11))
+    try:
+        history.advance()
+        failure = None
+    except OSError as exc:
+        failure = str(exc)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+    try:
+        history.finish(Path(folder) / "saved_changes.jsonl")
+        error = None
+    except Exception as exc:
+        error = repr(exc)
+    results.put((failure, error))
+
+
+@pytest.mark.timeout(60)
+def test_a_history_whose_writing_ahead_a_full_disk_cut_is_saved_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """The failed write left the history's file closed but still in use: the
+    save's next try failed on it ("I/O operation on closed file")."""
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    child = spawn.Process(target=_history_on_a_full_disk, args=(str(tmp_path), results))
+    child.start()
+    failure, error = results.get(timeout=50)
+    child.join(timeout=10)
+    assert failure is not None and "too large" in failure
+    assert error is None
+    lines = (tmp_path / "saved_changes.jsonl").read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, 11))
 
 
 def _no_file_may_grow() -> None:

@@ -17,6 +17,7 @@ and a write that fails is cut back to the last whole batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -136,8 +137,12 @@ class HistoryLog:
                 file.write(chunk)
             file.flush()
         except BaseException:
-            file.close()  # reopened at the last whole write, and truncated there
+            # Reopened at the last whole write, and truncated there. Closing
+            # flushes what the failed write left buffered, and fails as it did:
+            # the file is closed all the same.
             self._file = None
+            with contextlib.suppress(OSError):
+                file.close()
             raise
         self._began = None
         del self.entries[:end]
