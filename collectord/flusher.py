@@ -11,7 +11,9 @@ fsyncs run in one background thread, one flush at a time:
 2. the thread fsyncs those stream files, then writes the records to the
    journal and fsyncs it (block data first: the journal vouches for it);
 3. the loop sees the flush done and confirms each session up to the count it
-   noted: exactly the messages whose records that flush made durable.
+   noted: exactly the messages whose records that flush made durable. If the
+   journal or a stream file is no longer at its path (deleted or moved: the
+   thread asks, ``putback.py``), the loop first puts them back.
 
 Records appended while a flush runs wait for the next one, so the journal
 stays in order. A flush that fails (a full disk) confirms nothing; the
@@ -41,6 +43,9 @@ class Flush:
     streams: list[StreamFile]
     marks: dict[str, int]  # session -> received, when the flush started
     error: OSError | None = None
+    #: The journal or a stream file is no longer at its path (deleted or
+    #: moved): what it wrote is not durable until they are put back.
+    moved: bool = False
 
 
 def _run(flush: Flush) -> Flush:
@@ -48,6 +53,7 @@ def _run(flush: Flush) -> Flush:
         for stream in flush.streams:
             stream.fsync()
         flush.journal.write_out(flush.records)
+        flush.moved = flush.journal.moved() or any(stream.moved() for stream in flush.streams)
     except OSError as exc:
         flush.error = exc
     return flush

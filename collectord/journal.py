@@ -43,7 +43,7 @@ from typing import Any
 
 import msgpack
 
-from . import system
+from . import putback, system
 from .errors import UnreadableRecord
 
 JOURNAL_NAME = "journal"
@@ -415,13 +415,17 @@ def read(path: Path) -> Scan:
     return scan(path.read_bytes())
 
 
+#: How a journal is opened: readable too, to be put back if it is deleted (``putback.py``).
+_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND
+
+
 class Journal:
     """Appends records to one experiment's journal file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = system.open_binary(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = system.open_binary(path, _FLAGS, 0o644)
         self._size = os.fstat(self._fd).st_size  # all of it written and fsynced
         self._buffer = bytearray()
         self.records = 0
@@ -492,6 +496,14 @@ class Journal:
         records.clear()
         self.unsynced = False
 
+    def moved(self) -> bool:
+        """The file is no longer at its path: deleted or moved (``putback.py``)."""
+        return putback.moved(self._fd, self.path)
+
+    def put_back(self) -> None:
+        """Write the journal at its path again, from the file still open."""
+        self._fd = putback.put_back(self._fd, self.path, _FLAGS)
+
     def close(self) -> None:
         self.flush()
         os.close(self._fd)
@@ -512,6 +524,6 @@ class Journal:
         os.close(self._fd)
 
     def discard(self) -> None:
-        """Close and delete: the experiment it covers is saved."""
+        """Close and delete (if it is still there): the experiment it covers is saved."""
         os.close(self._fd)
-        self.path.unlink()
+        self.path.unlink(missing_ok=True)

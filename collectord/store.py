@@ -163,6 +163,7 @@ class OutputLock:
         #: text: Windows locks its first byte).
         self.holder = self.path.with_name("lock.holder")
         self._held: system.HeldLock | None = None
+        self._file: tuple[int, int] | None = None  # the lock file held: (device, inode)
 
     def acquire(self) -> None:
         try:
@@ -178,11 +179,14 @@ class OutputLock:
                 f"{self._who_holds()}"
             )
         self._held = held
+        self._file = _identity(self.path)
+        self._write_holder()
+
+    def _write_holder(self) -> None:
         since = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        said = f"pid {os.getpid()} on {socket.gethostname()}, since {since}"
         try:
-            atomic_write(
-                self.holder, f"pid {os.getpid()} on {socket.gethostname()}, since {since}".encode()
-            )
+            atomic_write(self.holder, said.encode())
         except OSError as exc:  # only an error message is the poorer for it
             log.warning("cannot write %s: %s", self.holder, exc)
 
@@ -196,6 +200,29 @@ class OutputLock:
             return ""
         return f" ({said})" if said.isprintable() and said else ""
 
+    def put_back(self) -> None:
+        """Lock the folder again if the lock file was deleted or moved (with the
+        output folder, say: ``putback.py``); a second daemon could take it otherwise."""
+        if self._held is None or _identity(self.path) == self._file:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            held = system.lock(self.path)
+        except OSError as exc:
+            log.error("cannot lock %s again: %s", self.path.parent.parent, exc)
+            return
+        if held is None:
+            log.error(
+                "%s was taken by another collectord process while its lock file was "
+                "gone: two processes now write it",
+                self.path.parent.parent,
+            )
+            return
+        self._held.release()
+        self._held, self._file = held, _identity(self.path)
+        self._write_holder()
+        log.error("the lock file %s was deleted or moved; locked again", self.path)
+
     def release(self) -> None:
         if self._held is not None:
             # First: a process that finds the lock taken must not quote a
@@ -203,6 +230,14 @@ class OutputLock:
             self.holder.unlink(missing_ok=True)
             self._held.release()
             self._held = None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def read_last_config(path: Path) -> dict[str, Any]:

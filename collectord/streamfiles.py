@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import system
+from . import putback, system
 from .errors import InvalidPathError
 from .paths import Path as TreePath
 from .paths import check_file_name, has_control_character, join_path
@@ -242,6 +242,11 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
             written += system.pwrite(fd, view[written:], offset + written)
 
 
+#: How a stream file is opened: readable too, to be put back if it is deleted
+#: (``putback.py``).
+_FLAGS = os.O_RDWR
+
+
 class StreamFile:
     """The ``.npy`` file of one stream in one experiment."""
 
@@ -250,7 +255,7 @@ class StreamFile:
         self.spec = spec
         self.header_bytes = len(_header(spec, 0))
         path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0)
+        flags = _FLAGS | os.O_CREAT | (os.O_TRUNC if fresh else 0)
         self._fd = system.open_binary(path, flags, 0o644)
         try:
             if fresh:
@@ -320,8 +325,20 @@ class StreamFile:
                 system.fsync_dir(folder)
             self._new_entries = False
 
+    def moved(self) -> bool:
+        """The file is no longer at its path: deleted or moved (``putback.py``)."""
+        return putback.moved(self._fd, self.path)
+
+    def put_back(self) -> None:
+        """Write the file at its path again, from the file still open."""
+        self._fd = putback.put_back(self._fd, self.path, _FLAGS)
+
     def finish(self) -> Path:
-        """Cut the file to the rows accounted for, write the real header, close."""
+        """Cut the file to the rows accounted for, write the real header, close
+        (put back first if it was deleted or moved)."""
+        if self.moved():
+            log.error("%s was deleted or moved while in use; writing it there again", self.path)
+            self.put_back()
         spec = self.spec
         os.ftruncate(self._fd, self.header_bytes + spec.rows * spec.row_bytes)
         header = _header(spec, spec.rows)
@@ -407,6 +424,13 @@ class StreamFiles:
         for stream in self.files.values():
             stream.sync()
         self.unsynced = 0
+
+    def put_back_moved(self) -> list[Path]:
+        """Put back the files deleted or moved while in use (``putback.py``); their paths."""
+        moved = [stream for stream in self.files.values() if stream.moved()]
+        for stream in moved:
+            stream.put_back()
+        return [stream.path for stream in moved]
 
     def take_dirty(self) -> list[StreamFile]:
         """The files written since they were last synced, now counted as clean."""

@@ -459,6 +459,17 @@ def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
     return seek_write(fd, data, offset)
 
 
+def pread(fd: int, size: int, offset: int) -> bytes:
+    """Read up to ``size`` bytes at ``offset`` of ``fd`` (fewer at its end)."""
+    native = getattr(os, "pread", None)
+    if native is not None:
+        read: bytes = native(fd, size, offset)
+        return read
+    with _seek_write_lock:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.read(fd, size)
+
+
 def seek_write(fd: int, data: bytes | memoryview, offset: int) -> int:
     """``pwrite`` where the system has none: seek and write under one lock."""
     with _seek_write_lock:

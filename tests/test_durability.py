@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -384,3 +385,46 @@ def test_a_daemon_stopped_on_a_full_disk_says_what_it_could_not_write_and_loses_
     (source,) = saved["collectord"]["sources"]
     assert source["messages"]["lost"] == 0
     assert daemon.process.poll() is None
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved"])
+def test_an_output_folder_taken_away_under_the_daemon_is_written_again(
+    tmp_path: Path, make_daemon, how: str
+) -> None:
+    """``rm -rf`` of the output folder, or a script moving it to a server,
+    while an experiment runs: the system lets the daemon go on writing its
+    open files, whose data a crash would then lose although it was confirmed.
+    The daemon puts them back (and its lock) before it confirms anything."""
+    from conftest import wait_for
+
+    daemon = make_daemon()
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", index=0)
+        tail = client.stream("camera/tail", ["v"], "f8")
+        tail.extend(np.arange(10.0)[:, None])
+        client.sync()
+        (journal_file,) = daemon.output.glob(".collectord/staging/*/journal")
+        partial = journal_file.parent / "changes.partial"
+        wait_for(lambda: partial.exists() and partial.stat().st_size > 0, what="history")
+        if how == "deleted":
+            shutil.rmtree(daemon.output)
+        else:
+            shutil.move(daemon.output, tmp_path / "on-the-server")
+        for index in range(1, 51):
+            client.set_params("camera/settings", index=index)
+        tail.extend(np.arange(10.0, 20.0)[:, None])
+        client.sync()
+        assert journal_file.is_file()
+        with pytest.raises(AssertionError, match="in use by another collectord process"):
+            make_daemon(daemon.output)  # the lock is back too
+        daemon.kill9()
+        daemon = make_daemon(daemon.output, data=daemon.data, control=daemon.control)
+        path = Path(client.stop())
+    saved = load_json(path)
+    assert saved["camera"]["settings"] == {"index": 50}
+    rows = np.load(path.parent / saved["camera"]["tail"]["file"])["v"]
+    assert rows.tolist() == [*np.arange(20.0)]
+    (source,) = saved["collectord"]["sources"]
+    assert source["messages"]["lost"] == 0 and source["messages"]["rejected"] == 0
+    changes = path.with_name(path.name.replace("_metadata.json", "_changes.jsonl"))
+    assert len(changes.read_text().splitlines()) == 51

@@ -37,9 +37,17 @@ Reply = Callable[[ReplyTo, dict[str, Any]], None]
 class Durability:
     """One journal at a time; what of it is on disk; who waits for what."""
 
-    def __init__(self, journal_interval: float, reply: Reply) -> None:
+    def __init__(
+        self,
+        journal_interval: float,
+        reply: Reply,
+        put_back_lock: Callable[[], None] | None = None,
+    ) -> None:
         self.interval = journal_interval
         self._reply = reply
+        #: Called once files were put back (``putback.py``): the output
+        #: folder's lock file went with them.
+        self._put_back_lock = put_back_lock
         self.journal: Journal | None = None
         self.files: StreamFiles | None = None
         #: session -> last seq fsynced in the journal
@@ -128,6 +136,7 @@ class Durability:
         if self.files is not None:
             self.files.sync()  # block data first: the journal vouches for it
         self.journal.flush()
+        self._in_place()
         self._flushed_at = time.monotonic()
         self._started += 1
         self._finished = self._started
@@ -185,6 +194,13 @@ class Durability:
         return failure
 
     def _flushed(self, flush: Flush) -> None:
+        if flush.error is None and flush.moved:
+            try:
+                self._in_place()
+            except OSError as exc:
+                assert self.journal is not None
+                self.journal.unsynced = True  # flush (and look) again, records or not
+                flush.error = exc
         if flush.error is None:
             if self.error is not None:
                 log.info("the journal is written again")
@@ -199,6 +215,24 @@ class Durability:
             log.error("cannot write the journal: %s; retrying", flush.error)
         self.error = f"journal write failed: {flush.error}"
         self._retry_at = time.monotonic() + self.interval
+
+    def _in_place(self) -> None:
+        """Put the stream files and the journal back at their paths if they were
+        deleted or moved, and then the lock (``putback.py``); raise OSError if
+        they cannot be. Nothing their records hold is confirmed before."""
+        assert self.journal is not None
+        put_back = self.files.put_back_moved() if self.files is not None else []
+        if self.journal.moved():
+            self.journal.put_back()
+            put_back.append(self.journal.path)
+        if not put_back:
+            return
+        log.error(
+            "deleted or moved while in use, and written there again from the files held open: %s",
+            ", ".join(map(str, put_back)),
+        )
+        if self._put_back_lock is not None:
+            self._put_back_lock()
 
     def _due(self) -> bool:
         assert self.journal is not None

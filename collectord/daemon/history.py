@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from .. import system
+from .. import putback, system
 from ..changes import Run, encode_runs
 from ..collector import Changed
 from ..tree import Tree
@@ -91,9 +91,11 @@ class HistoryLog:
         """Write the entries that arrived since the last call, and fsync them
         (the writer thread): a save then has little left to write or to sync."""
         with self._lock:
-            if not self._done and self._write_pending():
-                assert self._file is not None
-                os.fsync(self._file.fileno())
+            if not self._done:
+                self._in_place()
+                if self._write_pending():
+                    assert self._file is not None
+                    os.fsync(self._file.fileno())
 
     def finish(self, final: Path) -> None:
         """Write the rest, make it durable and rename it to ``final`` (a save's
@@ -101,6 +103,7 @@ class HistoryLog:
         with self._lock:
             if self._done:
                 return
+            self._in_place()
             self._write_pending()
             file = self._open()
             file.flush()
@@ -119,9 +122,22 @@ class HistoryLog:
                 self._file.close()
                 self._file = None
 
+    def _in_place(self) -> None:
+        """Put the file back if it was deleted or moved (``putback.py``): the lines
+        written are no longer in memory."""
+        file = self._file
+        if file is None or not putback.moved(file.fileno(), self._partial):
+            return
+        log.error("%s was deleted or moved while in use; writing it there again", self._partial)
+        file.flush()
+        fd = putback.put_back(os.dup(file.fileno()), self._partial, os.O_RDWR)
+        file.close()
+        self._file = os.fdopen(fd, "r+b")
+        self._file.seek(self._size)
+
     def _open(self) -> IO[bytes]:
         if self._file is None:
-            self._file = open(self._partial, "r+b" if self._size else "wb")  # noqa: SIM115
+            self._file = open(self._partial, "r+b" if self._size else "w+b")  # noqa: SIM115
             self._file.seek(self._size)
             self._file.truncate()
         return self._file

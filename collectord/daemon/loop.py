@@ -64,7 +64,7 @@ class Daemon:
         check_available(config.stream_format)
         self.lock = store.OutputLock(config.output_dir)
         self.lock.acquire()
-        self.durability = Durability(config.journal_interval, self.reply)
+        self.durability = Durability(config.journal_interval, self.reply, self.lock.put_back)
         self.lifecycle = Lifecycle(
             config.output_dir,
             config.last_config_file,
