@@ -429,6 +429,8 @@ class Journal:
         self._size = os.fstat(self._fd).st_size  # all of it written and fsynced
         self._buffer = bytearray()
         self.records = 0
+        #: ``write_first`` wrote its record (its folders' fsyncs may have failed).
+        self._first_written = False
         #: Records reached the file but are not known to be on disk, and could
         #: not be cut off again: the next flush must fsync even if none waits.
         self.unsynced = False
@@ -510,9 +512,16 @@ class Journal:
 
     def write_first(self, record: dict[str, Any]) -> None:
         """Write the first record (a BEGIN) and fsync it; from another thread
-        too, while records appended meanwhile wait in the buffer."""
-        assert self._size == 0, "the first record comes first"
-        self.write_out(bytearray(encode(record)))
+        too, while records appended meanwhile wait in the buffer.
+
+        A try that wrote the record but failed at a folder's fsync (EIO, no
+        file descriptor left) is completed by the next, which writes only
+        what is left: the record is on disk once.
+        """
+        if not self._first_written:
+            assert self._size == 0, "the first record comes first"
+            self.write_out(bytearray(encode(record)))
+            self._first_written = True
         # The file and its experiment's folder are new: their names must
         # outlast a power cut too, once the experiment before may be deleted.
         system.fsync_dir(self.path.parent)

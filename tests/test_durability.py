@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import resource
 import shutil
 import signal
@@ -112,6 +113,54 @@ def test_a_flush_cut_short_is_retried_writing_each_record_once_in_order(
     found = journal.read(tmp_path / "journal")
     assert [r["index"] for r in found.records] == list(range(61))
     assert not found.torn and not found.damage
+
+
+def _begin_in_a_folder_that_cannot_be_synced(folder: str, results) -> None:
+    """In a child: a BEGIN written, the fsync of its folder failing (no file
+    descriptor left to open the folder with), then the same BEGIN again, as a
+    save tries its step again."""
+    path = Path(folder) / "run" / "journal"
+    log = Journal(path)
+    begin = {"t": "begin", "index": 0}
+    probe = os.open(os.devnull, os.O_RDONLY)
+    os.close(probe)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))  # no open succeeds
+    try:
+        log.write_first(begin)
+        failure = None
+    except OSError as exc:
+        failure = str(exc)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        log.write_first(begin)
+        retry = None
+    except BaseException as exc:
+        retry = repr(exc)
+    log.append(record(1))
+    log.close()
+    results.put((failure, retry))
+
+
+@pytest.mark.timeout(60)
+def test_a_begin_whose_folder_could_not_be_synced_is_completed_by_the_next_try(
+    tmp_path: Path,
+) -> None:
+    """The next try of the save's first step failed for ever ("the first
+    record comes first"): the stop was never saved, and the next experiment's
+    records waited in memory, confirmed to nobody."""
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    child = spawn.Process(
+        target=_begin_in_a_folder_that_cannot_be_synced, args=(str(tmp_path), results)
+    )
+    child.start()
+    failure, retry = results.get(timeout=50)
+    child.join(timeout=10)
+    assert failure is not None and "Too many open files" in failure
+    assert retry is None
+    found = journal.read(tmp_path / "run" / "journal")
+    assert found.records == [{"t": "begin", "index": 0}, record(1)]
 
 
 def _cut_a_block(folder: str, results) -> None:
