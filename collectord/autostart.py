@@ -37,7 +37,7 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .config import Config
 from .control import request
@@ -139,17 +139,30 @@ def ensure_daemon(
                 "machine: start `collectord run` where it is"
             )
     log = daemon_log(settings)
-    log.parent.mkdir(parents=True, exist_ok=True)
     args = ["--data", data, "--control", control]
     if config_file is not None:
         args = ["--config", os.fspath(config_file), *args]
-    with open(log, "a") as stderr:
+    with _opened_log(log, control) as stderr:
         begun = stderr.tell()
         try:
             started = spawn(args, stderr=stderr, timeout=start_timeout, detach=True)
         except CollectordError as failure:
             return _after_losing(settings, control, log, begun, failure, timeout, start_timeout)
     return Daemon(_status(control, settings, timeout), started)
+
+
+def _opened_log(log: Path, control: str) -> IO[str]:
+    """The daemon's log, opened to append; an output folder it cannot be written
+    in (a file in its place, no permission, a full disk) is said as the reason
+    no daemon can be started: the daemon could not use that folder either."""
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        return open(log, "a")
+    except OSError as exc:
+        raise CollectordError(
+            f"no collectord daemon answers at {control}, and none can be started: its "
+            f"output folder cannot be written ({exc})"
+        ) from exc
 
 
 def _after_losing(

@@ -401,6 +401,15 @@ def test_an_endpoint_taken_by_another_program_is_named(rig: Rig) -> None:
         context.term()
 
 
+def test_an_output_folder_that_cannot_be_written_is_named(rig: Rig) -> None:
+    """The drop-in opens the daemon's log in the output folder before it starts
+    one: a folder it cannot write was a bare OSError from inside the collector."""
+    rig.output.write_text("a file where the output folder should be")
+    with pytest.raises(CollectordError, match=r"none can be started: its output folder"):
+        DataCollector(config=rig.config, period=None, timeout=2.0)
+    assert not listening(rig.control)
+
+
 def test_close_warns_instead_of_raising_when_the_daemon_is_gone(daemon: DaemonProcess) -> None:
     dc = DataCollector(data=daemon.data, control=daemon.control, period=None, timeout=1.0)
     camera = Parametrized("camera_params", dc, params=dict(exposure=Param(1.0)))
