@@ -53,9 +53,12 @@ def _run(flush: Flush) -> Flush:
         for stream in flush.streams:
             stream.fsync()
         flush.journal.write_out(flush.records)
+    except OSError as exc:  # the folder of a file taken away, too: asked below
+        flush.error = exc
+    try:
         flush.moved = flush.journal.moved() or any(stream.moved() for stream in flush.streams)
     except OSError as exc:
-        flush.error = exc
+        flush.error = flush.error or exc
     return flush
 
 

@@ -522,6 +522,8 @@ class Journal:
             assert self._size == 0, "the first record comes first"
             self.write_out(bytearray(encode(record)))
             self._first_written = True
+        if self.moved():  # its folder taken away meanwhile (``putback.py``)
+            self.put_back()
         # The file and its experiment's folder are new: their names must
         # outlast a power cut too, once the experiment before may be deleted.
         system.fsync_dir(self.path.parent)

@@ -332,6 +332,7 @@ class StreamFile:
     def put_back(self) -> None:
         """Write the file at its path again, from the file still open."""
         self._fd = putback.put_back(self._fd, self.path, _FLAGS)
+        self._new_entries = False  # put_back made them durable
 
     def finish(self) -> Path:
         """Cut the file to the rows accounted for, write the real header, close

@@ -477,3 +477,36 @@ def test_an_output_folder_taken_away_under_the_daemon_is_written_again(
     assert source["messages"]["lost"] == 0 and source["messages"]["rejected"] == 0
     changes = path.with_name(path.name.replace("_metadata.json", "_changes.jsonl"))
     assert len(changes.read_text().splitlines()) == 51
+
+
+def test_an_output_folder_taken_away_during_a_save_is_written_again(
+    tmp_path: Path, make_daemon
+) -> None:
+    """Taken away while a save is under way (held at a pause point): the save
+    puts its own files back, and the next experiment's first flush, which
+    fails on the folder of its new stream file, puts back its files instead
+    of failing again and again."""
+    from conftest import saved_experiments, send_stop_without_waiting, wait_for
+
+    gate = tmp_path / "go-on"
+    daemon = make_daemon(env={"COLLECTORD_PAUSE": f"save.next_begun={gate}"})
+    with Client("camera", daemon.data, daemon.control) as client:
+        client.set_params("camera/settings", index=0)
+        tail = client.stream("camera/tail", ["v"], "f8")
+        tail.extend(np.arange(10.0)[:, None])
+        client.sync()
+        send_stop_without_waiting(daemon.control)
+        wait_for(lambda: daemon.status()["saving"], what="the save to begin")
+        shutil.rmtree(daemon.output)
+        gate.touch()
+        client.set_params("camera/settings", index=1)
+        tail.extend(np.arange(10.0, 20.0)[:, None])
+        client.sync()
+        daemon.kill9()
+        daemon = make_daemon(daemon.output, data=daemon.data, control=daemon.control)
+        client.stop()
+    first, second = saved_experiments(daemon.output)
+    for saved, index, rows in ((first, 0, np.arange(10.0)), (second, 1, np.arange(10.0, 20.0))):
+        assert saved["camera"]["settings"] == {"index": index}
+        table = np.load(saved["_path"].parent / saved["camera"]["tail"]["file"])
+        assert table["v"].tolist() == rows.tolist()

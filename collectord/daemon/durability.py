@@ -194,7 +194,7 @@ class Durability:
         return failure
 
     def _flushed(self, flush: Flush) -> None:
-        if flush.error is None and flush.moved:
+        if flush.moved:  # a failed flush too: it may have failed on a folder taken away
             try:
                 self._in_place()
             except OSError as exc:
