@@ -53,9 +53,7 @@ def put_back(fd: int, path: Path, flags: int) -> int:
     try:
         offset = 0
         while chunk := system.pread(fd, CHUNK, offset):
-            written = 0
-            while written < len(chunk):
-                written += os.write(copy, chunk[written:])
+            system.write_all(copy, chunk)
             offset += len(chunk)
         os.fsync(copy)
     except BaseException:

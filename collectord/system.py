@@ -281,9 +281,7 @@ class OwnerFileLock:
                     return None
                 continue
             try:
-                written = 0
-                while written < len(content):
-                    written += os.write(fd, content[written:])
+                write_all(fd, content)
                 os.fsync(fd)
             except BaseException:
                 os.close(fd)
@@ -457,6 +455,14 @@ def pwrite(fd: int, data: bytes | memoryview, offset: int) -> int:
         written: int = native(fd, data, offset)
         return written
     return seek_write(fd, data, offset)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may take less),
+    or raise (a full disk raises on the write after the one it cut short)."""
+    written = 0
+    while written < len(data):
+        written += os.write(fd, data[written:])
 
 
 def pread(fd: int, size: int, offset: int) -> bytes:

@@ -348,6 +348,18 @@ def test_a_history_whose_writing_ahead_a_full_disk_cut_is_saved_once_there_is_ro
     assert [json.loads(line)["seq"] for line in lines] == list(range(1, 11))
 
 
+def run_args(output: Path) -> list[str]:
+    """``collectord run``'s arguments for a daemon on ``output`` and free ports."""
+    return [
+        "--output",
+        str(output),
+        "--data",
+        "tcp://127.0.0.1:*",
+        "--control",
+        "tcp://127.0.0.1:*",
+    ]
+
+
 def _no_file_may_grow() -> None:
     """In the child, before ``exec``: every write to a file fails (EFBIG), as on a full disk."""
     _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -361,14 +373,7 @@ def test_a_daemon_that_cannot_write_its_folder_at_start_says_so_in_one_line(
     """Not a traceback: ``collectord run`` names the folder and the error, and
     the stytra drop-in, which starts the daemon itself, quotes that line."""
     output = tmp_path / "out"
-    args = [
-        "--output",
-        str(output),
-        "--data",
-        "tcp://127.0.0.1:*",
-        "--control",
-        "tcp://127.0.0.1:*",
-    ]
+    args = run_args(output)
     failed = subprocess.run(
         [sys.executable, "-m", "collectord", "run", *args],
         capture_output=True,
@@ -396,14 +401,7 @@ def test_a_daemon_stopped_on_a_full_disk_says_what_it_could_not_write_and_loses_
     last flush; the daemon exits with one line saying so (no traceback), its
     lock let go, and the next daemon gets every message from the client."""
     output = tmp_path / "out"
-    args = [
-        "--output",
-        str(output),
-        "--data",
-        "tcp://127.0.0.1:*",
-        "--control",
-        "tcp://127.0.0.1:*",
-    ]
+    args = run_args(output)
     first = spawn(args, stderr=subprocess.PIPE)
     try:
         with Client("camera", first.data, first.control) as client:

@@ -41,13 +41,20 @@ def publish_something(client: Client, value: float) -> None:
     client.sync(timeout=60)
 
 
+def a_client_of_a_daemon_to_die_at(step: Fault, make_daemon, ipc) -> tuple[Any, Client]:
+    """A daemon (on ipc endpoints, kept by a restart) that dies at ``step``,
+    and a client that published something to it."""
+    daemon = make_daemon(data=ipc("data"), control=ipc("control"), env={ENV: step.value})
+    client = Client("cam", daemon.data, daemon.control)
+    publish_something(client, 4.0)
+    return daemon, client
+
+
 @pytest.mark.parametrize("step", SAVE_STEPS, ids=lambda step: step.value)
 def test_a_stop_the_daemon_died_in_returns_the_experiment_it_saved(
     make_daemon, ipc, step: Fault
 ) -> None:
-    first = make_daemon(data=ipc("data"), control=ipc("control"), env={ENV: step.value})
-    client = Client("cam", first.data, first.control)
-    publish_something(client, 4.0)
+    first, client = a_client_of_a_daemon_to_die_at(step, make_daemon, ipc)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         stopping = pool.submit(client.stop, "end of trial", 120.0)
         assert first.process is not None
@@ -253,9 +260,7 @@ def test_a_stop_sent_again_while_its_failed_save_is_tried_again_gets_that_save(
 def test_collectord_stop_through_a_daemon_that_died_in_its_save(
     make_daemon, ipc, step: Fault
 ) -> None:
-    first = make_daemon(data=ipc("data"), control=ipc("control"), env={ENV: step.value})
-    client = Client("cam", first.data, first.control)
-    publish_something(client, 4.0)
+    first, client = a_client_of_a_daemon_to_die_at(step, make_daemon, ipc)
     command = [sys.executable, "-m", "collectord", "stop", "--control", first.control]
     stopping = subprocess.Popen(
         [*command, "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
