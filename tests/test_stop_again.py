@@ -19,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 from conftest import run_cli, saved_experiments, wait_for
 from test_processes import end_mute_client, patient_config, start_mute_client
 
-from collectord import Client, codec
+from collectord import Client
 from collectord.control import request
 from collectord.daemon import answers
 from collectord.daemon.answers import Answer, Answers
-from collectord.errors import DaemonTimeout, RequestError
+from collectord.errors import RequestError
 from collectord.faults import ENV, PAUSE_ENV, SAVE_STEPS, Fault
-from collectord.protocol import PROTOCOL_VERSION, Command
+from collectord.protocol import Command
 from collectord.store import METADATA_SUFFIX, staging_dir
 
 
@@ -317,136 +316,3 @@ def test_a_stop_sent_again_after_collectord_recover_ends_no_other_experiment(
         if m["collectord"]["stopped_by"]["reason"] == "end of trial"
     ]
     assert stopped["_path"] == path
-
-
-class BareDaemon:
-    """A daemon's two sockets and nothing more, to see what a client sends:
-    its hello says ``stop_ids`` true, false, or nothing (a daemon of an
-    earlier version, which would take a stop sent again for a new one)."""
-
-    def __init__(self, ipc, stop_ids: bool | None) -> None:
-        self.context = zmq.Context()
-        self.control = self.context.socket(zmq.ROUTER)
-        self.control.bind(ipc("control"))
-        self.data_endpoint = ipc("data")
-        self.data = self._subscribe()
-        self.stop_ids = stop_ids
-
-    def _subscribe(self) -> zmq.Socket:
-        data = self.context.socket(zmq.SUB)
-        data.setsockopt(zmq.SUBSCRIBE, b"")
-        data.bind(self.data_endpoint)
-        return data
-
-    def restart(self) -> None:
-        """A new subscription: to the client, a daemon that came back."""
-        self.data.close(linger=0)
-        self.data = self._subscribe()
-
-    def until(self, command: str) -> list[tuple[list[bytes], dict[str, Any]]]:
-        """The requests received up to the next ``command`` (the last)."""
-        received = []
-        while True:
-            assert self.control.poll(60_000), f"no {command} request came"
-            frames = self.control.recv_multipart()
-            received.append((frames[:-1], codec.unpack(frames[-1])))
-            if received[-1][1]["cmd"] == command:
-                return received
-
-    def reply(self, envelope: list[bytes], request: dict[str, Any], result: Any) -> None:
-        reply = {"v": PROTOCOL_VERSION, "id": request["id"], "ok": True, "result": result}
-        self.control.send_multipart([*envelope, codec.pack(reply)])
-
-    def answer_hello(self) -> None:
-        envelope, hello = self.until("hello")[-1]
-        result = {
-            "daemon": "0",
-            "protocol": PROTOCOL_VERSION,
-            "run_id": "run-1",
-            "received": 0,
-            "max_message_bytes": 1 << 20,
-        }
-        if self.stop_ids is not None:
-            result["stop_ids"] = self.stop_ids
-        self.reply(envelope, hello, result)
-
-    def close(self) -> None:
-        self.control.close(linger=0)
-        self.data.close(linger=0)
-        self.context.term()
-
-
-@pytest.mark.parametrize("stop_ids", [True, False, None], ids=["new", "says no", "earlier"])
-def test_a_stop_is_sent_again_only_to_a_daemon_that_answers_it(ipc, stop_ids) -> None:
-    daemon = BareDaemon(ipc, stop_ids)
-    client = Client("cam", daemon.data_endpoint, ipc("control"))
-    try:
-        daemon.answer_hello()
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            stopping = pool.submit(client.stop, "end", 60.0 if stop_ids else 2.0)
-            _, first = daemon.until("stop")[-1]
-            daemon.restart()
-            daemon.answer_hello()
-            # The link sends a request again as it takes the hello's reply,
-            # before its first clock exchange with the daemon.
-            again = [(e, r) for e, r in daemon.until("clock") if r["cmd"] == "stop"]
-            if not stop_ids:
-                assert again == []
-                with pytest.raises(DaemonTimeout):
-                    stopping.result(60)
-                return
-            ((envelope, request),) = again
-            assert request["stop_id"] == first["stop_id"]
-            saved = {
-                "run_id": "run-1",
-                "path": "/data/1/1_metadata.json",
-                "last_config": "/data/last_config.json",
-                "unconfirmed": [],
-                "missing": [],
-            }
-            daemon.reply(envelope, request, saved)
-            assert stopping.result(60) == "/data/1/1_metadata.json"
-    finally:
-        client.close(timeout=0.1)
-        daemon.close()
-
-
-def test_a_stop_sent_again_whose_folder_was_moved_is_named_not_stopped(
-    make_daemon, tmp_path
-) -> None:
-    first = make_daemon()
-    client = Client("cam", first.data, first.control)
-    publish_something(client, 4.0)
-    client.close()
-    saved = Path(raw_stop(first.control, "stop-A")["path"])
-    assert first.terminate() == 0  # nothing new: it leaves its journal to the next
-    saved.parent.rename(tmp_path / "moved")
-    second = make_daemon(output=first.output)
-    with pytest.raises(RequestError) as refused:
-        raw_stop(second.control, "stop-A")
-    assert refused.value.code == "saved_not_found"
-    assert "but its folder is not in" in refused.value.message
-    assert second.status()["saved_experiments"] == 0
-
-
-def test_a_stop_whose_control_connection_alone_came_back_is_sent_again(ipc) -> None:
-    """The control connection drops and comes back (a slow network), the data
-    connection holds: the daemon's reply to the stop went nowhere, so the
-    stop is sent again on the new connection."""
-    daemon = BareDaemon(ipc, True)
-    client = Client("cam", daemon.data_endpoint, ipc("control"))
-    try:
-        daemon.answer_hello()
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            stopping = pool.submit(client.stop, "end", 60.0)
-            _, first = daemon.until("stop")[-1]
-            daemon.control.close(linger=0)
-            daemon.control = daemon.context.socket(zmq.ROUTER)
-            daemon.control.bind(ipc("control"))
-            envelope, again = daemon.until("stop")[-1]
-            assert again["stop_id"] == first["stop_id"]
-            daemon.reply(envelope, again, {"run_id": "run-1", "path": "/data/1.json"})
-            assert stopping.result(60) == "/data/1.json"
-    finally:
-        client.close(timeout=0.1)
-        daemon.close()
