@@ -11,24 +11,28 @@ experiment too.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from conftest import run_cli, saved_experiments, wait_for
 from test_processes import end_mute_client, patient_config, start_mute_client
 
-from collectord import Client
+from collectord import Client, codec
 from collectord.control import request
 from collectord.daemon import answers
 from collectord.daemon.answers import Answer, Answers
-from collectord.errors import RequestError
+from collectord.errors import DaemonTimeout, RequestError
 from collectord.faults import ENV, PAUSE_ENV, SAVE_STEPS, Fault
-from collectord.protocol import Command
+from collectord.protocol import PROTOCOL_VERSION, Command
 from collectord.store import METADATA_SUFFIX, staging_dir
 
 
@@ -316,3 +320,185 @@ def test_a_stop_sent_again_after_collectord_recover_ends_no_other_experiment(
         if m["collectord"]["stopped_by"]["reason"] == "end of trial"
     ]
     assert stopped["_path"] == path
+
+
+class BareDaemon:
+    """A daemon's two sockets and nothing more, to see what a client sends:
+    its hello says ``stop_ids`` true, false, or nothing (a daemon of an
+    earlier version, which would take a stop sent again for a new one).
+
+    Each socket has a context of its own, terminated before the socket is
+    bound again: closing a socket bound to ``ipc://`` removes its file later,
+    in ZeroMQ's own thread, and could remove the new socket's. And the data
+    socket is read while the peer waits, as a daemon's loop reads it: a
+    bound socket takes a new connection (and sends it its subscription) only
+    when its owner calls into it.
+    """
+
+    def __init__(self, ipc, stop_ids: bool | None) -> None:
+        self.control_endpoint = ipc("control")
+        self.data_endpoint = ipc("data")
+        self.control = self._bind(zmq.ROUTER, self.control_endpoint)
+        self.data = self._bind(zmq.SUB, self.data_endpoint)
+        self.stop_ids = stop_ids
+
+    @staticmethod
+    def _bind(kind: int, endpoint: str) -> zmq.Socket:
+        sock = zmq.Context().socket(kind)
+        if kind == zmq.SUB:
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.bind(endpoint)
+        return sock
+
+    @staticmethod
+    def _close(sock: zmq.Socket) -> None:
+        context = sock.context
+        sock.close(linger=0)
+        context.term()  # returns once ZeroMQ is done with the socket and its file
+
+    def restart(self) -> None:
+        """A new subscription: to the client, a daemon that came back."""
+        self._close(self.data)
+        self.data = self._bind(zmq.SUB, self.data_endpoint)
+
+    def drop_control(self) -> None:
+        """The control connection goes and comes back; the data one holds."""
+        self._close(self.control)
+        self.control = self._bind(zmq.ROUTER, self.control_endpoint)
+
+    def until(self, command: str) -> list[tuple[list[bytes], dict[str, Any]]]:
+        """The requests received up to the next ``command`` (the last)."""
+        received: list[tuple[list[bytes], dict[str, Any]]] = []
+        deadline = time.monotonic() + 60
+        while not (received and received[-1][1]["cmd"] == command):
+            self._serve(received, lambda: None, deadline, f"no {command} request came")
+        return received
+
+    def until_published(self) -> None:
+        """Wait for a message on the data socket: the client has seen this
+        daemon subscribe and had its hello answered."""
+        published: list[bool] = []
+        deadline = time.monotonic() + 60
+        while not published:
+            self._serve([], lambda: published.append(True), deadline, "nothing was published")
+
+    def _serve(
+        self, received: list, on_data: Callable[[], None], deadline: float, failure: str
+    ) -> None:
+        """Wait for the next message on either socket; requests go to
+        ``received``, and every hello is answered, as a daemon answers it (a
+        client sends one as it starts, and again each time it sees the daemon
+        subscribe)."""
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.data, zmq.POLLIN)
+        left = deadline - time.monotonic()
+        ready = dict(poller.poll(max(left, 0) * 1000))
+        assert ready and left > 0, failure
+        if self.data in ready:
+            self.data.recv_multipart()
+            on_data()
+        if self.control in ready:
+            frames = self.control.recv_multipart()
+            envelope, request = frames[:-1], codec.unpack(frames[-1])
+            received.append((envelope, request))
+            if request["cmd"] == "hello":
+                self._answer_hello(envelope, request)
+
+    def reply(self, envelope: list[bytes], request: dict[str, Any], result: Any) -> None:
+        reply = {"v": PROTOCOL_VERSION, "id": request["id"], "ok": True, "result": result}
+        self.control.send_multipart([*envelope, codec.pack(reply)])
+
+    def _answer_hello(self, envelope: list[bytes], hello: dict[str, Any]) -> None:
+        result = {
+            "daemon": "0",
+            "protocol": PROTOCOL_VERSION,
+            "run_id": "run-1",
+            "received": 0,
+            "max_message_bytes": 1 << 20,
+        }
+        if self.stop_ids is not None:
+            result["stop_ids"] = self.stop_ids
+        self.reply(envelope, hello, result)
+
+    def close(self) -> None:
+        self._close(self.control)
+        self._close(self.data)
+
+
+@pytest.mark.parametrize("stop_ids", [True, False, None], ids=["new", "says no", "earlier"])
+def test_a_stop_is_sent_again_only_to_a_daemon_that_answers_it(ipc, stop_ids) -> None:
+    daemon = BareDaemon(ipc, stop_ids)
+    client = Client("cam", daemon.data_endpoint, daemon.control_endpoint)
+    try:
+        client.set_params("camera", {"exposure": 1.0})
+        daemon.until_published()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            stopping = pool.submit(client.stop, "end", 60.0 if stop_ids else 2.0)
+            _, first = daemon.until("stop")[-1]
+            daemon.restart()
+            daemon.until("hello")  # the next: every one before it was answered
+            # The link sends a request again as it takes the hello's reply,
+            # before its first clock exchange with the daemon.
+            again = [(e, r) for e, r in daemon.until("clock") if r["cmd"] == "stop"]
+            if not stop_ids:
+                assert again == []
+                with pytest.raises(DaemonTimeout):
+                    stopping.result(60)
+                return
+            ((envelope, request),) = again
+            assert request["stop_id"] == first["stop_id"]
+            saved = {
+                "run_id": "run-1",
+                "path": "/data/1/1_metadata.json",
+                "last_config": "/data/last_config.json",
+                "unconfirmed": [],
+                "missing": [],
+            }
+            daemon.reply(envelope, request, saved)
+            assert stopping.result(60) == "/data/1/1_metadata.json"
+    finally:
+        with contextlib.suppress(DaemonTimeout):  # nothing was confirmed: closed all the same
+            client.close(timeout=0.1)
+        daemon.close()
+
+
+def test_a_stop_sent_again_whose_folder_was_moved_is_named_not_stopped(
+    make_daemon, tmp_path
+) -> None:
+    first = make_daemon()
+    client = Client("cam", first.data, first.control)
+    publish_something(client, 4.0)
+    client.close()
+    saved = Path(raw_stop(first.control, "stop-A")["path"])
+    assert first.terminate() == 0  # nothing new: it leaves its journal to the next
+    saved.parent.rename(tmp_path / "moved")
+    second = make_daemon(output=first.output)
+    with pytest.raises(RequestError) as refused:
+        raw_stop(second.control, "stop-A")
+    assert refused.value.code == "saved_not_found"
+    assert "but its folder is not in" in refused.value.message
+    assert second.status()["saved_experiments"] == 0
+
+
+def test_a_stop_whose_control_connection_alone_came_back_is_sent_again(ipc) -> None:
+    """The control connection drops and comes back (a slow network), the data
+    connection holds: the daemon's reply to the stop went nowhere, so the
+    stop is sent again on the new connection."""
+    daemon = BareDaemon(ipc, True)
+    client = Client("cam", daemon.data_endpoint, daemon.control_endpoint)
+    try:
+        client.set_params("camera", {"exposure": 1.0})
+        daemon.until_published()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            stopping = pool.submit(client.stop, "end", 60.0)
+            _, first = daemon.until("stop")[-1]
+            daemon.drop_control()
+            envelope, again = daemon.until("stop")[-1]
+            assert again["stop_id"] == first["stop_id"]
+            daemon.reply(envelope, again, {"run_id": "run-1", "path": "/data/1.json"})
+            assert stopping.result(60) == "/data/1.json"
+    finally:
+        with contextlib.suppress(DaemonTimeout):  # nothing was confirmed: closed all the same
+            client.close(timeout=0.1)
+        daemon.close()
