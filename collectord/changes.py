@@ -25,7 +25,7 @@ applied the changes, the values the experiment started with first. Each line::
 ``carried``
     true for a value the experiment did not receive in a message: carried in
     from the previous experiment (every parameter the daemon held as it
-    began) or restored from the last config.
+    began) or restored (``restore``: those the tree lacked or held otherwise).
 
 Nothing of collectord is needed to read it: ``pandas.read_json(path,
 lines=True)``, or ``json.loads`` per line. ``load_changes`` returns ``Change``

@@ -397,7 +397,10 @@ class Client:
         return str(result["path"])
 
     def restore(self, node: str, timeout: float = 10.0) -> dict[str, Any]:
-        """The last config's values under ``node``; {} if it holds none."""
+        """The values under ``node`` to take up: each parameter as set in this
+        experiment (by any process, or by this one before it restarted), else
+        as the last config holds it; {} if there are none. They count as in
+        force in the experiment, with these values."""
         parse_path(node)
         fields = {"node": node, "session": self.session}
         return dict(self._request(Command.RESTORE, fields, timeout)["values"])

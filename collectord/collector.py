@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from . import __version__, codec, experiment
+from . import __version__, codec, experiment, jsonio
 from .clocks import Sample
 from .errors import InvalidPathError
 from .experiment import Experiment, StopRequest
@@ -372,8 +372,9 @@ class Collector:
         self, node: TreePath, values: Mapping[str, Any], received: float, session: str | None
     ) -> None:
         """A process (``session``, if it said) restored ``values`` under ``node``
-        from the last config: in force now; those the tree lacked are history."""
-        for path, value in self.tree.restored(node, values):
+        (``restore``'s answer): in force now; those the tree lacked or held
+        otherwise are history."""
+        for path, value in self.tree.restored(node, values, jsonio.same):
             self.history.append((received, session, None, path[:-1], path[-1], value))
 
     def reject(self, session: str | None, reason: str) -> Source:

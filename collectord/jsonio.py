@@ -171,6 +171,12 @@ def _remembered(value: dict[str, Any], default: Any, depth: int, memo: Memo | No
     return text
 
 
+def same(a: Any, b: Any) -> bool:
+    """Whether two values are written alike: a value and what it reads back
+    as (an array and its list, a tuple and its list) are."""
+    return dumps({"": a}) == dumps({"": b})
+
+
 def loads(data: bytes | str) -> Any:
     return json.loads(data, object_hook=from_json)
 

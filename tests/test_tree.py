@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectord import codec
+from collectord import codec, jsonio
 from collectord.errors import InvalidPathError
 from collectord.paths import check_name
 from collectord.tree import Tree, TreeConflict, leaves, merge_config, subtree
@@ -627,7 +627,9 @@ def test_restored_values_are_in_force() -> None:
     tree = Tree()
     tree.merge_params(("general", "animal"), {"species": "Danio rerio"}, "gui-1")
     tree.next_experiment()
-    tree.restored(("general",), {"animal": {"species": "Danio rerio", "age": 7}, "empty": {}})
+    tree.restored(
+        ("general",), {"animal": {"species": "Danio rerio", "age": 7}, "empty": {}}, jsonio.same
+    )
     nobody = {"gui-2"}.__contains__
     assert tree.to_dict(in_force=nobody) == {
         "general": {"animal": {"species": "Danio rerio", "age": 7}, "empty": {}}
@@ -638,8 +640,43 @@ def test_restored_returns_only_the_values_it_added() -> None:
     """The history's restored values: those the tree held are in it already."""
     tree = Tree()
     tree.merge_params(("general", "animal"), {"species": "Danio rerio"}, "gui-1")
-    added = tree.restored(("general",), {"animal": {"species": "Mus", "age": 7}, "empty": {}})
+    added = tree.restored(
+        ("general",), {"animal": {"species": "Mus", "age": 7}, "empty": {}}, jsonio.same
+    )
     assert added == [(("general", "animal", "age"), 7)]
+    assert tree.params()["general"]["animal"]["species"] == "Danio rerio"  # set now: it stays
+
+
+def test_a_carried_value_takes_the_restored_one_when_it_differs() -> None:
+    """What a process restored is what it uses: a carried value gives way (the
+    last config was edited between sessions), and is history; one that reads
+    back alike (an array answered as a list) stays as it is, and is not."""
+    tree = Tree()
+    tree.merge_params(("camera",), {"exposure": 4.0, "roi": np.arange(3)}, "cam-1")
+    tree.next_experiment()
+    changed = tree.restored(("camera",), {"exposure": 5.0, "roi": [0, 1, 2]}, jsonio.same)
+    assert changed == [(("camera", "exposure"), 5.0)]
+    params = tree.params()["camera"]
+    assert params["exposure"] == 5.0
+    assert isinstance(params["roi"], np.ndarray)
+    assert tree.to_dict(in_force=lambda owner: False) == {"camera": params}  # both in force
+
+
+def test_held_splits_what_was_set_now_from_what_was_carried_in() -> None:
+    tree = Tree()
+    tree.merge_params(("general", "animal"), {"species": "Danio rerio", "age": 7}, "gui-1")
+    tree.merge_params(("general", "old"), {"x": 1}, "gui-1")
+    tree.next_experiment()
+    tree.merge_params(("general", "animal"), {"age": 8}, "gui-1")
+    tree.set_data(("general", "log"), [1, 2])  # static data: never restored
+    assert tree.held(("general",)) == (
+        {"animal": {"age": 8}},
+        {"animal": {"species": "Danio rerio"}, "old": {"x": 1}},
+    )
+    assert tree.held(("general", "animal", "age")) == (8, None)
+    assert tree.held(("general", "old", "x")) == (None, 1)
+    assert tree.held(("general", "log")) == (None, None)
+    assert tree.held(("nothing", "here")) == (None, None)
 
 
 def test_parameter_runs_are_every_parameter_with_its_owner_groups_after_parameters() -> None:

@@ -314,7 +314,8 @@ class DataCollector(ParameterTree):
         self.mirror.restore(saved)
 
     def _saved_values(self) -> dict[str, Any]:
-        """The last config's values for the registered nodes, each node asked for alone.
+        """The daemon's values to take up for the registered nodes (``restore``:
+        the last config's, or as set since), each node asked for alone.
 
         Not whole categories (``TreeMirror.saved_values``): the daemon counts
         what a process restores as in force in the current experiment, so
@@ -351,8 +352,7 @@ class DataCollector(ParameterTree):
             if exc.code != "not_a_group":
                 raise
             warnings.warn(
-                f"the last config holds a single value at {node!r}, not parameters; "
-                "it is not restored",
+                f"the daemon holds a single value at {node!r}, not parameters; it is not restored",
                 stacklevel=4,
             )
             return {}
@@ -459,7 +459,8 @@ class DataCollector(ParameterTree):
         stytra window on the same daemon, opened and closed (restoring, it
         publishes its nodes whole), would leave every later experiment of
         this window with only the parameters changed since. A restore request
-        marks a node in force without changing a value.
+        marks a node in force; it answers, and keeps, the values set in the
+        experiment, so it changes none that a window set.
         """
         for node in self._nodes():
             try:
