@@ -75,7 +75,11 @@ class ErrorCode(str, enum.Enum):
     UNSUPPORTED_VERSION = "unsupported_version"
     INVALID_PATH = "invalid_path"
     NOT_A_GROUP = "not_a_group"
+    #: A stop was taken, but its save failed: the experiment ended, and the
+    #: daemon tries the save again. A new stop would end the next one too.
     SAVE_FAILED = "save_failed"
+    #: A stop could not begin (not journaled): nothing ended; stop again.
+    STOP_FAILED = "stop_failed"
     #: A stop sent again whose experiment was saved, but whose folder is
     #: not where it was put: unlike ``save_failed``, not a reason to stop again.
     SAVED_NOT_FOUND = "saved_not_found"

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,8 +238,10 @@ def test_a_stop_sent_again_while_its_failed_save_is_tried_again_gets_that_save(
     client = Client("cam", daemon.data, daemon.control)
     publish_something(client, 4.0)
     last_config.mkdir()  # a save cannot replace it: step 5 fails until it goes
-    with pytest.raises(RequestError, match="save failed"):
+    with pytest.raises(RequestError, match="save failed") as failed:
         raw_stop(daemon.control, "stop-A")
+    assert failed.value.code == "save_failed"
+    assert "do not stop again" in failed.value.message
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         again = pool.submit(raw_stop, daemon.control, "stop-A", "sent again")
 
@@ -502,3 +504,35 @@ def test_a_stop_whose_control_connection_alone_came_back_is_sent_again(ipc) -> N
         with contextlib.suppress(DaemonTimeout):  # nothing was confirmed: closed all the same
             client.close(timeout=0.1)
         daemon.close()
+
+
+@contextlib.contextmanager
+def no_new_entries(folder: Path) -> Iterator[None]:
+    """``folder`` refuses new entries, even to root (``chattr +i``): the next
+    experiment's staging folder cannot be made, so a stop cannot begin."""
+    subprocess.run(["chattr", "+i", str(folder)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_stop_that_cannot_begin_says_nothing_ended(make_daemon) -> None:
+    """``stop_failed``, not ``save_failed``: the experiment goes on, and a
+    stop sent once the cause is mended saves it (one experiment). A client
+    told ``save_failed`` here could not tell it from a save tried again,
+    where a new stop ends the next experiment too."""
+    daemon = make_daemon()
+    client = Client("cam", daemon.data, daemon.control)
+    publish_something(client, 4.0)
+    staging = staging_dir(daemon.output, "x").parent
+    with no_new_entries(staging), pytest.raises(RequestError) as refused:
+        client.stop("full disk", timeout=60)
+    assert refused.value.code == "stop_failed"
+    assert "nothing ended, the experiment goes on" in refused.value.message
+    publish_something(client, 5.0)
+    saved = json.loads(Path(client.stop("mended", timeout=60)).read_text())
+    client.close()
+    assert saved["cam"]["settings"] == {"exposure": 5.0}
+    assert saved["collectord"]["stopped_by"]["reason"] == "mended"
+    assert len(saved_experiments(daemon.output)) == 1

@@ -17,7 +17,9 @@ requested while one is pending joins it. The reply is deferred until saved.
 Reply ``result``: ``run_id`` (str, the experiment saved), ``path`` (str, its
 metadata file), ``last_config`` (str), ``unconfirmed`` (array of str, clients
 that did not confirm in time). Error ``save_failed`` if the files could not
-be written; the experiment then stays in memory and a later stop retries.
+be written: the experiment has ended, and the daemon tries its save again
+(a new stop would end the next experiment too); ``stop_failed`` if the stop
+could not begin (not journaled): nothing ended, and a later stop saves it.
 """
 
 from __future__ import annotations

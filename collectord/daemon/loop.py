@@ -34,7 +34,7 @@ from .control import ReplyTo, dispatch
 from .durability import Durability
 from .history import WRITE_INTERVAL, HistoryLog, HistoryWriter
 from .lifecycle import Lifecycle, Opened, Received, Start
-from .saving import SaveJob, Saver
+from .saving import RETRY_INTERVAL, SaveJob, Saver
 
 log = logging.getLogger("collectord")
 
@@ -321,7 +321,7 @@ class Daemon:
         except Exception as exc:  # the stop cannot be journaled: a full disk, say
             if not isinstance(exc, OSError):  # a bug: its traceback is wanted
                 log.exception("save failed")
-            self._failed(stop, exc)
+            self._failed(stop, ErrorCode.STOP_FAILED, exc)
             return
         self._stopping = stop
         self.saver.start(job)
@@ -335,7 +335,7 @@ class Daemon:
             stopping = self._stopping
             if stopping is not None and not stopping.failed:
                 stopping.failed = True
-                self._failed(stopping, outcome)
+                self._failed(stopping, ErrorCode.SAVE_FAILED, outcome)
                 stopping.replies.clear()
             return
         stop, self._stopping = self._stopping, None
@@ -348,14 +348,27 @@ class Daemon:
         if self._exit_after_save:
             self._running = False
 
-    def _failed(self, stop: PendingStop, exc: BaseException) -> None:
-        error = f"save failed: {type(exc).__name__}: {exc}"
-        self.lifecycle.last_error = error
-        log.error("%s; the experiment is kept in its journal", error)
-        for reply_to in stop.replies:
-            self.send(
-                reply_to.envelope, reply_error(reply_to.request_id, ErrorCode.SAVE_FAILED, error)
+    def _failed(self, stop: PendingStop, code: ErrorCode, exc: BaseException) -> None:
+        """Tell ``stop``'s callers it failed, and whether it ended the experiment:
+        one that did (``SAVE_FAILED``) is saved by a later try, and a new stop
+        would end the next experiment too; one that did not (``STOP_FAILED``)
+        left the experiment going, for a later stop to save."""
+        if code is ErrorCode.SAVE_FAILED:
+            error = (
+                f"save failed: {type(exc).__name__}: {exc}; the experiment has ended and is "
+                f"kept in its journal, and the save is tried again every "
+                f"{RETRY_INTERVAL:g} s: do not stop again (that would end the next "
+                f"experiment too), see `last_saved` in status"
             )
+        else:
+            error = (
+                f"the stop could not begin: {type(exc).__name__}: {exc}; nothing ended, the "
+                f"experiment goes on: stop again once this is mended"
+            )
+        self.lifecycle.last_error = error
+        log.error("%s", error)
+        for reply_to in stop.replies:
+            self.send(reply_to.envelope, reply_error(reply_to.request_id, code, error))
         if stop.exit_after:
             # Asked to exit (a signal): the journal holds everything, and the
             # next start saves it (it ends with STOP) or resumes it.
