@@ -247,6 +247,61 @@ def pack(obj: Any) -> bytes:
         raise UnsupportedValueError(f"cannot encode: {exc}") from exc
 
 
+#: Packed maps by ``id``, with the map itself (which keeps the id its own):
+#: ``pack_reusing``'s pieces.
+Pieces = dict[int, tuple[dict[str, Any], bytes]]
+
+
+def pack_reusing(obj: Any, last: Pieces, whole: Pieces) -> bytes:
+    """``pack(obj)``, taking the bytes of the maps in ``last`` as they are.
+
+    msgpack is written front to back with no lengths but the counts in
+    headers, so a map packed on its own is the same bytes as inside a bigger
+    value. The maps of ``whole`` (whose bytes are empty) are packed whole,
+    and each such map, taken from ``last`` or packed now, gets its bytes in
+    ``whole``, for the next call to take; other maps are walked, and so is
+    ``obj`` if it is a list. Only maps that nothing changes any more may be
+    in either.
+
+    The value's depth, far below msgpack's limit of 511 (``DAEMON_DEPTH``),
+    is not checked again by the pieces' walk.
+    """
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = make_packer()
+    parts: list[bytes] = []
+    try:
+        if type(obj) is list:
+            parts.append(packer.pack_array_header(len(obj)))
+            for item in obj:
+                _pack_parts(item, last, whole, packer, parts)
+        else:
+            _pack_parts(obj, last, whole, packer, parts)
+    except (TypeError, ValueError, OverflowError) as exc:
+        packer.reset()
+        raise UnsupportedValueError(f"cannot encode: {exc}") from exc
+    return b"".join(parts)
+
+
+def _pack_parts(
+    obj: Any, last: Pieces, whole: Pieces, packer: msgpack.Packer, parts: list[bytes]
+) -> None:
+    if type(obj) is dict:
+        key = id(obj)
+        if key in whole:
+            known = last.get(key)
+            packed = known[1] if known is not None else packer.pack(obj)
+            whole[key] = (obj, packed)
+            parts.append(packed)
+            return
+        parts.append(packer.pack_map_header(len(obj)))
+        for name, value in obj.items():
+            parts.append(packer.pack(name))
+            _pack_parts(value, last, whole, packer, parts)
+    else:
+        parts.append(packer.pack(obj))
+
+
 class DecodeError(ValueError):
     """A frame is not a well-formed collectord value."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from . import __version__, codec, experiment, jsonio
@@ -501,9 +501,12 @@ class Collector:
                 self.files.open(spec)
 
 
-def carried_fields(params: dict[str, Any], owners: dict[str, Any]) -> dict[str, bytes]:
-    """A BEGIN record's ``carried``: ``Tree.carried``, packed."""
-    return {"carried": codec.pack([params, owners])}
+def carried_fields(
+    params: dict[str, Any], owners: dict[str, Any], pack: Callable[[Any], bytes] = codec.pack
+) -> dict[str, bytes]:
+    """A BEGIN record's ``carried``: ``Tree.carried``, packed (by ``pack``: a
+    save's reuses the last save's bytes, ``daemon/reuse.py``)."""
+    return {"carried": pack([params, owners])}
 
 
 class RowsOnDisk:

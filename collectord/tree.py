@@ -365,7 +365,12 @@ class Tree:
         exported = self.export()
         return exported.params, exported.owners
 
-    def export(self, in_force: InForce | None = None) -> Exported:
+    def export(
+        self,
+        in_force: InForce | None = None,
+        last: Exports | None = None,
+        kept: Exports | None = None,
+    ) -> Exported:
         """``to_dict(in_force)``, ``params()`` and ``carried()``'s owners in one walk.
 
         A save needs all three of a tree of up to millions of parameters. One
@@ -373,8 +378,16 @@ class Tree:
         parameters are the same (all its parameters in force, no static data)
         is one dict in both, so that the JSON writer encodes it once for the
         metadata and the last config (``jsonio.dumps`` with a ``memo``).
+
+        ``last`` and ``kept`` let one save take from the one before: a group
+        of parameters that no tree can change any more (``Exports``) found in
+        ``last`` gives the same dicts as then, without a walk; every such group
+        of this export goes into ``kept``, for the next. Between two
+        experiments nearly every group is unchanged, and the same dicts let
+        the JSON and msgpack writers reuse their text too.
         """
-        return Exported(*_export(self._root, in_force or _everyone, self.generation))
+        reuse = None if kept is None else _Reuse(self._epoch, last or {}, kept)
+        return Exported(*_export(self._root, in_force or _everyone, self.generation, reuse))
 
     @classmethod
     def from_carried(cls, values: Mapping[str, Any], owners: Mapping[str, Any]) -> Tree:
@@ -400,6 +413,21 @@ class Exported(NamedTuple):
     owners: dict[str, Any]  # who set them, and which are dict-valued (``carried``)
 
 
+#: Exports of groups of parameters only, by the group's ``id``: (the group,
+#: its params, its owners, the set of its owners, the experiment that set all
+#: its parameters or None). Only groups of an epoch no tree holds any more go
+#: in: since its last fork no tree changes such a group in place (each copies
+#: it first, ``Tree._group``), so the group object stands for its content.
+#: The entry holds the group, so that its id is not reused while it is there.
+Exports = dict[int, tuple[Any, ...]]
+
+
+class _Reuse(NamedTuple):
+    epoch: int  # the exporting tree's: its groups of this epoch may still change
+    last: Exports
+    kept: Exports
+
+
 def _held(leaf: _Leaf) -> str:
     """What a leaf holds, in words a client's author knows."""
     if leaf.kind is _PARAM:
@@ -418,7 +446,7 @@ _UNSET = object()
 
 
 def _export(
-    branch: dict[str, Any], in_force: InForce, gen: int
+    branch: _Group, in_force: InForce, gen: int, reuse: _Reuse | None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(metadata, params, owners) of ``branch``; the metadata holds the
     parameters of experiment ``gen`` and those whose owner ``in_force`` accepts.
@@ -429,7 +457,9 @@ def _export(
     speed: a save exports every leaf of trees of up to millions.
     """
     if _params_only(branch):
-        return _export_params(branch, in_force, gen)
+        if reuse is None:
+            return _export_params(branch, in_force, gen)
+        return _export_reusing(branch, in_force, gen, reuse)
     metadata: dict[str, Any] = {}
     params: dict[str, Any] = {}
     owners: dict[str, Any] = {}
@@ -455,7 +485,7 @@ def _export(
                 metadata[name] = value
                 same = False
         elif child:
-            sub_metadata, sub_params, sub_owners = _export(child, in_force, gen)
+            sub_metadata, sub_params, sub_owners = _export(child, in_force, gen, reuse)
             if sub_metadata:
                 metadata[name] = sub_metadata
             if sub_params:
@@ -548,12 +578,43 @@ def _export_params(
         owners[_DICTS] = [name for name, value in params.items() if type(value) is dict]
     if all(map(in_force, owner_set)) or set(map(_gen, children)) == {gen}:
         return params, params, owners
-    metadata = {
+    return _in_force_only(branch, in_force, gen), params, owners
+
+
+def _in_force_only(branch: dict[str, Any], in_force: InForce, gen: int) -> dict[str, Any]:
+    """The metadata of a group of parameters some of which are not in force."""
+    return {
         name: child.value
         for name, child in branch.items()
         if child.gen == gen or in_force(child.owner)
     }
-    return metadata, params, owners
+
+
+def _export_reusing(
+    branch: _Group, in_force: InForce, gen: int, reuse: _Reuse
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``_export_params``, taken from ``reuse.last`` where it holds the group
+    (its params and owners as they were; its metadata, which depends on the
+    experiment and on who is in force, decided again), and kept in
+    ``reuse.kept`` if no tree can change the group any more."""
+    if branch.epoch == reuse.epoch:  # this tree's own: it may change in place
+        return _export_params(branch, in_force, gen)
+    key = id(branch)
+    entry = reuse.last.get(key)
+    if entry is None:
+        children = branch.values()
+        gens = set(map(_gen, children))
+        entry = (
+            branch,
+            *_export_params(branch, in_force, gen)[1:],
+            set(map(_owner, children)),
+            gens.pop() if len(gens) == 1 else None,
+        )
+    reuse.kept[key] = entry
+    _, params, owners, owner_set, only_gen = entry
+    if only_gen == gen or all(map(in_force, owner_set)):
+        return params, params, owners
+    return _in_force_only(branch, in_force, gen), params, owners
 
 
 def _owners_by_name(branch: dict[str, Any]) -> dict[str, Any]:
@@ -634,8 +695,10 @@ def merge_config(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     of ``new`` with no parameters keeps what ``old`` has there.
 
     The result shares groups with both: a group of ``new`` that ``old`` lacks,
-    or holds equal, is taken as it is (so that a save's JSON writer sees the
-    same dict in the metadata and the last config and encodes it once), and a
+    or holds equal (or the same: a save's export reuses the last save's
+    dicts of groups unchanged since, ``daemon/reuse.py``), is taken as it is
+    (so that a save's JSON writer sees the same dict in the metadata and the
+    last config and encodes it once), and a
     group of ``old`` that ``new`` leaves alone stays. Neither is changed: no
     tree's groups or values are changed in place once exported.
     """
@@ -645,7 +708,8 @@ def merge_config(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
         if isinstance(value, dict) and isinstance(before, dict):
             if not value:
                 continue
-            merged[name] = value if _equal(before, value) else merge_config(before, value)
+            same = before is value or _equal(before, value)
+            merged[name] = value if same else merge_config(before, value)
         else:
             merged[name] = value
     return merged

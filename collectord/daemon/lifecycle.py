@@ -89,6 +89,7 @@ from .answers import Answer, Answers
 from .durability import Durability
 from .history import HistoryLog
 from .rejections import RejectionLog
+from .reuse import LastSave
 from .saving import SaveJob, Successor
 
 log = logging.getLogger("collectord")
@@ -170,6 +171,8 @@ class Lifecycle:
         #: The save under way (begun, not yet finished), whose last config a
         #: ``save_config`` supersedes.
         self._saving: SaveJob | None = None
+        #: What the last save made of its tree, for the next to take again.
+        self._last_save = LastSave()
         #: The journal ends with STOP (the stop barrier passed): it must be saved.
         self._stop_journaled: _JournaledStop | None = None
         #: Stops saved, by their ids: a stop sent again gets its save (``answers.py``).
@@ -894,6 +897,7 @@ class Lifecycle:
                 successor=None,
                 config_lock=self._config_lock,
                 stop_ids=tuple(stop_ids),
+                last_save=self._last_save,
             )
             self._saving = job
             self._stop_journaled = None

@@ -45,6 +45,7 @@ from ..store import LastConfig
 from ..streamfiles import Finished, StreamFiles, StreamSpec
 from ..tree import Exported, Tree, gc_paused, merge_config, with_value
 from .history import HistoryLog
+from .reuse import LastSave, Reuse
 
 log = logging.getLogger("collectord")
 
@@ -92,10 +93,12 @@ class SaveJob:
     began: float = dataclasses.field(default_factory=time.monotonic)
     #: Results of steps done, kept for a retry.
     kept: dict[tuple[str, ...], Finished] | None = None
-    #: The tree as the files hold it (one walk for all three), and the texts
-    #: of the groups the metadata and the last config share.
+    #: What the last save made of its tree, for this one to take again; this
+    #: save's share of it (taken in the save's thread: one save at a time
+    #: gets it); the tree as the files hold it (one walk for all three).
+    last_save: LastSave = dataclasses.field(default_factory=LastSave)
+    reuse: Reuse | None = None
     exported: Exported | None = None
-    memo: jsonio.Memo = dataclasses.field(default_factory=dict)
     metadata_file: Path | None = None
     changes_file: Path | None = None
     saved_config: dict[str, Any] | None = None
@@ -120,6 +123,8 @@ class SaveJob:
 
     def run(self) -> dict[str, Any]:
         """Do the steps not done yet; return what a ``stop`` reply carries."""
+        if self.saved_config is None and self.reuse is None:
+            self.reuse = self.last_save.begin()
         if self.successor is not None and not self.successor.written:
             self.step = "beginning the next experiment"
             self._write_begin(self.successor)
@@ -135,7 +140,7 @@ class SaveJob:
         if self.metadata_file is None:
             self.step = "writing the metadata"
             self.metadata_file = store.write_metadata(
-                self.staging, self.experiment.folder_name, self._metadata(), self.memo
+                self.staging, self.experiment.folder_name, self._metadata(), self._memo()
             )
             reached(Fault.SAVE_METADATA_WRITTEN)
         if self.changes_file is None:
@@ -149,15 +154,17 @@ class SaveJob:
             with self.config_lock:
                 if self.superseded is None:
                     merged = merge_config(self.last_config.get(), self._exported().params)
-                    store.write_last_config(self.last_config_file, merged, self.memo)
+                    store.write_last_config(self.last_config_file, merged, self._memo())
                 else:  # the file holds a newer config already: keep it
                     merged = self.superseded
                 # What restore() answers from now on (as the file holds it: the
                 # restore command reads its node back through JSON).
                 self.saved_config = merged
             reached(Fault.SAVE_LAST_CONFIG_WRITTEN)
+        if self.reuse is not None:
+            self.reuse.keep()
+            self.reuse = None
         self.exported = None
-        self.memo.clear()
         if not self.marked:
             self.step = "marking it saved"
             mark_saved(self.staging)
@@ -178,12 +185,21 @@ class SaveJob:
 
     def _exported(self) -> Exported:
         if self.exported is None:
-            self.exported = self.tree.export(in_force=self.in_force.__contains__)
+            assert self.reuse is not None
+            self.exported = self.reuse.export(self.tree, self.in_force.__contains__)
         return self.exported
+
+    def _memo(self) -> jsonio.Memo:
+        """The texts of maps the metadata and the last config share, and of
+        groups the last save wrote."""
+        assert self.reuse is not None
+        return self.reuse.memo
 
     def _write_begin(self, successor: Successor) -> None:
         exported = self._exported()
-        record = {**successor.begin, **carried_fields(exported.params, exported.owners)}
+        assert self.reuse is not None
+        carried = carried_fields(exported.params, exported.owners, self.reuse.pack)
+        record = {**successor.begin, **carried}
         successor.journal.write_first(record)
         successor.written = True
 
