@@ -31,6 +31,7 @@ import itertools
 import math
 import os
 import threading
+from collections.abc import Container
 from typing import Any
 
 import msgpack
@@ -252,16 +253,15 @@ def pack(obj: Any) -> bytes:
 Pieces = dict[int, tuple[dict[str, Any], bytes]]
 
 
-def pack_reusing(obj: Any, last: Pieces, whole: Pieces) -> bytes:
+def pack_reusing(obj: Any, last: Pieces, whole: Container[int], made: Pieces) -> bytes:
     """``pack(obj)``, taking the bytes of the maps in ``last`` as they are.
 
     msgpack is written front to back with no lengths but the counts in
     headers, so a map packed on its own is the same bytes as inside a bigger
-    value. The maps of ``whole`` (whose bytes are empty) are packed whole,
-    and each such map, taken from ``last`` or packed now, gets its bytes in
-    ``whole``, for the next call to take; other maps are walked, and so is
-    ``obj`` if it is a list. Only maps that nothing changes any more may be
-    in either.
+    value. The maps whose ids are in ``whole`` are packed whole, or taken
+    from ``last``, and go into ``made`` with their bytes, for the next call
+    to take; other maps are walked, and so is ``obj`` if it is a list. Only
+    maps that nothing changes any more may be in ``whole``.
 
     The value's depth, far below msgpack's limit of 511 (``DAEMON_DEPTH``),
     is not checked again by the pieces' walk.
@@ -274,9 +274,9 @@ def pack_reusing(obj: Any, last: Pieces, whole: Pieces) -> bytes:
         if type(obj) is list:
             parts.append(packer.pack_array_header(len(obj)))
             for item in obj:
-                _pack_parts(item, last, whole, packer, parts)
+                _pack_parts(item, last, whole, made, packer, parts)
         else:
-            _pack_parts(obj, last, whole, packer, parts)
+            _pack_parts(obj, last, whole, made, packer, parts)
     except (TypeError, ValueError, OverflowError) as exc:
         packer.reset()
         raise UnsupportedValueError(f"cannot encode: {exc}") from exc
@@ -284,20 +284,25 @@ def pack_reusing(obj: Any, last: Pieces, whole: Pieces) -> bytes:
 
 
 def _pack_parts(
-    obj: Any, last: Pieces, whole: Pieces, packer: msgpack.Packer, parts: list[bytes]
+    obj: Any,
+    last: Pieces,
+    whole: Container[int],
+    made: Pieces,
+    packer: msgpack.Packer,
+    parts: list[bytes],
 ) -> None:
     if type(obj) is dict:
         key = id(obj)
         if key in whole:
             known = last.get(key)
             packed = known[1] if known is not None else packer.pack(obj)
-            whole[key] = (obj, packed)
+            made[key] = (obj, packed)
             parts.append(packed)
             return
         parts.append(packer.pack_map_header(len(obj)))
         for name, value in obj.items():
             parts.append(packer.pack(name))
-            _pack_parts(value, last, whole, packer, parts)
+            _pack_parts(value, last, whole, made, packer, parts)
     else:
         parts.append(packer.pack(obj))
 

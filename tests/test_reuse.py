@@ -194,15 +194,17 @@ def test_pieces_packed_apart_are_the_bytes_of_the_whole() -> None:
     inner = {"x": 1.5, "t": b"\x00", "when": [1, {"deep": None}]}
     other = {"y": "text", "empty": {}}
     value = [{"a": inner, "b": {"c": other, "d": 3}}, {"": "s1"}]
-    whole: codec.Pieces = {id(inner): (inner, b""), id(other): (other, b"")}
-    packed = codec.pack_reusing(value, {}, whole)
+    whole = {id(inner), id(other)}
+    made: codec.Pieces = {}
+    packed = codec.pack_reusing(value, {}, whole, made)
     assert packed == codec.pack(value)
-    assert whole[id(inner)][1] == codec.pack(inner)
-    again = dict(whole)
-    assert codec.pack_reusing(value, whole, again) == packed
+    assert made[id(inner)] == (inner, codec.pack(inner)) and set(made) == whole
+    again: codec.Pieces = {}
+    assert codec.pack_reusing(value, made, whole, again) == packed
+    assert again == made
     assert msgpack.unpackb(packed) == value
 
 
 def test_packing_in_pieces_refuses_what_pack_refuses() -> None:
     with pytest.raises(UnsupportedValueError, match="set"):
-        codec.pack_reusing([{"a": {1, 2}}], {}, {})
+        codec.pack_reusing([{"a": {1, 2}}], {}, set(), {})

@@ -55,17 +55,16 @@ class Reuse:
     def pack(self, value: Any) -> bytes:
         """``codec.pack(value)`` of what ``export`` made, the exported groups'
         bytes taken from the last save where it packed them."""
-        whole: codec.Pieces = {}
-        for entry in self.exports.values():
-            for kept in entry[1:3]:  # its params and owners
-                whole[id(kept)] = (kept, b"")
-        packed = codec.pack_reusing(value, self.last.packed, whole)
-        self.packed = {key: piece for key, piece in whole.items() if piece[1]}
-        return packed
+        self.packed = {}
+        return codec.pack_reusing(value, self.last.packed, self._kept(), self.packed)
+
+    def _kept(self) -> set[int]:
+        """The ids of the dicts of this save's exports."""
+        return {id(part) for entry in self.exports.values() for part in entry[1:3]}
 
     def keep(self) -> None:
         """This save has written all it encodes: what it made replaces the last save's."""
-        kept = {id(part) for entry in self.exports.values() for part in entry[1:3]}
+        kept = self._kept()
         self.last.exports = self.exports
         self.last.texts = {key: text for key, text in self.memo.items() if key in kept}
         self.last.packed = self.packed
