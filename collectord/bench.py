@@ -28,7 +28,8 @@ ceilings of this machine at this moment (shared machines are noisy):
   ratio to ``json.dumps`` + write + fsync + rename of the same tree (measured
   first, the daemon idle), once with
   the tree just set (its history, a line per parameter, is then written at
-  the stop too: the ceiling of writing those lines is reported beside it)
+  the stop too: the ceiling of writing those lines is reported beside it,
+  and the save is held to the two ceilings together)
   and once carried into the next experiment; the longest ``status`` meanwhile;
   a restart on the folder;
 * the precision of the clock offsets measured on loopback (``--clock``
@@ -635,17 +636,21 @@ def report(result: dict[str, Any]) -> str:
     ]
     tree = result.get("tree")
     if tree:
-        verdict_save = "meets" if tree["save_ratio"] <= TREE_TARGETS["save"] else "ABOVE"
+        # A tree just set has its history written at the stop too: the save
+        # is held to both ceilings together (docs/performance.md, session 10).
+        with_history = tree["save_with_history_ratio"]
+        verdict_save = "meets" if with_history <= TREE_TARGETS["save"] else "ABOVE"
         carried = tree["save_carried_ratio"]
         verdict_carried = "meets" if carried <= TREE_TARGETS["save"] else "ABOVE"
         lines += [
             f"  tree of {tree['parameters']:,} parameters:",
             f"    json + write + fsync + rename {tree['ceiling_s']:>10.3f} s    (ceiling)",
             f"    stop to saved, just set       {tree['save_s']:>10.3f} s    "
-            f"x{tree['save_ratio']:.2f} (target at most x{TREE_TARGETS['save']}: {verdict_save})",
+            f"x{tree['save_ratio']:.2f} of the tree's ceiling",
             f"      its history: json.dumps, write {tree['history_ceiling_s']:>10.3f} s    "
-            f"(a line per parameter; the save is x{tree['save_with_history_ratio']:.2f} "
-            "of both ceilings together)",
+            f"(a line per parameter, written at this stop too; the save is "
+            f"x{with_history:.2f} of both ceilings together: target at most "
+            f"x{TREE_TARGETS['save']}: {verdict_save})",
             f"    stop to saved, carried in     {tree['save_carried_s']:>10.3f} s    "
             f"x{tree['save_carried_ratio']:.2f} (target at most x{TREE_TARGETS['save']}: "
             f"{verdict_carried}; the next experiment, {EXPERIMENT_S:g} s long)",
