@@ -428,41 +428,50 @@ class BareDaemon:
         self._close(self.data)
 
 
-@pytest.mark.parametrize("stop_ids", [True, False, None], ids=["new", "says no", "earlier"])
-def test_a_stop_is_sent_again_only_to_a_daemon_that_answers_it(ipc, stop_ids) -> None:
+@contextlib.contextmanager
+def a_client_of_a_bare_daemon(ipc, stop_ids: bool | None) -> Iterator[tuple[BareDaemon, Client]]:
+    """A bare daemon, and a client introduced to it (it has published there)."""
     daemon = BareDaemon(ipc, stop_ids)
     client = Client("cam", daemon.data_endpoint, daemon.control_endpoint)
     try:
         client.set_params("camera", {"exposure": 1.0})
         daemon.until_published()
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            stopping = pool.submit(client.stop, "end", 60.0 if stop_ids else 2.0)
-            _, first = daemon.until("stop")[-1]
-            daemon.restart()
-            daemon.until("hello")  # the next: every one before it was answered
-            # The link sends a request again as it takes the hello's reply,
-            # before its first clock exchange with the daemon.
-            again = [(e, r) for e, r in daemon.until("clock") if r["cmd"] == "stop"]
-            if not stop_ids:
-                assert again == []
-                with pytest.raises(DaemonTimeout):
-                    stopping.result(60)
-                return
-            ((envelope, request),) = again
-            assert request["stop_id"] == first["stop_id"]
-            saved = {
-                "run_id": "run-1",
-                "path": "/data/1/1_metadata.json",
-                "last_config": "/data/last_config.json",
-                "unconfirmed": [],
-                "missing": [],
-            }
-            daemon.reply(envelope, request, saved)
-            assert stopping.result(60) == "/data/1/1_metadata.json"
+        yield daemon, client
     finally:
         with contextlib.suppress(DaemonTimeout):  # nothing was confirmed: closed all the same
             client.close(timeout=0.1)
         daemon.close()
+
+
+@pytest.mark.parametrize("stop_ids", [True, False, None], ids=["new", "says no", "earlier"])
+def test_a_stop_is_sent_again_only_to_a_daemon_that_answers_it(ipc, stop_ids) -> None:
+    with (
+        a_client_of_a_bare_daemon(ipc, stop_ids) as (daemon, client),
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        stopping = pool.submit(client.stop, "end", 60.0 if stop_ids else 2.0)
+        _, first = daemon.until("stop")[-1]
+        daemon.restart()
+        daemon.until("hello")  # the next: every one before it was answered
+        # The link sends a request again as it takes the hello's reply,
+        # before its first clock exchange with the daemon.
+        again = [(e, r) for e, r in daemon.until("clock") if r["cmd"] == "stop"]
+        if not stop_ids:
+            assert again == []
+            with pytest.raises(DaemonTimeout):
+                stopping.result(60)
+            return
+        ((envelope, request),) = again
+        assert request["stop_id"] == first["stop_id"]
+        saved = {
+            "run_id": "run-1",
+            "path": "/data/1/1_metadata.json",
+            "last_config": "/data/last_config.json",
+            "unconfirmed": [],
+            "missing": [],
+        }
+        daemon.reply(envelope, request, saved)
+        assert stopping.result(60) == "/data/1/1_metadata.json"
 
 
 def test_a_stop_sent_again_whose_folder_was_moved_is_named_not_stopped(
@@ -487,23 +496,17 @@ def test_a_stop_whose_control_connection_alone_came_back_is_sent_again(ipc) -> N
     """The control connection drops and comes back (a slow network), the data
     connection holds: the daemon's reply to the stop went nowhere, so the
     stop is sent again on the new connection."""
-    daemon = BareDaemon(ipc, True)
-    client = Client("cam", daemon.data_endpoint, daemon.control_endpoint)
-    try:
-        client.set_params("camera", {"exposure": 1.0})
-        daemon.until_published()
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            stopping = pool.submit(client.stop, "end", 60.0)
-            _, first = daemon.until("stop")[-1]
-            daemon.drop_control()
-            envelope, again = daemon.until("stop")[-1]
-            assert again["stop_id"] == first["stop_id"]
-            daemon.reply(envelope, again, {"run_id": "run-1", "path": "/data/1.json"})
-            assert stopping.result(60) == "/data/1.json"
-    finally:
-        with contextlib.suppress(DaemonTimeout):  # nothing was confirmed: closed all the same
-            client.close(timeout=0.1)
-        daemon.close()
+    with (
+        a_client_of_a_bare_daemon(ipc, True) as (daemon, client),
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        stopping = pool.submit(client.stop, "end", 60.0)
+        _, first = daemon.until("stop")[-1]
+        daemon.drop_control()
+        envelope, again = daemon.until("stop")[-1]
+        assert again["stop_id"] == first["stop_id"]
+        daemon.reply(envelope, again, {"run_id": "run-1", "path": "/data/1.json"})
+        assert stopping.result(60) == "/data/1.json"
 
 
 @contextlib.contextmanager
