@@ -232,15 +232,21 @@ def make_packer() -> msgpack.Packer:
 _packers = threading.local()
 
 
+def _packer() -> msgpack.Packer:
+    """This thread's packer, made at its first use."""
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = make_packer()
+    return packer
+
+
 def pack(obj: Any) -> bytes:
     """Pack ``obj``; the caller has already run ``check_value`` on user values.
 
     One packer per thread, reused: msgpack's packers are not thread-safe, and
     making one per call costs more than the packing of a small message.
     """
-    packer = getattr(_packers, "packer", None)
-    if packer is None:
-        packer = _packers.packer = make_packer()
+    packer = _packer()
     try:
         return packer.pack(obj)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -266,9 +272,7 @@ def pack_reusing(obj: Any, last: Pieces, whole: Container[int], made: Pieces) ->
     The value's depth, far below msgpack's limit of 511 (``DAEMON_DEPTH``),
     is not checked again by the pieces' walk.
     """
-    packer = getattr(_packers, "packer", None)
-    if packer is None:
-        packer = _packers.packer = make_packer()
+    packer = _packer()
     parts: list[bytes] = []
     try:
         if type(obj) is list:

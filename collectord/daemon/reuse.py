@@ -13,7 +13,7 @@ their JSON text (``jsonio.dumps``' memo) and their msgpack bytes
 Only what the last save made is kept: each save starts from the last one's
 and keeps only what it used or made itself, so a group gone from the tree is
 let go at the next save. For a million parameters in groups of a hundred
-that is about 35 MB (the groups' JSON text and msgpack bytes, and 10,000
+that is about 38 MB (the groups' JSON text and msgpack bytes, and 10,000
 small entries); their dicts are the ones the last config holds anyway.
 """
 
